@@ -1,0 +1,1 @@
+"""Process lifecycle: signals, pid file, seamless upgrade, systemd notification."""

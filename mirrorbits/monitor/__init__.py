@@ -1,0 +1,1 @@
+"""Background monitor: health checks, scan scheduling and the cluster split."""

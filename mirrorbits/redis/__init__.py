@@ -1,0 +1,1 @@
+"""Redis data layer: key names and encodings, connections, the embedded server, schema upgrades."""

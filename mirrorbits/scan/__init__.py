@@ -1,0 +1,1 @@
+"""Scanning: the local repository index and the mirrors' file lists (rsync, FTP, trace files)."""

@@ -1,0 +1,1 @@
+"""The HTTP side: request dispatch, client identity, renderers, statistics and the download log."""

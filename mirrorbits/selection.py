@@ -1,0 +1,705 @@
+"""Mirror selection engine: filter, score, weight and order the mirrors of one file.
+
+A pure module (no Twisted, no Redis, no I/O) so that it can be tested without a reactor and
+called on the hot path of every download request.  It reproduces the Go original's decisions
+(spec http.md §8) bit for bit, including its float32 arithmetic (§0.1) and its exclusion texts.
+
+Speed matters (thousands of requests per second in CPython), so everything that depends only on
+a mirror is computed once, when a :class:`Candidate` is built from the mirror record, and the
+per-request work is limited to what depends on the client and the file.
+
+Randomness always comes from an injected :class:`random.Random`, so tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import struct
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+__all__ = [
+    "Candidate",
+    "Chosen",
+    "ClientLocation",
+    "Excluded",
+    "FallbackSpec",
+    "MirrorFile",
+    "Secure",
+    "Selection",
+    "ERR_MODTIME_ZERO",
+    "distance",
+    "f32",
+    "fallback_choices",
+    "go_duration",
+    "is_additional_country",
+    "is_primary_country",
+    "rank_sort",
+    "select_mirrors",
+    "sort_by_exclude_reason",
+]
+
+# ---------------------------------------------------------------------------------------------
+# float32 helpers (spec §0.1)
+
+_F32 = struct.Struct("<f")
+_f32_pack = _F32.pack
+_f32_unpack = _F32.unpack
+
+
+def f32(x: float) -> float:
+    """Round a Python float to the nearest IEEE-754 binary32 value (Go's ``float32(x)``)."""
+    return _f32_unpack(_f32_pack(x))[0]
+
+
+def _f32_many(values: list[float]) -> list[float]:
+    """Round a whole list to binary32 in one C call; much cheaper than one struct call each."""
+    return array("f", values).tolist()
+
+
+#: Go's ``float32(DegToRad)``: the constant is converted to float32 where it meets a float32.
+_DEG2RAD_F32 = f32(0.017453292519943295769236907684886127134428718885417)
+#: ``math.SmallestNonzeroFloat32``, used by Go to avoid dividing by a zero closest distance.
+_SMALLEST_F32 = 1.401298464324817e-45
+_EARTH_RADIUS_KM = 6371.0
+
+# Go's time.Truncate rounds relative to the zero time (0001-01-01 UTC), not the Unix epoch.
+_ZERO_TIME_TO_UNIX_NS = 62135596800 * 1_000_000_000
+
+ERR_MODTIME_ZERO = "Invalid file info (modtime is zero)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Go duration text (spec §0.2).  mirrorbits/gocompat.py (another engineer's) has the shared
+# version; this private copy keeps the selection module free of dependencies.
+
+
+def _frac_text(v: int, prec: int) -> str:
+    """``v / 10**prec`` as Go prints it: trailing fraction zeros (and a bare dot) removed."""
+    whole, frac = divmod(v, 10**prec)
+    if frac == 0:
+        return str(whole)
+    return f"{whole}.{frac:0{prec}d}".rstrip("0")
+
+
+def go_duration(ns: int) -> str:
+    """Format a nanosecond count exactly like Go's ``time.Duration.String()``."""
+    if ns == 0:
+        return "0s"
+    u = -ns if ns < 0 else ns
+    if u < 1_000_000_000:
+        if u < 1_000:
+            text = f"{u}ns"
+        elif u < 1_000_000:
+            text = _frac_text(u, 3) + "µs"
+        else:
+            text = _frac_text(u, 6) + "ms"
+    else:
+        secs, frac = divmod(u, 1_000_000_000)
+        sec_text = str(secs % 60)
+        if frac:
+            sec_text += f".{frac:09d}".rstrip("0")
+        minutes = secs // 60
+        if minutes:
+            hours, minutes = divmod(minutes, 60)
+            text = (f"{hours}h" if hours else "") + f"{minutes}m{sec_text}s"
+        else:
+            text = sec_text + "s"
+    return "-" + text if ns < 0 else text
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+
+
+class Secure(IntEnum):
+    """Which scheme the client must get (spec §5.2)."""
+
+    UNDEFINED = 0  # any; prefer HTTPS
+    WITH_TLS = 1
+    WITHOUT_TLS = 2
+
+
+def _ensure_absolute(url: str, scheme: str) -> str:
+    if url.startswith(("http://", "https://")):
+        return url
+    return scheme + "://" + url
+
+
+def _protocol_verdicts(
+    http_url: str, http_up: bool, https_up: bool, http_down: str, https_down: str
+) -> tuple[tuple[str, str | None], tuple[str, str | None], tuple[str, str | None]]:
+    """(AbsoluteURL, exclusion reason or None) for UNDEFINED, WITH_TLS and WITHOUT_TLS (§8.3 step 2).
+
+    These depend only on the mirror record, so they are computed once per mirror load.
+    """
+    https_abs = _ensure_absolute(http_url, "https")
+    http_abs = _ensure_absolute(http_url, "http")
+    if http_url.startswith("http://"):
+        https_reason: str | None = "Not HTTPS"
+    elif not https_up:
+        https_reason = https_down or "Down"
+    else:
+        https_reason = None
+    if http_url.startswith("https://"):
+        http_reason: str | None = "Not HTTP"
+    elif not http_up:
+        http_reason = http_down or "Down"
+    else:
+        http_reason = None
+    if https_reason is None:
+        undefined: tuple[str, str | None] = (https_abs, None)
+    elif http_reason is None:
+        undefined = (http_abs, None)
+    elif http_reason == https_reason:
+        undefined = (http_abs, http_reason)
+    else:
+        undefined = (http_abs, f"{http_reason} / {https_reason}")
+    return undefined, (https_abs, https_reason), (http_abs, http_reason)
+
+
+@dataclass(slots=True)
+class MirrorFile:
+    """A mirror's copy of the file (``FILEINFO_<id>_<path>``); ``mod_time_ns`` None = Go zero time."""
+
+    size: int
+    mod_time_ns: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Candidate:
+    """What selection needs of one mirror, with every per-mirror derivation precomputed.
+
+    Build one when a mirror record is loaded (not per request) and treat it as immutable: the
+    protocol verdicts and coordinates are derived at construction.  ``source`` carries the
+    caller's full mirror record (for the JSON renderer); selection never looks at it.
+    """
+
+    id: int
+    name: str = ""
+    http_url: str = ""
+    enabled: bool = False
+    http_up: bool = False
+    https_up: bool = False
+    http_down_reason: str = ""
+    https_down_reason: str = ""
+    continent_only: bool = False
+    country_only: bool = False
+    as_only: bool = False
+    score: int = 0
+    latitude: float = 0.0
+    longitude: float = 0.0
+    continent_code: str = ""
+    country_codes: str = ""
+    excluded_country_codes: str = ""
+    asnum: int = 0
+    tz_offset_ms: int = 0
+    last_successful_sync_precision_ns: int = 0
+    source: Any = field(default=None, compare=False, repr=False)
+    # Derived at construction:
+    country_list: tuple[str, ...] = field(init=False)
+    country_set: frozenset[str] = field(init=False, repr=False)
+    excluded_country_set: frozenset[str] = field(init=False, repr=False)
+    primary_country: str | None = field(init=False, repr=False)
+    lat_rad: float = field(init=False, repr=False)
+    cos_lat: float = field(init=False, repr=False)
+    https_absolute_url: str = field(init=False, repr=False)
+    http_absolute_url: str = field(init=False, repr=False)
+    protocol: tuple[tuple[str, str | None], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        lat = f32(self.latitude)
+        s(self, "latitude", lat)
+        s(self, "longitude", f32(self.longitude))
+        countries = tuple(self.country_codes.split())
+        s(self, "country_list", countries)
+        s(self, "country_set", frozenset(countries))
+        s(self, "excluded_country_set", frozenset(self.excluded_country_codes.split()))
+        s(self, "primary_country", countries[0] if countries else None)
+        lat_rad = f32(lat * _DEG2RAD_F32)
+        s(self, "lat_rad", lat_rad)
+        s(self, "cos_lat", math.cos(lat_rad))
+        s(self, "https_absolute_url", _ensure_absolute(self.http_url, "https"))
+        s(self, "http_absolute_url", _ensure_absolute(self.http_url, "http"))
+        s(
+            self,
+            "protocol",
+            _protocol_verdicts(
+                self.http_url, self.http_up, self.https_up, self.http_down_reason, self.https_down_reason
+            ),
+        )
+
+    @classmethod
+    def from_redis_hash(cls, fields: Mapping[Any, Any], source: Any = None) -> Candidate:
+        """Build from the raw ``HGETALL MIRROR_<id>`` reply (str or bytes keys and values).
+
+        Parses like Go's struct mapping (spec http §11): a field that does not parse raises
+        ValueError, as does an empty hash; unknown fields are ignored.
+        """
+        if not fields:
+            raise ValueError("redigo: nil returned")
+        f: dict[str, str] = {}
+        for k, v in fields.items():
+            key = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+            f[key] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+        def text(name: str) -> str:
+            return f.get(name, "")
+
+        return cls(
+            id=_parse_int(f, "ID"),
+            name=text("name"),
+            http_url=text("http"),
+            enabled=_parse_bool(f, "enabled"),
+            http_up=_parse_bool(f, "httpUp"),
+            https_up=_parse_bool(f, "httpsUp"),
+            http_down_reason=text("httpDownReason"),
+            https_down_reason=text("httpsDownReason"),
+            continent_only=_parse_bool(f, "continentOnly"),
+            country_only=_parse_bool(f, "countryOnly"),
+            as_only=_parse_bool(f, "asOnly"),
+            score=_parse_int(f, "score"),
+            latitude=_parse_f32(f, "latitude"),
+            longitude=_parse_f32(f, "longitude"),
+            continent_code=text("continentCode"),
+            country_codes=text("countryCodes"),
+            excluded_country_codes=text("excludedCountryCodes"),
+            asnum=_parse_int(f, "asnum", unsigned=True),
+            tz_offset_ms=_parse_int(f, "tzoffset"),
+            last_successful_sync_precision_ns=_parse_int(f, "lastSuccessfulSyncPrecision"),
+            source=source,
+        )
+
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_INT_RE = re.compile(r"[+-]?[0-9]+\Z")
+_UINT_RE = re.compile(r"\+?[0-9]+\Z")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+
+def _parse_bool(f: Mapping[str, str], name: str) -> bool:
+    if name not in f:
+        return False
+    v = f[name]
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f'strconv.ParseBool: parsing "{v}": invalid syntax')
+
+
+def _parse_int(f: Mapping[str, str], name: str, unsigned: bool = False) -> int:
+    if name not in f:
+        return 0
+    v = f[name]
+    if not (_UINT_RE if unsigned else _INT_RE).match(v):
+        kind = "ParseUint" if unsigned else "ParseInt"
+        raise ValueError(f'strconv.{kind}: parsing "{v}": invalid syntax')
+    n = int(v)
+    lo, hi = (0, 2**64 - 1) if unsigned else (-(2**63), 2**63 - 1)
+    if not lo <= n <= hi:
+        raise ValueError(f'strconv.ParseInt: parsing "{v}": value out of range')
+    return n
+
+
+def _parse_f32(f: Mapping[str, str], name: str) -> float:
+    if name not in f:
+        return 0.0
+    v = f[name]
+    if not _FLOAT_RE.match(v):
+        raise ValueError(f'strconv.ParseFloat: parsing "{v}": invalid syntax')
+    x = f32(float(v)) if abs(float(v)) < 3.5e38 else math.inf
+    if math.isinf(x):
+        raise ValueError(f'strconv.ParseFloat: parsing "{v}": value out of range')
+    return x
+
+
+@dataclass(slots=True, frozen=True)
+class ClientLocation:
+    """The client's GeoIP record as far as selection cares.  Valid iff ``country`` is non-empty."""
+
+    country: str = ""
+    continent: str = ""
+    asnum: int = 0
+    latitude: float = 0.0
+    longitude: float = 0.0
+    valid: bool = field(init=False)
+    cos_lat: float = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        lat = f32(self.latitude)
+        s(self, "latitude", lat)
+        s(self, "longitude", f32(self.longitude))
+        s(self, "valid", self.country != "")
+        s(self, "cos_lat", math.cos(f32(lat * _DEG2RAD_F32)))
+
+
+@dataclass(slots=True)
+class Chosen:
+    """A selected mirror, with the per-request values the renderers serialise (spec §7)."""
+
+    candidate: Candidate
+    absolute_url: str
+    distance: float = 0.0
+    computed_score: int = 0
+    weight: float = 0.0
+
+
+@dataclass(slots=True)
+class Excluded:
+    """A mirror that failed a filter check; ``reason`` is Go's ExcludeReason text."""
+
+    candidate: Candidate
+    absolute_url: str
+    reason: str
+    distance: float = 0.0
+
+
+@dataclass(slots=True)
+class Selection:
+    """Result of :func:`select_mirrors`.
+
+    ``selected`` is in redirect-priority order, ``excluded`` in filter order.  ``error`` is set
+    only for the zero-modtime precondition; the caller then takes the fallback / 503 path.
+    ``closest`` / ``farthest`` are the filter's extremes (0 when nothing is accepted).
+    """
+
+    selected: list[Chosen]
+    excluded: list[Excluded]
+    error: str | None = None
+    closest: float = 0.0
+    farthest: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Geography
+
+
+def distance(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in km with Go's mixed float32/float64 precision (spec §8.9)."""
+    lat1, lon1, lat2, lon2 = f32(lat1), f32(lon1), f32(lat2), f32(lon2)
+    d_lat = f32(f32(lat2 - lat1) * _DEG2RAD_F32) * 0.5
+    d_lon = f32(f32(lon2 - lon1) * _DEG2RAD_F32) * 0.5
+    s_lat = math.sin(d_lat)
+    s_lon = math.sin(d_lon)
+    a = s_lat * s_lat + math.cos(f32(lat1 * _DEG2RAD_F32)) * math.cos(f32(lat2 * _DEG2RAD_F32)) * s_lon * s_lon
+    c = 2 * math.atan2(math.sqrt(a), math.sqrt(1 - a))
+    return f32(_EARTH_RADIUS_KM * f32(c))
+
+
+def _distances(client: ClientLocation, cands: Sequence[Candidate]) -> list[float]:
+    """:func:`distance` from the client to every candidate, rounding whole columns at once."""
+    n = len(cands)
+    if n == 0:
+        return []
+    la1 = client.latitude
+    lo1 = client.longitude
+    diffs = _f32_many([c.latitude - la1 for c in cands] + [c.longitude - lo1 for c in cands])
+    k = _DEG2RAD_F32
+    halves = _f32_many([d * k for d in diffs])  # dLat then dLon, float32
+    sin = math.sin
+    sqrt = math.sqrt
+    atan2 = math.atan2
+    ccos = client.cos_lat
+    cs = []
+    for i in range(n):
+        s1 = sin(halves[i] * 0.5)
+        s2 = sin(halves[n + i] * 0.5)
+        a = s1 * s1 + ccos * cands[i].cos_lat * s2 * s2
+        cs.append(2 * atan2(sqrt(a), sqrt(1 - a)))
+    r = _EARTH_RADIUS_KM
+    return _f32_many([r * c for c in _f32_many(cs)])
+
+
+def is_primary_country(client: ClientLocation, countries: Sequence[str]) -> bool:
+    """The client's country is the first entry of the mirror's list (false for invalid clients)."""
+    return client.valid and len(countries) > 0 and countries[0] == client.country
+
+
+def is_additional_country(client: ClientLocation, countries: Sequence[str]) -> bool:
+    """The client's country is a non-first entry of the mirror's list."""
+    return client.valid and client.country in countries[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection
+
+
+def _truncate(t_ns: int, p_ns: int) -> int:
+    """Go's ``Time.Truncate(p)``: round down to a multiple of p counted from year 1."""
+    if p_ns <= 0:
+        return t_ns
+    return t_ns - (t_ns + _ZERO_TIME_TO_UNIX_NS) % p_ns
+
+
+def _outdated_rule(file_path: str, allow_outdated: Iterable[tuple[str, int]]) -> int | None:
+    """Maximum outdatedness in ns from the first matching AllowOutdatedFiles rule, or None."""
+    for prefix, minutes in allow_outdated:
+        if file_path.startswith(prefix):
+            return int(minutes) * 60_000_000_000
+    return None
+
+
+def select_mirrors(
+    file_path: str,
+    local_size: int,
+    local_mod_time_ns: int | None,
+    candidates: Sequence[tuple[Candidate, MirrorFile | None]],
+    client: ClientLocation,
+    *,
+    secure: Secure = Secure.UNDEFINED,
+    for_mirrorlist: bool = False,
+    weight_distribution_range: float = 1.5,
+    allow_outdated: Sequence[tuple[str, int]] = (),
+    fix_timezone_offsets: bool = False,
+    rng: random.Random,
+) -> Selection:
+    """Filter, score, weight and order the candidate mirrors of one file (spec §8.1, §8.3–§8.6).
+
+    ``candidates`` are the members of ``FILEMIRRORS_<path>`` in Redis order, each with the
+    mirror's ``FILEINFO`` (None when that hash does not exist).  ``local_mod_time_ns`` is the
+    file's modification instant in Unix nanoseconds, None for Go's zero time (file unknown).
+    """
+    if local_mod_time_ns is None:
+        return Selection([], [], ERR_MODTIME_ZERO)
+
+    valid = client.valid
+    cands = [c for c, _ in candidates]
+    dists = _distances(client, cands) if valid else [0.0] * len(cands)
+
+    max_outdated = _outdated_rule(file_path, allow_outdated)
+    compare_size = max_outdated is None
+    if max_outdated is None:
+        max_outdated = 0
+    c_country = client.country
+    c_continent = client.continent
+    c_asn = client.asnum
+    proto_index = int(secure)
+
+    excluded: list[Excluded] = []
+    acc_cand: list[Candidate] = []
+    acc_url: list[str] = []
+    acc_dist: list[float] = []
+
+    for i, (cand, mfile) in enumerate(candidates):
+        if not cand.enabled:
+            excluded.append(Excluded(cand, "", "Disabled", dists[i]))
+            continue
+        url, reason = cand.protocol[proto_index]
+        if reason is None:
+            if mfile is None:
+                # No FILEINFO hash although the mirror is listed in FILEMIRRORS: Go reads it as
+                # size 0 / zero time, and would redirect to it whenever the size check is skipped
+                # (AllowOutdatedFiles) or the local file is empty.  It is a race with a scan that
+                # just removed the file, so we never choose such a mirror.
+                reason = "File size mismatch"
+            else:
+                if compare_size and mfile.size != local_size:
+                    reason = "File size mismatch"
+                elif mfile.mod_time_ns is not None:
+                    m = mfile.mod_time_ns
+                    if fix_timezone_offsets:
+                        m += cand.tz_offset_ms * 1_000_000
+                    p = cand.last_successful_sync_precision_ns
+                    delta = _truncate(local_mod_time_ns, p) - _truncate(m, p)
+                    if delta < 0 or delta > max_outdated:
+                        reason = f"Mod time mismatch (diff: {go_duration(delta)})"
+            if reason is None:
+                if cand.continent_only and (not valid or c_continent != cand.continent_code):
+                    reason = "Continent only"
+                elif cand.country_only and (not valid or c_country not in cand.country_set):
+                    reason = "Country only"
+                elif cand.as_only and (not valid or c_asn != cand.asnum):
+                    reason = "AS only"
+                elif valid and c_country in cand.excluded_country_set:
+                    reason = "User's country restriction"
+                else:
+                    acc_cand.append(cand)
+                    acc_url.append(url)
+                    acc_dist.append(dists[i])
+                    continue
+        excluded.append(Excluded(cand, url, reason, dists[i]))
+
+    n = len(acc_cand)
+    closest = min(acc_dist) if n else 0.0
+    farthest = max(acc_dist) if n else 0.0
+    if farthest < 0.0:  # Go starts farthest at 0 (distances are never negative anyway)
+        farthest = 0.0
+
+    if not valid:
+        # §8.4: uniform random order; sample() of the first 5 is a partial Fisher-Yates shuffle,
+        # identical in distribution to shuffling everything and truncating.
+        idx = list(range(n))
+        if for_mirrorlist:
+            rng.shuffle(idx)
+        else:
+            idx = rng.sample(idx, min(5, n))
+        return Selection(
+            [Chosen(acc_cand[j], acc_url[j], acc_dist[j]) for j in idx], excluded, None, closest, farthest
+        )
+
+    # §8.5 scoring, float32 where Go uses float32.
+    closest_out = closest
+    if closest == 0:
+        closest = _SMALLEST_F32
+    base = int(farthest)
+    base_f = float(base)  # float32(baseScore): exact for any realistic distance
+    half_base = base // 2
+    limit = f32(closest * f32(weight_distribution_range))
+    additional_bonus = int(f32(base_f - closest))
+    scores: list[int] = []
+    weights: list[int] = []  # 0 = no weight
+    total = 0
+    selected = 0
+    for j in range(n):
+        cand = acc_cand[j]
+        d = acc_dist[j]
+        cs = base - int(d) + 1
+        primary = cand.primary_country == c_country
+        if d <= limit:
+            s = f32(base_f - d)
+            if not primary:
+                s = f32(s / 2)
+            cs += int(s)
+        elif primary:
+            cs += int(f32(base_f - f32(d * 5)))
+        elif c_country in cand.country_set:  # additional: listed, but not first
+            cs += additional_bonus
+        if cand.asnum == c_asn:
+            cs += half_base
+        x = cs + cs * (cand.score / 100) + 0.5
+        cs = int(x) if x > 1 else 1
+        scores.append(cs)
+        if cs > base:
+            w = cs - base
+            weights.append(w)
+            total += w
+            selected += 1
+        else:
+            weights.append(0)
+
+    order = sorted(range(n), key=scores.__getitem__, reverse=True)  # stable, descending
+
+    if selected > 1 and not for_mirrorlist:
+        # Draw without replacement, proportionally to weight; only the first min(5, selected)
+        # draws survive the truncation, so stop there (same distribution as drawing them all).
+        pool = order[:selected]
+        rest = total
+        out: list[Chosen] = []
+        for _ in range(min(5, selected)):
+            rv = rng.randrange(rest)
+            acc = 0
+            k = 0
+            j = pool[0]
+            for k in range(len(pool)):  # noqa: B007 - k is the pick, used below
+                j = pool[k]
+                acc += weights[j]
+                if acc > rv:
+                    break
+            del pool[k]
+            w = weights[j]
+            rest -= w
+            out.append(Chosen(acc_cand[j], acc_url[j], acc_dist[j], scores[j], f32(w * 100 / total)))
+        return Selection(out, excluded, None, closest_out, farthest)
+
+    result = [Chosen(acc_cand[j], acc_url[j], acc_dist[j], scores[j]) for j in order]
+    if selected > 1:  # mirrorlist: order unchanged, weights as percentages, no truncation
+        for ch, j in zip(result, order[:selected], strict=False):
+            ch.weight = f32(weights[j] * 100 / total)
+    elif selected == 1 and result:
+        result[0].weight = 100.0
+    return Selection(result, excluded, None, closest_out, farthest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fallbacks and rank order (spec §8.7, §8.8)
+
+
+@dataclass(slots=True, frozen=True)
+class FallbackSpec:
+    """One ``Fallbacks`` config entry (URL already normalised with a trailing ``/``)."""
+
+    url: str
+    country_code: str = ""
+    continent_code: str = ""
+
+
+def _fallback_fields(fb: Any) -> tuple[str, str, str]:
+    if isinstance(fb, tuple | list):
+        url, cc, cont = (list(fb) + ["", ""])[:3]
+        return str(url), str(cc), str(cont)
+    url = getattr(fb, "url", None)
+    if url is None:
+        url = getattr(fb, "URL")  # noqa: B009 - Go-style config objects
+    cc = getattr(fb, "country_code", None)
+    if cc is None:
+        cc = getattr(fb, "CountryCode", "")
+    cont = getattr(fb, "continent_code", None)
+    if cont is None:
+        cont = getattr(fb, "ContinentCode", "")
+    return str(url), str(cc or ""), str(cont or "")
+
+
+def _rank_key(client: ClientLocation, cand: Candidate, dist: float) -> tuple[int, int, int, float]:
+    asn = 0 if cand.asnum == client.asnum else 1
+    country = 0 if (not client.country or client.country in cand.country_set) else 1
+    continent = 0 if (not client.continent or cand.continent_code == client.continent) else 1
+    return (asn, country, continent, dist)
+
+
+def rank_sort(items: list[Chosen], client: ClientLocation, rng: random.Random) -> list[Chosen]:
+    """Go's ``ByRank`` order: ASN, country, continent, distance for a valid client; else random.
+
+    Sorts ``items`` in place (stable) and returns it.
+    """
+    if client.valid:
+        items.sort(key=lambda ch: _rank_key(client, ch.candidate, ch.distance))
+    else:
+        rng.shuffle(items)
+    return items
+
+
+def fallback_choices(
+    fallbacks: Sequence[Any], client: ClientLocation, secure: Secure, rng: random.Random
+) -> list[Chosen]:
+    """The ``Fallbacks`` pseudo-mirrors, rank-sorted, for when no real mirror can be used.
+
+    Each entry is a :class:`FallbackSpec`, a ``(url, country, continent)`` tuple, or any object
+    with ``url``/``URL``, ``country_code``/``CountryCode``, ``continent_code``/``ContinentCode``.
+    Go appends these to a partial, unfiltered mirror list after a network error (http §17.1);
+    following the spec's recommendation we return the fallbacks alone, and the caller should
+    discard any partial list.
+    """
+    out: list[Chosen] = []
+    for i, fb in enumerate(fallbacks):
+        url, cc, cont = _fallback_fields(fb)
+        cc = cc.upper()
+        cand = Candidate(
+            id=-i, name=f"fallback{i}", http_url=url, country_codes=cc, continent_code=cont.upper()
+        )
+        # The single-entry country list may be empty (Go: []string{""}).
+        object.__setattr__(cand, "country_list", (cc,))
+        object.__setattr__(cand, "country_set", frozenset((cc,)))
+        object.__setattr__(cand, "primary_country", cc)
+        if url.startswith(("http://", "https://")):
+            absolute = url
+        elif secure == Secure.WITHOUT_TLS:
+            absolute = "http://" + url
+        else:
+            absolute = "https://" + url
+        out.append(Chosen(cand, absolute))
+    return rank_sort(out, client, rng)
+
+
+def sort_by_exclude_reason(excluded: list[Excluded]) -> list[Excluded]:
+    """Go's ``ByExcludeReason`` (byte order, used by the mirror-list page); sorts in place."""
+    excluded.sort(key=lambda e: e.reason.encode("utf-8"))
+    return excluded

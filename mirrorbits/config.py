@@ -1,0 +1,380 @@
+"""The configuration: the Go original's YAML keys, types, defaults and validation, as a frozen object.
+
+A config is never changed in place: :func:`load_config` builds a new :class:`Config`, and
+:class:`ConfigHolder` swaps it atomically on reload (keeping the old one when the new file is bad),
+then tells the parts that care.  Keys keep their Go names (``ListenAddress``...) so that the spec, the
+sample config and the code read the same.
+
+Differences from the Go original (also listed in the README):
+
+* an unknown key is reported as a warning (Go ignores it silently);
+* ``RedisAddress: embedded`` asks for a private redis-server started by the daemon, with its data under
+  ``DataDir``; a config without ``RedisAddress`` keeps the Go meaning, ``127.0.0.1:6379``;
+* a few keys of our own (``DataDir``, ``Workers``, ``ManholeListenAddress``,
+  ``ManholeAuthorizedKeys``), all optional, listed in :data:`EXTENSION_KEYS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from twisted.logger import Logger
+
+log = Logger(namespace="mirrorbits.config")
+
+DEFAULT_CONFIG_PATH = "/etc/mirrorbits.conf"
+#: ``RedisAddress`` value that selects the embedded Redis.
+EMBEDDED = "embedded"
+
+_TRUE = {"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
+_FALSE = {"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
+_NULL = {"", "~", "null", "Null", "NULL"}
+_INT_RE = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used.  The message names the file, the key and the value."""
+
+
+def default_templates_path() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+
+def default_data_dir() -> str:
+    """Where the embedded Redis keeps its data: ``$XDG_DATA_HOME/mirrorbits`` or ``~/.local/share``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "mirrorbits")
+
+
+@dataclass(frozen=True)
+class Hashes:
+    SHA1: bool = False
+    SHA256: bool = True
+    MD5: bool = False
+
+
+@dataclass(frozen=True)
+class OutdatedFilesRule:
+    Prefix: str = ""
+    Minutes: int = 0
+
+
+@dataclass(frozen=True)
+class Fallback:
+    URL: str = ""
+    CountryCode: str = ""
+    ContinentCode: str = ""
+
+
+@dataclass(frozen=True)
+class SentinelHost:
+    Host: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every key of the Go original with its default (spec data-and-scanning §10, http §15)."""
+
+    Repository: str = ""
+    Templates: str = field(default_factory=default_templates_path)
+    LocalJSPath: str = ""
+    OutputMode: str = "auto"
+    ListenAddress: str = ":8080"
+    Gzip: bool = False
+    AllowHTTPToHTTPSRedirects: bool = True
+    SameDownloadInterval: int = 600
+    RedisAddress: str = "127.0.0.1:6379"
+    RedisPassword: str = ""
+    RedisDB: int = 0
+    LogDir: str = ""
+    TraceFileLocation: str = ""
+    GeoipDatabasePath: str = "/usr/share/GeoIP/"
+    ConcurrentSync: int = 5
+    ScanInterval: int = 30
+    CheckInterval: int = 1
+    RepositoryScanInterval: int = 5
+    MaxLinkHeaders: int = 10
+    FixTimezoneOffsets: bool = False
+    Hashes: Hashes = field(default_factory=Hashes)
+    DisallowRedirects: bool = False
+    WeightDistributionRange: float = 1.5
+    DisableOnMissingFile: bool = False
+    AllowOutdatedFiles: tuple[OutdatedFilesRule, ...] = ()
+    Fallbacks: tuple[Fallback, ...] = ()
+    RedisSentinelMasterName: str = ""
+    RedisSentinels: tuple[SentinelHost, ...] = ()
+    RPCListenAddress: str = "localhost:3390"
+    RPCPassword: str = ""
+    # -- our own keys (not in the Go original) --
+    #: Data directory of the embedded Redis (``RedisAddress: embedded``).
+    DataDir: str = field(default_factory=default_data_dir)
+    #: Number of HTTP worker processes sharing the listening socket (1 = serve in the main process).
+    Workers: int = 1
+    #: SSH manhole endpoint (a Twisted endpoint string or ``host:port``); empty = no manhole.
+    ManholeListenAddress: str = ""
+    #: authorized_keys file of the manhole (keys only, no passwords).
+    ManholeAuthorizedKeys: str = ""
+    # -- not keys: where the config came from, and what was odd about it --
+    source: str = field(default="<defaults>", compare=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.RedisAddress == EMBEDDED
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some keys changed (tests, and the reload path)."""
+        return dataclasses.replace(self, **changes)
+
+
+GO_KEYS = (
+    "Repository", "Templates", "LocalJSPath", "OutputMode", "ListenAddress", "Gzip",
+    "AllowHTTPToHTTPSRedirects", "SameDownloadInterval", "RedisAddress", "RedisPassword", "RedisDB",
+    "LogDir", "TraceFileLocation", "GeoipDatabasePath", "ConcurrentSync", "ScanInterval",
+    "CheckInterval", "RepositoryScanInterval", "MaxLinkHeaders", "FixTimezoneOffsets", "Hashes",
+    "DisallowRedirects", "WeightDistributionRange", "DisableOnMissingFile", "AllowOutdatedFiles",
+    "Fallbacks", "RedisSentinelMasterName", "RedisSentinels", "RPCListenAddress", "RPCPassword",
+)
+EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys")
+
+
+class _Reader:
+    """Typed reading of raw YAML scalars (all strings, from ``yaml.BaseLoader``) the way yaml.v2 does."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.warnings: list[str] = []
+
+    def fail(self, key: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {why} (value {value!r})")
+
+    def scalar(self, key: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, (dict, list)):
+            raise self.fail(key, value, "expected a single value")
+        return str(value)
+
+    def string(self, key: str, value: Any) -> str:
+        s = self.scalar(key, value)
+        return "" if s is None or s in _NULL else s
+
+    def boolean(self, key: str, value: Any) -> bool:
+        s = self.scalar(key, value)
+        if s is None or s in _NULL:
+            return False
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+        raise self.fail(key, s, "expected a boolean (true/false, On/Off, yes/no)")
+
+    def integer(self, key: str, value: Any) -> int:
+        s = self.scalar(key, value)
+        if s is None or s in _NULL:
+            return 0
+        text = s.strip()
+        try:
+            if _INT_RE.match(text):
+                return int(text.replace("_", ""))
+            if re.match(r"^[-+]?0x[0-9a-fA-F_]+$", text):
+                return int(text.replace("_", ""), 16)
+            if re.match(r"^[-+]?0o?[0-7_]+$", text):
+                return int(text.replace("_", "").replace("0o", "0"), 8)
+        except ValueError:
+            pass
+        raise self.fail(key, s, "expected an integer")
+
+    def number(self, key: str, value: Any) -> float:
+        s = self.scalar(key, value)
+        if s is None or s in _NULL:
+            return 0.0
+        try:
+            return float(s.replace("_", ""))
+        except ValueError:
+            raise self.fail(key, s, "expected a number") from None
+
+    def mapping(self, key: str, value: Any) -> dict[str, Any]:
+        if value is None or value == "":
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, value, "expected a mapping")
+        return value
+
+    def sequence(self, key: str, value: Any) -> list[Any]:
+        if value is None or value == "":
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, value, "expected a list")
+        return value
+
+    def record(self, key: str, value: Any, cls: type, types: dict[str, str]) -> Any:
+        item = self.mapping(key, value)
+        kwargs: dict[str, Any] = {}
+        for k, v in item.items():
+            if k not in types:
+                self.warnings.append(f"{self.source}: unknown key {key}.{k} ignored")
+                continue
+            kwargs[k] = getattr(self, types[k])(f"{key}.{k}", v)
+        return cls(**kwargs)
+
+
+_TYPES: dict[str, str] = {
+    "Repository": "string", "Templates": "string", "LocalJSPath": "string", "OutputMode": "string",
+    "ListenAddress": "string", "Gzip": "boolean", "AllowHTTPToHTTPSRedirects": "boolean",
+    "SameDownloadInterval": "integer", "RedisAddress": "string", "RedisPassword": "string",
+    "RedisDB": "integer", "LogDir": "string", "TraceFileLocation": "string",
+    "GeoipDatabasePath": "string", "ConcurrentSync": "integer", "ScanInterval": "integer",
+    "CheckInterval": "integer", "RepositoryScanInterval": "integer", "MaxLinkHeaders": "integer",
+    "FixTimezoneOffsets": "boolean", "DisallowRedirects": "boolean", "WeightDistributionRange": "number",
+    "DisableOnMissingFile": "boolean", "RedisSentinelMasterName": "string", "RPCListenAddress": "string",
+    "RPCPassword": "string", "DataDir": "string", "Workers": "integer",
+    "ManholeListenAddress": "string", "ManholeAuthorizedKeys": "string",
+}
+
+
+def config_from_mapping(raw: Any, source: str = "<config>", base_dir: str | None = None) -> Config:
+    """Build and validate a :class:`Config` from parsed YAML (scalars as strings, BaseLoader style)."""
+    reader = _Reader(source)
+    if raw is None or raw == "":
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the configuration must be a YAML mapping of keys to values")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _TYPES:
+            values[key] = getattr(reader, _TYPES[key])(key, value)
+        elif key == "Hashes":
+            values[key] = reader.record(key, value, Hashes,
+                                        {"SHA1": "boolean", "SHA256": "boolean", "MD5": "boolean"})
+            # Sub-keys not given keep their defaults (SHA256 stays on), as in the Go original.
+        elif key == "AllowOutdatedFiles":
+            values[key] = tuple(reader.record(f"{key}[{i}]", v, OutdatedFilesRule,
+                                              {"Prefix": "string", "Minutes": "integer"})
+                                for i, v in enumerate(reader.sequence(key, value)))
+        elif key == "Fallbacks":
+            values[key] = tuple(reader.record(f"{key}[{i}]", v, Fallback,
+                                              {"URL": "string", "CountryCode": "string",
+                                               "ContinentCode": "string"})
+                                for i, v in enumerate(reader.sequence(key, value)))
+        elif key == "RedisSentinels":
+            values[key] = tuple(reader.record(f"{key}[{i}]", v, SentinelHost, {"Host": "string"})
+                                for i, v in enumerate(reader.sequence(key, value)))
+        else:
+            reader.warnings.append(f"{source}: unknown key {key!r} ignored")
+    return _validate(values, reader, source, base_dir)
+
+
+def _validate(values: dict[str, Any], reader: _Reader, source: str, base_dir: str | None) -> Config:
+    """The Go original's validation rules (spec data-and-scanning §10), errors naming key and value."""
+    wdr = values.get("WeightDistributionRange", 1.5)
+    if "WeightDistributionRange" in values and wdr <= 0:
+        raise reader.fail("WeightDistributionRange", wdr, "must be > 0")
+    mode = values.get("OutputMode", "auto")
+    if mode not in ("auto", "json", "redirect"):
+        raise reader.fail("OutputMode", mode, "must be one of auto, json, redirect")
+    repo = values.get("Repository", "")
+    if not repo:
+        raise ConfigError(f"{source}: Repository: the path to the local repository is required")
+    if not os.path.isabs(repo):
+        repo = os.path.join(base_dir or os.getcwd(), repo)
+    # Made absolute and cleaned, symlinks NOT resolved (Go filepath.Abs).
+    values["Repository"] = os.path.normpath(repo)
+    if values.get("RepositoryScanInterval", 5) < 0:
+        values["RepositoryScanInterval"] = 0
+    values["Fallbacks"] = tuple(
+        dataclasses.replace(f, URL=f.URL if f.URL.endswith("/") else f.URL + "/")
+        for f in values.get("Fallbacks", ()))
+    for i, rule in enumerate(values.get("AllowOutdatedFiles", ())):
+        if rule.Prefix and not rule.Prefix.startswith("/"):
+            raise reader.fail(f"AllowOutdatedFiles[{i}].Prefix", rule.Prefix, "must be empty or start with /")
+        if rule.Minutes < 0:
+            raise reader.fail(f"AllowOutdatedFiles[{i}].Minutes", rule.Minutes, "must be >= 0")
+    workers = values.get("Workers", 1)
+    if workers < 1:
+        raise reader.fail("Workers", workers, "must be >= 1")
+    if values.get("RedisDB", 0) < 0:
+        raise reader.fail("RedisDB", values["RedisDB"], "must be >= 0")
+    if "DataDir" in values and values["DataDir"] and not os.path.isabs(values["DataDir"]):
+        values["DataDir"] = os.path.normpath(os.path.join(base_dir or os.getcwd(), values["DataDir"]))
+    return Config(**values, source=source, warnings=tuple(reader.warnings))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only str/list/dict
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from None
+
+
+def load_config(path: str) -> Config:
+    """Read, parse and validate a config file.  Relative paths are taken from the current directory,
+    as the Go original does."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"Configuration could not be found: {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+    if os.environ.get("DEBUG"):
+        print(f"Reading configuration from {path}")
+    return config_from_mapping(parse_yaml(text, path), source=path)
+
+
+def find_config_path(given: str | None) -> str | None:
+    """``-config`` wins; else ``/etc/mirrorbits.conf`` when it exists (spec §10)."""
+    if given:
+        return given
+    if os.path.exists(DEFAULT_CONFIG_PATH):
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+class ConfigHolder:
+    """Holds the current :class:`Config`; :meth:`reload` swaps in a new one or keeps the old one."""
+
+    def __init__(self, config: Config, path: str | None = None) -> None:
+        self._config = config
+        self.path = path
+        self._listeners: list[Callable[[Config, Config], None]] = []
+
+    @property
+    def current(self) -> Config:
+        return self._config
+
+    def __call__(self) -> Config:
+        return self._config
+
+    def subscribe(self, listener: Callable[[Config, Config], None]) -> None:
+        """``listener(old, new)`` runs after each successful reload."""
+        self._listeners.append(listener)
+
+    def swap(self, new: Config) -> None:
+        old, self._config = self._config, new
+        for warning in new.warnings:
+            log.warn("{warning}", warning=warning)
+        for listener in list(self._listeners):
+            try:
+                listener(old, new)
+            except Exception:
+                log.failure("config listener failed")
+
+    def reload(self) -> bool:
+        """Re-read the file.  On error log it and keep the old config; returns whether it changed."""
+        if self.path is None:
+            return False
+        try:
+            new = load_config(self.path)
+        except ConfigError as e:
+            log.error("SIGHUP Received: {error}", error=str(e))
+            return False
+        log.info("SIGHUP Received: Reloading configuration...")
+        self.swap(new)
+        return True

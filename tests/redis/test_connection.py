@@ -1,0 +1,136 @@
+"""The Redis layer against real redis-server processes: commands, gate, outages, pub/sub."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from mirrorbits.redis.connection import (
+    NotReady,
+    RedisClient,
+    RedisSettings,
+    RedisUnavailable,
+    ResponseError,
+    parse_address,
+)
+from tests.fixtures.redis import RedisServer
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def eventually(check: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
+    waited = 0.0
+    while True:
+        try:
+            result = await check() if callable(check) else check
+            if result:
+                return result
+        except RedisUnavailable:
+            pass
+        if waited > timeout:
+            raise AssertionError("condition not met in time")
+        await sleep(step)
+        waited += step
+
+
+class ParseAddressTests(unittest.SynchronousTestCase):
+    def test_forms(self) -> None:
+        self.assertEqual(parse_address("127.0.0.1:6379"), ("tcp", "127.0.0.1", 6379))
+        self.assertEqual(parse_address(":6380"), ("tcp", "127.0.0.1", 6380))
+        self.assertEqual(parse_address("[::1]:6379"), ("tcp", "::1", 6379))
+        self.assertEqual(parse_address("unix:/run/r.sock"), ("unix", "/run/r.sock", 0))
+        self.assertRaises(ValueError, parse_address, "nocolon")
+        self.assertRaises(ValueError, parse_address, "host:port")
+
+
+class RedisClientTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.server = RedisServer(password="s3cret").start()
+        self.addCleanup(self.server.cleanup)
+        self.settings = RedisSettings(address=self.server.address, password="s3cret", db=3)
+        self.client = RedisClient(lambda: self.settings)
+        self.client.start()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.client.stop()))
+
+    @defer.inlineCallbacks
+    def test_gate_commands_transactions(self) -> Any:
+        with self.assertRaises(NotReady):
+            yield defer.Deferred.fromCoroutine(self.client.execute("PING"))
+        pong = yield defer.Deferred.fromCoroutine(self.client.execute("PING", unblocked=True))
+        self.assertEqual(pong, "PONG")
+        self.client.set_ready()
+        yield defer.Deferred.fromCoroutine(self.client.execute("SET", "k", "1234"))
+        # numbers stay strings (txredisapi would turn them into ints by default)
+        value = yield defer.Deferred.fromCoroutine(self.client.execute("GET", "k"))
+        self.assertEqual(value, "1234")
+        # SELECT went to db 3
+        self.assertEqual(self.server.client(db=3).get("k"), "1234")
+        self.assertIsNone(self.server.client(db=0).get("k"))
+        replies = yield defer.Deferred.fromCoroutine(self.client.transaction(
+            [("INCR", "n"), ("HSET", "h", "f", "v"), ("INCR", "k2x"), ("LPUSH", "k", "x")]))
+        self.assertEqual(replies[:3], [1, 1, 1])
+        self.assertIsInstance(replies[3], ResponseError)  # WRONGTYPE inside EXEC is a value
+        piped = yield defer.Deferred.fromCoroutine(self.client.pipeline([("GET", "n"), ("GET", "none")]))
+        self.assertEqual(piped, ["1", None])
+        with self.assertRaises(ResponseError):
+            yield defer.Deferred.fromCoroutine(self.client.execute("NOSUCHCOMMAND"))
+
+    @defer.inlineCallbacks
+    def test_non_utf8_round_trip(self) -> Any:
+        self.client.set_ready()
+        name = b"/dir/caf\xe9 \n.iso".decode("utf-8", "surrogateescape")
+        yield defer.Deferred.fromCoroutine(self.client.execute("SADD", "FILES", name))
+        raw = self.server.client(db=3, decode=False).smembers("FILES")
+        self.assertEqual(raw, {b"/dir/caf\xe9 \n.iso"})
+        members = yield defer.Deferred.fromCoroutine(self.client.execute("SMEMBERS", "FILES"))
+        self.assertEqual(members, [name])
+
+    @defer.inlineCallbacks
+    def test_outage_and_recovery(self) -> Any:
+        self.client.set_ready()
+        yield defer.Deferred.fromCoroutine(self.client.execute("SET", "a", "1"))
+        self.server.kill()
+        with self.assertRaises(RedisUnavailable):
+            yield defer.Deferred.fromCoroutine(self.client.execute("GET", "a"))
+        # fails fast while down, never hangs
+        start = reactor.seconds()
+        for _ in range(20):
+            try:
+                yield defer.Deferred.fromCoroutine(self.client.execute("GET", "a"))
+            except RedisUnavailable:
+                pass
+        self.assertLess(reactor.seconds() - start, 5)
+        self.assertTrue(self.client.failing)
+        self.server.start()  # same port, empty data (no persistence in this fixture)
+
+        async def back() -> bool:
+            return await self.client.execute("PING") == "PONG"
+
+        yield defer.Deferred.fromCoroutine(eventually(back))
+        self.assertFalse(self.client.failing)
+
+    @defer.inlineCallbacks
+    def test_subscription_survives_restart(self) -> Any:
+        self.client.set_ready()
+        got: list[tuple[str, str]] = []
+        reconnects: list[int] = []
+        sub = self.client.subscribe(["chan"], lambda c, m: got.append((c, m)),
+                                    lambda: reconnects.append(1))
+        self.addCleanup(sub.stop)
+        yield defer.Deferred.fromCoroutine(eventually(lambda: defer.succeed(sub.subscribed)))
+        self.server.client().publish("chan", "one")
+        yield defer.Deferred.fromCoroutine(eventually(lambda: defer.succeed(got)))
+        self.assertEqual(got, [("chan", "one")])
+        self.server.kill()
+        self.server.start()
+        yield defer.Deferred.fromCoroutine(eventually(lambda: defer.succeed(reconnects and sub.subscribed)))
+        self.server.client().publish("chan", "two")
+        yield defer.Deferred.fromCoroutine(eventually(lambda: defer.succeed(len(got) == 2)))
+        self.assertEqual(got[1], ("chan", "two"))
+        self.assertEqual(reconnects, [1])

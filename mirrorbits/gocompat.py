@@ -15,7 +15,7 @@ import re
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, timezone, tzinfo
 from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
@@ -314,7 +314,7 @@ def _zone_at(secs: int, zone: Zone) -> tuple[int, str]:
     if isinstance(zone, int) and not isinstance(zone, bool):
         return zone, ""
     if isinstance(zone, tzinfo):
-        if zone is timezone.utc:
+        if zone is UTC:
             return 0, "UTC"
         try:
             dt = datetime.fromtimestamp(secs, zone)

@@ -1,0 +1,471 @@
+"""Listing a mirror over rsync (spec data-and-scanning §8.3).
+
+The ``rsync`` binary does the protocol work; we run it with no destination, so it prints
+one line per entry, and parse that listing as it streams.  :class:`RsyncLister` is a
+``ProcessProtocol``: stdout and stderr are read concurrently by the reactor (the Go
+original read stderr only after stdout and could deadlock), lines are handed to the
+callback one at a time (memory does not grow with the mirror), and a line that does not
+parse is logged and skipped (the Go original panics on it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import shutil
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from twisted.internet import defer, error
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mirrorbits.scan.listing import (
+    PRECISION_S,
+    ListedFile,
+    ListingOutcome,
+    OnFile,
+    ScanAborted,
+    ScanError,
+    civil_to_unix_ns,
+)
+
+log = Logger(namespace="mirrorbits.scan.rsync")
+
+# Go's RE2 ``\s`` is exactly [\t\n\f\r ] (no \v), and ``$`` means end of text.
+_WS = r"[\t\n\f\r ]"
+RSYNC_LINE_RE = re.compile(
+    rf"^.+{_WS}+([0-9,]+){_WS}+([0-9/]+){_WS}+([0-9:]+){_WS}+(.*)\Z"
+)
+_DATE_RE = re.compile(r"([0-9]{4})/([0-9]{2})/([0-9]{2}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2})\Z")
+
+#: Error texts for rsync exit codes (spec §8.3, "Completion").
+EXIT_MESSAGES: dict[int, str] = {
+    5: "rsync: Error starting client-server protocol",
+    10: "rsync: Error in socket I/O",
+    11: "rsync: Error in file I/O",
+    30: "rsync: Timeout in data send/receive",
+    35: "Timeout waiting for daemon connection",
+}
+#: Exit code the Go original counts as success (partial transfer, e.g. an unreadable dir).
+EXIT_PARTIAL = 23
+PARTIAL_WARNING = "rsync: Partial transfer due to error"
+
+# Go's syscall.Signal.String() for the signals an rsync child is likely to die from.
+_GO_SIGNAL_NAMES = {
+    1: "hangup",
+    2: "interrupt",
+    3: "quit",
+    6: "aborted",
+    9: "killed",
+    11: "segmentation fault",
+    13: "broken pipe",
+    15: "terminated",
+}
+
+#: Longest stdout line we keep; a longer one is skipped (bounded memory on garbage).
+MAX_LINE_BYTES = 1 << 20
+#: Safety-net idle timeout: rsync's own --timeout (30 s, 60 s for rsync-ssl) should fire first.
+DEFAULT_IDLE_TIMEOUT = 120.0
+_MAX_KEPT_STDERR = 200
+
+
+class RsyncOutcome(ListingOutcome):
+    """Result of a successful rsync listing (precision is always 1 s)."""
+
+
+def parse_rsync_time(text: str) -> int | None:
+    """Parse ``YYYY/MM/DD HH:MM:SS`` (UTC) to Unix ns with Go's time.Parse rules, or None."""
+    m = _DATE_RE.match(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups())
+    return civil_to_unix_ns(year, month, day, hour, minute, second)
+
+
+def classify_rsync_line(line: str) -> tuple[ListedFile | None, str | None]:
+    """Parse one listing line without side effects.
+
+    Returns ``(file, None)`` for a file, ``(None, None)`` for an entry skipped on purpose
+    (directory or symlink, by the line's first character as in Go), and
+    ``(None, problem)`` for a line that cannot be used; ``problem`` is the log text.
+    """
+    m = RSYNC_LINE_RE.match(line)
+    if m is None:
+        # Go panics here (nil match); we skip the line.
+        return None, f"ScanRsync: Unparsable line: {line!r}"
+    if line[0] in ("d", "l"):
+        return None, None
+    size_text, date_text, time_text, name = m.groups()
+    if name == "":
+        # Go panics indexing name[0]; we skip the line.
+        return None, f"ScanRsync: Empty file name: {line!r}"
+    if name[0] != "/":
+        name = "/" + name
+    stamp = f"{date_text} {time_text}"
+    mtime = parse_rsync_time(stamp)
+    if mtime is None:
+        return None, f"ScanRsync: Invalid mod time: {stamp}"
+    digits = size_text.replace(",", "")
+    if not digits or int(digits) > (1 << 63) - 1:
+        return None, f"ScanRsync: Invalid size: {digits}"
+    return ListedFile(path=name, size=int(digits), mtime_ns=mtime, zone="UTC"), None
+
+
+def parse_rsync_line(line: str, identifier: str = "") -> ListedFile | None:
+    """Parse one rsync listing line; a bad line is logged and gives None (never raises)."""
+    try:
+        listed, problem = classify_rsync_line(line)
+    except Exception as exc:  # defensive: a parser bug must not stop a scan
+        listed, problem = None, f"ScanRsync: parser error {exc!r} on line {line!r}"
+    if problem is not None:
+        log.error("[{identifier}] {problem}", identifier=identifier, problem=problem)
+    return listed
+
+
+# --- URL → command line -------------------------------------------------------------
+
+_PATH_SAFE = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~$&+,/:;=@"
+)
+_VALID_ENCODED_EXTRA = frozenset("!'()*[]%")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _check_escapes(text: str) -> None:
+    """Reject an invalid %-escape like Go's url.Parse does."""
+    i = text.find("%")
+    while i >= 0:
+        chunk = text[i + 1 : i + 3]
+        if len(chunk) != 2 or not set(chunk) <= _HEX:
+            raise ValueError(f'invalid URL escape "{text[i:i + 3]}"')
+        i = text.find("%", i + 3)
+
+
+def _go_escape_path(path: str) -> str:
+    """Go's url.escape(path, encodePath): what u.String() prints for a decoded path."""
+    out = []
+    for byte in path.encode("utf-8", "surrogateescape"):
+        ch = chr(byte)
+        out.append(ch if ch in _PATH_SAFE else f"%{byte:02X}")
+    return "".join(out)
+
+
+def _go_escaped_path(raw_path: str) -> str:
+    """Go's URL.EscapedPath(): keep the raw path if it is validly encoded, else re-escape.
+
+    This reproduces the quirk of §8.3: a space in the path comes out as ``%20``.
+    """
+    _check_escapes(raw_path)
+    decoded = unquote(raw_path, errors="surrogateescape")
+    if _go_escape_path(decoded) == raw_path:
+        return raw_path
+    if all(c in _PATH_SAFE or c in _VALID_ENCODED_EXTRA for c in raw_path):
+        return raw_path
+    return _go_escape_path(decoded)
+
+
+def rsync_command(url: str) -> tuple[list[str], dict[str, str]]:
+    """Build the exact argv and (complete, not inherited) environment for listing ``url``.
+
+    Raises ValueError "<url> does not start with rsync:// or rsyncs://" for other schemes.
+    """
+    if url.startswith("rsync://"):
+        program, options = "rsync", ["--timeout=30", "--contimeout=30"]
+    elif url.startswith("rsyncs://"):
+        program, options = "rsync-ssl", ["--timeout=60"]
+        url = "rsync://" + url[len("rsyncs://") :]
+    else:
+        raise ValueError(f"{url} does not start with rsync:// or rsyncs://")
+    parts = urlsplit(url)
+    env: dict[str, str] = {}
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, has_password, password = userinfo.partition(":")
+        _check_escapes(userinfo)
+        if user:
+            env["USER"] = unquote(user)
+        if has_password:
+            env["RSYNC_PASSWORD"] = unquote(password)
+    env["TZ"] = "UTC"
+    rebuilt = f"rsync://{netloc}{_go_escaped_path(parts.path)}"
+    if parts.query or url.endswith("?"):
+        rebuilt += "?" + parts.query
+    if parts.fragment:
+        rebuilt += "#" + parts.fragment
+    argv = [program, "-r", "--no-motd", "--exclude=.~tmp~/", *options, rebuilt]
+    return argv, env
+
+
+# --- the process protocol ------------------------------------------------------------
+
+
+class RsyncLister(ProcessProtocol):
+    """Streams an ``rsync`` listing into ``on_file`` line by line.
+
+    ``done`` fires with the process' end reason (a Failure wrapping ProcessDone or
+    ProcessTerminated) once stdout is fully parsed; cancelling it kills rsync.
+    """
+
+    def __init__(
+        self,
+        on_file: OnFile,
+        *,
+        reactor: Any,
+        identifier: str = "",
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        self._on_file = on_file
+        self._reactor = reactor
+        self._identifier = identifier
+        self._idle_timeout = idle_timeout
+        self._buf = bytearray()
+        self._discarding = False  # inside an over-long line
+        self._waiting = False  # a callback's awaitable is pending
+        self._ended: Failure | None = None
+        self._idle_call: Any = None
+        self.timed_out = False
+        self.cancelled = False
+        self.callback_error: Failure | None = None
+        self.files = 0
+        self.skipped = 0
+        self.opendir_errors: deque[str] = deque(maxlen=_MAX_KEPT_STDERR)
+        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self._err_buf = bytearray()
+        self.done: defer.Deferred[Failure] = defer.Deferred(self._cancel)
+
+    def _proc(self) -> Any:
+        """The process transport (typed loosely: zope interfaces confuse mypy)."""
+        return self.transport
+
+    # -- lifecycle
+    def connectionMade(self) -> None:
+        self._proc().closeStdin()
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self._idle_timeout is None or self._ended is not None:
+            return
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(self._idle_timeout)
+        else:
+            self._idle_call = self._reactor.callLater(self._idle_timeout, self._idle_expired)
+
+    def _disarm_idle(self) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+
+    def _idle_expired(self) -> None:
+        self._idle_call = None
+        self.timed_out = True
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill the child if it still runs."""
+        if self._ended is None and self.transport is not None:
+            try:
+                self._proc().signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
+
+    def _cancel(self, _: defer.Deferred[Failure]) -> None:
+        self.cancelled = True
+        self._disarm_idle()
+        self.kill()
+
+    # -- stdout
+    def outReceived(self, data: bytes) -> None:
+        self._arm_idle()
+        self._buf += data
+        self._drain()
+
+    def _drain(self) -> None:
+        while not self._waiting and not self.done.called:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_LINE_BYTES:
+                    if not self._discarding:
+                        self._report(f"ScanRsync: line longer than {MAX_LINE_BYTES} bytes skipped")
+                    self._discarding = True
+                    del self._buf[:]
+                break
+            raw = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            if self._discarding:
+                self._discarding = False
+                continue
+            self._line(raw)
+        self._maybe_finish()
+
+    def _report(self, problem: str) -> None:
+        self.skipped += 1
+        log.error("[{identifier}] {problem}", identifier=self._identifier, problem=problem)
+
+    def _line(self, raw: bytes) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        line = raw.decode("utf-8", "surrogateescape")
+        try:
+            listed, problem = classify_rsync_line(line)
+        except Exception as exc:  # defensive: never let a parser bug stop the scan
+            listed, problem = None, f"ScanRsync: parser error {exc!r} on line {line!r}"
+        if problem is not None:
+            self._report(problem)
+        if listed is None:
+            return
+        self.files += 1
+        try:
+            result = self._on_file(listed)
+        except Exception:
+            self._callback_failed(Failure())
+            return
+        if result is not None and inspect.isawaitable(result):
+            self._wait_for(result)
+
+    def _wait_for(self, result: Awaitable[object]) -> None:
+        d: defer.Deferred[object] = defer.ensureDeferred(result)  # type: ignore[arg-type]
+        if d.called and not isinstance(getattr(d, "result", None), Failure):
+            return
+        self._waiting = True
+        self._disarm_idle()
+        self._proc().pauseProducing()
+
+        def resumed(res: object) -> None:
+            self._waiting = False
+            if isinstance(res, Failure):
+                self._callback_failed(res)
+                return
+            if self._ended is None and self.transport is not None:
+                self._proc().resumeProducing()
+                self._arm_idle()
+            self._drain()
+
+        d.addBoth(resumed)
+
+    def _callback_failed(self, failure: Failure) -> None:
+        if self.callback_error is None:
+            self.callback_error = failure
+        self._waiting = False
+        self.kill()
+        self._maybe_finish()
+
+    # -- stderr
+    def errReceived(self, data: bytes) -> None:
+        self._arm_idle()
+        self._err_buf += data
+        while True:
+            nl = self._err_buf.find(b"\n")
+            if nl < 0:
+                if len(self._err_buf) > MAX_LINE_BYTES:
+                    del self._err_buf[:]
+                return
+            self._err_line(bytes(self._err_buf[:nl]))
+            del self._err_buf[: nl + 1]
+
+    def _err_line(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        if ": opendir " in line:
+            self.opendir_errors.append(line)
+        if line:
+            self.stderr_tail.append(line)
+
+    # -- end
+    def processEnded(self, reason: Failure) -> None:
+        self._disarm_idle()
+        if self._err_buf:
+            self._err_line(bytes(self._err_buf))
+            del self._err_buf[:]
+        self._ended = reason
+        self._drain()
+
+    def _maybe_finish(self) -> None:
+        if self._ended is None or self._waiting or self.done.called:
+            return
+        if self._buf and self.callback_error is None and not self._discarding:
+            # Last line without a newline: Go's ReadLine still returns it.
+            raw = bytes(self._buf)
+            del self._buf[:]
+            self._line(raw)
+            if self._waiting:
+                return
+        self.done.callback(self._ended)
+
+
+def _exit_message(reason: Failure) -> tuple[int | None, str | None]:
+    """(exit code, error text or None for success) from a process end reason."""
+    value = reason.value
+    if isinstance(value, error.ProcessDone):
+        return 0, None
+    if isinstance(value, error.ProcessTerminated):
+        if value.exitCode is not None:
+            code = value.exitCode
+            if code == EXIT_PARTIAL:
+                return code, None
+            return code, EXIT_MESSAGES.get(code, f"rsync: exit status {code}")
+        sig = value.signal
+        name = _GO_SIGNAL_NAMES.get(sig or 0, f"signal {sig}")
+        return None, f"rsync: signal: {name}"
+    return None, f"rsync: {value}"
+
+
+async def list_rsync(
+    url: str,
+    on_file: OnFile,
+    *,
+    reactor: Any = None,
+    timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    identifier: str = "",
+) -> RsyncOutcome:
+    """List a mirror over rsync, calling ``on_file`` for every regular file.
+
+    ``timeout`` is an idle timeout: if rsync prints nothing for that long (while we are
+    not waiting on ``on_file``) it is killed.  Raises :class:`ScanError` with the spec's
+    texts; cancelling the returned Deferred kills rsync and raises :class:`ScanAborted`.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    argv, env = rsync_command(url)  # ValueError for a bad scheme, before running anything
+    executable = shutil.which(argv[0], path=os.environ.get("PATH", os.defpath))
+    if executable is None:
+        raise ScanError(f'exec: "{argv[0]}": executable file not found in $PATH')
+    lister = RsyncLister(on_file, reactor=reactor, identifier=identifier, idle_timeout=timeout)
+    log.info("[{identifier}] Requesting file list via rsync...", identifier=identifier)
+    try:
+        reactor.spawnProcess(lister, executable, argv, env=env)
+    except OSError as exc:
+        raise ScanError(f"rsync: {exc}") from exc
+    try:
+        reason = await lister.done
+    except defer.CancelledError:
+        raise ScanAborted() from None
+    if lister.callback_error is not None:
+        lister.callback_error.raiseException()
+    if lister.cancelled:
+        raise ScanAborted()
+    if lister.timed_out:
+        raise ScanError(f"rsync: no output for {timeout:g}s, killed")
+    code, message = _exit_message(reason)
+    if message is not None:
+        if lister.stderr_tail:
+            log.warn(
+                "[{identifier}] rsync stderr: {stderr}",
+                identifier=identifier,
+                stderr=" | ".join(lister.stderr_tail),
+            )
+        raise ScanError(message)
+    outcome = RsyncOutcome(files=lister.files, precision_ns=PRECISION_S, skipped_lines=lister.skipped)
+    if code == EXIT_PARTIAL:
+        for line in lister.opendir_errors:
+            log.warn("[{identifier}] {line}", identifier=identifier, line=line)
+        log.warn("[{identifier}] {msg}", identifier=identifier, msg=PARTIAL_WARNING)
+        outcome.warnings.extend(lister.opendir_errors)
+        outcome.warnings.append(PARTIAL_WARNING)
+    return outcome

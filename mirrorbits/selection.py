@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from mirrorbits.gocompat import format_duration
+
 __all__ = [
     "Candidate",
     "Chosen",
@@ -74,43 +76,8 @@ _ZERO_TIME_TO_UNIX_NS = 62135596800 * 1_000_000_000
 ERR_MODTIME_ZERO = "Invalid file info (modtime is zero)"
 
 
-# ---------------------------------------------------------------------------------------------
-# Go duration text (spec §0.2).  mirrorbits/gocompat.py (another engineer's) has the shared
-# version; this private copy keeps the selection module free of dependencies.
-
-
-def _frac_text(v: int, prec: int) -> str:
-    """``v / 10**prec`` as Go prints it: trailing fraction zeros (and a bare dot) removed."""
-    whole, frac = divmod(v, 10**prec)
-    if frac == 0:
-        return str(whole)
-    return f"{whole}.{frac:0{prec}d}".rstrip("0")
-
-
-def go_duration(ns: int) -> str:
-    """Format a nanosecond count exactly like Go's ``time.Duration.String()``."""
-    if ns == 0:
-        return "0s"
-    u = -ns if ns < 0 else ns
-    if u < 1_000_000_000:
-        if u < 1_000:
-            text = f"{u}ns"
-        elif u < 1_000_000:
-            text = _frac_text(u, 3) + "µs"
-        else:
-            text = _frac_text(u, 6) + "ms"
-    else:
-        secs, frac = divmod(u, 1_000_000_000)
-        sec_text = str(secs % 60)
-        if frac:
-            sec_text += f".{frac:09d}".rstrip("0")
-        minutes = secs // 60
-        if minutes:
-            hours, minutes = divmod(minutes, 60)
-            text = (f"{hours}h" if hours else "") + f"{minutes}m{sec_text}s"
-        else:
-            text = sec_text + "s"
-    return "-" + text if ns < 0 else text
+#: Go's ``time.Duration.String()``, shared with the rest of the project (spec §0.2).
+go_duration = format_duration
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +138,11 @@ class MirrorFile:
     mod_time_ns: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
+#: Distances memoised per candidate (one entry per distinct client location) before a reset.
+_DIST_MEMO_MAX = 2048
+
+
+@dataclass(slots=True, frozen=True, eq=False)
 class Candidate:
     """What selection needs of one mirror, with every per-mirror derivation precomputed.
 
@@ -210,7 +181,15 @@ class Candidate:
     cos_lat: float = field(init=False, repr=False)
     https_absolute_url: str = field(init=False, repr=False)
     http_absolute_url: str = field(init=False, repr=False)
-    protocol: tuple[tuple[str, str | None], ...] = field(init=False, repr=False)
+    #: (AbsoluteURL, reason or None) per :class:`Secure` value, "Disabled" included.
+    verdicts: tuple[tuple[str, str | None], ...] = field(init=False, repr=False)
+    #: Any of the geography checks (§8.3 steps 4-7) can apply.
+    restricted: bool = field(init=False, repr=False)
+    tz_offset_ns: int = field(init=False, repr=False)
+    #: Go's ``float64(m.Score) / 100``.
+    score_factor: float = field(init=False, repr=False)
+    #: client ``geo_key`` -> distance: a cache of a pure function, bounded by _DIST_MEMO_MAX.
+    dist_memo: dict[int, float] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -227,13 +206,20 @@ class Candidate:
         s(self, "cos_lat", math.cos(lat_rad))
         s(self, "https_absolute_url", _ensure_absolute(self.http_url, "https"))
         s(self, "http_absolute_url", _ensure_absolute(self.http_url, "http"))
+        if self.enabled:
+            verdicts = _protocol_verdicts(
+                self.http_url, self.http_up, self.https_up, self.http_down_reason, self.https_down_reason
+            )
+        else:
+            verdicts = (("", "Disabled"),) * 3  # checked first; AbsoluteURL stays empty
+        s(self, "verdicts", verdicts)
         s(
             self,
-            "protocol",
-            _protocol_verdicts(
-                self.http_url, self.http_up, self.https_up, self.http_down_reason, self.https_down_reason
-            ),
+            "restricted",
+            bool(self.continent_only or self.country_only or self.as_only or self.excluded_country_set),
         )
+        s(self, "tz_offset_ns", self.tz_offset_ms * 1_000_000)
+        s(self, "score_factor", self.score / 100)
 
     @classmethod
     def from_redis_hash(cls, fields: Mapping[Any, Any], source: Any = None) -> Candidate:
@@ -332,6 +318,8 @@ class ClientLocation:
     longitude: float = 0.0
     valid: bool = field(init=False)
     cos_lat: float = field(init=False, repr=False)
+    #: The float32 bit patterns of latitude and longitude: the key of the distance memo.
+    geo_key: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -340,6 +328,7 @@ class ClientLocation:
         s(self, "longitude", f32(self.longitude))
         s(self, "valid", self.country != "")
         s(self, "cos_lat", math.cos(f32(lat * _DEG2RAD_F32)))
+        s(self, "geo_key", int.from_bytes(struct.pack("<ff", lat, self.longitude), "little"))
 
 
 @dataclass(slots=True)
@@ -419,6 +408,22 @@ def _distances(client: ClientLocation, cands: Sequence[Candidate]) -> list[float
     return _f32_many([r * c for c in _f32_many(cs)])
 
 
+def _client_distances(client: ClientLocation, candidates: Sequence[tuple[Candidate, Any]]) -> list[float]:
+    """Distances from the client to every candidate, from each candidate's memo when possible."""
+    key = client.geo_key
+    dists: list[Any] = [c.dist_memo.get(key) for c, _ in candidates]
+    if None in dists:
+        missing = [i for i, d in enumerate(dists) if d is None]
+        todo = [candidates[i][0] for i in missing]
+        for i, cand, d in zip(missing, todo, _distances(client, todo), strict=True):
+            dists[i] = d
+            memo = cand.dist_memo
+            if len(memo) >= _DIST_MEMO_MAX:
+                memo.clear()
+            memo[key] = d
+    return dists
+
+
 def is_primary_country(client: ClientLocation, countries: Sequence[str]) -> bool:
     """The client's country is the first entry of the mirror's list (false for invalid clients)."""
     return client.valid and len(countries) > 0 and countries[0] == client.country
@@ -433,16 +438,16 @@ def is_additional_country(client: ClientLocation, countries: Sequence[str]) -> b
 # Selection
 
 
-def _truncate(t_ns: int, p_ns: int) -> int:
-    """Go's ``Time.Truncate(p)``: round down to a multiple of p counted from year 1."""
-    if p_ns <= 0:
-        return t_ns
-    return t_ns - (t_ns + _ZERO_TIME_TO_UNIX_NS) % p_ns
+def _outdated_rule(file_path: str, allow_outdated: Iterable[Any]) -> int | None:
+    """Maximum outdatedness in ns from the first matching AllowOutdatedFiles rule, or None.
 
-
-def _outdated_rule(file_path: str, allow_outdated: Iterable[tuple[str, int]]) -> int | None:
-    """Maximum outdatedness in ns from the first matching AllowOutdatedFiles rule, or None."""
-    for prefix, minutes in allow_outdated:
+    Rules are ``(prefix, minutes)`` pairs or config objects with ``Prefix`` and ``Minutes``.
+    """
+    for rule in allow_outdated:
+        if isinstance(rule, tuple | list):
+            prefix, minutes = rule
+        else:
+            prefix, minutes = rule.Prefix, rule.Minutes
         if file_path.startswith(prefix):
             return int(minutes) * 60_000_000_000
     return None
@@ -458,7 +463,7 @@ def select_mirrors(
     secure: Secure = Secure.UNDEFINED,
     for_mirrorlist: bool = False,
     weight_distribution_range: float = 1.5,
-    allow_outdated: Sequence[tuple[str, int]] = (),
+    allow_outdated: Sequence[Any] = (),
     fix_timezone_offsets: bool = False,
     rng: random.Random,
 ) -> Selection:
@@ -472,28 +477,24 @@ def select_mirrors(
         return Selection([], [], ERR_MODTIME_ZERO)
 
     valid = client.valid
-    cands = [c for c, _ in candidates]
-    dists = _distances(client, cands) if valid else [0.0] * len(cands)
+    dists = _client_distances(client, candidates) if valid else [0.0] * len(candidates)
 
-    max_outdated = _outdated_rule(file_path, allow_outdated)
+    max_outdated = _outdated_rule(file_path, allow_outdated) if allow_outdated else None
     compare_size = max_outdated is None
     if max_outdated is None:
         max_outdated = 0
+    local_ns = local_mod_time_ns
     c_country = client.country
     c_continent = client.continent
     c_asn = client.asnum
     proto_index = int(secure)
 
     excluded: list[Excluded] = []
-    acc_cand: list[Candidate] = []
-    acc_url: list[str] = []
-    acc_dist: list[float] = []
+    accepted: list[tuple[Candidate, str, float]] = []
+    add = accepted.append
 
-    for i, (cand, mfile) in enumerate(candidates):
-        if not cand.enabled:
-            excluded.append(Excluded(cand, "", "Disabled", dists[i]))
-            continue
-        url, reason = cand.protocol[proto_index]
+    for (cand, mfile), dist in zip(candidates, dists, strict=True):
+        url, reason = cand.verdicts[proto_index]
         if reason is None:
             if mfile is None:
                 # No FILEINFO hash although the mirror is listed in FILEMIRRORS: Go reads it as
@@ -501,18 +502,27 @@ def select_mirrors(
                 # (AllowOutdatedFiles) or the local file is empty.  It is a race with a scan that
                 # just removed the file, so we never choose such a mirror.
                 reason = "File size mismatch"
+            elif compare_size and mfile.size != local_size:
+                reason = "File size mismatch"
             else:
-                if compare_size and mfile.size != local_size:
-                    reason = "File size mismatch"
-                elif mfile.mod_time_ns is not None:
-                    m = mfile.mod_time_ns
+                m = mfile.mod_time_ns
+                if m is not None:  # Go's zero time: not compared
                     if fix_timezone_offsets:
-                        m += cand.tz_offset_ms * 1_000_000
-                    p = cand.last_successful_sync_precision_ns
-                    delta = _truncate(local_mod_time_ns, p) - _truncate(m, p)
-                    if delta < 0 or delta > max_outdated:
-                        reason = f"Mod time mismatch (diff: {go_duration(delta)})"
+                        m += cand.tz_offset_ns
+                    if m != local_ns:
+                        p = cand.last_successful_sync_precision_ns
+                        if p > 0:  # Go's Time.Truncate counts from year 1, not from 1970
+                            delta = (local_ns - (local_ns + _ZERO_TIME_TO_UNIX_NS) % p) - (
+                                m - (m + _ZERO_TIME_TO_UNIX_NS) % p
+                            )
+                        else:
+                            delta = local_ns - m
+                        if delta < 0 or delta > max_outdated:
+                            reason = f"Mod time mismatch (diff: {go_duration(delta)})"
             if reason is None:
+                if not cand.restricted:
+                    add((cand, url, dist))
+                    continue
                 if cand.continent_only and (not valid or c_continent != cand.continent_code):
                     reason = "Continent only"
                 elif cand.country_only and (not valid or c_country not in cand.country_set):
@@ -522,29 +532,24 @@ def select_mirrors(
                 elif valid and c_country in cand.excluded_country_set:
                     reason = "User's country restriction"
                 else:
-                    acc_cand.append(cand)
-                    acc_url.append(url)
-                    acc_dist.append(dists[i])
+                    add((cand, url, dist))
                     continue
-        excluded.append(Excluded(cand, url, reason, dists[i]))
+        excluded.append(Excluded(cand, url, reason, dist))
 
-    n = len(acc_cand)
-    closest = min(acc_dist) if n else 0.0
-    farthest = max(acc_dist) if n else 0.0
-    if farthest < 0.0:  # Go starts farthest at 0 (distances are never negative anyway)
-        farthest = 0.0
-
+    n = len(accepted)
     if not valid:
         # §8.4: uniform random order; sample() of the first 5 is a partial Fisher-Yates shuffle,
-        # identical in distribution to shuffling everything and truncating.
-        idx = list(range(n))
+        # identical in distribution to shuffling everything and truncating.  Distances are 0.
         if for_mirrorlist:
+            idx = list(range(n))
             rng.shuffle(idx)
         else:
-            idx = rng.sample(idx, min(5, n))
-        return Selection(
-            [Chosen(acc_cand[j], acc_url[j], acc_dist[j]) for j in idx], excluded, None, closest, farthest
-        )
+            idx = rng.sample(range(n), 5) if n > 5 else rng.sample(range(n), n)
+        return Selection([Chosen(accepted[j][0], accepted[j][1]) for j in idx], excluded)
+
+    acc_dist = [a[2] for a in accepted]
+    closest = min(acc_dist) if n else 0.0
+    farthest = max(acc_dist) if n else 0.0  # Go starts it at 0; distances are never negative
 
     # §8.5 scoring, float32 where Go uses float32.
     closest_out = closest
@@ -556,45 +561,45 @@ def select_mirrors(
     limit = f32(closest * f32(weight_distribution_range))
     additional_bonus = int(f32(base_f - closest))
     scores: list[int] = []
-    weights: list[int] = []  # 0 = no weight
+    weights: dict[int, int] = {}  # index -> weight, for the weighted mirrors only
+    pool: list[int] = []  # indexes of the weighted mirrors
     total = 0
-    selected = 0
-    for j in range(n):
-        cand = acc_cand[j]
-        d = acc_dist[j]
+    j = -1
+    for cand, _, d in accepted:
+        j += 1
         cs = base - int(d) + 1
-        primary = cand.primary_country == c_country
         if d <= limit:
             s = f32(base_f - d)
-            if not primary:
+            if cand.primary_country != c_country:
                 s = f32(s / 2)
             cs += int(s)
-        elif primary:
+        elif cand.primary_country == c_country:
             cs += int(f32(base_f - f32(d * 5)))
         elif c_country in cand.country_set:  # additional: listed, but not first
             cs += additional_bonus
         if cand.asnum == c_asn:
             cs += half_base
-        x = cs + cs * (cand.score / 100) + 0.5
-        cs = int(x) if x > 1 else 1
+        if cand.score:
+            x = cs + cs * cand.score_factor + 0.5
+            cs = int(x) if x > 1 else 1
+        elif cs < 1:  # x = cs + 0.5, so int(max(x, 1)) is cs, or 1
+            cs = 1
         scores.append(cs)
         if cs > base:
             w = cs - base
-            weights.append(w)
+            weights[j] = w
             total += w
-            selected += 1
-        else:
-            weights.append(0)
-
-    order = sorted(range(n), key=scores.__getitem__, reverse=True)  # stable, descending
+            pool.append(j)
+    selected = len(pool)
 
     if selected > 1 and not for_mirrorlist:
-        # Draw without replacement, proportionally to weight; only the first min(5, selected)
-        # draws survive the truncation, so stop there (same distribution as drawing them all).
-        pool = order[:selected]
+        # Draw without replacement, proportionally to weight.  Only the first min(5, selected)
+        # draws survive the truncation, so stop there (same distribution as drawing them all),
+        # and the rest of the list is never returned, so it need not be sorted.
+        pool.sort(key=scores.__getitem__, reverse=True)
         rest = total
         out: list[Chosen] = []
-        for _ in range(min(5, selected)):
+        for _ in range(5 if selected > 5 else selected):
             rv = rng.randrange(rest)
             acc = 0
             k = 0
@@ -607,14 +612,16 @@ def select_mirrors(
             del pool[k]
             w = weights[j]
             rest -= w
-            out.append(Chosen(acc_cand[j], acc_url[j], acc_dist[j], scores[j], f32(w * 100 / total)))
+            cand, url, d = accepted[j]
+            out.append(Chosen(cand, url, d, scores[j], f32(w * 100 / total)))
         return Selection(out, excluded, None, closest_out, farthest)
 
-    result = [Chosen(acc_cand[j], acc_url[j], acc_dist[j], scores[j]) for j in order]
+    order = sorted(range(n), key=scores.__getitem__, reverse=True)  # stable, descending
+    result = [Chosen(*accepted[j], scores[j]) for j in order]
     if selected > 1:  # mirrorlist: order unchanged, weights as percentages, no truncation
-        for ch, j in zip(result, order[:selected], strict=False):
-            ch.weight = f32(weights[j] * 100 / total)
-    elif selected == 1 and result:
+        for k in range(selected):  # the weighted mirrors are exactly the first `selected`
+            result[k].weight = f32(weights[order[k]] * 100 / total)
+    elif selected == 1:
         result[0].weight = 100.0
     return Selection(result, excluded, None, closest_out, farthest)
 

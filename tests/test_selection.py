@@ -675,3 +675,23 @@ def test_from_redis_hash():
 def test_from_redis_hash_rejects_bad_fields(fields):
     with pytest.raises(ValueError):
         Candidate.from_redis_hash(fields)
+
+
+def test_config_objects_are_accepted_for_rules_and_fallbacks():
+    from mirrorbits.config import Fallback, OutdatedFilesRule
+
+    older = MirrorFile(SIZE, NOW_NS - 100 * SEC)
+    assert reasons(run([mirror()], files=[older], allow_outdated=(OutdatedFilesRule("/test/", 2),))) == []
+    assert reasons(run([mirror()], files=[older], allow_outdated=(OutdatedFilesRule("/test/", 1),))) == [
+        "Mod time mismatch (diff: 1m40s)"
+    ]
+    out = fallback_choices(
+        (Fallback("fb.mirror/", "de", "eu"), Fallback("http://fr.fb/", "FR", "EU")),
+        PARIS_CLIENT,
+        Secure.WITHOUT_TLS,
+        random.Random(1),
+    )
+    assert [(ch.candidate.name, ch.absolute_url) for ch in out] == [
+        ("fallback1", "http://fr.fb/"),
+        ("fallback0", "http://fb.mirror/"),
+    ]

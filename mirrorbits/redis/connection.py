@@ -115,6 +115,8 @@ class _SubscriberProtocol(txredisapi.SubscriberProtocol):
 
 
 class _Factory(protocol.ClientFactory):
+    noisy = False
+
     def __init__(self, proto: type[txredisapi.BaseRedisProtocol]) -> None:
         self.proto = proto
 
@@ -328,6 +330,16 @@ class RedisClient:
     def _lost(self, _: Any, conn: Any) -> None:
         if self._conn is conn:
             self._conn = None
+        if not self._stopped:
+            # Reconnect in the background, so the link is back before the next request needs it;
+            # if Redis stays away, the failure state and the 1 s recovery loop take over.
+            self.reactor.callLater(0.05, self._reconnect)  # type: ignore[attr-defined]
+
+    def _reconnect(self) -> None:
+        if self._stopped or self._usable() is not None or self._dialing:
+            return
+        d = defer.Deferred.fromCoroutine(self._get_connection())
+        d.addErrback(lambda f: None)
 
     async def _dial_master(self, settings: RedisSettings) -> tuple[Any, str]:
         if settings.sentinels:

@@ -1,0 +1,83 @@
+"""The one object that builds and hands out the daemon's parts (config, Redis, GeoIP, cache...).
+
+Modelled on Synapse's ``HomeServer``: each part is built on first use by a ``get_*`` method, so the
+wiring is in one place, tests can build only what they exercise, and nothing is a module global.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.logger import Logger
+
+from mirrorbits.config import Config, ConfigHolder
+from mirrorbits.redis.connection import RedisClient, RedisSettings
+from mirrorbits.redis.embedded import EmbeddedRedis
+
+log = Logger(namespace="mirrorbits")
+
+
+class Mirrorbits:
+    """The daemon's dependency hub.  ``monitor`` is the Go ``-monitor`` flag."""
+
+    def __init__(self, config: ConfigHolder, reactor: Any = None, *, monitor: bool = True) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.reactor = reactor
+        self.config_holder = config
+        self.run_monitor = monitor
+        self._built: dict[str, Any] = {}
+        #: Non-zero when a fatal condition (unsupported schema...) must end the process with an error.
+        self.exit_code = 0
+        #: Under twistd there is no way to return an exit status: end the process after shutdown.
+        self.hard_exit_on_fatal = True
+
+    @property
+    def config(self) -> Config:
+        """The current config; re-read on every use so that a reload applies at once."""
+        return self.config_holder.current
+
+    def _once(self, name: str, build: Any) -> Any:
+        if name not in self._built:
+            self._built[name] = build()
+        return self._built[name]
+
+    def get_embedded_redis(self) -> EmbeddedRedis | None:
+        """The private redis-server, when the config asks for one (``RedisAddress: embedded``)."""
+        if not self.config.embedded_redis:
+            return None
+        return self._once("embedded_redis",
+                          lambda: EmbeddedRedis(self.config.DataDir, reactor=self.reactor))
+
+    def redis_settings(self) -> RedisSettings:
+        settings = RedisSettings.from_config(self.config)
+        embedded = self.get_embedded_redis()
+        if embedded is not None:
+            from dataclasses import replace
+
+            settings = replace(settings, address=embedded.address, sentinels=())
+        return settings
+
+    def get_redis(self) -> RedisClient:
+        return self._once("redis", lambda: RedisClient(self.redis_settings, reactor=self.reactor))
+
+    def extra_services(self) -> list[Any]:
+        """Services of the other parts (monitor, scans, statistics...), started after Redis."""
+        return []
+
+    def fatal(self, message: str) -> None:
+        """A condition the daemon must not run with: log it, stop, exit non-zero."""
+        log.critical("{message}", message=message)
+        self.exit_code = 1
+        if self.hard_exit_on_fatal:
+            self.reactor.addSystemEventTrigger("after", "shutdown", self._hard_exit)
+        if getattr(self.reactor, "running", False):
+            self.reactor.callLater(0, self.reactor.stop)
+
+    def _hard_exit(self) -> None:
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(self.exit_code)

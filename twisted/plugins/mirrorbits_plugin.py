@@ -1,0 +1,50 @@
+"""``twistd mirrorbits``: run the Mirrorbits download redirector under twistd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from zope.interface import implementer
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Geographical download redirector: sends each download to the best mirror for the "
+                "client (Go Mirrorbits compatible: same config, Redis data and HTTP behaviour).")
+    optParameters = [
+        ["config", "c", None,
+         "Path of the YAML configuration (default: /etc/mirrorbits.conf if it exists)."],
+        ["listen", "l", None, "Override ListenAddress (Go syntax :8080, host:port, unix:/path, "
+                              "or a Twisted endpoint description)."],
+    ]
+    optFlags = [
+        ["debug", "d", "Log at debug level."],
+        ["no-monitor", None, "Do not run the monitor (health checks, scans, repository rescans)."],
+    ]
+
+
+@implementer(IServiceMaker, IPlugin)
+class MirrorbitsServiceMaker:
+    tapname = "mirrorbits"
+    description = "Mirrorbits: a geographical download redirector."
+    options = Options
+
+    def makeService(self, options: Any) -> Any:  # noqa: N802 - twisted's interface
+        import sys
+
+        from mirrorbits.config import ConfigError
+        from mirrorbits.service import DaemonOptions, makeService
+
+        try:
+            return makeService(DaemonOptions(config=options["config"], listen=options["listen"],
+                                             debug=bool(options["debug"]),
+                                             monitor=not options["no-monitor"]))
+        except ConfigError as e:
+            sys.stderr.write(f"{e}\n")
+            raise SystemExit(1) from None
+
+
+serviceMaker = MirrorbitsServiceMaker()

@@ -213,7 +213,7 @@ def test_go_quote() -> None:
 
 def test_flagdef_validation() -> None:
     with pytest.raises(ValueError):
-        FlagDef("x", "float", 0.0, "")
+        FlagDef("x", "float", 0, "")
     with pytest.raises(ValueError):
         FlagDef("-x", "bool", False, "")
     with pytest.raises(ValueError):

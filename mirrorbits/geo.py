@@ -31,7 +31,6 @@ from typing import Any
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -436,8 +435,9 @@ class GeoIPService(Service):
         self,
         geoip: GeoIP,
         interval: float = DEFAULT_CHECK_INTERVAL,
-        clock: IReactorTime | None = None,
+        clock: Any = None,
     ) -> None:
+        """``clock`` is an ``IReactorTime`` provider (the global reactor when ``None``)."""
         self.geoip = geoip
         self.interval = interval
         self._clock = clock

@@ -1,7 +1,8 @@
 """Who is asking and over which scheme they must be answered (http.md §5, §2 ``fromip``).
 
 Pure functions take header values, peer hosts and query values; the ``request_*`` wrappers take a
-twisted.web ``IRequest`` and only pick those values out of it.
+twisted.web request (``twisted.web.http.Request``, what ``Site`` hands to resources) and only pick
+those values out of it.
 
 Deliberate deviation from Go for the peer address (spec §5.1 / §17.7). Go strips everything from the
 last ``:`` of ``RemoteAddr``, so a direct IPv6 client ``[2001:db8::1]:443`` becomes ``[2001:db8::1]``
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.web.iweb import IRequest
+from twisted.web.http import Request
 
 __all__ = [
     "SecureOption",
@@ -152,26 +153,26 @@ def secure_option(
     return option
 
 
-def _first_header(request: IRequest, name: bytes) -> bytes | None:
+def _first_header(request: Request, name: bytes) -> bytes | None:
     values = request.requestHeaders.getRawHeaders(name)
     return values[0] if values else None
 
 
-def request_peer_host(request: IRequest) -> str:
+def request_peer_host(request: Request) -> str:
     """Peer host of a request; ``""`` for a non-IP transport (Unix socket)."""
-    addr = request.getClientAddress()  # type: ignore[misc]  # zope interface method
+    addr = request.getClientAddress()
     if isinstance(addr, (IPv4Address, IPv6Address)):
         return addr.host
     return ""
 
 
-def request_client_ip(request: IRequest) -> str:
+def request_client_ip(request: Request) -> str:
     """§5.1 for a twisted.web request: first ``X-Forwarded-For`` line (Twisted's ``getHeader``
     would give the last one), else the peer address."""
     return client_ip(_first_header(request, b"x-forwarded-for"), request_peer_host(request))
 
 
-def query_values(request: IRequest, key: str) -> list[str] | None:
+def query_values(request: Request, key: str) -> list[str] | None:
     """All values of one query parameter, from the URL only (``request.args`` also merges a POST
     form body, Go's ``URL.Query()`` does not); ``None`` when the key is absent."""
     uri: bytes = request.uri
@@ -182,7 +183,7 @@ def query_values(request: IRequest, key: str) -> list[str] | None:
     return parsed.get(key)
 
 
-def request_secure_option(request: IRequest, allow_http_to_https_redirects: bool) -> SecureOption:
+def request_secure_option(request: Request, allow_http_to_https_redirects: bool) -> SecureOption:
     """§5.2 for a twisted.web request."""
     return secure_option(
         _first_header(request, b"x-forwarded-proto"),
@@ -191,7 +192,7 @@ def request_secure_option(request: IRequest, allow_http_to_https_redirects: bool
     )
 
 
-def request_fromip(request: IRequest, ip: str) -> str:
+def request_fromip(request: Request, ip: str) -> str:
     """:func:`fromip_override` with the first ``fromip`` query value of a request."""
     values = query_values(request, "fromip")
     return fromip_override(ip, values[0] if values else None)

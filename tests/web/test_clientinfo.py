@@ -8,9 +8,9 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet import defer, endpoints, protocol, reactor
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.trial import unittest
 from twisted.web import resource, server
 
@@ -144,20 +144,19 @@ class RequestWrapperTests(unittest.TestCase):
     def setUp(self) -> None:
         self.site = server.Site(_Echo())
 
-    async def _listen(self, description: str) -> object:
+    async def _listen(self, description: str) -> Any:
         port = await endpoints.serverFromString(reactor, description).listen(self.site)
         self.addCleanup(port.stopListening)
         return port
 
-    async def _get(
-        self, endpoint: IStreamClientEndpoint, target: str, headers: Sequence[tuple[str, str]] = ()
-    ) -> list[str]:
+    async def _get(self, endpoint: Any, target: str, headers: Sequence[tuple[str, str]] = ()) -> list[str]:
         proto = _Collect()
         factory = protocol.Factory.forProtocol(lambda: proto)
         await endpoint.connect(factory)
         head = f"GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers)
-        proto.transport.write((head + "\r\n").encode())
+        transport: Any = proto.transport
+        transport.write((head + "\r\n").encode())
         raw = await proto.done
         status, _, body = raw.partition(b"\r\n\r\n")
         self.assertIn(b" 200 ", status.split(b"\r\n")[0])

@@ -554,8 +554,9 @@ def _export_record(m: Any, opts: ExportOptions) -> dict[str, Any]:
     for key in ("ContinentOnly", "CountryOnly", "ASOnly"):
         rec[key] = _bool(m, _YAML_TO_FIELD[key])
     rec["Score"] = _int(m, "score")
-    rec["Latitude"] = float(format_float32(_float(m, "latitude")))
-    rec["Longitude"] = float(format_float32(_float(m, "longitude")))
+    for key, field in (("Latitude", "latitude"), ("Longitude", "longitude")):
+        value = float(format_float32(_float(m, field)))
+        rec[key] = value if math.isfinite(value) else None  # keep the document valid JSON
     rec["ContinentCode"] = _str(m, "continentCode")
     rec["CountryCodes"] = _str(m, "countryCodes").split()
     rec["ExcludedCountryCodes"] = _str(m, "excludedCountryCodes").split()

@@ -43,6 +43,13 @@ ResponseError = txredisapi.ResponseError
 CONNECT_TIMEOUT = 0.2
 #: Cap of the backoff between two dials while Redis is unreachable.
 MAX_BACKOFF = 2.0
+#: Sentinel events that announce a failover of our master, and those that abort one.
+FAILOVER_START_EVENTS = ("+try-failover", "+selected-slave", "+failover-state-send-slaveof-noone")
+FAILOVER_ABORT_EVENTS = ("-failover-abort-not-elected", "-failover-abort-no-good-slave",
+                         "-failover-abort-slave-timeout", "-failover-abort-master-not-down")
+#: Longest pause of commands while a failover runs (Sentinel's failover-timeout is usually larger,
+#: but the promotion itself takes about a second).
+FAILOVER_PAUSE = 10.0
 
 
 class RedisUnavailable(Exception):
@@ -205,6 +212,7 @@ class RedisClient:
         self._recovery: task.LoopingCall | None = None
         self._stopped = False
         self._connection_listeners: list[Callable[[], None]] = []
+        self._failover_until = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -263,6 +271,10 @@ class RedisClient:
         return None
 
     async def _get_connection(self) -> Any:
+        if self._failover_until:
+            if self.reactor.seconds() < self._failover_until:  # type: ignore[attr-defined]
+                raise Unreachable("Redis master failover in progress")
+            self._failover_until = 0.0
         conn = self._usable()
         if conn is not None:
             return conn
@@ -511,19 +523,38 @@ class RedisClient:
         settings = self._settings()
         if not settings.sentinels or not settings.master_name:
             return
-        self._sentinel_watch = Subscription(self, ["+switch-master"], self._switch_master, None,
+        channels = ["+switch-master", *FAILOVER_START_EVENTS, *FAILOVER_ABORT_EVENTS]
+        self._sentinel_watch = Subscription(self, channels, self._sentinel_event, None,
                                             addresses=list(settings.sentinels), forget=False)
         self._sentinel_watch.start()
 
-    def _switch_master(self, channel: str, message: str) -> None:
+    def _sentinel_event(self, channel: str, message: str) -> None:
         parts = message.split()
-        if not parts or parts[0] != self._settings().master_name:
+        master_name = self._settings().master_name
+        if channel == "+switch-master":
+            if not parts or parts[0] != master_name:
+                return
+            log.info("Sentinel: master {name} switched to {new}", name=parts[0],
+                     new=":".join(parts[3:5]))
+            self._failover_until = 0.0
+            self._drop_connection()
+            for sub in list(self._subscriptions):
+                sub.reconnect()
             return
-        log.info("Sentinel: master {name} switched to {new}", name=parts[0],
-                 new=":".join(parts[3:5]))
-        self._drop_connection()
-        for sub in list(self._subscriptions):
-            sub.reconnect()
+        # "<type> <name> <ip> <port> [@ <master-name> <master-ip> <master-port>]"
+        name = parts[parts.index("@") + 1] if "@" in parts[:-1] else (parts[1] if len(parts) > 1 else "")
+        if name != master_name:
+            return
+        if channel in FAILOVER_START_EVENTS:
+            if not self._failover_until:
+                log.warn("Sentinel: failover of {name} started, pausing Redis commands", name=name)
+            # A write acknowledged by the old master from now on would be lost when it is demoted:
+            # stop using it until +switch-master names the new one (or the failover is aborted).
+            self._failover_until = self.reactor.seconds() + FAILOVER_PAUSE  # type: ignore[attr-defined]
+            self._drop_connection()
+        elif channel in FAILOVER_ABORT_EVENTS and self._failover_until:
+            log.warn("Sentinel: failover of {name} aborted ({event})", name=name, event=channel)
+            self._failover_until = 0.0
 
 
 class Subscription:

@@ -295,3 +295,118 @@ def test_service_checks_periodically(tmp_path: Path) -> None:
         service.stopService()
     assert not service.running
     assert clock.getDelayedCalls() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-built databases (§18 case 54 and Go's decoding rules): a tiny MaxMind DB writer.
+
+
+def _mmdb_encode(value: Any) -> bytes:
+    def ctrl(kind: int, size: int) -> bytes:
+        assert size < 29 + 256
+        extra = b"" if size < 29 else bytes([size - 29])
+        size = min(size, 29)
+        if kind <= 7:
+            return bytes([(kind << 5) | size]) + extra
+        return bytes([size, kind - 7]) + extra
+
+    if isinstance(value, tuple):  # ("u16" | "u32" | "u64", n): libmaxminddb wants exact metadata types
+        kind = {"u16": 5, "u32": 6, "u64": 9}[value[0]]
+        raw = value[1].to_bytes((value[1].bit_length() + 7) // 8, "big") if value[1] else b""
+        return ctrl(kind, len(raw)) + raw
+    if isinstance(value, bool):
+        return ctrl(14, int(value))
+    if isinstance(value, str):
+        raw = value.encode()
+        return ctrl(2, len(raw)) + raw
+    if isinstance(value, float):
+        return ctrl(3, 8) + struct.pack(">d", value)
+    if isinstance(value, int):
+        raw = value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
+        return ctrl(6 if value < 2**32 else 9, len(raw)) + raw
+    if isinstance(value, dict):
+        return ctrl(7, len(value)) + b"".join(_mmdb_encode(k) + _mmdb_encode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return ctrl(11, len(value)) + b"".join(_mmdb_encode(v) for v in value)
+    raise TypeError(value)
+
+
+def write_mmdb(path: Path, record: dict[str, Any], database_type: str, build_epoch: int = 1700000000) -> None:
+    """An IPv4-only database (one node, both branches → ``record``): every IPv4 address matches."""
+    node_count = 1
+    pointer = (node_count + 16).to_bytes(3, "big")
+    tree = pointer + pointer
+    metadata = {
+        "node_count": ("u32", node_count),
+        "record_size": ("u16", 24),
+        "ip_version": ("u16", 4),
+        "database_type": database_type,
+        "languages": ["en"],
+        "binary_format_major_version": ("u16", 2),
+        "binary_format_minor_version": ("u16", 0),
+        "build_epoch": ("u64", build_epoch),
+        "description": {"en": "test"},
+    }
+    body = tree + b"\x00" * 16 + _mmdb_encode(record) + b"\xab\xcd\xefMaxMind.com" + _mmdb_encode(metadata)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
+
+
+CASE54_CITY = {
+    "city": {"names": {"en": "test1", "fr": "test1-fr"}},
+    "country": {"iso_code": "test2", "names": {"en": "test3"}},
+    "continent": {"code": "test4"},
+    "location": {"latitude": 24.0, "longitude": 42.0},
+}
+CASE54_ASN = {"autonomous_system_number": 42, "autonomous_system_organization": "forty two"}
+
+
+def test_case54_record_holds_exactly_the_database_values(tmp_path: Path) -> None:
+    write_mmdb(tmp_path / CITY_DB, CASE54_CITY, "GeoLite2-City")
+    write_mmdb(tmp_path / ASN_DB, CASE54_ASN, "GeoLite2-ASN")
+    geo = GeoIP(str(tmp_path))
+    assert geo.errors == ()
+    assert geo.lookup("192.0.2.1") == GeoRecord(
+        "test2", "test4", "test1", "test3", 24.0, 42.0, "forty two", 42
+    )
+    assert geo.build_epochs() == {CITY_DB: 1700000000, ASN_DB: 1700000000}
+    # IPv6 in an IPv4-only database is a lookup *error* in Go: the whole record is empty.
+    assert geo.lookup("2001:db8::1") == EMPTY_RECORD
+
+
+@pytest.mark.parametrize(
+    "bad_city",
+    [
+        {**CASE54_CITY, "location": {"latitude": "24", "longitude": 42.0}},  # string into float64
+        {**CASE54_CITY, "location": {"latitude": 24, "longitude": 42.0}},  # uint into float64
+        {**CASE54_CITY, "country": ["FR"]},  # array into a struct
+        {**CASE54_CITY, "city": {"names": {"en": 5}}},  # uint into string
+    ],
+)
+def test_type_mismatch_is_a_lookup_error(tmp_path: Path, bad_city: dict[str, Any]) -> None:
+    write_mmdb(tmp_path / CITY_DB, bad_city, "GeoLite2-City")
+    write_mmdb(tmp_path / ASN_DB, CASE54_ASN, "GeoLite2-ASN")
+    geo = GeoIP(str(tmp_path))
+    assert geo.lookup("192.0.2.1") == EMPTY_RECORD
+
+
+def test_missing_fields_are_zero_values(tmp_path: Path) -> None:
+    write_mmdb(tmp_path / CITY_DB, {"country": {"iso_code": "FR"}, "extra": [1, 2]}, "GeoLite2-City")
+    write_mmdb(tmp_path / ASN_DB, {"autonomous_system_number": 7}, "GeoLite2-ASN")
+    geo = GeoIP(str(tmp_path))
+    rec = geo.lookup("192.0.2.1")
+    assert rec == GeoRecord(country_code="FR", as_num=7)
+    assert rec.valid
+
+
+def test_same_build_epoch_rewritten_in_place_is_still_swapped(tmp_path: Path) -> None:
+    """Go keeps the old DB when the build epoch is unchanged; we follow the file's identity."""
+    write_mmdb(tmp_path / CITY_DB, CASE54_CITY, "GeoLite2-City", build_epoch=5)
+    geo = GeoIP(str(tmp_path))
+    assert geo.lookup("192.0.2.1").country_code == "test2"
+    write_mmdb(
+        tmp_path / CITY_DB, {**CASE54_CITY, "country": {"iso_code": "NEW"}}, "GeoLite2-City", build_epoch=5
+    )
+    assert geo.check_for_update() is True
+    assert geo.lookup("192.0.2.1").country_code == "NEW"

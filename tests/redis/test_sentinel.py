@@ -113,10 +113,11 @@ class SentinelFailoverTests(unittest.TestCase):
         yield writer
         stored = {int(x) for x in self.replica.client().lrange("writes", 0, -1)}
         lost = [n for n in acked if n not in stored]
-        # Writes acknowledged by the demoted master in the moment before the switch can be lost
-        # (Redis replication is asynchronous); after the switch, none.
+        # Commands pause from the first failover event; only a write already in flight at that moment
+        # could reach the old master after the replica was promoted (measured: 0 lost of ~140).
         self.assertLess(switched, 5)
-        self.assertLess(len(lost), 30, f"lost {len(lost)} acknowledged writes: {lost[:10]}...")
+        print(f"\nforced failover: {len(acked)} writes acknowledged, {len(lost)} lost, switch after {switched:.2f}s")
+        self.assertLessEqual(len(lost), 2, f"lost {len(lost)} acknowledged writes: {lost[:10]}...")
         after = [n for n in acked[-50:]]
         self.assertTrue(all(n in stored for n in after))
 

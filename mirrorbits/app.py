@@ -64,9 +64,21 @@ class Mirrorbits:
     def get_redis(self) -> RedisClient:
         return self._once("redis", lambda: RedisClient(self.redis_settings, reactor=self.reactor))
 
+    def get_source_scanner(self) -> Any:
+        """The local repository scan service (start-up/periodic scans, ``refresh(rehash)``)."""
+        from mirrorbits.scan.local import LocalScanner
+        from mirrorbits.scan.source_service import SourceScanService
+
+        def build() -> SourceScanService:
+            scanner = LocalScanner(self.get_redis(), lambda: self.config, reactor=self.reactor)
+            return SourceScanService(scanner, self.config_holder, self.get_redis(), self.reactor,
+                                     monitor=self.run_monitor)
+
+        return self._once("source_scanner", build)
+
     def extra_services(self) -> list[Any]:
         """Services of the other parts (monitor, scans, statistics...), started after Redis."""
-        return []
+        return [self.get_source_scanner()]
 
     def fatal(self, message: str) -> None:
         """A condition the daemon must not run with: log it, stop, exit non-zero."""

@@ -1,0 +1,166 @@
+"""When the local repository is scanned: at start-up, every ``RepositoryScanInterval`` minutes, and on
+the admin ``refresh`` (spec data-and-scanning §7.1, §8.1; cli-and-admin §3.5).
+
+The scans themselves are :class:`mirrorbits.scan.local.LocalScanner`'s; this service only schedules
+them and makes sure one process never runs two at once (a ``refresh`` arriving during a periodic
+scan waits for it, then runs its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from mirrorbits.config import Config, ConfigHolder
+from mirrorbits.redis.connection import RedisClient
+from mirrorbits.scan.local import LocalScanner, ScanResult
+
+log = Logger(namespace="mirrorbits.scan.source")
+
+#: Go retries the start-up scan every second until it succeeds (§7.1).
+STARTUP_RETRY = 1.0
+
+
+class SourceScanService(service.Service):
+    """Runs the local scan at start-up and periodically (only with the monitor, as in Go), and on
+    demand through :meth:`refresh` (always, the admin command works without the monitor too)."""
+
+    name = "source-scan"
+
+    def __init__(self, scanner: LocalScanner, config: ConfigHolder | Callable[[], Config],
+                 client: RedisClient, reactor: Any = None, *, monitor: bool = True,
+                 startup_retry: float = STARTUP_RETRY) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.scanner = scanner
+        self._config = config
+        self.client = client
+        self.reactor = reactor
+        self.monitor = monitor
+        self.startup_retry = startup_retry
+        self._serial = defer.DeferredLock()
+        self._startup: defer.Deferred[None] | None = None
+        self._sleep: defer.Deferred[None] | None = None
+        self._periodic: task.LoopingCall | None = None
+        self._interval = 0
+        self._indexed_waiters: list[defer.Deferred[None]] = []
+        self.indexed = False
+        #: The last successful scan's figures (for the manhole and tests).
+        self.last_result: ScanResult | None = None
+        if isinstance(config, ConfigHolder):
+            config.subscribe(self._config_changed)
+
+    @property
+    def config(self) -> Config:
+        return self._config.current if isinstance(self._config, ConfigHolder) else self._config()
+
+    # -- the operation -----------------------------------------------------------------------
+
+    async def refresh(self, rehash: bool = False) -> ScanResult:
+        """Scan now (admin ``refresh [-rehash]``); waits for a scan already running in this process.
+        Raises :class:`mirrorbits.scan.local.LocalScanError` ("scan already in progress",
+        "<repo>: No such file or directory"...) or a Redis error."""
+        await self._serial.acquire()
+        try:
+            result = await self.scanner.scan(rehash=rehash)
+        finally:
+            self._serial.release()
+        self.last_result = result
+        return result
+
+    def when_indexed(self) -> defer.Deferred[None]:
+        """Fires once the start-up scan has succeeded (the monitor waits for it, §7.1 step 2)."""
+        if self.indexed:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._indexed_waiters.append(d)
+        return d
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self.scanner.resume()
+        if self.monitor:
+            self._startup = defer.Deferred.fromCoroutine(self._start())
+            self._startup.addErrback(self._startup_failed)
+
+    def _startup_failed(self, failure: Any) -> None:
+        if not failure.check(defer.CancelledError):
+            log.failure("local repository start-up scan died", failure)
+
+    async def _start(self) -> None:
+        await self.client.when_ready()
+        first_failure = True
+        while self.running:
+            try:
+                await self.refresh()
+                break
+            except Exception as e:
+                if not self.running:
+                    return
+                # Go logs this on every attempt; once a second forever (e.g. a missing repository)
+                # only buries the log, so repeats go to debug.
+                if first_failure:
+                    log.error("Scanning source failed: {err}", err=str(e) or repr(e))
+                    first_failure = False
+                else:
+                    log.debug("Scanning source failed: {err}", err=str(e) or repr(e))
+            self._sleep = task.deferLater(self.reactor, self.startup_retry, lambda: None)
+            try:
+                await self._sleep
+            finally:
+                self._sleep = None
+        if not self.running:
+            return
+        self.indexed = True
+        waiters, self._indexed_waiters = self._indexed_waiters, []
+        for d in waiters:
+            d.callback(None)
+        self._arm(self.config.RepositoryScanInterval)
+
+    def _arm(self, minutes: int) -> None:
+        """(Re)start the periodic scan: every ``minutes``, none for 0."""
+        if self._periodic is not None and self._periodic.running:
+            self._periodic.stop()
+        self._periodic = None
+        self._interval = minutes
+        if minutes <= 0 or not self.running:
+            return
+        self._periodic = task.LoopingCall(self._periodic_scan)
+        self._periodic.clock = self.reactor
+        d = self._periodic.start(minutes * 60.0, now=False)
+        d.addErrback(lambda f: log.failure("periodic local scan loop died", f))
+
+    async def _periodic_scan(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as e:
+            if self.running:
+                log.error("Scanning source failed: {err}", err=str(e) or repr(e))
+
+    def _config_changed(self, old: Config, new: Config) -> None:
+        if self.indexed and self.running and new.RepositoryScanInterval != self._interval:
+            self._arm(new.RepositoryScanInterval)
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        super().stopService()
+        self.scanner.stop()
+        if self._periodic is not None and self._periodic.running:
+            self._periodic.stop()
+        self._periodic = None
+        if self._sleep is not None and not self._sleep.called:
+            self._sleep.cancel()
+        if self._startup is not None and not self._startup.called and not self._serial.locked:
+            self._startup.cancel()  # waiting for Redis or between retries: nothing to finish
+        # Wait for a running scan to notice the stop (or finish its bounded commit).
+        return defer.Deferred.fromCoroutine(self._drain())
+
+    async def _drain(self) -> None:
+        await self._serial.acquire()
+        self._serial.release()

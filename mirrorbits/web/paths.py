@@ -204,7 +204,11 @@ def canonical_redirect(raw_target: bytes | str) -> str | None:
 
 
 def moved_permanently_body(location: str) -> str:
-    """Body Go's ``http.Redirect`` writes with the 301 for a GET (nothing for other methods)."""
+    """Body Go's ``http.Redirect`` writes with the 301 for a GET (no body for other methods).
+
+    The rest of that response, for the caller: ``Location: <location>``, and for GET and HEAD
+    ``Content-Type: text/html; charset=utf-8``; no ``Server`` header, never gzip-compressed.
+    """
     return f'<a href="{_go_html_escape(location)}">Moved Permanently</a>.\n\n'
 
 

@@ -53,6 +53,8 @@ return #keys
 """
 
 UPGRADE_LOCK = "upgrade"
+#: Redis errors that say "not now" rather than "bad data".
+_TRANSIENT = ("LOADING", "READONLY", "MASTERDOWN", "BUSY ", "TRYAGAIN")
 
 
 class UnsupportedSchema(Exception):
@@ -201,6 +203,9 @@ async def _upgrade_locked(client: RedisClient, reactor: Any) -> bool | None:
             except (RedisUnavailable, _Restart, UpgradeError):
                 raise
             except ResponseError as e:
+                if str(e).startswith(_TRANSIENT):
+                    # A failover or a restart under us: the temporary keys make a new run safe.
+                    raise _Restart(str(e)) from e
                 raise UpgradeError(f"upgrade to version {target} failed: {e}") from e
         return True
     finally:

@@ -7,6 +7,8 @@ compared key by key and field by field; keys an upgrade must not touch are compa
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +25,7 @@ from mirrorbits.redis.upgrade import (
     copy_key,
     order_renames,
 )
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.redis import RedisServer, redis_server_binary
 from tests.fixtures.servers import free_port
 
 
@@ -250,6 +252,41 @@ class VersionCheckTests(UpgradeTestBase):
 
     def test_retries_while_redis_is_down(self) -> defer.Deferred[Any]:
         return run(self._down())
+
+    async def _loading(self) -> None:
+        # A restarted Redis answers -LOADING while it reads its dump: the check waits it out.
+        src = RedisServer().start()
+        self.addCleanup(src.cleanup)
+        blob = os.urandom(1 << 20)  # incompressible, so loading takes a while
+        setup = src.client(decode=False)
+        for i in range(12):
+            setup.set(b"blob%d" % i, blob[i:])
+        setup.set(b"MIRRORBITS_DB_VERSION", b"2")
+        setup.save()
+        src.stop()
+        proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(src.port), "--bind", "127.0.0.1", "--dir", src.dir,
+             "--save", "", "--key-load-delay", "50000"],  # 50 ms per key: ~0.6 s of loading
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (proc.terminate(), proc.wait()))
+        probe = None
+        for _ in range(200):
+            try:
+                probe = socket.create_connection(("127.0.0.1", src.port))
+                break
+            except OSError:
+                await sleep(0.01)
+        assert probe is not None
+        probe.sendall(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n")
+        self.assertTrue(probe.recv(100).startswith(b"-LOADING"))
+        probe.close()
+        client = self.new_client(src.address)
+        self.assertEqual(await check_and_upgrade(client), 2)
+        self.assertTrue(client.ready)
+        self.assertEqual(src.client().get("MIRRORBITS_DB_VERSION"), "2")
+
+    def test_waits_while_redis_is_loading(self) -> defer.Deferred[Any]:
+        return run(self._loading())
 
     async def _dump(self) -> None:
         payloads = [bytes(range(256)) * 3, b"\r\n\x00\xff\xfe" * 10, os.urandom(200_000),

@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.internet import defer, error, protocol, task
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger(namespace="mirrorbits.redis.embedded")
 
@@ -80,15 +81,17 @@ class _Ping(protocol.Protocol):
         self.buf = b""
 
     def connectionMade(self) -> None:  # noqa: N802
+        assert self.transport is not None
         self.transport.write(b"PING\r\n")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         self.buf += data
         if b"\r\n" in self.buf and not self.answer.called:
             self.answer.callback(self.buf.split(b"\r\n", 1)[0])
+            assert self.transport is not None
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
         if not self.answer.called:
             self.answer.errback(reason)
 

@@ -54,7 +54,7 @@ class GenericLock:
         self.client = client
         self.key = schema.lock_key(name)  # ValueError on an empty name, as Go's ErrInvalidLockName
         self.token = token if token is not None else _new_token()
-        self.clock = clock if clock is not None else client.reactor
+        self.clock: Any = clock if clock is not None else client.reactor
         self.acquired = False
         self.released = False
         self.lost = False
@@ -143,7 +143,7 @@ class ClusterLock:
     def __init__(self, client: RedisClient, key: str, *, clock: Any = None) -> None:
         self.client = client
         self.key = key
-        self.clock = clock if clock is not None else client.reactor
+        self.clock: Any = clock if clock is not None else client.reactor
         self.acquired = False
         self.released = False
         self.lost = False

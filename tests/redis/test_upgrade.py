@@ -448,6 +448,24 @@ class UpgradeTests(UpgradeTestBase):
         self.assertEqual({k: v for k, v in after.items() if not k.startswith(b"V2_")}, before)
         self.assertEqual(self.count_logs("Upgrade failed: "), 1)
 
+    async def _guard(self) -> None:
+        # The guard (is LOCK_upgrade still ours?) runs right before the commit and can stop it.
+        build_v1(self.r)
+        before = contents(self.r)
+        client = self.new_client()
+
+        def lock_lost() -> None:
+            raise RuntimeError("lost")
+
+        with self.assertRaises(RuntimeError):
+            await upgrade.upgrade_v2(client, lock_lost)
+        after = contents(self.r)
+        self.assertTrue(any(k.startswith(b"V2_MIRROR_") for k in after))  # the work was done...
+        self.assertEqual({k: v for k, v in after.items() if not k.startswith(b"V2_")}, before)
+
+    def test_commit_is_not_sent_when_the_lock_was_lost(self) -> defer.Deferred[Any]:
+        return run(self._guard())
+
     def test_v1_mirror_without_http_is_fatal_and_commits_nothing(self) -> defer.Deferred[Any]:
         return run(self._missing_http())
 

@@ -114,7 +114,31 @@ def _digits_from_repr(x: float) -> tuple[str, int]:
 def _shortest32(x: float) -> tuple[str, int]:
     """Shortest decimal that reads back as the same float32 (Go ``FormatFloat(x, _, -1, 32)``).
 
-    Exact arithmetic over the rounding interval of ``x`` (asymmetric at powers of two, inclusive
+    Fast path: when the rounding interval of ``x`` is symmetric (``x`` not a power of two), the
+    correctly rounded p-digit decimal is in the interval whenever any p-digit decimal is, so the
+    first p whose ``%.{p-1}e`` text reads back as ``x`` wins.  Reading back goes through float64,
+    which could double-round only when the float64 lands exactly on a float32 midpoint: those
+    cases, and powers of two, take the exact path.
+    """
+    bits = struct.unpack("<I", struct.pack("<f", x))[0]
+    if bits & 0x7FFFFF == 0:
+        return _shortest32_exact(x)
+    below = struct.unpack("<f", struct.pack("<I", bits - 1))[0]
+    above = struct.unpack("<f", struct.pack("<I", bits + 1))[0] if bits < 0x7F7FFFFF else math.inf
+    mid_lo, mid_hi = (x + below) / 2, (x + above) / 2
+    for p in range(1, 10):
+        text = f"{x:.{p - 1}e}"
+        d = float(text)
+        if d == mid_lo or d == mid_hi:
+            return _shortest32_exact(x)
+        if f32(d) == x:
+            mant, _, exp = text.partition("e")
+            return mant.replace(".", "").rstrip("0") or "0", int(exp) + 1
+    return _shortest32_exact(x)  # pragma: no cover - 9 digits always round-trip a float32
+
+
+def _shortest32_exact(x: float) -> tuple[str, int]:
+    """Exact arithmetic over the rounding interval of ``x`` (asymmetric at powers of two, inclusive
     when the mantissa is even, like round-half-even parsing); among the shortest candidates the
     one nearest to ``x`` wins.  Returns (digits, dp) with value = 0.DIGITS × 10**dp.
     """

@@ -213,6 +213,7 @@ class RedisClient:
         self._stopped = False
         self._connection_listeners: list[Callable[[], None]] = []
         self._failover_until = 0.0
+        self._reconnect_call: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -225,6 +226,9 @@ class RedisClient:
 
     async def stop(self) -> None:
         self._stopped = True
+        if self._reconnect_call is not None and self._reconnect_call.active():
+            self._reconnect_call.cancel()
+        self._reconnect_call = None
         if self._recovery is not None and self._recovery.running:
             self._recovery.stop()
         for sub in list(self._subscriptions):
@@ -342,12 +346,13 @@ class RedisClient:
     def _lost(self, _: Any, conn: Any) -> None:
         if self._conn is conn:
             self._conn = None
-        if not self._stopped:
+        if not self._stopped and (self._reconnect_call is None or not self._reconnect_call.active()):
             # Reconnect in the background, so the link is back before the next request needs it;
             # if Redis stays away, the failure state and the 1 s recovery loop take over.
-            self.reactor.callLater(0.05, self._reconnect)  # type: ignore[attr-defined]
+            self._reconnect_call = self.reactor.callLater(0.05, self._reconnect)  # type: ignore[attr-defined]
 
     def _reconnect(self) -> None:
+        self._reconnect_call = None
         if self._stopped or self._usable() is not None or self._dialing:
             return
         d = defer.Deferred.fromCoroutine(self._get_connection())

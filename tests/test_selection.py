@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -37,9 +38,11 @@ PARIS_CLIENT = ClientLocation(country="FR", continent="EU", asnum=4444, latitude
 NO_GEO = ClientLocation()
 
 
-def mirror(id: int = 1, **kw) -> Candidate:
+def mirror(id: int = 1, **kw: Any) -> Candidate:
     """An enabled mirror, up on both protocols, unless told otherwise."""
-    base = dict(name=f"m{id}", http_url="https://m1.mirror/", enabled=True, http_up=True, https_up=True)
+    base: dict[str, Any] = dict(
+        name=f"m{id}", http_url="https://m1.mirror/", enabled=True, http_up=True, https_up=True
+    )
     base.update(kw)
     return Candidate(id=id, **base)
 
@@ -253,7 +256,7 @@ def test_missing_mirror_file_info_is_never_chosen():
 
 def test_29_geography():
     client = PARIS_CLIENT
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(continent_only=True, continent_code="NA"), "Continent only"),
         (dict(country_only=True, country_codes="UK"), "Country only"),
         (dict(country_only=True, country_codes="FI NO SE"), "Country only"),
@@ -266,7 +269,7 @@ def test_29_geography():
         assert reasons(sel) == [reason], kw
         assert sel.excluded[0].absolute_url == "https://m1.mirror/"
     # ... and the passing variants are accepted.
-    ok = [
+    ok: list[dict[str, Any]] = [
         dict(continent_only=True, continent_code="EU"),
         dict(country_only=True, country_codes="DE FR"),
         dict(as_only=True, asnum=4444),
@@ -278,11 +281,12 @@ def test_29_geography():
 
 
 def test_restrictions_exclude_clients_without_location():
-    for kw, reason in [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(continent_only=True, continent_code=""), "Continent only"),
         (dict(country_only=True, country_codes=""), "Country only"),
         (dict(as_only=True, asnum=0), "AS only"),
-    ]:
+    ]
+    for kw, reason in cases:
         assert reasons(run([mirror(**kw)], ClientLocation(asnum=0))) == [reason]
     # The excluded-country check only applies to a valid client.
     assert reasons(run([mirror(excluded_country_codes="FR")], NO_GEO)) == []

@@ -83,7 +83,8 @@ class GoReference:
                 compare_size, max_out = False, minutes * 60 * SEC
                 break
 
-        accepted, excluded = [], []
+        accepted: list[dict] = []
+        excluded: list[dict] = []
         closest, farthest = F(0), F(0)
         for m in mirrors:
             c, f = m["c"], m["f"]

@@ -208,8 +208,9 @@ def rsync_command(url: str) -> tuple[list[str], dict[str, str]]:
 class RsyncLister(ProcessProtocol):
     """Streams an ``rsync`` listing into ``on_file`` line by line.
 
-    ``done`` fires with the process' end reason (a Failure wrapping ProcessDone or
-    ProcessTerminated) once stdout is fully parsed; cancelling it kills rsync.
+    ``done`` fires (with None) once the process ended and stdout is fully parsed; the
+    end reason (a Failure wrapping ProcessDone or ProcessTerminated) is then in
+    ``end_reason``.  Cancelling ``done`` kills rsync.
     """
 
     def __init__(
@@ -237,7 +238,10 @@ class RsyncLister(ProcessProtocol):
         self.opendir_errors: deque[str] = deque(maxlen=_MAX_KEPT_STDERR)
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self._err_buf = bytearray()
-        self.done: defer.Deferred[Failure] = defer.Deferred(self._cancel)
+        self.end_reason: Failure | None = None
+        self.done: defer.Deferred[None] = defer.Deferred(self._cancel)
+        #: Fires when the child has exited (used to reap it after a cancel).
+        self.exited: defer.Deferred[None] = defer.Deferred()
 
     def _proc(self) -> Any:
         """The process transport (typed loosely: zope interfaces confuse mypy)."""
@@ -267,14 +271,20 @@ class RsyncLister(ProcessProtocol):
         self.kill()
 
     def kill(self) -> None:
-        """Kill the child if it still runs."""
+        """Kill the child if it still runs, and stop reading its output.
+
+        rsync forks helper processes that inherit stdout/stderr; closing our ends of the
+        pipes makes them die of EPIPE instead of keeping the scan alive until their
+        own timeout.
+        """
         if self._ended is None and self.transport is not None:
             try:
                 self._proc().signalProcess("KILL")
             except error.ProcessExitedAlready:
                 pass
+            self._proc().loseConnection()
 
-    def _cancel(self, _: defer.Deferred[Failure]) -> None:
+    def _cancel(self, _: defer.Deferred[None]) -> None:
         self.cancelled = True
         self._disarm_idle()
         self.kill()
@@ -286,7 +296,7 @@ class RsyncLister(ProcessProtocol):
         self._drain()
 
     def _drain(self) -> None:
-        while not self._waiting and not self.done.called:
+        while not self._waiting and not self.done.called and self.callback_error is None:
             nl = self._buf.find(b"\n")
             if nl < 0:
                 if len(self._buf) > MAX_LINE_BYTES:
@@ -370,7 +380,9 @@ class RsyncLister(ProcessProtocol):
 
     def _err_line(self, raw: bytes) -> None:
         line = raw.rstrip(b"\r").decode("utf-8", "replace")
-        if ": opendir " in line:
+        # Go keeps lines containing ": opendir "; rsync >= 3.2 prints
+        # 'rsync: [sender] opendir "x" (in mod) failed', which that test misses.
+        if ": opendir " in line or "] opendir " in line:
             self.opendir_errors.append(line)
         if line:
             self.stderr_tail.append(line)
@@ -382,6 +394,7 @@ class RsyncLister(ProcessProtocol):
             self._err_line(bytes(self._err_buf))
             del self._err_buf[:]
         self._ended = reason
+        self.exited.callback(None)
         self._drain()
 
     def _maybe_finish(self) -> None:
@@ -394,7 +407,8 @@ class RsyncLister(ProcessProtocol):
             self._line(raw)
             if self._waiting:
                 return
-        self.done.callback(self._ended)
+        self.end_reason = self._ended
+        self.done.callback(None)
 
 
 def _exit_message(reason: Failure) -> tuple[int | None, str | None]:
@@ -443,8 +457,9 @@ async def list_rsync(
     except OSError as exc:
         raise ScanError(f"rsync: {exc}") from exc
     try:
-        reason = await lister.done
+        await lister.done
     except defer.CancelledError:
+        await lister.exited  # killed by the canceller: reap it before reporting
         raise ScanAborted() from None
     if lister.callback_error is not None:
         lister.callback_error.raiseException()
@@ -452,7 +467,8 @@ async def list_rsync(
         raise ScanAborted()
     if lister.timed_out:
         raise ScanError(f"rsync: no output for {timeout:g}s, killed")
-    code, message = _exit_message(reason)
+    assert lister.end_reason is not None
+    code, message = _exit_message(lister.end_reason)
     if message is not None:
         if lister.stderr_tail:
             log.warn(

@@ -379,7 +379,7 @@ def test_json_escapes_like_go() -> None:
 
 
 def test_json_values_and_newline() -> None:
-    doc = {"b": True, "n": None, "i": -3, "f": 0.1, "f32": Float32(0.1), "s": [], "o": {}, "l": [1, "x"]}
+    doc: dict[str, object] = {"b": True, "n": None, "i": -3, "f": 0.1, "f32": Float32(0.1), "s": [], "o": {}, "l": [1, "x"]}
     assert go_json_dumps(doc) == \
         '{"b":true,"n":null,"i":-3,"f":0.1,"f32":0.1,"s":[],"o":{},"l":[1,"x"]}\n'
     assert go_json_marshal(Float32(48.8567)) == "48.8567"

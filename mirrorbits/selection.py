@@ -56,12 +56,22 @@ _f32_unpack = _F32.unpack
 
 def f32(x: float) -> float:
     """Round a Python float to the nearest IEEE-754 binary32 value (Go's ``float32(x)``)."""
-    return _f32_unpack(_f32_pack(x))[0]
+    try:
+        return _f32_unpack(_f32_pack(x))[0]
+    except OverflowError:  # beyond float32: Go gives ±Inf, struct refuses; array rounds like C
+        return array("f", (x,))[0]
 
 
 def _f32_many(values: list[float]) -> list[float]:
     """Round a whole list to binary32 in one C call; much cheaper than one struct call each."""
     return array("f", values).tolist()
+
+
+def _coordinate(x: float) -> float:
+    """A coordinate as float32.  NaN or infinite (only from corrupt data) becomes 0: Go would carry
+    a NaN into the scores and convert it to an arbitrary integer; we keep the request sane."""
+    v = f32(float(x))
+    return v if math.isfinite(v) else 0.0
 
 
 #: Go's ``float32(DegToRad)``: the constant is converted to float32 where it meets a float32.
@@ -193,9 +203,9 @@ class Candidate:
 
     def __post_init__(self) -> None:
         s = object.__setattr__
-        lat = f32(self.latitude)
+        lat = _coordinate(self.latitude)
         s(self, "latitude", lat)
-        s(self, "longitude", f32(self.longitude))
+        s(self, "longitude", _coordinate(self.longitude))
         countries = tuple(self.country_codes.split())
         s(self, "country_list", countries)
         s(self, "country_set", frozenset(countries))
@@ -323,9 +333,9 @@ class ClientLocation:
 
     def __post_init__(self) -> None:
         s = object.__setattr__
-        lat = f32(self.latitude)
+        lat = _coordinate(self.latitude)
         s(self, "latitude", lat)
-        s(self, "longitude", f32(self.longitude))
+        s(self, "longitude", _coordinate(self.longitude))
         s(self, "valid", self.country != "")
         s(self, "cos_lat", math.cos(f32(lat * _DEG2RAD_F32)))
         s(self, "geo_key", int.from_bytes(struct.pack("<ff", lat, self.longitude), "little"))

@@ -699,3 +699,16 @@ def test_config_objects_are_accepted_for_rules_and_fallbacks():
         ("fallback1", "http://fr.fb/"),
         ("fallback0", "http://fb.mirror/"),
     ]
+
+
+def test_f32_rounds_like_go_including_overflow():
+    assert f32(0.1) == 0.10000000149011612
+    assert f32(1e39) == float("inf") and f32(-1e39) == float("-inf")
+    assert f32(3.4028235e38) == 3.4028234663852886e38
+    assert f32(1e-46) == 0.0 and f32(2e-45) == 1.401298464324817e-45 * 1  # denormals kept
+    # A mirror record with an absurd coordinate must not crash selection: it is put at 0.
+    for bad in (1e39, float("nan"), float("-inf")):
+        c = mirror(latitude=bad, longitude=bad)
+        assert (c.latitude, c.longitude) == (0.0, 0.0)
+        sel = run([c, mirror(2)], PARIS_CLIENT, for_mirrorlist=True)
+        assert len(sel.selected) == 2 and all(ch.computed_score >= 1 for ch in sel.selected)

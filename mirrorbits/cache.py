@@ -1,0 +1,672 @@
+"""The redirector's in-memory view of Redis: file info, file -> mirrors, mirrors, mirror file info.
+
+Why: the Go original keeps four small LRU caches and, on a miss, pays ~60 Redis round trips for one
+request (http.md §11).  Here one process keeps a compact view of what the hot path needs:
+
+* per path a :class:`PathEntry` with the local :class:`~mirrorbits.model.FileInfo`, the member ids
+  of ``FILEMIRRORS_<path>``, each mirror's ``FILEINFO`` as a shared :class:`selection.MirrorFile`,
+  and the ``(Candidate, MirrorFile)`` pairs that :func:`selection.select_mirrors` takes, composed
+  once and reused until something they depend on changes;
+* per mirror one :class:`selection.Candidate`, built (with all its per-mirror derivations) once per
+  mirror load, carrying the parsed :class:`~mirrorbits.model.Mirror` for the JSON renderer.
+
+A request whose path is in the view is answered without touching Redis (:meth:`MirrorView.lookup`
+is synchronous).  A miss loads everything the path needs in two pipelined round trips
+(:meth:`MirrorView.load`), shared by concurrent requests for the same path.  Negative answers (file
+unknown, empty mirror set, mirror hash gone) are kept too.
+
+Invalidation follows the Go channels (§11, data-and-scanning §4), with one improvement: instead of
+dropping an entry and making the next request wait for Redis, a message *refreshes* the entry in the
+background (coalesced, pipelined) and the old value keeps answering until the new one arrives — the
+same as the message arriving one round trip later.  After a pub/sub reconnect (messages may have
+been missed) the view is cleared and warmed again.  While Redis is down nothing is cleared, so known
+files are still served from memory.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mirrorbits.model import EmptyMirrorHash, FileInfo, Mirror
+from mirrorbits.redis import schema
+from mirrorbits.selection import Candidate, MirrorFile
+
+__all__ = [
+    "LRU",
+    "MirrorSource",
+    "MirrorView",
+    "PathEntry",
+    "candidate_from_mirror",
+]
+
+log = Logger(namespace="mirrorbits.cache")
+
+#: Capacity of the path table in "mirror file" units (one per path plus one per mirror of it):
+#: Go's mirror-file-info cache holds 4,096,000 cost units; the same bound keeps us well under 1 GB.
+DEFAULT_CAPACITY = 4_096_000
+#: Paths per warm-up / refresh batch: bounded pipelines keep the reactor responsive.
+BATCH = 100
+#: Messages are coalesced for this long before one pipelined refresh.
+REFRESH_DELAY = 0.002
+#: A failed background refresh is retried after this delay (the old value keeps answering).
+RETRY_DELAY = 1.0
+
+_FILEINFO_FIELDS = ("size", "modTime")
+
+
+# ---------------------------------------------------------------------------------------------
+# LRU with costs (Go's mirrors/cache LRU semantics, http.md §11 and test case 49)
+
+
+class LRU:
+    """A cost-bounded LRU: a hit moves the entry to the front, inserting past ``capacity`` evicts
+    from the back until the total cost fits, re-setting a key updates its cost in place."""
+
+    __slots__ = ("capacity", "size", "_data", "on_evict")
+
+    def __init__(self, capacity: int, on_evict: Callable[[Any, Any], None] | None = None) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._data: OrderedDict[Any, list[Any]] = OrderedDict()  # key -> [value, cost]
+        self.on_evict = on_evict
+
+    def get(self, key: Any) -> Any:
+        """The value for ``key`` (moving it to the front), or None."""
+        item = self._data.get(key)
+        if item is None:
+            return None
+        self._data.move_to_end(key, last=False)
+        return item[0]
+
+    def peek(self, key: Any) -> Any:
+        """The value for ``key`` without touching its recency, or None."""
+        item = self._data.get(key)
+        return None if item is None else item[0]
+
+    def set(self, key: Any, value: Any, cost: int = 1) -> None:
+        item = self._data.get(key)
+        if item is not None:
+            self.size += cost - item[1]
+            item[0] = value
+            item[1] = cost
+            self._data.move_to_end(key, last=False)
+        else:
+            self._data[key] = [value, cost]
+            self._data.move_to_end(key, last=False)
+            self.size += cost
+        self._trim()
+
+    def set_cost(self, key: Any, cost: int) -> None:
+        item = self._data.get(key)
+        if item is not None:
+            self.size += cost - item[1]
+            item[1] = cost
+            self._trim()
+
+    def _trim(self) -> None:
+        data = self._data
+        while self.size > self.capacity and data:
+            key, (value, cost) = data.popitem(last=True)
+            self.size -= cost
+            if self.on_evict is not None:
+                self.on_evict(key, value)
+
+    def delete(self, key: Any) -> bool:
+        item = self._data.pop(key, None)
+        if item is None:
+            return False
+        self.size -= item[1]
+        return True
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.size = 0
+
+    def keys(self) -> list[Any]:
+        """Keys from most to least recently used."""
+        return list(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(slots=True, eq=False)
+class MirrorSource:
+    """What a Candidate carries for the renderers: the full Go record, JSON parts built lazily."""
+
+    mirror: Mirror
+    json_cache: dict[str, Any] = field(default_factory=dict)
+
+
+def candidate_from_mirror(m: Mirror) -> Candidate:
+    """A selection Candidate with every per-mirror value precomputed, from a parsed record."""
+    return Candidate(
+        id=m.id,
+        name=m.name,
+        http_url=m.http_url,
+        enabled=m.enabled,
+        http_up=m.http_up,
+        https_up=m.https_up,
+        http_down_reason=m.http_down_reason,
+        https_down_reason=m.https_down_reason,
+        continent_only=m.continent_only,
+        country_only=m.country_only,
+        as_only=m.as_only,
+        score=m.score,
+        latitude=m.latitude,
+        longitude=m.longitude,
+        continent_code=m.continent_code,
+        country_codes=m.country_codes,
+        excluded_country_codes=m.excluded_country_codes,
+        asnum=m.asnum,
+        tz_offset_ms=m.tz_offset,
+        last_successful_sync_precision_ns=m.last_successful_sync_precision,
+        source=MirrorSource(m),
+    )
+
+
+class PathEntry:
+    """Everything the view knows about one repository path.
+
+    ``ids`` is None until ``FILEMIRRORS_<path>`` was read; ``mfiles`` maps a member id to its
+    ``FILEINFO`` (None when that hash does not exist); ``pairs`` is the composed selection input,
+    valid while ``gen`` equals the view's mirror generation.
+    """
+
+    __slots__ = ("path", "info", "ids", "mfiles", "pairs", "gen")
+
+    def __init__(self, path: str, info: FileInfo | None = None) -> None:
+        self.path = path
+        self.info = info
+        self.ids: tuple[int, ...] | None = None
+        self.mfiles: dict[int, MirrorFile | None] = {}
+        self.pairs: tuple[tuple[Candidate, MirrorFile | None], ...] | None = None
+        self.gen = -1
+
+    @property
+    def known(self) -> bool:
+        """The local file has a modification time (Go: selection may run)."""
+        return self.info is not None and self.info.mod_time_ns is not None
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
+
+
+def _hash_reply(reply: Any) -> dict[str, str]:
+    """HGETALL reply (flat list, or dict) -> dict of str."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    if not reply:
+        return {}
+    it = iter(reply)
+    return {_text(k): _text(v) for k, v in zip(it, it, strict=False)}
+
+
+def _member_ids(reply: Any, path: str) -> tuple[int, ...]:
+    ids: list[int] = []
+    for m in reply or ():
+        try:
+            ids.append(int(_text(m)))
+        except ValueError:
+            # Go fails the whole request (then falls back); one bad member should not hide the
+            # other mirrors, so it is skipped.
+            log.warn("Ignoring non-numeric member {m!r} of FILEMIRRORS_{path}", m=m, path=path)
+    return tuple(ids)
+
+
+def _is_error(value: Any) -> bool:
+    return isinstance(value, Exception)
+
+
+# ---------------------------------------------------------------------------------------------
+# The view
+
+
+class MirrorView:
+    """The per-process view (see the module docstring).  ``redis`` is a
+    :class:`~mirrorbits.redis.connection.RedisClient` (or anything with ``pipeline``/``execute``/
+    ``subscribe``/``when_ready``)."""
+
+    def __init__(self, redis: Any, reactor: Any = None, *, capacity: int = DEFAULT_CAPACITY,
+                 warm_limit: int | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.redis = redis
+        self.reactor = reactor
+        self.warm_limit = warm_limit
+        self._paths = LRU(capacity)
+        self._mirrors: dict[int, Candidate] = {}
+        #: Mirror ids whose hash is missing or broken: text of the problem (negative entries).
+        self._mirror_errors: dict[int, str] = {}
+        #: Bumped whenever a mirror record changes: composed pairs of older generations are stale.
+        self.gen = 0
+        #: Bumped by clear(): loads started before it must not write into the new view.
+        self.epoch = 0
+        self._inflight: dict[str, list[defer.Deferred[None]]] = {}
+        self._dirty_files: set[str] = set()
+        self._dirty_members: dict[str, set[int]] = {}
+        self._dirty_mirrors: set[int] = set()
+        self._flush_call: Any = None
+        self._subscription: Any = None
+        self._warming: defer.Deferred[None] | None = None
+        self._stopped = False
+        self._mf_intern: dict[tuple[int, int | None], MirrorFile] = {}
+        self.stats = {"hits": 0, "misses": 0, "loads": 0, "refreshes": 0, "clears": 0}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, warm: bool = True) -> None:
+        """Subscribe to the invalidation channels and warm the view once Redis is ready."""
+        self._stopped = False
+        channels = (schema.CHANNEL_FILE_UPDATE, schema.CHANNEL_MIRROR_UPDATE,
+                    schema.CHANNEL_MIRROR_FILE_UPDATE)
+        self._subscription = self.redis.subscribe(channels, self.handle_message, self.on_reconnect)
+        if warm:
+            self.redis.when_ready().addCallback(lambda _: self.warm())
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._subscription is not None:
+            self._subscription.stop()
+            self._subscription = None
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        if self._warming is not None and not self._warming.called:
+            self._warming.cancel()
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self._subscription is not None and self._subscription.subscribed)
+
+    def clear(self) -> None:
+        """Forget everything (Go ``Clear``): after a pub/sub reconnect messages may have been lost."""
+        self.epoch += 1
+        self.gen += 1
+        self._paths.clear()
+        self._mirrors.clear()
+        self._mirror_errors.clear()
+        self._mf_intern.clear()
+        self._dirty_files.clear()
+        self._dirty_members.clear()
+        self._dirty_mirrors.clear()
+        self.stats["clears"] += 1
+
+    def on_reconnect(self) -> None:
+        log.info("Pub/sub reconnected: clearing and re-warming the cache")
+        self.clear()
+        if not self._stopped:
+            self.warm()
+
+    # -- read side (hot path) ------------------------------------------------------------------
+
+    def lookup(self, path: str) -> PathEntry | None:
+        """The entry for ``path`` when the view can answer from memory, else None.
+
+        An answerable entry has its file info and, for a known file, composed ``pairs``.
+        """
+        e = self._paths.get(path)
+        if e is None:
+            return None
+        info = e.info
+        if info is None:
+            return None
+        if info.mod_time_ns is None:
+            return e  # unknown file: selection stops at the zero modtime, nothing else needed
+        if e.pairs is not None and e.gen == self.gen:
+            return e
+        if self._compose(e):
+            return e
+        return None
+
+    def peek(self, path: str) -> PathEntry | None:
+        """Whatever the view holds for ``path``, complete or not (used when Redis fails)."""
+        return self._paths.peek(path)
+
+    def _compose(self, e: PathEntry) -> bool:
+        ids = e.ids
+        if ids is None:
+            return False
+        mirrors = self._mirrors
+        errors = self._mirror_errors
+        mf = e.mfiles
+        pairs = []
+        for i in ids:
+            c = mirrors.get(i)
+            if c is None:
+                if i in errors:
+                    continue  # mirror hash gone or broken: skipped (Go: 500, quirk 2)
+                return False
+            if i not in mf:
+                return False
+            pairs.append((c, mf[i]))
+        e.pairs = tuple(pairs)
+        e.gen = self.gen
+        return True
+
+    def get_mirror(self, mirror_id: int) -> Candidate | None:
+        return self._mirrors.get(mirror_id)
+
+    def mirrors(self) -> dict[int, Candidate]:
+        """The mirrors currently known (a copy)."""
+        return dict(self._mirrors)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    async def load(self, path: str) -> PathEntry | None:
+        """Load ``path`` from Redis (shared with concurrent callers) and return the answerable
+        entry.  Raises the Redis error when Redis cannot be used."""
+        self.stats["misses"] += 1
+        waiters = self._inflight.get(path)
+        if waiters is not None:
+            d: defer.Deferred[None] = defer.Deferred()
+            waiters.append(d)
+            await d
+        else:
+            self._inflight[path] = []
+            error: BaseException | None = None
+            try:
+                await self._fetch(files=[path], members=[path])
+            except BaseException as e:  # handed to the waiters too
+                error = e
+            waiters = self._inflight.pop(path, [])
+            for w in waiters:
+                if error is None:
+                    w.callback(None)
+                else:
+                    w.errback(error)
+            if error is not None:
+                raise error
+        e = self.lookup(path)
+        if e is None:
+            # Something it depends on changed while loading (e.g. a clear): try once more.
+            await self._fetch(files=[path], members=[path])
+            e = self.lookup(path)
+        return e
+
+    def _entry(self, path: str) -> PathEntry:
+        e = self._paths.peek(path)
+        if e is None:
+            e = PathEntry(path)
+            self._paths.set(path, e, 1)
+        return e
+
+    def _mirror_file(self, reply: Any) -> MirrorFile | None:
+        if not reply or all(v is None for v in reply):
+            return None  # no FILEINFO hash (see selection: never chosen)
+        fi = FileInfo.from_redis("", reply)
+        key = (fi.size, fi.mod_time_ns)
+        mf = self._mf_intern.get(key)
+        if mf is None:
+            if len(self._mf_intern) > 500_000:
+                self._mf_intern.clear()
+            mf = self._mf_intern[key] = MirrorFile(fi.size, fi.mod_time_ns)
+        return mf
+
+    def _apply_file(self, path: str, reply: Any) -> None:
+        if _is_error(reply):
+            raise reply
+        e = self._entry(path)
+        e.info = FileInfo.from_redis(path, reply)
+
+    def _apply_members(self, path: str, reply: Any) -> None:
+        if _is_error(reply):
+            raise reply
+        e = self._entry(path)
+        ids = _member_ids(reply, path)
+        if ids != e.ids:
+            e.ids = ids
+            keep = set(ids)
+            for i in [i for i in e.mfiles if i not in keep]:
+                del e.mfiles[i]
+            e.pairs = None
+            self._paths.set_cost(path, 1 + len(ids))
+
+    def _apply_mfile(self, path: str, mirror_id: int, reply: Any) -> None:
+        if _is_error(reply):
+            raise reply
+        e = self._paths.peek(path)
+        if e is None:
+            return
+        mf = self._mirror_file(reply)
+        if mirror_id not in e.mfiles or e.mfiles[mirror_id] is not mf:
+            e.mfiles[mirror_id] = mf
+            e.pairs = None
+
+    def _apply_mirror(self, mirror_id: int, reply: Any) -> None:
+        if _is_error(reply):
+            raise reply
+        h = _hash_reply(reply)
+        try:
+            m = Mirror.from_redis(h)
+        except EmptyMirrorHash:
+            problem = "redigo: nil returned"
+            m = None
+        except ValueError as exc:
+            problem = str(exc)
+            m = None
+            log.error("Cannot load mirror {id}: {err}", id=mirror_id, err=problem)
+        if m is None:
+            if mirror_id in self._mirrors or self._mirror_errors.get(mirror_id) != problem:
+                self._mirrors.pop(mirror_id, None)
+                self._mirror_errors[mirror_id] = problem
+                self.gen += 1
+            return
+        old = self._mirrors.get(mirror_id)
+        if old is not None and old.source is not None and old.source.mirror == m:
+            return  # unchanged (most health-check messages): keep the candidate and its memo
+        self._mirrors[mirror_id] = candidate_from_mirror(m)
+        self._mirror_errors.pop(mirror_id, None)
+        self.gen += 1
+
+    async def _fetch(self, files: Iterable[str] = (), members: Iterable[str] = (),
+                     mfiles: Iterable[tuple[str, int]] = (), mirrors: Iterable[int] = ()) -> None:
+        """Read the given keys in one pipeline, then whatever the new member sets need that the
+        view lacks (mirror records, FILEINFO) in a second one.  Each reply is applied as soon as
+        it arrives, so replies land in the order their commands were sent: a later refresh of
+        the same key always wins."""
+        epoch = self.epoch
+        files = list(files)
+        members = list(members)
+        mfiles = list(mfiles)
+        mirror_ids = list(mirrors)
+        self.stats["loads"] += 1
+        cmds: list[Sequence[Any]] = []
+        for p in files:
+            cmds.append(("HMGET", schema.file_key(p), *schema.FILE_FIELDS))
+        for p in members:
+            cmds.append(("SMEMBERS", schema.file_mirrors_key(p)))
+        for p, i in mfiles:
+            cmds.append(("HMGET", schema.file_info_key(i, p), *_FILEINFO_FIELDS))
+        for i in mirror_ids:
+            cmds.append(("HGETALL", schema.mirror_key(i)))
+        if not cmds:
+            return
+        replies = await self.redis.pipeline(cmds)
+        if epoch != self.epoch:
+            return
+        it = iter(replies)
+        first_error: BaseException | None = None
+
+        def guard(fn: Callable[..., None], *args: Any) -> None:
+            nonlocal first_error
+            try:
+                fn(*args)
+            except Exception as exc:
+                if first_error is None:
+                    first_error = exc
+
+        for p in files:
+            guard(self._apply_file, p, next(it))
+        for p in members:
+            guard(self._apply_members, p, next(it))
+        for p, i in mfiles:
+            guard(self._apply_mfile, p, i, next(it))
+        for i in mirror_ids:
+            guard(self._apply_mirror, i, next(it))
+        if first_error is not None:
+            raise first_error
+
+        # Round 2: what the (new) member sets need.
+        need_mirrors: set[int] = set()
+        need_files: list[tuple[str, int]] = []
+        for p in members:
+            e = self._paths.peek(p)
+            if e is None or e.ids is None:
+                continue
+            if e.info is not None and e.info.mod_time_ns is None and not e.mfiles:
+                continue  # unknown file: selection never looks at its mirrors
+            for i in e.ids:
+                if i not in e.mfiles:
+                    need_files.append((p, i))
+                if i not in self._mirrors and i not in self._mirror_errors:
+                    need_mirrors.add(i)
+        if need_files or need_mirrors:
+            await self._fetch(mfiles=need_files, mirrors=sorted(need_mirrors))
+
+    # -- warming -------------------------------------------------------------------------------
+
+    def warm(self) -> defer.Deferred[None]:
+        """Load every mirror and (up to ``warm_limit`` / the capacity) every file, in batches."""
+        if self._warming is not None and not self._warming.called:
+            return self._warming
+        d = defer.Deferred.fromCoroutine(self._warm())
+        d.addErrback(self._warm_failed)
+        self._warming = d
+        return d
+
+    def _warm_failed(self, failure: Any) -> None:
+        if failure.check(defer.CancelledError):
+            return None
+        log.warn("Cache warm-up stopped: {err}", err=failure.getErrorMessage())
+        return None
+
+    async def _warm(self) -> None:
+        epoch = self.epoch
+        names = await self.redis.execute("HGETALL", schema.MIRRORS)
+        ids = []
+        for k in _hash_reply(names):
+            try:
+                ids.append(int(k))
+            except ValueError:
+                continue
+        for start in range(0, len(ids), BATCH):
+            if self._stopped or epoch != self.epoch:
+                return
+            await self._fetch(mirrors=[i for i in ids[start:start + BATCH]
+                                       if i not in self._mirrors])
+        limit = self.warm_limit
+        done = 0
+        cursor = "0"
+        while not self._stopped and epoch == self.epoch:
+            reply = await self.redis.execute("SSCAN", schema.FILES, cursor, "COUNT", BATCH)
+            cursor = _text(reply[0])
+            paths = [_text(p) for p in reply[1] if _text(p) not in self._paths]
+            if limit is not None:
+                paths = paths[: max(0, limit - done)]
+            if paths:
+                await self._fetch(files=paths, members=paths)
+                done += len(paths)
+            if cursor == "0" or (limit is not None and done >= limit) \
+                    or self._paths.size >= self._paths.capacity * 0.9:
+                break
+        log.info("Cache warmed: {n} files, {m} mirrors", n=len(self._paths), m=len(self._mirrors))
+
+    # -- invalidation --------------------------------------------------------------------------
+
+    def handle_message(self, channel: str, message: str) -> None:
+        """One pub/sub message (spec §11): refresh what it names, if the view holds it."""
+        if channel == schema.CHANNEL_MIRROR_UPDATE:
+            try:
+                mirror_id = int(message)
+            except ValueError:
+                return
+            if mirror_id in self._mirrors or mirror_id in self._mirror_errors:
+                self._dirty_mirrors.add(mirror_id)
+                self._schedule()
+        elif channel == schema.CHANNEL_FILE_UPDATE:
+            if message in self._paths:
+                self._dirty_files.add(message)
+                self._schedule()
+        elif channel == schema.CHANNEL_MIRROR_FILE_UPDATE:
+            id_text, sep, path = message.partition(" ")
+            if not sep:
+                return  # Go crashes on this; a no-op here
+            try:
+                mirror_id = int(id_text)
+            except ValueError:
+                return
+            if path in self._paths:
+                self._dirty_members.setdefault(path, set()).add(mirror_id)
+                self._schedule()
+
+    def _schedule(self, delay: float = REFRESH_DELAY) -> None:
+        if self._flush_call is None and not self._stopped:
+            self._flush_call = self.reactor.callLater(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        files, self._dirty_files = self._dirty_files, set()
+        members, self._dirty_members = self._dirty_members, {}
+        mirror_ids, self._dirty_mirrors = self._dirty_mirrors, set()
+        self.stats["refreshes"] += 1
+        file_list = sorted(files)
+        member_list = sorted(members)
+        pairs = [(p, i) for p in member_list for i in sorted(members[p])]
+        mirror_list = sorted(mirror_ids)
+        ds = []
+        for start in range(0, max(len(file_list), len(member_list), 1), BATCH):
+            fb = file_list[start:start + BATCH]
+            mb = member_list[start:start + BATCH]
+            sel = set(mb)
+            pb = [(p, i) for p, i in pairs if p in sel]
+            mi = mirror_list if start == 0 else []
+            if fb or mb or mi:
+                ds.append(self._refresh(fb, mb, pb, mi))
+        for d in ds:
+            d.addErrback(lambda f: None)
+
+    def _refresh(self, files: list[str], members: list[str], pairs: list[tuple[str, int]],
+                 mirrors: list[int]) -> defer.Deferred[None]:
+        epoch = self.epoch
+        d = defer.Deferred.fromCoroutine(self._fetch(files, members, pairs, mirrors))
+
+        def failed(f: Any) -> None:
+            # Keep serving the old values; try again later (a pub/sub reconnect clears anyway).
+            log.debug("Cache refresh failed: {err}", err=f.getErrorMessage())
+            if epoch != self.epoch or self._stopped:
+                return
+            self._dirty_files.update(files)
+            for p, i in pairs:
+                self._dirty_members.setdefault(p, set()).add(i)
+            for p in members:
+                self._dirty_members.setdefault(p, set())
+            self._dirty_mirrors.update(mirrors)
+            self._schedule(RETRY_DELAY)
+
+        d.addErrback(failed)
+        return d

@@ -1,0 +1,217 @@
+"""Answers of the mirror handler: the 302 redirect, the JSON document, Go's plain errors.
+
+Why a module of its own: the byte-level details (header sets, Go JSON field order and number
+formats, Location escaping) are the compatibility contract with existing clients (http.md §6, §7),
+and they are shared by the mirror-list page and the download log (engineer L), which take the same
+:class:`Results`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mirrorbits.geo import EMPTY_RECORD, GeoRecord
+from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_json_dumps
+from mirrorbits.model import FileInfo, Mirror
+from mirrorbits.selection import Chosen, Excluded
+
+__all__ = [
+    "REDIRECT",
+    "JSON",
+    "MIRRORLIST",
+    "Results",
+    "escape_location",
+    "file_info_document",
+    "mirror_document",
+    "plain_error",
+    "render_json",
+    "render_redirect",
+    "results_document",
+]
+
+#: Renderer type names, as the download log writes them.
+REDIRECT = "REDIRECT"
+JSON = "JSON"
+MIRRORLIST = "MIRRORLIST"
+
+_TEXT_PLAIN = b"text/plain; charset=utf-8"
+_TEXT_HTML = b"text/html; charset=utf-8"
+_APPLICATION_JSON = b"application/json; charset=utf-8"
+_NO_CACHE = b"private, no-cache"
+
+
+@dataclass(slots=True)
+class Results:
+    """Go's ``mirrors.Results``: everything a renderer, the page and the log line need.
+
+    ``ip`` is the client IP string exactly as extracted; ``client`` the GeoIP record;
+    ``mirror_list`` in redirect-priority order; ``excluded`` in filter order; ``error`` the
+    selection error text (not serialised).
+    """
+
+    file_info: FileInfo
+    ip: str = ""
+    client: GeoRecord = EMPTY_RECORD
+    mirror_list: list[Chosen] = field(default_factory=list)
+    excluded: list[Excluded] = field(default_factory=list)
+    fallback: bool = False
+    local_js_path: str = ""
+    error: str | None = None
+
+
+def plain_error(request: Any, code: int, text: str) -> bytes:
+    """Go's ``http.Error``: text/plain, nosniff, body ``<text>\\n``."""
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", _TEXT_PLAIN)
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    return (text + "\n").encode("utf-8", "surrogateescape")
+
+
+# ---------------------------------------------------------------------------------------------
+# Redirect (§6.1)
+
+_LOC_ESCAPES = tuple(chr(b) if b < 0x80 else f"%{b:02x}" for b in range(256))
+
+
+def escape_location(url: str) -> bytes:
+    """Go ``hexEscapeNonASCII``: bytes >= 0x80 become ``%xx`` (lower-case hex); ASCII is kept."""
+    raw = url.encode("utf-8", "surrogateescape")
+    if raw.isascii():
+        return raw
+    return "".join([_LOC_ESCAPES[b] for b in raw]).encode("ascii")
+
+
+def render_redirect(request: Any, results: Results, max_link_headers: int) -> bytes:
+    """302 to the first mirror, ``Link`` alternatives for the next ``max_link_headers``, empty body."""
+    path = results.file_info.path
+    rel = path[1:] if path.startswith("/") else path
+    mlist = results.mirror_list
+    headers = request.responseHeaders
+    if len(mlist) > 1 and max_link_headers > 0:
+        links = []
+        for k, ch in enumerate(mlist[1:max_link_headers + 1], 1):
+            cc = ch.candidate.country_list
+            geo = cc[0].lower() if cc else ""
+            links.append(f"<{ch.absolute_url}{rel}>; rel=duplicate; pri={k}; geo={geo}"
+                         .encode("utf-8", "surrogateescape"))
+        headers.setRawHeaders(b"Link", links)
+    request.setHeader(b"Content-Type", _TEXT_HTML)
+    request.setHeader(b"Cache-Control", _NO_CACHE)
+    request.setHeader(b"Location", escape_location(mlist[0].absolute_url + rel))
+    request.setResponseCode(302)
+    return b""
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON (§6.2, §7)
+
+
+def _time(secs: int | None) -> str:
+    """A Unix-seconds time of a mirror hash, in the server's local zone; None = zero time."""
+    if secs is None:
+        return ZERO_RFC3339
+    return format_rfc3339nano(secs * 1_000_000_000, "local")
+
+
+def _mirror_head_tail(m: Mirror) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    head: list[tuple[str, Any]] = [
+        ("ID", m.id), ("Name", m.name), ("HttpURL", m.http_url), ("RsyncURL", m.rsync_url),
+        ("FtpURL", m.ftp_url), ("SponsorName", m.sponsor_name), ("SponsorURL", m.sponsor_url),
+        ("SponsorLogoURL", m.sponsor_logo_url), ("AdminName", m.admin_name),
+        ("AdminEmail", m.admin_email), ("CustomData", m.custom_data),
+        ("ContinentOnly", m.continent_only), ("CountryOnly", m.country_only), ("ASOnly", m.as_only),
+        ("Score", m.score), ("Latitude", Float32(m.latitude)), ("Longitude", Float32(m.longitude)),
+        ("ContinentCode", m.continent_code), ("CountryCodes", m.country_codes),
+        ("ExcludedCountryCodes", m.excluded_country_codes), ("Asnum", m.asnum),
+        ("Comment", m.comment), ("Enabled", m.enabled),
+    ]
+    if m.http_down_reason:
+        head.append(("HttpDownReason", m.http_down_reason))
+    if m.https_down_reason:
+        head.append(("HttpsDownReason", m.https_down_reason))
+    head.append(("StateSince", _time(m.state_since)))
+    if m.allow_redirects:
+        head.append(("AllowRedirects", m.allow_redirects))
+    tail: list[tuple[str, Any]] = [
+        ("LastSync", _time(m.last_sync)), ("LastSuccessfulSync", _time(m.last_successful_sync)),
+        ("LastSuccessfulSyncProtocol", m.last_successful_sync_protocol),
+        ("LastSuccessfulSyncPrecision", m.last_successful_sync_precision),
+        ("LastModTime", _time(m.last_mod_time)),
+    ]
+    return head, tail
+
+
+def _pseudo_mirror(ch: Chosen | Excluded) -> Mirror:
+    """A fallback pseudo-mirror as a record (everything but ID, name, URL and codes is zero)."""
+    c = ch.candidate
+    return Mirror(id=c.id, name=c.name, http_url=c.http_url, country_codes=c.country_codes,
+                  continent_code=c.continent_code)
+
+
+def mirror_document(ch: Chosen | Excluded) -> dict[str, Any]:
+    """One Mirror object in Go's field order (§7)."""
+    src = ch.candidate.source
+    if src is not None and hasattr(src, "json_cache"):
+        parts = src.json_cache.get("parts")
+        if parts is None:
+            parts = src.json_cache["parts"] = _mirror_head_tail(src.mirror)
+    else:
+        parts = _mirror_head_tail(_pseudo_mirror(ch))
+    head, tail = parts
+    doc = dict(head)
+    doc["Distance"] = Float32(ch.distance)
+    doc["ComputedScore"] = ch.computed_score if isinstance(ch, Chosen) else 0
+    doc.update(tail)
+    doc["AbsoluteURL"] = ch.absolute_url
+    reason = ch.reason if isinstance(ch, Excluded) else ""
+    if reason:
+        doc["ExcludeReason"] = reason
+    return doc
+
+
+def file_info_document(fi: FileInfo) -> dict[str, Any]:
+    doc: dict[str, Any] = {"Path": fi.path}
+    if fi.size:
+        doc["Size"] = fi.size
+    doc["ModTime"] = fi.mod_time_rfc3339()
+    if fi.sha1:
+        doc["Sha1"] = fi.sha1
+    if fi.sha256:
+        doc["Sha256"] = fi.sha256
+    if fi.md5:
+        doc["Md5"] = fi.md5
+    return doc
+
+
+def _client_document(rec: GeoRecord) -> dict[str, Any]:
+    return {
+        "CountryCode": rec.country_code, "ContinentCode": rec.continent_code, "City": rec.city,
+        "Country": rec.country, "Latitude": Float32(rec.latitude),
+        "Longitude": Float32(rec.longitude), "ASName": rec.as_name, "ASNum": rec.as_num,
+    }
+
+
+def results_document(results: Results) -> dict[str, Any]:
+    """The JSON renderer's document, keys in Go's order (§7)."""
+    doc: dict[str, Any] = {
+        "FileInfo": file_info_document(results.file_info),
+        "IP": results.ip,
+        "ClientInfo": _client_document(results.client),
+        "MirrorList": [mirror_document(ch) for ch in results.mirror_list],
+    }
+    if results.excluded:
+        doc["ExcludedList"] = [mirror_document(ex) for ex in results.excluded]
+    if results.fallback:
+        doc["Fallback"] = True
+    doc["LocalJSPath"] = results.local_js_path
+    return doc
+
+
+def render_json(request: Any, results: Results, pretty: bool) -> bytes:
+    """200 with the Results document; ``?pretty`` is indented and gets a Content-Length (§6.2)."""
+    body = go_json_dumps(results_document(results), pretty=pretty).encode("utf-8", "surrogateescape")
+    request.setHeader(b"Content-Type", _APPLICATION_JSON)
+    request.setHeader(b"Cache-Control", _NO_CACHE)
+    request.setResponseCode(200)
+    return body

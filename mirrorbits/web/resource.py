@@ -1,0 +1,441 @@
+"""The twisted.web root resource: Go mux rules, request dispatch and the mirror handler.
+
+Why one leaf resource: the Go original mounts a single handler on ``/`` and dispatches on the query
+(http.md §2), and a leaf keeps twisted.web's traversal cost at zero.
+
+Hot path: when the in-memory view (:mod:`mirrorbits.cache`) holds the file, :meth:`render` answers
+synchronously (returns bytes).  Otherwise it returns ``NOT_DONE_YET`` and answers when the view has
+loaded the path — or at once with the fallbacks when Redis cannot be used (never a 500 with a raw
+Redis error: Go quirks 1–2 are fixed, see :meth:`RedirectorResource._selection`).
+
+Plug-in points for the other endpoints (engineer L).  Each is looked up on the app when a request
+needs it, so adding the getter to :class:`mirrorbits.app.Mirrorbits` is enough:
+
+* ``app.get_file_stats_handler()`` → ``handler(request, ctx) -> bytes | NOT_DONE_YET`` (``?stats``)
+* ``app.get_mirror_stats_handler()`` → same signature (``?mirrorstats``)
+* ``app.get_checksum_handler()`` → same signature (``?md5``/``?sha1``/``?sha256``)
+* ``app.get_mirrorlist_renderer()`` → ``render(request, results: Results) -> bytes`` (``?mirrorlist``)
+* ``app.get_download_stats()`` → ``.count_download(request, results)`` after a GET redirect with a
+  non-empty list (§9.4: dedupe on Range, first mirror, local size are the callee's business)
+* ``app.get_download_log()`` → ``.log(renderer_type, status, method, results)`` (§10.1)
+
+``ctx`` is a :class:`RequestContext`.  A missing plug-in answers 404 (``?stats`` …), or 500 with
+Go's "no templates" text (``?mirrorlist``); a missing counter or log is simply skipped.
+"""
+
+from __future__ import annotations
+
+import calendar
+import gzip
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from mirrorbits import VERSION
+from mirrorbits.cache import MirrorView, PathEntry
+from mirrorbits.geo import EMPTY_RECORD, GeoRecord
+from mirrorbits.model import FileInfo
+from mirrorbits.selection import (
+    ClientLocation,
+    Secure,
+    Selection,
+    fallback_choices,
+    select_mirrors,
+)
+from mirrorbits.web import clientinfo, paths
+from mirrorbits.web.render import (
+    JSON,
+    MIRRORLIST,
+    REDIRECT,
+    Results,
+    plain_error,
+    render_json,
+    render_redirect,
+)
+
+__all__ = [
+    "CHECKSUM",
+    "FILESTATS",
+    "MIRRORSTATS",
+    "RedirectorResource",
+    "RequestContext",
+    "STANDARD",
+    "parse_http_date",
+    "parse_query",
+    "request_type",
+]
+
+log = Logger(namespace="mirrorbits.web")
+
+STANDARD = "STANDARD"
+FILESTATS = "FILESTATS"
+MIRRORSTATS = "MIRRORSTATS"
+CHECKSUM = "CHECKSUM"
+
+#: How long a request waits for Redis on a view miss before it is answered with the fallbacks.
+LOAD_TIMEOUT = 2.0
+#: Longest client IP text we accept from X-Forwarded-For (IPv6 with zone is < 64).
+MAX_IP_TEXT = 256
+
+_BAD_QUERY_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What dispatch learned about a request: decoded URL path, query values, the config."""
+
+    url_path: str
+    query: dict[str, list[str]]
+    config: Any
+    request_type: str
+
+
+def parse_query(raw: str) -> dict[str, list[str]]:
+    """Go ``url.ParseQuery``: ``&``-separated, ``+`` is a space; a pair with ``;`` or a bad
+    escape is skipped (Go records an error and keeps the other pairs)."""
+    out: dict[str, list[str]] = {}
+    if not raw:
+        return out
+    for part in raw.split("&"):
+        if not part or ";" in part or _BAD_QUERY_ESCAPE.search(part):
+            continue
+        k, _, v = part.partition("=")
+        key = unquote_plus(k, errors="surrogateescape")
+        out.setdefault(key, []).append(unquote_plus(v, errors="surrogateescape"))
+    return out
+
+
+def request_type(query: dict[str, list[str]]) -> str:
+    """§2: the first matching parameter decides."""
+    if not query:
+        return STANDARD
+    if "mirrorlist" in query:
+        return MIRRORLIST
+    if "stats" in query:
+        return FILESTATS
+    if "mirrorstats" in query:
+        return MIRRORSTATS
+    if "md5" in query or "sha1" in query or "sha256" in query:
+        return CHECKSUM
+    return STANDARD
+
+
+_HTTP_DATE_FORMATS = ("%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y")
+
+
+def parse_http_date(value: bytes | str) -> int | None:
+    """Go ``http.ParseTime`` (RFC 1123 with GMT, RFC 850, asctime) -> Unix seconds, or None."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    for fmt in _HTTP_DATE_FORMATS:
+        try:
+            t = time.strptime(text.replace("  ", " 0") if fmt.startswith("%a %b") else text, fmt)
+        except ValueError:
+            continue
+        return calendar.timegm(t)
+    return None
+
+
+def _http_date(secs: int) -> bytes:
+    """``Last-Modified`` text: RFC 1123 in UTC with ``GMT``."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(secs)).encode("ascii")
+
+
+class _ConfigState:
+    """Values derived from one config object, rebuilt when a reload swaps the config."""
+
+    __slots__ = ("config", "server", "repository", "fallbacks", "outdated", "mode")
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.server = f"Mirrorbits/{VERSION}".encode()
+        self.repository = config.Repository
+        self.fallbacks = tuple(config.Fallbacks)
+        self.outdated = tuple((r.Prefix, r.Minutes) for r in config.AllowOutdatedFiles)
+        self.mode = config.OutputMode
+
+
+class RedirectorResource(resource.Resource):
+    """The root of the site: every request comes here (see the module docstring)."""
+
+    isLeaf = True
+
+    def __init__(self, app: Any, *, rng: random.Random | None = None) -> None:
+        super().__init__()
+        self.app = app
+        self.rng = rng or random.Random()
+        self._state: _ConfigState | None = None
+        self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
+        self.dispatch = {
+            STANDARD: self._mirror_handler,
+            MIRRORLIST: self._mirror_handler,
+            FILESTATS: self._plugin("get_file_stats_handler"),
+            MIRRORSTATS: self._plugin("get_mirror_stats_handler"),
+            CHECKSUM: self._plugin("get_checksum_handler"),
+        }
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _config_state(self) -> _ConfigState:
+        config = self.app.config
+        st = self._state
+        if st is None or st.config is not config:
+            st = self._state = _ConfigState(config)
+        return st
+
+    def _getter(self, name: str) -> Any:
+        getter = getattr(self.app, name, None)
+        return getter() if getter is not None else None
+
+    def _plugin(self, getter_name: str) -> Any:
+        def handler(request: Any, ctx: RequestContext) -> bytes | int:
+            h = self._getter(getter_name)
+            if h is None:
+                return plain_error(request, 404, "Not Found")
+            return h(request, ctx)  # type: ignore[no-any-return]
+
+        return handler
+
+    @property
+    def view(self) -> MirrorView:
+        return self.app.get_cache()  # type: ignore[no-any-return]
+
+    def _client_location(self, ip: str) -> tuple[GeoRecord, ClientLocation]:
+        geoip = self._getter("get_geoip")
+        rec = geoip.lookup(ip) if geoip is not None else EMPTY_RECORD
+        cached = self._locations.get(ip)
+        if cached is not None and cached[0] is rec:
+            return cached
+        loc = ClientLocation(rec.country_code, rec.continent_code, rec.as_num, rec.latitude,
+                             rec.longitude)
+        if len(self._locations) > 16384:
+            self._locations.clear()
+        self._locations[ip] = (rec, loc)
+        return rec, loc
+
+    # -- entry point -----------------------------------------------------------------------------
+
+    def render(self, request: Any) -> bytes | int:
+        """Go's ServeMux rules, then dispatch (§1, §2).  Never raises: a bug gives a plain 500."""
+        try:
+            return self._render(request)
+        except Exception:
+            log.failure("Request {uri!r} failed", uri=request.uri)
+            return plain_error(request, 500, "Internal Server Error")
+
+    def _render(self, request: Any) -> bytes | int:
+        st = self._config_state()
+        try:
+            target = paths.parse_request_target(request.uri)
+        except paths.BadRequest:
+            # Go's server answers before any handler: no Server header, connection closed.
+            request.responseHeaders.removeHeader(b"Server")
+            request.setResponseCode(400)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.setHeader(b"Connection", b"close")
+            return b"400 Bad Request"
+        url_path = target.path
+        location = paths.canonical_location(url_path, target.raw_query)
+        if location is not None:
+            return self._moved_permanently(request, location)
+        request.setHeader(b"Server", st.server)
+        query = parse_query(target.raw_query)
+        rtype = request_type(query)
+        ctx = RequestContext(url_path, query, st.config, rtype)
+        body = self.dispatch[rtype](request, ctx)
+        if body is server.NOT_DONE_YET:
+            return body
+        return self._encode(request, body, st)
+
+    def _moved_permanently(self, request: Any, location: str) -> bytes:
+        """ServeMux's 301 for a non-canonical path (§1): no Server header, never gzipped."""
+        request.responseHeaders.removeHeader(b"Server")
+        request.setResponseCode(301)
+        request.setHeader(b"Location", location.encode("ascii", "backslashreplace"))
+        if request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        if request.method == b"GET":
+            return paths.moved_permanently_body(location).encode("utf-8", "surrogateescape")
+        return b""
+
+    def _encode(self, request: Any, body: bytes, st: _ConfigState) -> bytes:
+        """§13.2 gzip: when configured and ``Accept-Encoding`` contains ``gzip`` (no q-values).
+        The Content-Length twisted sets is the compressed one (fix of Go quirk 6)."""
+        if not st.config.Gzip or request.code == 304:
+            return body
+        accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
+        if not accept or not any(b"gzip" in a for a in accept):
+            return body
+        request.setHeader(b"Content-Encoding", b"gzip")
+        return gzip.compress(body, compresslevel=1, mtime=0)
+
+    def _finish(self, request: Any, body: bytes) -> None:
+        """Write an asynchronously computed answer (twisted does this for synchronous ones)."""
+        if getattr(request, "_disconnected", False) or request.finished:
+            return
+        body = self._encode(request, body, self._config_state())
+        if request.code not in (204, 304):
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+        if body and request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    # -- mirror handler (§4) -----------------------------------------------------------------------
+
+    def _mirror_handler(self, request: Any, ctx: RequestContext) -> bytes | int:
+        st = self._config_state()
+        try:
+            path = paths.sanitize_path(st.repository, ctx.url_path)
+        except paths.PathError as exc:
+            return plain_error(request, exc.status, exc.text)
+        view = self.view
+        entry = view.lookup(path)
+        if entry is not None:
+            view.stats["hits"] += 1
+            return self._answer(request, ctx, path, entry, None)
+        d = defer.Deferred.fromCoroutine(self._load_and_answer(request, ctx, path))
+        d.addErrback(self._async_failed, request)
+        return server.NOT_DONE_YET
+
+    async def _load_and_answer(self, request: Any, ctx: RequestContext, path: str) -> None:
+        view = self.view
+        error: str | None = None
+        entry: PathEntry | None = None
+        try:
+            entry = await _with_timeout(defer.Deferred.fromCoroutine(view.load(path)),
+                                        LOAD_TIMEOUT, self.app.reactor)
+        except Exception as exc:  # Redis down, loading, not ready, timeout: fallbacks
+            error = str(exc) or exc.__class__.__name__
+            log.debug("Cannot load {path}: {err}", path=path, err=error)
+            entry = None
+        self._finish(request, self._answer(request, ctx, path, entry, error))
+
+    def _async_failed(self, failure: Any, request: Any) -> None:
+        log.failure("Request {uri!r} failed", failure, uri=request.uri)
+        if not request.finished and not getattr(request, "_disconnected", False):
+            self._finish(request, plain_error(request, 500, "Internal Server Error"))
+
+    def _answer(self, request: Any, ctx: RequestContext, path: str, entry: PathEntry | None,
+                load_error: str | None) -> bytes:
+        """Steps 3–12 of §4 once the view has answered (or Redis failed: ``entry`` None)."""
+        st = self._config_state()
+        config = st.config
+        info = entry.info if entry is not None and entry.info is not None else FileInfo(path)
+        method = request.method
+
+        # 3. If-Modified-Since (§13.1), GET and HEAD only.
+        mod_ns = info.mod_time_ns
+        if mod_ns is not None and mod_ns != 0 and (method == b"GET" or method == b"HEAD"):
+            ims = request.requestHeaders.getRawHeaders(b"if-modified-since")
+            if ims:
+                since = parse_http_date(ims[0])
+                if since is not None and mod_ns // 1_000_000_000 <= since:
+                    request.setResponseCode(304)
+                    request.setHeader(b"Last-Modified", _http_date(mod_ns // 1_000_000_000))
+                    for h in (b"Content-Type", b"Content-Length", b"Content-Encoding"):
+                        request.responseHeaders.removeHeader(h)
+                    return b""
+
+        # 4–5. Client IP (fromip for the mirror list) and its location.
+        ip = clientinfo.request_client_ip(request)
+        if len(ip) > MAX_IP_TEXT or not (ip.isascii() and ip.isprintable()):
+            return plain_error(request, 400, "Bad Request")
+        is_list = ctx.request_type == MIRRORLIST
+        if is_list:
+            values = ctx.query.get("fromip")
+            ip = clientinfo.fromip_override(ip, values[0] if values else None)
+        rec, loc = self._client_location(ip)
+        secure = Secure(int(clientinfo.secure_option(
+            _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
+            config.AllowHTTPToHTTPSRedirects)))
+
+        # 6–7. Selection, then fallbacks or 503.
+        sel = self._selection(path, info, entry, loc, secure, is_list, config, st)
+        mlist = sel.selected
+        fallback = False
+        if sel.error is not None or not mlist:
+            if not st.fallbacks:
+                return plain_error(request, 503, "Service Unavailable")
+            # Go appends the fallbacks to a partial, unfiltered list after a network error
+            # (quirk 1); a partial list is never used here, so the fallbacks stand alone.
+            mlist = fallback_choices(st.fallbacks, loc, secure, self.rng)
+            fallback = True
+        results = Results(info, ip, rec, mlist, sel.excluded, fallback, config.LocalJSPath,
+                          sel.error or load_error)
+
+        # 9–10. Renderer.
+        if is_list:
+            renderer = self._getter("get_mirrorlist_renderer")
+            if renderer is None:
+                return plain_error(request, 500, "please set a valid path to the templates directory")
+            request.setHeader(b"Cache-Control", b"private, no-cache")
+            return renderer(request, results)  # type: ignore[no-any-return]
+        mode = st.mode
+        if mode == "json" or (mode == "auto" and _accepts_json(request)):
+            rtype = JSON
+            pretty = "pretty" in ctx.query
+            body = render_json(request, results, pretty)
+        else:
+            rtype = REDIRECT
+            body = render_redirect(request, results, config.MaxLinkHeaders)
+
+        # 11–12. Log line and download counting (engineer L's parts, when present).
+        dlog = self._getter("get_download_log")
+        if dlog is not None:
+            dlog.log(rtype, request.code, method.decode("latin-1"), results)
+        if rtype == REDIRECT and method == b"GET" and mlist:
+            stats = self._getter("get_download_stats")
+            if stats is not None:
+                stats.count_download(request, results)
+        return body
+
+    def _selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
+                   secure: Secure, is_list: bool, config: Any, st: _ConfigState) -> Selection:
+        pairs = entry.pairs if entry is not None and entry.pairs is not None else ()
+        return select_mirrors(
+            path, info.size, info.mod_time_ns, pairs, loc,
+            secure=secure, for_mirrorlist=is_list,
+            weight_distribution_range=config.WeightDistributionRange,
+            allow_outdated=st.outdated, fix_timezone_offsets=config.FixTimezoneOffsets,
+            rng=self.rng,
+        )
+
+
+def _first(request: Any, name: bytes) -> bytes | None:
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[0] if values else None
+
+
+def _accepts_json(request: Any) -> bool:
+    """``auto`` mode: the first ``Accept`` line contains ``application/json`` (no q-values)."""
+    accept = _first(request, b"accept")
+    return accept is not None and b"application/json" in accept
+
+
+async def _with_timeout(d: defer.Deferred[Any], seconds: float, reactor: Any) -> Any:
+    """Wait for ``d`` at most ``seconds``; the work itself goes on (its result fills the view)."""
+    out: defer.Deferred[Any] = defer.Deferred()
+
+    def done(result: Any) -> None:
+        if not out.called:
+            out.callback(result)
+
+    def failed(f: Any) -> None:
+        if not out.called:
+            out.errback(f)
+
+    d.addCallbacks(done, failed)
+    call = reactor.callLater(seconds, lambda: out.called or out.errback(
+        defer.TimeoutError(f"Redis did not answer within {seconds}s")))
+    try:
+        return await out
+    finally:
+        if call.active():
+            call.cancel()

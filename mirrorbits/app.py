@@ -78,7 +78,32 @@ class Mirrorbits:
 
     def extra_services(self) -> list[Any]:
         """Services of the other parts (monitor, scans, statistics...), started after Redis."""
-        return [self.get_source_scanner()]
+        return [self.get_source_scanner(), *self._redirector_services()]
+
+    # -- redirector (engineer H) -------------------------------------------------------------
+
+    def get_geoip(self) -> Any:
+        """The GeoIP databases (http.md §12); reloaded when the files change or on SIGHUP."""
+        from mirrorbits.geo import GeoIP
+
+        return self._once("geoip", lambda: GeoIP(self.config.GeoipDatabasePath))
+
+    def get_cache(self) -> Any:
+        """The in-memory view of Redis used by the redirector (mirrorbits.cache)."""
+        from mirrorbits.cache import MirrorView
+
+        return self._once("cache", lambda: MirrorView(self.get_redis(), self.reactor))
+
+    def get_web_root(self) -> Any:
+        """The twisted.web root resource (dispatch + mirror handler)."""
+        from mirrorbits.web.resource import RedirectorResource
+
+        return self._once("web_root", lambda: RedirectorResource(self))
+
+    def _redirector_services(self) -> list[Any]:
+        from mirrorbits.web.workers import RedirectorService
+
+        return [RedirectorService(self)]
 
     def fatal(self, message: str) -> None:
         """A condition the daemon must not run with: log it, stop, exit non-zero."""

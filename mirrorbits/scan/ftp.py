@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer, error, protocol
@@ -528,7 +528,7 @@ class FtpControlProtocol(FTPClientBasic, TimeoutMixin):
         if self.failure_reason is None:
             self.failure_reason = str(reason)
         if self.transport is not None:
-            self.transport.abortConnection()
+            cast(Any, self.transport).abortConnection()
         self._fail(Failure(FtpError(self.failure_reason)))
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
@@ -599,7 +599,7 @@ class _ListingReceiver(protocol.Protocol, TimeoutMixin):
         if self.error is None:
             self.error = reason
         if self.transport is not None:
-            self.transport.abortConnection()
+            cast(Any, self.transport).abortConnection()
 
     def discard(self) -> None:
         """Drop this data connection; nobody will wait for ``done``."""
@@ -823,7 +823,7 @@ class FtpSession:
 
     def abort(self) -> None:
         if self.proto.transport is not None and self.proto.connected:
-            self.proto.transport.abortConnection()
+            cast(Any, self.proto.transport).abortConnection()
 
 
 class _TransferFailed(FtpError):

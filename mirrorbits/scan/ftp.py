@@ -861,6 +861,8 @@ class _SessionPool:
                 return session
             finally:
                 self._opening -= 1
+            if self._idle:  # released while we were trying to open another one
+                return self._idle.pop()
         waiter: defer.Deferred[FtpSession] = defer.Deferred()
         self._waiters.append(waiter)
         return await waiter

@@ -192,7 +192,7 @@ def test_ftp_url() -> None:
 # --------------------------------------------------------------------------- fuzzing
 
 _names = st.text(
-    alphabet=st.one_of(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), st.sampled_from(" ;=:0123456789-")),
+    alphabet=st.one_of(st.characters(blacklist_categories=["Cs"], blacklist_characters="\n\r"), st.sampled_from(" ;=:0123456789-")),
     min_size=1,
     max_size=40,
 )
@@ -291,6 +291,7 @@ class PyftpdlibTests(unittest.TestCase):
     """list_ftp against pyftpdlib, with and without MLSD/MDTM/EPSV."""
 
     servers: dict[str, FtpServer]
+    root: Path
 
     @classmethod
     def setUpClass(cls) -> None:

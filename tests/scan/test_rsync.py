@@ -102,7 +102,7 @@ _LOOKALIKE = re.compile(f"{_WS}+[0-9,]+{_WS}+[0-9/]+{_WS}+[0-9:]+{_WS}")
 
 names = st.text(
     alphabet=st.one_of(
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
+        st.characters(blacklist_categories=["Cs"], blacklist_characters="\n"),
         st.sampled_from(list(" 0123456789,/:-")),
     ),
     min_size=1,
@@ -196,6 +196,11 @@ def _make_tree(root: Path) -> dict[str, int]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x" * size)
         os.utime(p, ns=(MTIME, MTIME))
+    # rsync (run with only TZ=UTC in its environment, so in the C locale) escapes
+    # non-ASCII bytes as \#ooo; names are stored exactly as printed, as Go does.
+    (root / "café.txt").write_bytes(b"xy")
+    os.utime(root / "café.txt", ns=(MTIME, MTIME))
+    files["/caf\\#303\\#251.txt"] = 2
     (root / ".~tmp~").mkdir()
     (root / ".~tmp~" / "partial.iso").write_bytes(b"zz")
     (root / "current").symlink_to("README")
@@ -207,6 +212,7 @@ class RsyncDaemonTests(unittest.TestCase):
 
     daemon: RsyncDaemon
     tree: dict[str, int]
+    workdir: Path
 
     @classmethod
     def setUpClass(cls) -> None:

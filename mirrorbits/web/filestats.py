@@ -1,0 +1,91 @@
+"""``?stats``: per-file download counters as JSON (http.md §9.1).
+
+Fix of Go quirk 4: Go reads the counters under the raw request path and with the server's local
+date, while they are written under the sanitised (symlink-resolved) path and the UTC date, so
+through a symlink, or around midnight on a non-UTC host, it answers 0.  Here the read uses the
+sanitised path (the raw path when it no longer exists on disk, as Go would) and the UTC date, so it
+agrees with what was written.  Everything else (period syntax, key names, JSON text, status codes,
+headers) is Go's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mirrorbits.gocompat import go_json_marshal
+from mirrorbits.redis import schema
+from mirrorbits.web.clientinfo import query_values
+from mirrorbits.web.paths import PathError, sanitize_path
+from mirrorbits.web.render import plain_error
+
+__all__ = ["parse_period", "render_file_stats", "stats_path"]
+
+_INT_MAX = 2**63 - 1
+
+
+def _go_parse_int(s: str) -> bool:
+    """Whether ``strconv.ParseInt(s, 10, 0)`` accepts ``s`` (sign allowed, 64-bit range)."""
+    body = s[1:] if s[:1] in ("+", "-") else s
+    if not body or not body.isascii() or not body.isdigit():
+        return False
+    n = int(body)
+    return n <= _INT_MAX or (s[0] == "-" and n == _INT_MAX + 1)
+
+
+def parse_period(value: str) -> list[str] | None:
+    """Go's ``strings.SplitN(v, "-", 3)`` with every non-empty part a base-10 integer; None when
+    the period is invalid."""
+    parts = value.split("-", 2)
+    for p in parts:
+        if p and not _go_parse_int(p):
+            return None
+    return parts
+
+
+def stats_path(repository: str, url_path: str) -> str:
+    """The hash field to read: the sanitised path, or the raw path when it cannot be sanitised."""
+    try:
+        return sanitize_path(repository, url_path)
+    except PathError:
+        return url_path
+
+
+def _int(v: Any) -> int:
+    if v is None or v == "":
+        return 0
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+async def render_file_stats(request: Any, redis: Any, repository: str, url_path: str,
+                            clock: Callable[[], float] = time.time) -> bytes:
+    """Answer a FILESTATS request: set the status on ``request`` and return the body."""
+    values = query_values(request, "stats") or [""]
+    raw = values[0]
+    parts = parse_period(raw)
+    if parts is None:
+        return plain_error(request, 400, "Invalid period")
+    path = stats_path(repository, url_path)
+    try:
+        if not parts[0]:
+            t = time.gmtime(clock())
+            y, m, d = t.tm_year, t.tm_mon, t.tm_mday
+            keys = (schema.stats_file_key(y, m, d), schema.stats_file_key(y, m),
+                    schema.stats_file_key(y), schema.stats_file_key())
+            replies = await redis.transaction([("HGET", k, path) for k in keys])
+            n = [_int(r) for r in replies] + [0] * (4 - len(replies))
+            doc: dict[str, Any] = {"Today": n[0], "Month": n[1], "Year": n[2], "Total": n[3]}
+        else:
+            key = schema.stats_file_key() + "_" + "_".join(parts)
+            reply = await redis.execute("HGET", key, path)
+            doc = {"Period": raw, "Downloads": _int(reply)}
+    except Exception as e:
+        return plain_error(request, 500, str(e) or e.__class__.__name__)
+    # Go sets no Content-Type: its sniffer answers text/plain for JSON text.
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    return go_json_marshal(doc, "    ").encode("utf-8", "surrogateescape")

@@ -1,0 +1,77 @@
+"""``?mirrors``: a JSON list of every mirror with its state (upstream request #47).
+
+URL: any path with the ``mirrors`` query parameter, e.g. ``GET /?mirrors`` (``/?mirrors&pretty``
+for indented output).  A query parameter, like ``?mirrorstats``, cannot clash with a file of the
+repository, whatever its name.  It is dispatched after the Go types (mirrorlist, stats,
+mirrorstats, checksums), so ``?mirrors&mirrorstats`` is still the stats page.  A Go node answers
+the same URL as a download of ``/``.
+
+Body: a JSON array sorted by mirror ID.  Each object has the Go JSON field names and encodings of
+the mirror record (spec http §7) minus the per-request fields (Distance, ComputedScore,
+AbsoluteURL, ExcludeReason) and minus the admin contact (AdminName, AdminEmail: this list is
+public and complete), plus ``HttpUp``, ``HttpsUp``, ``TZOffset`` (ms) and ``State``: ``up``,
+``down``, ``degraded`` (the two protocols disagree on a scheme-less URL), ``disabled``, or
+``unknown`` when the ``MIRROR_<id>`` hash cannot be read (then only ``ID``, ``Name`` and ``State``
+are present).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_json_dumps
+from mirrorbits.model import Mirror
+from mirrorbits.web.clientinfo import query_values
+from mirrorbits.web.pages import fetch_mirrors, mirror_state
+from mirrorbits.web.render import plain_error
+
+__all__ = ["PARAM", "mirror_entry", "render_mirrors_json"]
+
+log = Logger(namespace="mirrorbits.mirrorsjson")
+
+#: The query parameter that selects this answer.
+PARAM = "mirrors"
+
+
+def _time(secs: int | None) -> str:
+    return ZERO_RFC3339 if secs is None else format_rfc3339nano(secs * 1_000_000_000, "local")
+
+
+def mirror_entry(mirror_id: int, name: str, m: Mirror | None) -> dict[str, Any]:
+    """One element of the list, keys in a fixed order."""
+    if m is None:
+        return {"ID": mirror_id, "Name": name, "State": "unknown"}
+    return {
+        "ID": m.id, "Name": m.name, "HttpURL": m.http_url, "RsyncURL": m.rsync_url,
+        "FtpURL": m.ftp_url, "SponsorName": m.sponsor_name, "SponsorURL": m.sponsor_url,
+        "SponsorLogoURL": m.sponsor_logo_url, "CustomData": m.custom_data,
+        "ContinentOnly": m.continent_only, "CountryOnly": m.country_only, "ASOnly": m.as_only,
+        "Score": m.score, "Latitude": Float32(m.latitude), "Longitude": Float32(m.longitude),
+        "ContinentCode": m.continent_code, "CountryCodes": m.country_codes,
+        "ExcludedCountryCodes": m.excluded_country_codes, "Asnum": m.asnum, "Comment": m.comment,
+        "Enabled": m.enabled, "HttpUp": m.http_up, "HttpsUp": m.https_up,
+        "HttpDownReason": m.http_down_reason, "HttpsDownReason": m.https_down_reason,
+        "State": mirror_state(m), "StateSince": _time(m.state_since),
+        "AllowRedirects": m.allow_redirects, "TZOffset": m.tz_offset,
+        "LastSync": _time(m.last_sync), "LastSuccessfulSync": _time(m.last_successful_sync),
+        "LastSuccessfulSyncProtocol": m.last_successful_sync_protocol,
+        "LastSuccessfulSyncPrecision": m.last_successful_sync_precision,
+        "LastModTime": _time(m.last_mod_time),
+    }
+
+
+async def render_mirrors_json(request: Any, redis: Any) -> bytes:
+    """Answer ``?mirrors``: 200 JSON, or 500 ``Cannot fetch the list of mirrors``."""
+    try:
+        mirrors = await fetch_mirrors(redis)
+    except Exception as e:
+        log.debug("?mirrors: {err}", err=e)
+        return plain_error(request, 500, "Cannot fetch the list of mirrors")
+    pretty = query_values(request, "pretty") is not None
+    body = go_json_dumps([mirror_entry(i, n, m) for i, n, m in mirrors], pretty=pretty)
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"private, no-cache")
+    return body.encode("utf-8", "surrogateescape")

@@ -1,0 +1,638 @@
+"""The two HTML pages: ``?mirrorlist`` (one file) and ``?mirrorstats`` (the network), http.md §9.2, §14.
+
+Why server-side: operators open these pages on hosts without internet access and with JavaScript
+off, so everything they need is in the HTML — tables, and the charts drawn here as inline SVG
+(the pie of selection weights, the download and byte bars).  The Leaflet map is an enhancement:
+its data is embedded as JSON and a short script draws it only when Leaflet loaded (from
+``LocalJSPath`` or the public CDN); without it the map stays hidden.
+
+Templates are ``twisted.web.template`` XHTML files (``base.html``, ``mirrorlist.html``,
+``mirrorstats.html``) in the ``Templates`` directory.  Go ``html/template`` files cannot be reused:
+when the configured directory holds files that do not parse as Twisted templates (for example
+the Go originals), the bundled templates are used and the problem is logged.  They are reloaded on
+every config reload (SIGHUP); a failed reload keeps the old ones.
+
+Fixes over Go (spec §17 quirk 5): mirrorstats pairs counters with mirrors by mirror id, so a
+mirror that fails to load shifts nothing, and the bar percentages are 0, not NaN, when all
+counters are 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
+
+from mirrorbits import VERSION
+from mirrorbits.gocompat import Float32, format_duration, format_rfc1123, go_json_marshal
+from mirrorbits.model import Mirror
+from mirrorbits.redis import schema
+from mirrorbits.web.render import plain_error
+
+__all__ = [
+    "Pages",
+    "Templates",
+    "MirrorStatsRow",
+    "concaturl",
+    "fuzzy_time",
+    "mirror_state",
+    "sizeof",
+    "bundled_templates_dir",
+]
+
+log = Logger(namespace="mirrorbits.pages")
+
+TEMPLATE_FILES = ("base.html", "mirrorlist.html", "mirrorstats.html")
+NO_TEMPLATES = "please set a valid path to the templates directory"
+MAP_MIRRORS = 19
+LEAFLET_VERSION = "1.3.4"
+LEAFLET_CDN = f"https://unpkg.com/leaflet@{LEAFLET_VERSION}/dist"
+PALETTE = ("#2980b9", "#27ae60", "#e67e22", "#8e44ad", "#c0392b", "#16a085", "#d35400", "#2c3e50",
+           "#f1c40f", "#7f8c8d")
+_TEXT_HTML = b"text/html; charset=utf-8"
+_SVG_NS = "http://www.w3.org/2000/svg"
+
+# Drawn only when Leaflet loaded.  No "<", ">" or "&" in it: the flattener escapes those in text.
+_MAP_SCRIPT = """
+(function () {
+  var el = document.getElementById('map');
+  var src = document.getElementById('map-data');
+  if (!window.L || !el || !src) { return; }
+  var data = JSON.parse(src.textContent);
+  el.hidden = false;
+  var map = L.map(el).setView([20, 10], 2);
+  L.tileLayer('https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png', {
+    attribution: '\\u00a9 OpenStreetMap contributors'
+  }).addTo(map);
+  var points = [];
+  data.markers.forEach(function (m) {
+    L.circleMarker([m.lat, m.lon], {radius: 7, color: m.color, fillColor: m.color, fillOpacity: 0.8})
+      .addTo(map).bindTooltip(m.label);
+    points.push([m.lat, m.lon]);
+  });
+  if (data.client) {
+    L.marker([data.client.lat, data.client.lon]).addTo(map).bindTooltip(data.client.label);
+    points.push([data.client.lat, data.client.lon]);
+  }
+  if (data.line) { L.polyline(data.line, {color: '#555', dashArray: '4 4'}).addTo(map); }
+  if (points.length) { map.fitBounds(points, {padding: [30, 30], maxZoom: 6}); }
+})();
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the Go templates (spec §14)
+
+
+def sizeof(n: int | float) -> str:
+    """Go's ``sizeof``: ``%3.1f <unit>`` in steps of 1024 (0 → ``0.0 bytes``, 1000000 → ``976.6 KiB``)."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    value = float(n)
+    i = 0
+    while abs(value) >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:3.1f} {units[i]}"
+
+
+def concaturl(base: str, path: str) -> str:
+    """Join with exactly one ``/`` between the parts."""
+    if base.endswith("/") and path.startswith("/"):
+        return base + path[1:]
+    if base.endswith("/") or path.startswith("/"):
+        return base + path
+    return base + "/" + path
+
+
+def fuzzy_time(seconds: float) -> str:
+    """Go ``FuzzyTimeStr`` of a duration (spec §9.2); N truncated, ``s`` added when N > 1."""
+    minutes = seconds / 60
+    hours = seconds / 3600
+
+    def fmt(n: float, unit: str) -> str:
+        k = int(n)
+        return f"{k} {unit}{'s' if k > 1 else ''} ago"
+
+    if int(minutes) == 0:
+        return "up-to-date"
+    if minutes < 0:
+        return "in the future"
+    if hours < 1:
+        return fmt(minutes, "minute")
+    if hours < 24:
+        return fmt(hours, "hour")
+    if hours / 24 / 365 > 1:
+        return fmt(hours / 24 / 365, "year")
+    return fmt(hours / 24, "day")
+
+
+def mirror_state(m: Mirror) -> str:
+    """``disabled``, ``up``, ``down`` or ``degraded``: the marker rule of the Go mirrorstats page."""
+    if not m.enabled:
+        return "disabled"
+    if m.http_up == m.https_up:
+        return "up" if m.http_up else "down"
+    url = m.http_url.lower()
+    if url.startswith("http://"):
+        return "up" if m.http_up else "down"
+    if url.startswith("https://"):
+        return "up" if m.https_up else "down"
+    return "degraded"
+
+
+STATE_COLORS = {"up": "#27ae60", "down": "#c0392b", "degraded": "#e67e22", "disabled": "#000000"}
+
+
+def bundled_templates_dir() -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
+
+
+def _svg(name: str, children: Iterable[Any] = (), **attrs: str) -> Tag:
+    t = Tag(name, attributes={k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()})
+    t.children.extend(children)
+    return t
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def pie_chart(slices: Sequence[tuple[str, float]]) -> Tag:
+    """An inline SVG pie (with a text legend beside it) of ``(label, value)`` pairs."""
+    total = sum(v for _, v in slices) or 1.0
+    cx = cy = r = 100.0
+    parts: list[Tag] = []
+    legend: list[Tag] = []
+    angle = -math.pi / 2
+    for i, (label, value) in enumerate(slices):
+        color = PALETTE[i % len(PALETTE)]
+        frac = value / total
+        pct = frac * 100
+        text = f"{label}: {pct:.0f}%" if pct >= 1 else f"{label}: <1%"
+        if frac >= 0.999999:
+            shape = _svg("circle", [_svg("title", [text])], cx=_num(cx), cy=_num(cy), r=_num(r), fill=color)
+        else:
+            end = angle + frac * 2 * math.pi
+            x1, y1 = cx + r * math.cos(angle), cy + r * math.sin(angle)
+            x2, y2 = cx + r * math.cos(end), cy + r * math.sin(end)
+            large = 1 if frac > 0.5 else 0
+            d = (f"M{_num(cx)},{_num(cy)} L{_num(x1)},{_num(y1)} "
+                 f"A{_num(r)},{_num(r)} 0 {large} 1 {_num(x2)},{_num(y2)} Z")
+            shape = _svg("path", [_svg("title", [text])], d=d, fill=color, stroke="#fff",
+                         stroke_width="1")
+            angle = end
+        parts.append(shape)
+        legend.append(tags.li(tags.span(class_="swatch", style=f"background:{color}"), text))
+    svg = _svg("svg", parts, xmlns=_SVG_NS, viewBox="0 0 200 200", width="180", height="180",
+               role="img", **{"aria-label": "Load distribution"})
+    return tags.div(svg, tags.ul(legend, class_="legend"), class_="pie")
+
+
+def bar(percent: float, color: str, title: str) -> Tag:
+    """A horizontal SVG bar ``percent`` wide, with ``title`` as its tooltip."""
+    pct = percent if math.isfinite(percent) else 0.0
+    pct = max(0.0, min(100.0, pct))
+    return _svg("svg", [
+        _svg("rect", [_svg("title", [title])], x="0", y="0", width=_num(pct), height="10", fill=color),
+    ], xmlns=_SVG_NS, viewBox="0 0 100 10", preserveAspectRatio="none", class_="bar")
+
+
+def map_block(markers: list[dict[str, Any]], local_js_path: str, client: dict[str, Any] | None = None,
+              line: list[list[float]] | None = None) -> list[Tag]:
+    """The hidden map container, its JSON data and the scripts that may draw it."""
+    base = local_js_path.rstrip("/") + f"/leaflet/{LEAFLET_VERSION}" if local_js_path else LEAFLET_CDN
+    data: dict[str, Any] = {"markers": markers, "client": client, "line": line}
+    return [
+        tags.link(rel="stylesheet", href=f"{base}/leaflet.css"),
+        tags.div(id="map", hidden=""),
+        # go_json_marshal escapes <, > and & as \\u003c..., so the JSON cannot end the script.
+        tags.script(go_json_marshal(data), type="application/json", id="map-data"),
+        tags.script(src=f"{base}/leaflet.js", defer=""),
+        tags.script(_MAP_SCRIPT, defer=""),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates
+
+
+class Templates:
+    """The three parsed template files of one directory."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.loaders: dict[str, XMLFile] = {}
+        for name in TEMPLATE_FILES:
+            loader = XMLFile(FilePath(os.path.join(directory, name)))
+            loader.load()  # parse now: a missing or broken file fails here, not on a request
+            self.loaders[name] = loader
+
+    @classmethod
+    def load(cls, directory: str) -> Templates:
+        """The templates of ``directory``, or the bundled ones when those cannot be used."""
+        try:
+            return cls(directory)
+        except Exception as e:
+            bundled = bundled_templates_dir()
+            if os.path.abspath(directory) == bundled:
+                raise
+            log.error("Templates: cannot use {dir} ({err}); using the bundled templates "
+                      "(Go html/template files are not supported)", dir=directory, err=e)
+            return cls(bundled)
+
+
+class _Base(Element):
+    """``base.html``: header bar, headline, body, footer."""
+
+    def __init__(self, templates: Templates, title: str, headline: str, body: Element,
+                 head: Sequence[Any] = ()) -> None:
+        super().__init__(templates.loaders["base.html"])
+        self.title = title
+        self.headline = headline
+        self.content = body
+        self.head_extra = list(head)
+
+    @renderer
+    def head(self, request: Any, tag: Tag) -> Any:
+        return self.head_extra
+
+    @renderer
+    def body(self, request: Any, tag: Tag) -> Tag:
+        return tag(self.content)
+
+
+async def _flatten(templates: Templates, title: str, headline: str, body: Element,
+                   head: Sequence[Any], hostname: str) -> bytes:
+    page = _Base(templates, title, headline, body, head)
+    root = tags.transparent(page)
+    root.fillSlots(title=title, headline=headline, version=VERSION, hostname=hostname)
+    out = await flattenString(None, root)
+    return b"<!DOCTYPE html>\n" + out
+
+
+# ---------------------------------------------------------------------------------------------
+# ?mirrorlist
+
+
+def _selection(weight: float) -> str:
+    if weight >= 1:
+        return f"{weight:.0f}%"
+    if weight > 0:
+        return "<1%"
+    return "n/a"
+
+
+def _candidate_label(cand: Any) -> str:
+    src = getattr(cand, "source", None)
+    sponsor = getattr(getattr(src, "mirror", None), "sponsor_name", "") if src is not None else ""
+    return sponsor or cand.name
+
+
+class MirrorListBody(Element):
+    """``mirrorlist.html`` for one :class:`~mirrorbits.web.render.Results`."""
+
+    def __init__(self, templates: Templates, results: Any) -> None:
+        super().__init__(templates.loaders["mirrorlist.html"])
+        self.results = results
+
+    def render(self, request: Any) -> Any:
+        r = self.results
+        c = r.client
+        if getattr(c, "valid", bool(getattr(c, "country_code", ""))):
+            if c.city:
+                location = f"near {c.city} in {c.country}"
+            else:
+                location = f"somewhere in {c.country}"
+        else:
+            location = "unknown: mirrors were chosen at random"
+        network = f"{c.as_name} (ASN{c.as_num})" if (c.as_name or c.as_num) else "unknown"
+        return tags.transparent(super().render(request)).fillSlots(
+            ip=r.ip or "unknown", network=network, location=location)
+
+    @renderer
+    def file_details(self, request: Any, tag: Tag) -> Any:
+        fi = self.results.file_info
+        if fi.mod_time_ns is None:
+            return tags.p("This file has not been scanned yet.", class_="muted")
+        return tag.fillSlots(size=f"{sizeof(fi.size)} ({fi.size} bytes)",
+                             modified=format_rfc1123(fi.mod_time_ns, "UTC"))
+
+    @renderer
+    def hashes(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        fi = self.results.file_info
+        for name, value in (("MD5", fi.md5), ("SHA1", fi.sha1), ("SHA256", fi.sha256)):
+            yield tag.clone().fillSlots(name=name, value=value or "N/A")
+
+    @renderer
+    def pie(self, request: Any, tag: Tag) -> Tag:
+        slices = [(ch.candidate.name, ch.weight) for ch in self.results.mirror_list if ch.weight > 0]
+        return pie_chart(slices or [("Random", 100.0)])
+
+    @renderer
+    def map(self, request: Any, tag: Tag) -> Any:
+        r = self.results
+        markers: list[dict[str, Any]] = []
+        for i, ch in enumerate(r.mirror_list[:MAP_MIRRORS], 1):
+            src = getattr(ch.candidate, "source", None)
+            if src is None:
+                continue  # fallback pseudo-mirrors have no position
+            markers.append({"lat": Float32(ch.candidate.latitude), "lon": Float32(ch.candidate.longitude),
+                            "label": f"{i}. {ch.candidate.name}",
+                            "color": "#27ae60" if ch.weight > 0 else "#2980b9"})
+        client: dict[str, Any] | None = None
+        line: list[list[float]] | None = None
+        c = r.client
+        if getattr(c, "valid", False):
+            lat, lon = Float32(c.latitude), Float32(c.longitude)
+            client = {"lat": lat, "lon": lon, "label": "You"}
+            if markers:
+                line = [[lat, lon], [markers[0]["lat"], markers[0]["lon"]]]
+        return map_block(markers, r.local_js_path, client, line)
+
+    @renderer
+    def fallback(self, request: Any, tag: Tag) -> Any:
+        return tag if self.results.fallback else ""
+
+    @renderer
+    def mirrors(self, request: Any, tag: Tag) -> Any:
+        if not self.results.mirror_list:
+            return tags.p(tags.em("No mirrors for this file"), id="no-mirrors")
+        return tag
+
+    @renderer
+    def mirror_row(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        path = self.results.file_info.path
+        for i, ch in enumerate(self.results.mirror_list):
+            cand = ch.candidate
+            yield tag.clone().fillSlots(
+                rowclass="weighted" if ch.weight > 0 else "unweighted",
+                rank=f"{i + 1}.", name=_candidate_label(cand),
+                href=concaturl(ch.absolute_url, path), url=ch.absolute_url,
+                countries=cand.country_codes, continent=cand.continent_code,
+                distance=f"{ch.distance:.0f} Km", selection=_selection(ch.weight))
+
+    @renderer
+    def excluded(self, request: Any, tag: Tag) -> Any:
+        return tag if self.results.excluded else ""
+
+    @renderer
+    def excluded_row(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        # Plain byte-wise order of the reasons (Go sort by ExcludeReason); stable for ties.
+        ordered = sorted(self.results.excluded,
+                         key=lambda ex: ex.reason.encode("utf-8", "surrogateescape"))
+        for ex in ordered:
+            cand = ex.candidate
+            yield tag.clone().fillSlots(
+                name=cand.name, url=ex.absolute_url, countries=cand.country_codes,
+                continent=cand.continent_code, distance=f"{ex.distance:.0f} Km", reason=ex.reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# ?mirrorstats
+
+
+@dataclass(slots=True)
+class MirrorStatsRow:
+    """One mirror of the stats page (Go's ``MirrorStats``), counters paired by mirror id."""
+
+    mirror: Mirror
+    downloads: int
+    bytes: int
+    percent_d: float = 0.0
+    percent_b: float = 0.0
+    sync_valid: bool = False
+    sync_hours: int = 0
+    sync_text: str = "unknown"
+    tz_offset: str = "0s"
+
+
+def _int(v: Any) -> int:
+    if v is None or v == "" or isinstance(v, Exception):
+        return 0
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _f32(x: float) -> float:
+    import struct
+
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def build_stats_rows(mirrors: Sequence[Mirror], downloads: dict[int, int], sizes: dict[int, int],
+                     now: float) -> list[MirrorStatsRow]:
+    """Rows sorted by downloads (descending, then name), with float32 percentages of the maxima
+    (0 instead of Go's NaN when a maximum is 0)."""
+    rows = []
+    for m in mirrors:
+        row = MirrorStatsRow(m, downloads.get(m.id, 0), sizes.get(m.id, 0),
+                             tz_offset=format_duration(m.tz_offset * 1_000_000))
+        if m.last_mod_time is not None:
+            elapsed = now - m.last_mod_time
+            row.sync_valid = True
+            row.sync_hours = int(elapsed / 3600)
+            row.sync_text = fuzzy_time(elapsed)
+        rows.append(row)
+    rows.sort(key=lambda r: (-r.downloads, r.mirror.name, r.mirror.id))
+    max_d = max((r.downloads for r in rows), default=0)
+    max_b = max((r.bytes for r in rows), default=0)
+    for r in rows:
+        r.percent_d = _f32(r.downloads * 100 / max_d) if max_d else 0.0
+        r.percent_b = _f32(r.bytes * 100 / max_b) if max_b else 0.0
+    return rows
+
+
+def _sync_class(row: MirrorStatsRow) -> str:
+    if not row.sync_valid:
+        return "sync-unknown"
+    if row.sync_hours > 720:
+        return "sync-red"
+    if row.sync_hours > 48:
+        return "sync-orange"
+    return "sync-green"
+
+
+class MirrorStatsBody(Element):
+    """``mirrorstats.html``."""
+
+    def __init__(self, templates: Templates, rows: list[MirrorStatsRow], local_js_path: str) -> None:
+        super().__init__(templates.loaders["mirrorstats.html"])
+        self.rows = rows
+        self.local_js_path = local_js_path
+        self.has_tz = any(r.mirror.tz_offset != 0 for r in rows)
+
+    def render(self, request: Any) -> Any:
+        return tags.transparent(super().render(request)).fillSlots(
+            downloads=str(sum(r.downloads for r in self.rows)),
+            bytes=sizeof(sum(r.bytes for r in self.rows)), count=str(len(self.rows)))
+
+    @renderer
+    def map(self, request: Any, tag: Tag) -> Any:
+        markers = []
+        for r in self.rows:
+            m = r.mirror
+            state = mirror_state(m)
+            markers.append({"lat": Float32(m.latitude), "lon": Float32(m.longitude),
+                            "label": f"{m.name} ({state})", "color": STATE_COLORS[state]})
+        return map_block(markers, self.local_js_path)
+
+    @renderer
+    def mirrors(self, request: Any, tag: Tag) -> Any:
+        if not self.rows:
+            return tags.p(tags.em("No mirrors"), id="no-mirrors")
+        return tag
+
+    @renderer
+    def tz_header(self, request: Any, tag: Tag) -> Any:
+        return tag if self.has_tz else ""
+
+    @renderer
+    def tz_cell(self, request: Any, tag: Tag) -> Any:
+        return tag if self.has_tz else ""
+
+    @renderer
+    def mirror_row(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for r in self.rows:
+            bars = [bar(r.percent_d, "#4078C0", f"{r.downloads} downloads"),
+                    bar(r.percent_b, "#7CA2D3", f"{sizeof(r.bytes)} transferred")]
+            yield tag.clone().fillSlots(
+                name=r.mirror.name, state=mirror_state(r.mirror), downloads=str(r.downloads),
+                bars=bars, bytes=sizeof(r.bytes), sync=r.sync_text, syncclass=_sync_class(r),
+                tz=r.tz_offset)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pages object
+
+
+def _hash_pairs(reply: Any) -> dict[str, str]:
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items()}
+    if not reply:
+        return {}
+    it = iter(reply)
+    return {str(k): str(v) for k, v in zip(it, it, strict=False)}
+
+
+async def fetch_mirrors(redis: Any) -> list[tuple[int, str, Mirror | None]]:
+    """Every mirror of ``MIRRORS`` as (id, name, record or None when it cannot be loaded), by id.
+
+    Raises when ``HGETALL MIRRORS`` fails.
+    """
+    names = _hash_pairs(await redis.execute("HGETALL", schema.MIRRORS))
+    ids: list[tuple[int, str]] = []
+    for k, name in names.items():
+        try:
+            ids.append((int(k), name))
+        except ValueError:
+            log.warn("MIRRORS: ignoring non-numeric id {k!r}", k=k)
+    ids.sort()
+    replies = await redis.pipeline([("HGETALL", schema.mirror_key(i)) for i, _ in ids]) if ids else []
+    out: list[tuple[int, str, Mirror | None]] = []
+    for (i, name), reply in zip(ids, replies, strict=False):
+        record: Mirror | None = None
+        if not isinstance(reply, Exception):
+            try:
+                record = Mirror.from_redis(_hash_pairs(reply))
+            except ValueError as e:
+                log.debug("mirror {id}: {err}", id=i, err=e)
+        out.append((i, name, record))
+    return out
+
+
+class Pages:
+    """Renders the pages for the redirector's dispatch (``get_pages()`` of the app).
+
+    ``config`` returns the current config (``Templates``, ``LocalJSPath``); when it has a
+    ``subscribe`` method (a ``ConfigHolder``) the templates are reloaded on every reload.
+    """
+
+    def __init__(self, config: Callable[[], Any], redis: Any, clock: Callable[[], float] = time.time,
+                 hostname: str | None = None) -> None:
+        self.config = config
+        self.redis = redis
+        self.clock = clock
+        self.hostname = socket.gethostname() if hostname is None else hostname
+        self.templates: Templates | None = None
+        self._templates_dir: str | None = None
+        self.reload_templates()
+        if hasattr(config, "subscribe"):
+            config.subscribe(lambda old, new: self.reload_templates())
+
+    def reload_templates(self) -> bool:
+        """(Re)load the templates of the configured directory; on failure keep the old ones."""
+        directory = getattr(self.config(), "Templates", "") or bundled_templates_dir()
+        try:
+            self.templates = Templates.load(directory)
+        except Exception as e:
+            log.error("Templates: cannot load {dir}: {err}", dir=directory, err=e)
+            return False
+        self._templates_dir = directory
+        return True
+
+    async def render_mirrorlist(self, request: Any, results: Any) -> bytes:
+        """The MIRRORLIST renderer: status, headers and body for ``results`` (spec §6.3)."""
+        templates = self.templates
+        if templates is None:
+            return plain_error(request, 500, NO_TEMPLATES)
+        path = results.file_info.path
+        try:
+            body = await _flatten(templates, f"Mirrorlist {path}", path,
+                                  MirrorListBody(templates, results), (), self.hostname)
+        except Exception as e:
+            log.failure("mirrorlist page failed")
+            return plain_error(request, 500, str(e))
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", _TEXT_HTML)
+        request.setHeader(b"Cache-Control", b"private, no-cache")
+        return body
+
+    async def render_mirrorstats(self, request: Any) -> bytes:
+        """The MIRRORSTATS page (spec §9.2); the request path is ignored."""
+        templates = self.templates
+        if templates is None:
+            return plain_error(request, 500, NO_TEMPLATES)
+        try:
+            mirrors = await fetch_mirrors(self.redis)
+        except Exception as e:
+            log.debug("mirrorstats: {err}", err=e)
+            return plain_error(request, 500, "Cannot fetch the list of mirrors")
+        now = self.clock()
+        t = time.gmtime(now)
+        day = (t.tm_year, t.tm_mon, t.tm_mday)
+        dkey, bkey = schema.stats_mirror_key(*day), schema.stats_mirror_bytes_key(*day)
+        downloads: dict[int, int] = {}
+        sizes: dict[int, int] = {}
+        if mirrors:
+            cmds: list[tuple[str, ...]] = []
+            for i, _, _ in mirrors:
+                cmds += [("HGET", dkey, str(i)), ("HGET", bkey, str(i))]
+            try:
+                replies = await self.redis.transaction(cmds)
+            except Exception as e:
+                log.debug("mirrorstats: {err}", err=e)
+                return plain_error(request, 500, "Cannot fetch stats")
+            for n, (i, _, _) in enumerate(mirrors):
+                downloads[i] = _int(replies[2 * n] if 2 * n < len(replies) else None)
+                sizes[i] = _int(replies[2 * n + 1] if 2 * n + 1 < len(replies) else None)
+        rows = build_stats_rows([m for _, _, m in mirrors if m is not None], downloads, sizes, now)
+        local_js = getattr(self.config(), "LocalJSPath", "") or ""
+        try:
+            body = await _flatten(templates, "Mirrorstats", "Mirrorstats",
+                                  MirrorStatsBody(templates, rows, local_js), (), self.hostname)
+        except Exception as e:
+            log.failure("mirrorstats page failed")
+            return plain_error(request, 500, str(e))
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", _TEXT_HTML)
+        return body

@@ -1,0 +1,245 @@
+"""Download counting: in-memory aggregation, flushed to the ``STATS_*`` keys every 500 ms.
+
+Why this shape (http.md §9.4, §10; data-and-scanning §2.8, §2.9): the redirect path must never wait
+for Redis, so :meth:`DownloadStats.count_download` only adds to three dictionaries (file, mirror,
+bytes, each per UTC day).  A timer writes them in one ``MULTI``/``EXEC`` with the Go key names,
+fields and increments, so Go and Python nodes add up in the same counters.  While Redis is unusable
+the counts stay in memory and are retried; a clean stop writes them before the process exits.
+
+Deliberate differences from the Go original:
+
+* fallback redirects are **not** counted under the pseudo-mirror ids ``0``, ``-1``… (spec §17
+  quirk 3): they count as downloads of the file (``STATS_FILE*``, ``STATS_TOTAL``) but add nothing
+  to ``STATS_MIRROR*`` (pass ``mirror_id=None``);
+* Go blocks the request when its 1000-slot queue is full; here counting never blocks (the
+  aggregate is bounded by distinct (day, path) pairs, not by requests);
+* the ``Range`` de-duplication with ``DOWNLOADED_<sha256>_<path>`` runs in the background; its
+  answer decides whether the count is added (a Redis error counts, as in Go).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from mirrorbits.gocompat import redis_version_number
+from mirrorbits.redis import schema
+
+__all__ = ["DownloadStats", "FLUSH_INTERVAL", "utc_day"]
+
+log = Logger(namespace="mirrorbits.stats")
+
+#: Go's push ticker.
+FLUSH_INTERVAL = 0.5
+#: A clean stop keeps trying to write the last counts this long before giving up (and saying so).
+STOP_DEADLINE = 3.0
+_STOP_RETRY = 0.1
+#: ``SET … GET`` exists from this Redis version on.
+_SET_GET_VERSION = redis_version_number("6.2.0")
+
+Day = tuple[int, int, int]
+
+
+def utc_day(epoch: float) -> Day:
+    """(year, month, day) of a Unix time in UTC: the date the counters are written under."""
+    t = time.gmtime(epoch)
+    return (t.tm_year, t.tm_mon, t.tm_mday)
+
+
+def _levels(fn: Callable[..., str], day: Day) -> tuple[str, str, str, str]:
+    y, m, d = day
+    return (fn(y, m, d), fn(y, m), fn(y), fn())
+
+
+class DownloadStats(Service):
+    """The download counter of one process (an ``IService``: start the timer, flush on stop).
+
+    ``redis`` is a :class:`~mirrorbits.redis.connection.RedisClient`; ``config`` returns the current
+    config (``SameDownloadInterval`` is read on every count, so a reload applies at once).
+    """
+
+    name = "stats"
+
+    def __init__(self, redis: Any, config: Callable[[], Any], reactor: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.redis = redis
+        self.config = config
+        self.reactor = reactor
+        self.clock = clock
+        self._files: dict[tuple[Day, str], int] = {}
+        self._mirrors: dict[tuple[Day, int], int] = {}
+        self._bytes: dict[tuple[Day, int], int] = {}
+        self._loop: task.LoopingCall | None = None
+        self._busy = False
+        self._idle_waiters: list[defer.Deferred[None]] = []
+        self._dedupes: set[defer.Deferred[None]] = set()
+        self._downgraded = False
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    def count_download(self, path: str, mirror_id: int | None, size: int, client_ip: str = "",
+                       user_agent: str = "", ranged: bool = False) -> None:
+        """Count one redirected GET of ``path`` (the sanitised path) to ``mirror_id`` (None for a
+        fallback).  Never waits: a ``Range`` request is de-duplicated in the background."""
+        if not path:
+            return  # Go: "stats: file parameter is empty"
+        now = self.clock()
+        interval = int(getattr(self.config(), "SameDownloadInterval", 0) or 0)
+        if not ranged or interval <= 0:
+            self._add(now, path, mirror_id, size)
+            return
+        d = defer.Deferred.fromCoroutine(
+            self._dedupe_then_count(now, path, mirror_id, size, client_ip, user_agent, interval))
+        self._dedupes.add(d)
+        d.addErrback(lambda f: log.failure("download de-duplication failed", f))
+        d.addBoth(lambda _: self._dedupes.discard(d))
+
+    def _add(self, now: float, path: str, mirror_id: int | None, size: int) -> None:
+        day = utc_day(now)
+        k = (day, path)
+        self._files[k] = self._files.get(k, 0) + 1
+        if mirror_id is not None:
+            mk = (day, mirror_id)
+            self._mirrors[mk] = self._mirrors.get(mk, 0) + 1
+            self._bytes[mk] = self._bytes.get(mk, 0) + size
+
+    async def _dedupe_then_count(self, now: float, path: str, mirror_id: int | None, size: int,
+                                 client_ip: str, user_agent: str, interval: int) -> None:
+        if await self.first_download(path, client_ip, user_agent, interval):
+            self._add(now, path, mirror_id, size)
+
+    async def first_download(self, path: str, client_ip: str, user_agent: str, interval: int) -> bool:
+        """Whether a ranged request starts a new download (spec §9.4): the ``DOWNLOADED_`` key did
+        not exist.  ``SET … GET`` on Redis >= 6.2, else ``GET`` then ``SET`` (the timer is refreshed
+        on every ranged hit).  Any Redis error means "count it"."""
+        digest = hashlib.sha256(f"{client_ip}/{user_agent}".encode("utf-8", "surrogateescape")).hexdigest()
+        key = schema.downloaded_key(digest, path)
+        version = getattr(self.redis, "server_version", "") or ""
+        try:
+            if version and redis_version_number(version) >= _SET_GET_VERSION:
+                previous = await self.redis.execute("SET", key, "1", "GET", "EX", interval)
+            else:
+                previous = await self.redis.execute("GET", key)
+                await self.redis.execute("SET", key, "1", "EX", interval)
+        except Exception as e:
+            log.debug("download de-duplication: {err}", err=e)
+            return True
+        return previous is None or previous == ""
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Downloads counted but not yet written to Redis."""
+        return sum(self._files.values())
+
+    def _commands(self, files: dict[tuple[Day, str], int], mirrors: dict[tuple[Day, int], int],
+                  sizes: dict[tuple[Day, int], int]) -> list[tuple[Any, ...]]:
+        cmds: list[tuple[Any, ...]] = []
+        for (day, path), v in files.items():
+            if v:
+                cmds.extend(("HINCRBY", key, path, v) for key in _levels(schema.stats_file_key, day))
+                cmds.append(("INCRBY", schema.STATS_TOTAL, v))
+        for table, fn in ((mirrors, schema.stats_mirror_key), (sizes, schema.stats_mirror_bytes_key)):
+            for (day, mid), v in table.items():
+                if v:
+                    cmds.extend(("HINCRBY", key, str(mid), v) for key in _levels(fn, day))
+        return cmds
+
+    def _merge_back(self, files: dict[tuple[Day, str], int], mirrors: dict[tuple[Day, int], int],
+                    sizes: dict[tuple[Day, int], int]) -> None:
+        for k, v in files.items():
+            self._files[k] = self._files.get(k, 0) + v
+        for src, dst in ((mirrors, self._mirrors), (sizes, self._bytes)):
+            for mk, v in src.items():
+                dst[mk] = dst.get(mk, 0) + v
+
+    def flush(self) -> defer.Deferred[bool]:
+        """Write what is pending in one transaction; True when nothing is left pending.
+
+        One flush at a time: a call during a flush waits for it, then flushes what came since.
+        """
+        return defer.Deferred.fromCoroutine(self._flush_serial())
+
+    async def _flush_serial(self) -> bool:
+        while self._busy:
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._idle_waiters.append(waiter)
+            await waiter
+        self._busy = True
+        try:
+            return await self._flush()
+        finally:
+            self._busy = False
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for w in waiters:
+                w.callback(None)
+
+    async def _flush(self) -> bool:
+        files, mirrors, sizes = self._files, self._mirrors, self._bytes
+        self._files, self._mirrors, self._bytes = {}, {}, {}
+        cmds = self._commands(files, mirrors, sizes)
+        if not cmds:
+            return True
+        try:
+            await self.redis.transaction(cmds)
+        except Exception as e:
+            # Kept for the next tick.  (A connection lost after EXEC was sent but before its reply
+            # cannot tell whether Redis applied it; like Go we retry, so that rare batch may count
+            # twice rather than never.)
+            self._merge_back(files, mirrors, sizes)
+            if not self._downgraded:
+                log.warn("Uncommited stats kept in-memory: {err}", err=e)
+            self._downgraded = True
+            return False
+        self._downgraded = False
+        return not (self._files or self._mirrors or self._bytes)
+
+    def _tick(self) -> None:
+        if not self._busy:
+            self.flush().addErrback(lambda f: log.failure("stats flush failed", f))
+
+    # -- service -------------------------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = self.reactor
+        self._loop.start(FLUSH_INTERVAL, now=False)
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        return defer.Deferred.fromCoroutine(self._final_flush())
+
+    async def _final_flush(self) -> None:
+        """Write the last counts before exit (Go: "Saving stats"), retrying for a few seconds."""
+        log.info("Saving stats")
+        if self._dedupes:
+            await defer.DeferredList(list(self._dedupes), consumeErrors=True)
+        # Let the services stopped in the same tick (the Redis client) finish their synchronous
+        # part first; the client dials again on demand, so the flush below still reaches Redis.
+        await task.deferLater(self.reactor, 0, lambda: None)
+        deadline = self.reactor.seconds() + STOP_DEADLINE
+        while True:
+            ok = await self.flush()
+            if ok:
+                break
+            if self.reactor.seconds() >= deadline:
+                log.error("{n} downloads could not be saved to Redis before exit", n=self.pending())
+                break
+            await task.deferLater(self.reactor, _STOP_RETRY, lambda: None)
+        if getattr(self.redis, "_stopped", False):
+            # The client was stopped before us and we dialled again: close that connection.
+            await self.redis.stop()

@@ -39,6 +39,7 @@ from mirrorbits.scan.listing import (
     ScanAborted,
     ScanError,
 )
+from tests.fixtures import ftpd as ftpd_fixtures
 from tests.fixtures.ftpd import FtpServer, start_ftpd, start_scripted_ftpd
 
 
@@ -513,3 +514,25 @@ class ScriptedServerTests(unittest.TestCase):
         reactor.callLater(0.3, d.cancel)
         with self.assertRaises(ScanAborted):
             yield d
+
+
+# --------------------------------------------------------------------------- the pytest fixtures
+
+ftpd = ftpd_fixtures.ftpd  # make the factory fixtures visible in this module
+scripted_ftpd = ftpd_fixtures.scripted_ftpd
+
+
+def test_ftpd_fixtures_with_a_plain_client(ftpd: Any, scripted_ftpd: Any, tmp_path: Path) -> None:
+    import ftplib
+
+    (tmp_path / "pub").mkdir()
+    (tmp_path / "pub" / "f.txt").write_bytes(b"abc")
+    server = ftpd(tmp_path, mlst=False)
+    with ftplib.FTP() as client:
+        client.connect(server.host, server.port, timeout=10)
+        client.login()
+        assert "MLST" not in client.sendcmd("FEAT")
+        assert client.nlst("/pub") == ["f.txt"]
+    bad = scripted_ftpd("garbage-greeting")
+    with socket.create_connection((bad.host, bad.port), timeout=10) as raw:
+        assert raw.recv(100).startswith(b"SSH-2.0")

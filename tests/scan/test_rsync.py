@@ -9,8 +9,10 @@ import calendar
 import os
 import re
 import socket
+import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import assume, example, given
@@ -26,6 +28,7 @@ from mirrorbits.scan.rsync import (
     parse_rsync_line,
     rsync_command,
 )
+from tests.fixtures import rsyncd as rsyncd_fixtures
 from tests.fixtures.rsyncd import RsyncDaemon, start_rsyncd
 
 
@@ -391,3 +394,20 @@ class RsyncHangTests(unittest.TestCase):
         with self.assertRaises(ScanAborted) as ctx:
             yield d
         self.assertEqual(str(ctx.exception), "scan aborted")
+
+
+# --------------------------------------------------------------------------- the pytest fixture
+
+rsyncd = rsyncd_fixtures.rsyncd  # make the factory fixture visible in this module
+
+
+def test_rsyncd_fixture_serves_modules_with_excludes(rsyncd: Any, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "keep").mkdir(parents=True)
+    (tree / "skip").mkdir()
+    (tree / "keep" / "a").write_bytes(b"1")
+    (tree / "skip" / "b").write_bytes(b"22")
+    daemon = rsyncd({"m": {"path": str(tree), "exclude": "skip/"}})
+    out = subprocess.run(["rsync", "-r", daemon.url("m")], capture_output=True, text=True, timeout=30, check=True)
+    lines = [parse_rsync_line(line) for line in out.stdout.splitlines()]
+    assert [f.path for f in lines if f is not None] == ["/keep/a"]

@@ -201,6 +201,8 @@ class FlagDef:
     default: FlagValue
     usage: str
     bits: int = 64
+    #: Accepted but left out of the usage text (our extensions that must not change Go's usage blocks).
+    hidden: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -357,6 +359,8 @@ class FlagSet:
         """Go's ``PrintDefaults``: flags sorted by name, exact spacing and TABs (§2.4)."""
         lines = []
         for f in sorted(self.flags, key=lambda d: d.name.encode("utf-8")):
+            if f.hidden:
+                continue
             arg, usage = f.unquote_usage()
             b = f"  -{f.name}"
             if arg:

@@ -119,6 +119,9 @@ COMMANDS: tuple[Command, ...] = (
             bool_flag("disabled", False, "List disabled mirrors only"),
             bool_flag("enabled", False, "List enabled mirrors only"),
             bool_flag("down", False, "List only mirrors currently down"),
+            # Extension: a REASON column with the last health-check failure (hidden in the usage
+            # block, which stays Go's byte for byte).
+            FlagDef("reason", "bool", False, "Print why a mirror is down", hidden=True),
         ),
     ),
     Command(

@@ -1,0 +1,764 @@
+"""Every administration operation, once: async functions on Redis that return data.
+
+The CLI (directly, when the daemon is down), the AMP admin channel inside the daemon and the SSH
+manhole all call :class:`AdminCommands`; none of them touches Redis itself.  The operations are the Go
+daemon's RPC methods (cli-and-admin.md §9.3) and they write exactly what the Go RPC writes
+(data-and-scanning.md §2.13), so Go and Python nodes can share one Redis.
+
+Errors are :class:`AdminError` with a gRPC-like code (``Unknown``, ``FailedPrecondition``,
+``Internal``, ``Unauthenticated``, ``Unavailable``) so the CLI can print Go's texts.
+
+Deliberate deviations from Go (spec §13), each noted where it is made:
+
+* an exact (case-insensitive) name wins over a substring match (:meth:`AdminCommands.resolve`);
+* ``add``/``geoupdate`` geolocate a URL with an explicit port (Go passed ``host:port`` to DNS);
+* ``ChangeStatus`` on an unknown id fails instead of creating a stray hash and log list;
+* an edit that changes the number of YAML lines does not crash (see ``formatting.yaml_diff``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from twisted.internet import threads
+from twisted.logger import Logger
+
+from mirrorbits import VERSION
+from mirrorbits.admin.formatting import VersionInfo, mirror_yaml, stats_key_coverage, yaml_diff
+from mirrorbits.config import Config
+from mirrorbits.model import (
+    LOG_ADDED,
+    LOG_DISABLED,
+    LOG_EDITED,
+    LOG_ENABLED,
+    EmptyMirrorHash,
+    Mirror,
+    mirror_log_json,
+    render_mirror_log,
+)
+from mirrorbits.redis import schema
+from mirrorbits.redis.connection import NotReady, RedisUnavailable
+
+__all__ = [
+    "AddResult",
+    "AdminCommands",
+    "AdminError",
+    "GeoUpdateResult",
+    "MirrorRef",
+    "MirrorScanner",
+    "PROTOCOL_ALL",
+    "PROTOCOL_FTP",
+    "PROTOCOL_RSYNC",
+    "ScanReply",
+    "StatsMirrorReply",
+    "go_url_parse_error",
+    "regexp_compile",
+    "validate_add",
+    "version_info",
+]
+
+log = Logger(namespace="mirrorbits.admin")
+
+#: ``ScanMirrorRequest.Protocol`` (proto enum values).
+PROTOCOL_ALL = 0
+PROTOCOL_FTP = 1
+PROTOCOL_RSYNC = 2
+
+#: Max log lines returned when the caller asks for 0 or less (Go default).
+DEFAULT_MAX_LOGS = 500
+
+
+class AdminError(Exception):
+    """An operation failed; ``code`` is the gRPC code name the Go daemon would have answered."""
+
+    def __init__(self, message: str, code: str = "Unknown") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def rpc_text(self) -> str:
+        """How the Go CLI prints it: ``rpc error: code = <Code> desc = <message>``."""
+        return f"rpc error: code = {self.code} desc = {self.message}"
+
+
+def _fp(message: str) -> AdminError:
+    return AdminError(message, "FailedPrecondition")
+
+
+@dataclass(frozen=True)
+class MirrorRef:
+    """A mirror's id and name (``MatchMirror`` reply entry)."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """``AddMirrorReply``: where GeoIP put the mirror, and the warnings to print."""
+
+    id: int = 0
+    latitude: float = 0.0
+    longitude: float = 0.0
+    country: str = ""
+    continent: str = ""
+    asn: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GeoUpdateResult:
+    """``GeoUpdateMirrorReply``: the would-be record (not saved), its diff and the warnings."""
+
+    mirror: Mirror
+    diff: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScanReply:
+    """``ScanMirrorReply``."""
+
+    enabled: bool = False
+    files_indexed: int = 0
+    known_indexed: int = 0
+    removed: int = 0
+    tz_offset_ms: int = 0
+
+
+@dataclass(frozen=True)
+class StatsMirrorReply:
+    """``StatsMirrorReply``: the mirror and its counters over the period."""
+
+    mirror: Mirror
+    requests: int = 0
+    bytes: int = 0
+
+
+class MirrorScanner(Protocol):
+    """What the mirror scan code (engineer B's ``mirrorbits.scan``) must offer to ``scan``.
+
+    ``protocol`` is ``"rsync"`` or ``"ftp"``; the scanner takes the ``SCANNING_<id>`` lock itself and
+    returns a :class:`ScanReply` (without ``enabled``) or raises with the cause as message.
+    """
+
+    async def scan_mirror(self, mirror: Mirror, protocol: str) -> ScanReply: ...
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation helpers (Go's url.Parse leniency, §3.2)
+
+_HEX = set("0123456789abcdefABCDEF")
+# Go's shouldEscape(c, encodeHost) is false for these (plus letters and digits).
+_HOST_OK = set("-_.~!$&'()*+,;=:[]<>\"")
+
+
+def _bad_escape(s: str) -> bool:
+    i = 0
+    while i < len(s):
+        if s[i] == "%":
+            if len(s[i + 1:i + 3]) < 2:
+                return True
+            if s[i + 1] not in _HEX or s[i + 2] not in _HEX:
+                return True
+            i += 3
+            continue
+        i += 1
+    return False
+
+
+def _bad_host(host: str) -> bool:
+    if _bad_escape(host):
+        return True
+    return any(ord(c) < 0x80 and not (c.isalnum() or c in _HOST_OK or c == "%") for c in host)
+
+
+def go_url_parse_error(url: str) -> str | None:
+    """Why Go's ``url.Parse`` rejects an absolute URL (None when it accepts it).
+
+    Rejected: control characters, bad ``%`` escapes in path/fragment/host, invalid host characters,
+    a non-numeric port, an unclosed IPv6 bracket.  Accepted: spaces in the path, bad escapes in the
+    query, out-of-range ports, an empty host, user info.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "invalid control character in URL"
+    rest, _, fragment = url.partition("#")
+    if _bad_escape(fragment):
+        return "invalid URL escape"
+    scheme, sep, rest = rest.partition(":")
+    if not sep or not scheme:
+        return "missing protocol scheme"
+    rest = rest.split("?", 1)[0]
+    path = rest
+    if rest.startswith("//"):
+        authority, slash, tail = rest[2:].partition("/")
+        path = slash + tail
+        host = authority.rpartition("@")[2]
+        if host.startswith("["):
+            end = host.find("]")
+            if end < 0:
+                return "missing ']' in host"
+            port = host[end + 1:]
+            if port and not re.fullmatch(r":[0-9]*", port):
+                return f"invalid port {port!r} after host"
+            if _bad_escape(host[1:end]):
+                return "invalid URL escape"
+        else:
+            colon = host.rfind(":")
+            if colon >= 0:
+                port = host[colon:]
+                if not re.fullmatch(r":[0-9]*", port):
+                    return f"invalid port {port!r} after host"
+                host = host[:colon]
+            if _bad_host(host):
+                return "invalid character in host name"
+    if _bad_escape(path):
+        return "invalid URL escape"
+    return None
+
+
+def validate_add(identifier: str, http_url: str) -> str | None:
+    """The ``add`` client-side checks, in Go's order (§3.2); returns the error text or None."""
+    if " " in identifier:
+        return "The identifier cannot contain a space"
+    if not http_url:
+        return "You *must* pass at least an HTTP URL"
+    if http_url.startswith("http://") or http_url.startswith("https://"):
+        if go_url_parse_error(http_url) is not None:
+            return "Can't parse HTTP URL"
+    elif "://" in http_url:
+        return "The HTTP URL has an invalid scheme"
+    elif go_url_parse_error("http://" + http_url) is not None:
+        return "Can't parse HTTP URL"
+    return None
+
+
+def url_host(http_url: str) -> str:
+    """The host name of a mirror's HTTP URL, without user info, port or IPv6 brackets."""
+    url = http_url if "://" in http_url else "http://" + http_url
+    authority = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host[1:]
+    # Fix of the Go bug (§3.2): the port is not part of the name to resolve.
+    colon = host.rfind(":")
+    if colon >= 0 and host.count(":") == 1:
+        host = host[:colon]
+    return host
+
+
+# ---------------------------------------------------------------------------------------------------
+# Regular expressions (RE2 syntax in Go; Python's re is close for the patterns people type)
+
+_RE_ERRORS = (
+    ("unterminated character set", "missing closing ]"),
+    ("missing ), unterminated subpattern", "missing closing )"),
+    ("unbalanced parenthesis", "unexpected )"),
+    ("nothing to repeat", "missing argument to repetition operator"),
+    ("multiple repeat", "invalid nested repetition operator"),
+    ("bad escape", "invalid escape sequence"),
+)
+
+
+def regexp_compile(pattern: str) -> re.Pattern[str]:
+    """Compile a ``stats file`` pattern; errors read like Go's ``error parsing regexp: ...``."""
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        text = e.msg
+        for py, go in _RE_ERRORS:
+            if text.startswith(py):
+                pos = e.pos or 0
+                text = f"{go}: `{pattern[pos:]}`"
+                break
+        raise AdminError(f"error parsing regexp: {text}") from None
+
+
+def version_info() -> VersionInfo:
+    """This process' build information, in the six Go labels (spec §12 Python mapping)."""
+    import twisted
+
+    return VersionInfo(
+        version=f"v{VERSION}",
+        build=os.environ.get("MIRRORBITS_BUILD", "python"),
+        go_version=f"{platform.python_implementation()} {platform.python_version()} / "
+                   f"Twisted {twisted.__version__}",
+        os=platform.system().lower(),
+        arch={"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
+        gomaxprocs=os.cpu_count() or 1,
+    )
+
+
+def _default_geoip(directory: str) -> Any:
+    from mirrorbits.geo import GeoIP
+
+    return GeoIP(directory, cache_size=16)
+
+
+async def _resolve_default(host: str) -> list[str]:
+    infos = await threads.deferToThread(socket.getaddrinfo, host, None, 0, socket.SOCK_STREAM)
+    out: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
+def _to_int(v: Any) -> int:
+    if v is None:
+        return 0
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdminCommands:
+    """The admin operations on one Redis.  Daemon-only hooks are optional: without them the
+    operation fails with a clear error (e.g. ``refresh`` from a CLI running without the daemon).
+
+    ``refresher(rehash)`` runs the local scan; ``mirror_scanner`` the mirror scans; ``on_reload``
+    and ``on_upgrade`` are the daemon's SIGHUP/SIGUSR2 actions; ``now`` is the clock (tests).
+    """
+
+    redis: Any
+    config: Callable[[], Config]
+    refresher: Callable[[bool], Awaitable[Any]] | None = None
+    mirror_scanner: MirrorScanner | None = None
+    on_reload: Callable[[], Any] | None = None
+    on_upgrade: Callable[[], Any] | None = None
+    geoip_factory: Callable[[str], Any] = _default_geoip
+    resolver: Callable[[str], Awaitable[list[str]]] = _resolve_default
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    where: str = "daemon"
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _exec(self, *args: Any) -> Any:
+        try:
+            return await self.redis.execute(*args)
+        except NotReady:
+            raise AdminError("database not ready", "Unavailable") from None
+        except RedisUnavailable as e:
+            raise AdminError(f"database error: {e}", "Unavailable") from None
+
+    async def _transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        try:
+            return list(await self.redis.transaction(commands))
+        except NotReady:
+            raise AdminError("database not ready", "Unavailable") from None
+        except RedisUnavailable as e:
+            raise AdminError(f"database error: {e}", "Unavailable") from None
+
+    async def _publish_mirror(self, mirror_id: int) -> None:
+        await self._exec("PUBLISH", schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
+
+    async def _log(self, mirror_id: int, typ: int) -> None:
+        entry = mirror_log_json(typ, mirror_id, time.time_ns())
+        await self._exec("RPUSH", schema.mirror_logs_key(mirror_id), entry)
+
+    @staticmethod
+    def _check_id(mirror_id: int) -> None:
+        if mirror_id <= 0:
+            raise _fp("invalid mirror id")
+
+    async def _names(self) -> dict[int, str]:
+        try:
+            raw = await self._exec("HGETALL", schema.MIRRORS)
+        except AdminError as e:
+            if e.code == "Unavailable":
+                raise
+            raise AdminError(f"can't fetch the list of mirrors: {e.message}") from None
+        pairs = _pairs(raw)
+        out: dict[int, str] = {}
+        for k, v in pairs.items():
+            try:
+                out[int(k)] = v
+            except ValueError:
+                continue
+        return out
+
+    async def _load(self, mirror_id: int) -> Mirror | None:
+        raw = await self._exec("HGETALL", schema.mirror_key(mirror_id))
+        try:
+            return Mirror.from_redis(_pairs(raw))
+        except EmptyMirrorHash:
+            return None
+        except ValueError as e:
+            raise AdminError(f"scan struct failed: {e}") from None
+
+    # -- read-only ------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """No-op; the channel uses it to check the password."""
+
+    async def version(self) -> VersionInfo:
+        return version_info()
+
+    async def match_mirror(self, pattern: str) -> list[MirrorRef]:
+        """Every mirror whose name contains ``pattern`` (case-insensitive); empty pattern = all."""
+        needle = pattern.lower()
+        refs = [MirrorRef(i, n) for i, n in (await self._names()).items() if needle in n.lower()]
+        refs.sort(key=lambda r: (r.name, r.id))
+        return refs
+
+    async def resolve(self, pattern: str) -> list[MirrorRef]:
+        """``match_mirror`` with the exact-name preference of v0.3 (#19), lost by Go in v0.5.
+
+        Deviation from Go (spec §2.3): when one name equals ``pattern`` case-insensitively, only that
+        mirror is returned, so a mirror named ``mirror`` can be designated next to ``mirror1``.
+        """
+        refs = await self.match_mirror(pattern)
+        exact = [r for r in refs if r.name.lower() == pattern.lower()]
+        if len(exact) == 1:
+            return exact
+        exact_case = [r for r in refs if r.name == pattern]
+        return exact_case if len(exact_case) == 1 else refs
+
+    async def list_mirrors(self) -> list[Mirror]:
+        """Every mirror record (``List``)."""
+        names = await self._names()
+        ids = sorted(names)
+        if not ids:
+            return []
+        try:
+            replies = await self.redis.pipeline([("HGETALL", schema.mirror_key(i)) for i in ids])
+        except NotReady:
+            raise AdminError("database not ready", "Unavailable") from None
+        except RedisUnavailable as e:
+            raise AdminError(f"database error: {e}", "Unavailable") from None
+        out = []
+        for mirror_id, raw in zip(ids, replies, strict=True):
+            if isinstance(raw, Exception):
+                raise AdminError(f"database error: {raw}")
+            try:
+                out.append(Mirror.from_redis(_pairs(raw)))
+            except EmptyMirrorHash:
+                continue  # removed meanwhile
+            except ValueError as e:
+                raise AdminError(f"scan struct failed: mirror {mirror_id}: {e}") from None
+        return out
+
+    async def mirror_info(self, mirror_id: int) -> Mirror:
+        """The full record (``MirrorInfo``); an unknown id gives an empty record, as in Go."""
+        self._check_id(mirror_id)
+        return await self._load(mirror_id) or Mirror()
+
+    async def mirror_logs(self, mirror_id: int, max_results: int = DEFAULT_MAX_LOGS) -> list[str]:
+        """The last ``max_results`` log entries rendered as text, oldest first (bad entries skipped)."""
+        self._check_id(mirror_id)
+        n = max_results if max_results > 0 else DEFAULT_MAX_LOGS
+        try:
+            raw = await self._exec("LRANGE", schema.mirror_logs_key(mirror_id), -n, -1)
+        except AdminError as e:
+            raise AdminError(f"mirror logs error: {e.message}", e.code) from None
+        lines = []
+        for item in raw or []:
+            text = render_mirror_log(item)
+            if text is None:
+                log.warn("Skipping a log entry of mirror {id}: {item!r}", id=mirror_id, item=item)
+                continue
+            lines.append(text)
+        return lines
+
+    async def stats_file(self, pattern: str, start: datetime, end: datetime) -> dict[str, int]:
+        """Downloads per matching path over [start, end] (``StatsFile``, spec §7.3)."""
+        rx = regexp_compile(pattern)
+        suffixes = stats_key_coverage(start, end)
+        replies = await self.redis.pipeline([("HGETALL", "STATS_FILE_" + s) for s in suffixes])
+        out: dict[str, int] = {}
+        for raw in replies:
+            if isinstance(raw, Exception):
+                raise AdminError(f"can't fetch stats: {raw}")
+            for path, count in _pairs(raw).items():
+                if rx.search(path):
+                    out[path] = out.get(path, 0) + _to_int(count)
+        return out
+
+    async def stats_mirror(self, mirror_id: int, start: datetime, end: datetime) -> StatsMirrorReply:
+        """Redirects and bytes of one mirror over [start, end] (``StatsMirror``)."""
+        self._check_id(mirror_id)
+        suffixes = stats_key_coverage(start, end)
+        cmds: list[tuple[str, ...]] = []
+        for s in suffixes:
+            cmds.append(("HGET", "STATS_MIRROR_" + s, str(mirror_id)))
+            cmds.append(("HGET", "STATS_MIRROR_BYTES_" + s, str(mirror_id)))
+        replies = await self.redis.pipeline(cmds) if cmds else []
+        requests = nbytes = 0
+        for i, raw in enumerate(replies):
+            if isinstance(raw, Exception):
+                raise AdminError(f"can't fetch stats: {raw}")
+            if i % 2 == 0:
+                requests += _to_int(raw)
+            else:
+                nbytes += _to_int(raw)
+        mirror = await self._load(mirror_id) or Mirror()
+        return StatsMirrorReply(mirror, requests, nbytes)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def _save(self, mirror: Mirror, *, new: bool) -> Mirror:
+        """The Go save path (spec §5.3 / data §2.13): unique name, id, normalise, one MULTI."""
+        names = await self._names()
+        for other_id, other_name in names.items():
+            if other_name == mirror.name and other_id != mirror.id:
+                raise AdminError("name already taken")
+        if new:
+            try:
+                mirror_id = int(await self._exec("INCR", schema.LAST_MID))
+            except AdminError as e:
+                raise AdminError(f"failed creating a new id: {e.message}", e.code) from None
+            mirror = replace(mirror, id=mirror_id)
+        mirror = mirror.normalized()
+        hmset: list[str] = ["HMSET", schema.mirror_key(mirror.id)]
+        for k, v in mirror.config_fields_to_redis():
+            hmset += [k, v]
+        try:
+            await self._transaction([hmset, ("HSET", schema.MIRRORS, str(mirror.id), mirror.name)])
+        except AdminError:
+            raise
+        except Exception as e:
+            raise AdminError(f"couldn't save the mirror configuration: {e}") from None
+        await self._publish_mirror(mirror.id)
+        await self._log(mirror.id, LOG_ADDED if new else LOG_EDITED)
+        return mirror
+
+    async def _geolocate(self, http_url: str) -> tuple[Any, list[str]]:
+        """DNS + GeoIP of the mirror's host, as Go's AddMirror/GeoUpdateMirror (with the port fix)."""
+        warnings: list[str] = []
+        host = url_host(http_url)
+        try:
+            addrs = await self.resolver(host)
+        except socket.gaierror as e:
+            reason = "no such host" if e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)) \
+                else (e.strerror or str(e))
+            raise AdminError(f"IP lookup failed: lookup {host}: {reason}") from None
+        except Exception as e:  # noqa: BLE001 - any resolver failure is reported, never raised raw
+            raise AdminError(f"IP lookup failed: lookup {host}: {e}") from None
+        if not addrs:
+            raise AdminError(f"IP lookup failed: lookup {host}: no such host")
+        if len(addrs) > 1:
+            warnings.append("Warning: the hostname returned more than one address. "
+                            "Assuming they're sharing the same location.")
+        geo = await threads.deferToThread(self.geoip_factory, self.config().GeoipDatabasePath)
+        try:
+            geo.require_all()
+        except Exception:
+            raise AdminError("One or more GeoIP database could not be loaded") from None
+        record = geo.lookup(addrs[0])
+        if not record.country_code:
+            warnings.append("Warning: unable to guess the geographic location of this mirror")
+        return record, warnings
+
+    async def add_mirror(self, mirror: Mirror) -> AddResult:
+        """``AddMirror``: geolocate, then save as a new, disabled mirror (spec §3.2)."""
+        if mirror.id != 0:
+            raise _fp("unexpected ID")
+        err = validate_add(mirror.name, mirror.http_url)
+        if err is not None:
+            # The Go daemon trusted its client; ours also serves the manhole, so it checks too.
+            raise AdminError(err)
+        names = await self._names()
+        if mirror.name in names.values():
+            raise AdminError("name already taken")
+        record, warnings = await self._geolocate(mirror.http_url)
+        mirror = replace(mirror, enabled=False)
+        if record.country_code:
+            mirror = replace(mirror, latitude=record.latitude, longitude=record.longitude,
+                             continent_code=record.continent_code, country_codes=record.country_code,
+                             asnum=record.as_num)
+        saved = await self._save(mirror, new=True)
+        if record.country_code:
+            return AddResult(saved.id, record.latitude, record.longitude, record.country,
+                             record.continent_code, f"{record.as_name} ({record.as_num})", tuple(warnings))
+        return AddResult(saved.id, warnings=tuple(warnings))
+
+    async def update_mirror(self, mirror: Mirror) -> str:
+        """``UpdateMirror``: save an edited record; returns the diff against the stored one."""
+        self._check_id(mirror.id)
+        old = await self._load(mirror.id) or Mirror()
+        diff = yaml_diff(mirror_yaml(old), mirror_yaml(mirror))
+        await self._save(mirror, new=False)
+        return diff
+
+    async def geo_update_mirror(self, mirror_id: int) -> GeoUpdateResult:
+        """``GeoUpdateMirror``: the record with a fresh geolocation, and the diff (nothing saved)."""
+        self._check_id(mirror_id)
+        old = await self._load(mirror_id)
+        if old is None:
+            raise AdminError("mirror not found")
+        record, warnings = await self._geolocate(old.http_url)
+        new = old
+        if record.country_code:
+            new = replace(old, latitude=record.latitude, longitude=record.longitude,
+                          asnum=record.as_num, continent_code=record.continent_code)
+            if record.country_code not in old.country_list:
+                new = replace(new, country_codes=record.country_code)
+        return GeoUpdateResult(new, yaml_diff(mirror_yaml(old), mirror_yaml(new)), tuple(warnings))
+
+    async def change_status(self, mirror_id: int, enabled: bool) -> None:
+        """``ChangeStatus``: enable or disable, publish, log (no idempotence check, as in Go)."""
+        self._check_id(mirror_id)
+        # Deviation (spec §9.3): Go wrote a stray MIRROR_<id> holding only ``enabled``.
+        if not await self._exec("EXISTS", schema.mirror_key(mirror_id)):
+            raise AdminError("mirror not found")
+        await self._exec("HMSET", schema.mirror_key(mirror_id), "enabled", "1" if enabled else "0")
+        await self._publish_mirror(mirror_id)
+        await self._log(mirror_id, LOG_ENABLED if enabled else LOG_DISABLED)
+
+    async def remove_mirror(self, mirror_id: int) -> None:
+        """``RemoveMirror`` (spec §3.3): disable, drop every key of the mirror; stats are kept."""
+        self._check_id(mirror_id)
+        try:
+            await self.change_status(mirror_id, False)
+        except AdminError as e:
+            if e.message != "mirror not found":
+                raise AdminError(f"unable to disable the mirror: {e.message}", e.code) from None
+        try:
+            files = await self._exec("SMEMBERS", schema.mirror_files_key(mirror_id)) or []
+        except AdminError as e:
+            raise AdminError(f"unable to fetch the file list: {e.message}", e.code) from None
+        cmds: list[Sequence[Any]] = []
+        for path in files:
+            cmds.append(("DEL", schema.file_info_key(mirror_id, path)))
+            cmds.append(("SREM", schema.file_mirrors_key(path), str(mirror_id)))
+            cmds.append(("PUBLISH", schema.CHANNEL_MIRROR_FILE_UPDATE, f"{mirror_id} {path}"))
+        cmds.append(("DEL", schema.mirror_key(mirror_id), schema.mirror_files_key(mirror_id),
+                     schema.mirror_files_tmp_key(mirror_id), schema.handled_files_key(mirror_id),
+                     schema.scanning_key(mirror_id), schema.mirror_logs_key(mirror_id)))
+        cmds.append(("HDEL", schema.MIRRORS, str(mirror_id)))
+        try:
+            await self._transaction(cmds)
+        except AdminError as e:
+            raise AdminError(f"operation failed: {e.message}", e.code) from None
+        except Exception as e:
+            raise AdminError(f"operation failed: {e}") from None
+        await self._publish_mirror(mirror_id)
+
+    # -- daemon operations ------------------------------------------------------------------------
+
+    async def refresh(self, rehash: bool = False) -> None:
+        """``RefreshRepository``: the full local scan, synchronously."""
+        if self.refresher is None:
+            raise AdminError(f"refresh is not available in the {self.where} (it runs in the daemon)",
+                             "Unavailable")
+        try:
+            await self.refresher(rehash)
+        except AdminError:
+            raise
+        except Exception as e:
+            raise AdminError(str(e) or e.__class__.__name__) from None
+
+    async def scan_mirror(self, mirror_id: int, auto_enable: bool = False,
+                          protocol: int = PROTOCOL_ALL) -> ScanReply:
+        """``ScanMirror`` (spec §3.4): checks, then the scan itself through ``mirror_scanner``."""
+        self._check_id(mirror_id)
+        if not await self._exec("EXISTS", schema.FILES):
+            raise _fp("local repository not yet indexed. You should run 'refresh' first!")
+        mirror = await self._load(mirror_id)
+        if mirror is None:
+            raise AdminError("mirror not found")
+        name = mirror.name
+        protocols: list[str] = []
+        if protocol in (PROTOCOL_ALL, PROTOCOL_RSYNC) and mirror.rsync_url:
+            protocols.append("rsync")
+        if protocol in (PROTOCOL_ALL, PROTOCOL_FTP) and mirror.ftp_url:
+            protocols.append("ftp")
+        if not protocols:
+            raise AdminError(f"scanning {name} failed: no suitable URL for the scan")
+        if await self._exec("EXISTS", schema.scanning_key(mirror_id)):
+            raise AdminError(f"scanning {name} failed: scan already in progress")
+        if self.mirror_scanner is None:
+            raise AdminError(f"scanning {name} failed: mirror scanning is not available in the "
+                             f"{self.where}", "Unavailable")
+        cause = ""
+        reply: ScanReply | None = None
+        for proto in protocols:
+            try:
+                reply = await self.mirror_scanner.scan_mirror(mirror, proto)
+                break
+            except Exception as e:  # only the last protocol's cause is reported, as in Go
+                cause = str(e) or e.__class__.__name__
+        if reply is None:
+            raise AdminError(f"scanning {name} failed: {cause}")
+        if auto_enable:
+            try:
+                await self.change_status(mirror_id, True)
+            except AdminError as e:
+                raise AdminError(f"couldn't enable the mirror: {e.message}") from None
+            reply = replace(reply, enabled=True)
+        return reply
+
+    async def reload(self) -> None:
+        """``Reload``: what SIGHUP does (the outcome is only logged, as in Go)."""
+        if self.on_reload is None:
+            raise AdminError(f"reload is not available in the {self.where}", "Unavailable")
+        self.on_reload()
+
+    async def upgrade(self) -> None:
+        """``Upgrade``: what SIGUSR2 does; the hook must act on a later reactor turn so that the
+        caller gets its answer first (fix of spec §3.14)."""
+        if self.on_upgrade is None:
+            raise AdminError(f"upgrade is not available in the {self.where}", "Unavailable")
+        self.on_upgrade()
+
+
+def _pairs(raw: Any) -> dict[str, str]:
+    """HGETALL reply (flat list or dict) as a dict of str."""
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):
+        return {str(k): str(v) for k, v in raw.items()}
+    items = list(raw)
+    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def upgrade_by_signal(reactor: Any) -> Callable[[], None]:
+    """The daemon's ``upgrade`` hook until the lifecycle code offers one: SIGUSR2 to ourselves, a
+    moment later so the caller gets its answer first.  Refused when nothing handles SIGUSR2 (its
+    default action would kill the daemon)."""
+    import signal
+
+    def upgrade() -> None:
+        handler = signal.getsignal(signal.SIGUSR2)
+        if handler in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise AdminError("seamless upgrade is not available: no SIGUSR2 handler is installed",
+                             "Unavailable")
+        reactor.callLater(0.1, os.kill, os.getpid(), signal.SIGUSR2)
+
+    return upgrade
+
+
+def admin_for_app(app: Any) -> AdminCommands:
+    """The daemon's AdminCommands, wired to the app's Redis, config, local scan and lifecycle hooks.
+
+    The mirror scan is used if the app offers ``get_mirror_scanner()`` (engineer B's scan code);
+    the upgrade through ``app.upgrade()`` if the lifecycle code defines it, else by SIGUSR2.
+    """
+    scanner_getter = getattr(app, "get_mirror_scanner", None)
+    upgrade = getattr(app, "upgrade", None)
+
+    async def refresh(rehash: bool) -> Any:
+        return await app.get_source_scanner().refresh(rehash)
+
+    return AdminCommands(
+        app.get_redis(),
+        lambda: app.config,
+        refresher=refresh,
+        mirror_scanner=scanner_getter() if scanner_getter is not None else None,
+        on_reload=app.config_holder.reload,
+        on_upgrade=upgrade if callable(upgrade) else upgrade_by_signal(app.reactor),
+    )

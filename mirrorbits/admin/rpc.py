@@ -1,0 +1,377 @@
+"""The admin channel between the ``mirrorbits`` CLI and the daemon: Twisted AMP over TCP.
+
+One AMP command, :class:`AdminCall`, carries a method name of :class:`~mirrorbits.admin.commands.
+AdminCommands`, its keyword arguments as JSON and the password; the answer is JSON too (a value, or
+an error with the gRPC-like code the Go daemon would have used).  Values larger than AMP's 64 KiB
+limit are split over several box keys (:class:`BigUnicode`), so ``list`` works with any number of
+mirrors.
+
+Security (spec §9.2): the password is compared, in constant time, with the *current*
+``RPCPassword`` on every call, so ``reload`` changes it live; a call without a password is refused
+with ``Unauthenticated``/``access denied`` (the Go daemon crashed on it).  Nothing a client sends can
+stop the daemon: unknown methods, bad JSON and unexpected exceptions become error answers.
+
+The listener is bound to ``RPCListenAddress`` (default ``localhost:3390``) at start and, as in Go, not
+re-bound on reload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import Service
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from mirrorbits.admin.commands import (
+    AddResult,
+    AdminCommands,
+    AdminError,
+    GeoUpdateResult,
+    MirrorRef,
+    ScanReply,
+    StatsMirrorReply,
+)
+from mirrorbits.admin.formatting import VersionInfo
+from mirrorbits.config import Config
+from mirrorbits.endpoints import listen_description
+from mirrorbits.model import Mirror
+
+__all__ = [
+    "AdminCall",
+    "AdminProtocol",
+    "BigUnicode",
+    "RemoteAdmin",
+    "RpcService",
+    "connect",
+    "decode_value",
+    "encode_value",
+]
+
+log = Logger(namespace="mirrorbits.admin.rpc")
+
+#: Methods of AdminCommands a client may call.
+METHODS = frozenset({
+    "ping", "version", "match_mirror", "resolve", "list_mirrors", "mirror_info", "mirror_logs",
+    "stats_file", "stats_mirror", "add_mirror", "update_mirror", "geo_update_mirror", "change_status",
+    "remove_mirror", "refresh", "scan_mirror", "reload", "upgrade",
+})
+
+_CHUNK = 60000
+
+
+class BigUnicode(amp.Argument):
+    """A text value of any size: split over ``name``, ``name.1``, ``name.2``... box keys."""
+
+    def toBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any],  # noqa: N802
+              proto: Any) -> None:
+        data = str(objects[name.decode()]).encode("utf-8", "surrogateescape")
+        strings[name] = data[:_CHUNK]
+        for i, start in enumerate(range(_CHUNK, len(data), _CHUNK), 1):
+            strings[name + b".%d" % i] = data[start:start + _CHUNK]
+
+    def fromBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any],  # noqa: N802
+                proto: Any) -> None:
+        if name not in strings:
+            objects[name.decode()] = None
+            return
+        parts = [strings[name]]
+        i = 1
+        while name + b".%d" % i in strings:
+            parts.append(strings[name + b".%d" % i])
+            i += 1
+        objects[name.decode()] = b"".join(parts).decode("utf-8", "surrogateescape")
+
+
+class AdminCall(amp.Command):
+    """Call ``method(**json.loads(args))`` on the daemon's AdminCommands."""
+
+    arguments = [
+        (b"method", amp.Unicode()),
+        (b"password", amp.Unicode(optional=True)),
+        (b"args", BigUnicode(optional=True)),
+    ]
+    response = [(b"result", BigUnicode())]
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON encoding of the values the commands take and return
+
+_TYPES: dict[str, type] = {t.__name__: t for t in (
+    Mirror, MirrorRef, AddResult, GeoUpdateResult, ScanReply, StatsMirrorReply, VersionInfo)}
+
+
+def encode_value(value: Any) -> Any:
+    """A JSON-able form of arguments/results (dataclasses and datetimes tagged with their type)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {"__type__": type(value).__name__}
+        for f in dataclasses.fields(value):
+            out[f.name] = encode_value(getattr(value, f.name))
+        return out
+    if isinstance(value, datetime):
+        return {"__datetime__": value.astimezone(UTC).isoformat()}
+    if isinstance(value, list | tuple):
+        return [encode_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): encode_value(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return float(value)
+    return value
+
+
+def decode_value(value: Any) -> Any:
+    """Inverse of :func:`encode_value`; unknown type tags raise ValueError."""
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    if isinstance(value, dict):
+        if "__datetime__" in value:
+            return datetime.fromisoformat(value["__datetime__"])
+        if "__type__" in value:
+            cls = _TYPES.get(value["__type__"])
+            if cls is None:
+                raise ValueError(f"unknown type {value['__type__']!r}")
+            names = {f.name for f in dataclasses.fields(cls)}
+            kwargs = {k: decode_value(v) for k, v in value.items() if k in names}
+            if "warnings" in kwargs:
+                kwargs["warnings"] = tuple(kwargs["warnings"])
+            return cls(**kwargs)
+        return {k: decode_value(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Server side
+
+
+class AdminProtocol(amp.AMP):
+    """One admin connection in the daemon.  Calls still running when it drops are cancelled (a scan
+    whose CLI went away stops, as the Go daemon aborted on the caller's deadline)."""
+
+    def __init__(self, admin: AdminCommands, config: Callable[[], Config]) -> None:
+        super().__init__()
+        self.admin = admin
+        self.config = config
+        self._running: set[defer.Deferred[Any]] = set()
+
+    @AdminCall.responder
+    def call(self, method: str, password: str | None = None, args: str | None = None) -> Any:
+        d = defer.Deferred.fromCoroutine(self._call(method, password, args))
+        self._running.add(d)
+        d.addBoth(self._done, d)
+        return d
+
+    def _done(self, result: Any, d: defer.Deferred[Any]) -> Any:
+        self._running.discard(d)
+        return result
+
+    async def _call(self, method: str, password: str | None, args: str | None) -> dict[str, str]:
+        try:
+            value = await self._dispatch(method, password, args)
+            payload: dict[str, Any] = {"ok": encode_value(value)}
+        except AdminError as e:
+            payload = {"error": {"code": e.code, "message": e.message}}
+        except defer.CancelledError:
+            payload = {"error": {"code": "Canceled", "message": "context canceled"}}
+        except Exception as e:
+            log.failure("admin call {method} failed", method=method)
+            payload = {"error": {"code": "Internal", "message": f"internal error: {e}"}}
+        return {"result": json.dumps(payload)}
+
+    async def _dispatch(self, method: str, password: str | None, args: str | None) -> Any:
+        expected = self.config().RPCPassword
+        # A missing password is refused, never a crash (Go panicked, spec §9.2 defect 1).
+        if password is None or not hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
+                                                       expected.encode("utf-8", "surrogateescape")):
+            raise AdminError("access denied", "Unauthenticated")
+        if method not in METHODS:
+            raise AdminError(f"unknown method {method!r}", "Unimplemented")
+        try:
+            kwargs = decode_value(json.loads(args)) if args else {}
+            if not isinstance(kwargs, dict):
+                raise ValueError("arguments must be an object")
+        except ValueError as e:
+            raise AdminError(f"bad arguments: {e}", "InvalidArgument") from None
+        timeout = kwargs.pop("_timeout", None)
+        try:
+            coro = getattr(self.admin, method)(**kwargs)
+        except TypeError as e:
+            raise AdminError(f"bad arguments: {e}", "InvalidArgument") from None
+        d = defer.Deferred.fromCoroutine(coro)
+        if timeout:
+            from twisted.internet import reactor
+
+            d.addTimeout(float(timeout), reactor)
+            try:
+                return await d
+            except defer.TimeoutError:
+                raise AdminError("context deadline exceeded", "DeadlineExceeded") from None
+        return await d
+
+    def connectionLost(self, reason: Any = None) -> None:  # type: ignore[override]  # noqa: N802
+        super().connectionLost(reason)
+        for d in list(self._running):
+            d.cancel()
+
+
+class _AdminFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, admin: AdminCommands, config: Callable[[], Config]) -> None:
+        self.admin = admin
+        self.config = config
+
+    def buildProtocol(self, addr: Any) -> AdminProtocol:  # noqa: N802
+        p = AdminProtocol(self.admin, self.config)
+        p.factory = self
+        return p
+
+
+class RpcService(Service):
+    """Listens on ``RPCListenAddress`` with the admin AMP protocol."""
+
+    name = "rpc"
+
+    def __init__(self, admin: AdminCommands, config: Callable[[], Config], reactor: Any = None) -> None:
+        self.admin = admin
+        self.config = config
+        self.reactor = reactor
+        self._inner: Service | None = None
+        self.address = config().RPCListenAddress
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        desc = listen_description(self.address)
+        self._inner = strports.service(desc, _AdminFactory(self.admin, self.config), reactor=self.reactor)
+        self._inner.startService()
+
+    def stopService(self) -> Any:  # noqa: N802
+        super().stopService()
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            return inner.stopService()
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Client side
+
+
+class RemoteAdmin:
+    """The daemon's AdminCommands seen through the channel: same method names and results.
+
+    ``timeouts`` are the Go client deadlines (spec §2.5): 10 s by default, 60 s for remove, none for
+    scan (unless asked) and refresh.
+    """
+
+    DEFAULT_TIMEOUT = 10.0
+
+    def __init__(self, proto: amp.AMP, password: str, reactor: Any) -> None:
+        self.proto = proto
+        self.password = password
+        self.reactor = reactor
+        self.where = "daemon"
+
+    async def _call(self, method: str, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
+        d = self.proto.callRemote(AdminCall, method=method, password=self.password,
+                                  args=json.dumps(encode_value(kwargs)))
+        if timeout:
+            d.addTimeout(timeout, self.reactor)
+        try:
+            reply = await d
+        except defer.TimeoutError:
+            raise AdminError("context deadline exceeded", "DeadlineExceeded") from None
+        except amp.UnknownRemoteError as e:
+            raise AdminError(str(e), "Unknown") from None
+        except Exception as e:  # connection lost...
+            raise AdminError("transport is closing" if "onnection" in str(e) else str(e),
+                             "Unavailable") from None
+        payload = json.loads(reply["result"])
+        if "error" in payload:
+            raise AdminError(payload["error"]["message"], payload["error"]["code"])
+        return decode_value(payload["ok"])
+
+    async def ping(self) -> None:
+        await self._call("ping")
+
+    async def version(self) -> VersionInfo:
+        return await self._call("version")  # type: ignore[no-any-return]
+
+    async def match_mirror(self, pattern: str) -> list[MirrorRef]:
+        return await self._call("match_mirror", pattern=pattern)  # type: ignore[no-any-return]
+
+    async def resolve(self, pattern: str) -> list[MirrorRef]:
+        return await self._call("resolve", pattern=pattern)  # type: ignore[no-any-return]
+
+    async def list_mirrors(self) -> list[Mirror]:
+        return await self._call("list_mirrors")  # type: ignore[no-any-return]
+
+    async def mirror_info(self, mirror_id: int) -> Mirror:
+        return await self._call("mirror_info", mirror_id=mirror_id)  # type: ignore[no-any-return]
+
+    async def mirror_logs(self, mirror_id: int, max_results: int = 500) -> list[str]:
+        return await self._call("mirror_logs", mirror_id=mirror_id,  # type: ignore[no-any-return]
+                                max_results=max_results)
+
+    async def stats_file(self, pattern: str, start: datetime, end: datetime) -> dict[str, int]:
+        return await self._call("stats_file", pattern=pattern,  # type: ignore[no-any-return]
+                                start=start, end=end)
+
+    async def stats_mirror(self, mirror_id: int, start: datetime, end: datetime) -> StatsMirrorReply:
+        return await self._call("stats_mirror", mirror_id=mirror_id,  # type: ignore[no-any-return]
+                                start=start, end=end)
+
+    async def add_mirror(self, mirror: Mirror) -> AddResult:
+        return await self._call("add_mirror", mirror=mirror)  # type: ignore[no-any-return]
+
+    async def update_mirror(self, mirror: Mirror) -> str:
+        return await self._call("update_mirror", mirror=mirror)  # type: ignore[no-any-return]
+
+    async def geo_update_mirror(self, mirror_id: int) -> GeoUpdateResult:
+        return await self._call("geo_update_mirror", mirror_id=mirror_id)  # type: ignore[no-any-return]
+
+    async def change_status(self, mirror_id: int, enabled: bool) -> None:
+        await self._call("change_status", mirror_id=mirror_id, enabled=enabled)
+
+    async def remove_mirror(self, mirror_id: int) -> None:
+        await self._call("remove_mirror", timeout=60.0, mirror_id=mirror_id)
+
+    async def refresh(self, rehash: bool = False) -> None:
+        await self._call("refresh", timeout=None, rehash=rehash)
+
+    async def scan_mirror(self, mirror_id: int, auto_enable: bool = False, protocol: int = 0,
+                          timeout: float | None = None) -> ScanReply:
+        kwargs: dict[str, Any] = {"mirror_id": mirror_id, "auto_enable": auto_enable,
+                                  "protocol": protocol}
+        if timeout:
+            kwargs["_timeout"] = timeout
+        return await self._call("scan_mirror", timeout=timeout, **kwargs)  # type: ignore[no-any-return]
+
+    async def reload(self) -> None:
+        await self._call("reload")
+
+    async def upgrade(self) -> None:
+        await self._call("upgrade")
+
+    def close(self) -> None:
+        if self.proto.transport is not None:
+            self.proto.transport.loseConnection()
+
+
+async def connect(host: str, port: int, password: str, reactor: Any = None,
+                  timeout: float = 10.0) -> RemoteAdmin:
+    """Dial the daemon (plain TCP, like Go's gRPC without TLS).  Raises ConnectError subclasses."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+        reactor = default_reactor
+    endpoint = HostnameEndpoint(reactor, host.encode("idna") if host.isascii() else host, port,
+                                timeout=timeout)
+    proto = await endpoint.connect(protocol.Factory.forProtocol(amp.AMP))
+    return RemoteAdmin(proto, password, reactor)  # type: ignore[arg-type]

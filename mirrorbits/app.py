@@ -78,7 +78,30 @@ class Mirrorbits:
 
     def extra_services(self) -> list[Any]:
         """Services of the other parts (monitor, scans, statistics...), started after Redis."""
-        return [self.get_source_scanner(), *self._redirector_services()]
+        return [self.get_source_scanner(), *self._redirector_services(), *self._admin_services()]
+
+    # -- administration (engineer J) ---------------------------------------------------------
+
+    def get_admin(self) -> Any:
+        """Every admin operation (the CLI channel and the SSH manhole share it)."""
+        from mirrorbits.admin.commands import admin_for_app
+
+        return self._once("admin", lambda: admin_for_app(self))
+
+    def get_rpc_service(self) -> Any:
+        """The admin channel of the ``mirrorbits`` CLI, on ``RPCListenAddress``."""
+        from mirrorbits.admin.rpc import RpcService
+
+        return self._once("rpc", lambda: RpcService(self.get_admin(), lambda: self.config, self.reactor))
+
+    def get_manhole_service(self) -> Any:
+        """The SSH manhole, or None when ``ManholeListenAddress`` is empty (the default)."""
+        from mirrorbits.admin.manhole import manhole_service
+
+        return self._once("manhole", lambda: manhole_service(self))
+
+    def _admin_services(self) -> list[Any]:
+        return [s for s in (self.get_rpc_service(), self.get_manhole_service()) if s is not None]
 
     # -- redirector (engineer H) -------------------------------------------------------------
 

@@ -78,7 +78,8 @@ class Mirrorbits:
 
     def extra_services(self) -> list[Any]:
         """Services of the other parts (monitor, scans, statistics...), started after Redis."""
-        return [self.get_source_scanner(), *self._redirector_services(), *self._admin_services()]
+        return [self.get_source_scanner(), *self._redirector_services(), *self._admin_services(),
+                *self.worker_services()]
 
     # -- administration (engineer J) ---------------------------------------------------------
 
@@ -127,6 +128,46 @@ class Mirrorbits:
         from mirrorbits.web.workers import RedirectorService
 
         return [RedirectorService(self)]
+
+    # -- statistics, download log and pages (engineer L) ----------------------------------------
+
+    def get_download_stats(self) -> Any:
+        """Download counters, flushed to ``STATS_*`` every 500 ms (mirrorbits.web.stats)."""
+        from mirrorbits.web.stats import DownloadStats
+
+        return self._once("download_stats",
+                          lambda: DownloadStats(self.get_redis(), lambda: self.config, self.reactor))
+
+    def get_download_log(self) -> Any:
+        """``<LogDir>/downloads.log`` (mirrorbits.web.downloadlog); ``reopen()`` for SIGUSR1."""
+        from mirrorbits.web.downloadlog import DownloadLog
+
+        return self._once("download_log", lambda: DownloadLog(self.config_holder))
+
+    def get_pages(self) -> Any:
+        """?stats, ?mirrorstats, checksums, ?mirrors and the mirror list page (web.pages)."""
+        from mirrorbits.web.pages import Endpoints
+
+        return self._once("pages", lambda: Endpoints(self))
+
+    def get_file_stats_handler(self) -> Any:
+        return self.get_pages().file_stats
+
+    def get_mirror_stats_handler(self) -> Any:
+        return self.get_pages().mirror_stats
+
+    def get_checksum_handler(self) -> Any:
+        return self.get_pages().checksum
+
+    def get_mirrors_json_handler(self) -> Any:
+        return self.get_pages().mirrors_json
+
+    def get_mirrorlist_renderer(self) -> Any:
+        return self.get_pages().mirrorlist
+
+    def worker_services(self) -> list[Any]:
+        """Per-process services of an HTTP worker process: its own counters and log writer."""
+        return [self.get_download_stats(), self.get_download_log()]
 
     def fatal(self, message: str) -> None:
         """A condition the daemon must not run with: log it, stop, exit non-zero."""

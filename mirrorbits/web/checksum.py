@@ -56,19 +56,21 @@ class FileInfoLoader:
         return FileInfo.from_redis(path, reply or [])
 
 
-def chosen_hash(request: Any) -> str | None:
+def chosen_hash(request: Any, query: dict[str, list[str]] | None = None) -> str | None:
     """The first checksum parameter present (md5, sha1, sha256), or None."""
     for name in CHECKSUM_PARAMS:
-        if query_values(request, name) is not None:
+        if (name in query) if query is not None else query_values(request, name) is not None:
             return name
     return None
 
 
 async def render_checksum(request: Any, repository: str, url_path: str,
-                          load: Callable[[str], Awaitable[FileInfo]]) -> bytes:
+                          load: Callable[[str], Awaitable[FileInfo]],
+                          query: dict[str, list[str]] | None = None) -> bytes:
     """Answer a CHECKSUM request: set status and headers on ``request``, return the body.
 
-    ``url_path`` is the percent-decoded request path; ``load`` a :class:`FileInfoLoader`.
+    ``url_path`` is the percent-decoded request path; ``load`` a :class:`FileInfoLoader`;
+    ``query`` the parsed query (read from ``request.uri`` when None).
     """
     try:
         path = sanitize_path(repository, url_path)
@@ -79,7 +81,7 @@ async def render_checksum(request: Any, repository: str, url_path: str,
     except Exception as e:
         log.debug("checksum: cannot load {path}: {err}", path=path, err=e)
         return plain_error(request, 503, "Service Unavailable")
-    name = chosen_hash(request) or "sha256"
+    name = chosen_hash(request, query) or "sha256"
     digest = getattr(info, name, "")
     if not digest:
         return plain_error(request, 404, "Hash type not supported")

@@ -160,6 +160,10 @@ class DownloadLog(Service):
         except OSError as e:
             log.error("Cannot write to the download log: {err}", err=e.strerror)
 
+    def log(self, typ: str, status: int, method: str, results: Any) -> None:
+        """The redirector's call (spec §4 step 11): the error text is ``results.error``."""
+        self.write(typ, status, method, results, getattr(results, "error", None))
+
     # -- service -------------------------------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802

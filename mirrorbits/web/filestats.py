@@ -62,9 +62,12 @@ def _int(v: Any) -> int:
 
 
 async def render_file_stats(request: Any, redis: Any, repository: str, url_path: str,
-                            clock: Callable[[], float] = time.time) -> bytes:
-    """Answer a FILESTATS request: set the status on ``request`` and return the body."""
-    values = query_values(request, "stats") or [""]
+                            clock: Callable[[], float] = time.time,
+                            query: dict[str, list[str]] | None = None) -> bytes:
+    """Answer a FILESTATS request: set the status on ``request`` and return the body.
+
+    ``query`` is the parsed query (read from ``request.uri`` when None)."""
+    values = (query.get("stats") if query is not None else query_values(request, "stats")) or [""]
     raw = values[0]
     parts = parse_period(raw)
     if parts is None:
@@ -77,6 +80,9 @@ async def render_file_stats(request: Any, redis: Any, repository: str, url_path:
             keys = (schema.stats_file_key(y, m, d), schema.stats_file_key(y, m),
                     schema.stats_file_key(y), schema.stats_file_key())
             replies = await redis.transaction([("HGET", k, path) for k in keys])
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
             n = [_int(r) for r in replies] + [0] * (4 - len(replies))
             doc: dict[str, Any] = {"Today": n[0], "Month": n[1], "Year": n[2], "Total": n[3]}
         else:

@@ -23,16 +23,65 @@ from twisted.logger import Logger
 
 from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_json_dumps
 from mirrorbits.model import Mirror
+from mirrorbits.redis import schema
 from mirrorbits.web.clientinfo import query_values
-from mirrorbits.web.pages import fetch_mirrors, mirror_state
 from mirrorbits.web.render import plain_error
 
-__all__ = ["PARAM", "mirror_entry", "render_mirrors_json"]
+__all__ = ["PARAM", "fetch_mirrors", "mirror_entry", "mirror_state", "render_mirrors_json"]
 
 log = Logger(namespace="mirrorbits.mirrorsjson")
 
 #: The query parameter that selects this answer.
 PARAM = "mirrors"
+
+
+def mirror_state(m: Mirror) -> str:
+    """``disabled``, ``up``, ``down`` or ``degraded``: the marker rule of the Go mirrorstats page."""
+    if not m.enabled:
+        return "disabled"
+    if m.http_up == m.https_up:
+        return "up" if m.http_up else "down"
+    url = m.http_url.lower()
+    if url.startswith("http://"):
+        return "up" if m.http_up else "down"
+    if url.startswith("https://"):
+        return "up" if m.https_up else "down"
+    return "degraded"
+
+
+def _hash_pairs(reply: Any) -> dict[str, str]:
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items()}
+    if not reply:
+        return {}
+    it = iter(reply)
+    return {str(k): str(v) for k, v in zip(it, it, strict=False)}
+
+
+async def fetch_mirrors(redis: Any) -> list[tuple[int, str, Mirror | None]]:
+    """Every mirror of ``MIRRORS`` as (id, name, record or None when it cannot be loaded), by id.
+
+    Raises when ``HGETALL MIRRORS`` fails.
+    """
+    names = _hash_pairs(await redis.execute("HGETALL", schema.MIRRORS))
+    ids: list[tuple[int, str]] = []
+    for k, name in names.items():
+        try:
+            ids.append((int(k), name))
+        except ValueError:
+            log.warn("MIRRORS: ignoring non-numeric id {k!r}", k=k)
+    ids.sort()
+    replies = await redis.pipeline([("HGETALL", schema.mirror_key(i)) for i, _ in ids]) if ids else []
+    out: list[tuple[int, str, Mirror | None]] = []
+    for (i, name), reply in zip(ids, replies, strict=False):
+        record: Mirror | None = None
+        if not isinstance(reply, Exception):
+            try:
+                record = Mirror.from_redis(_hash_pairs(reply))
+            except ValueError as e:
+                log.debug("mirror {id}: {err}", id=i, err=e)
+        out.append((i, name, record))
+    return out
 
 
 def _time(secs: int | None) -> str:
@@ -62,14 +111,15 @@ def mirror_entry(mirror_id: int, name: str, m: Mirror | None) -> dict[str, Any]:
     }
 
 
-async def render_mirrors_json(request: Any, redis: Any) -> bytes:
+async def render_mirrors_json(request: Any, redis: Any,
+                              query: dict[str, list[str]] | None = None) -> bytes:
     """Answer ``?mirrors``: 200 JSON, or 500 ``Cannot fetch the list of mirrors``."""
     try:
         mirrors = await fetch_mirrors(redis)
     except Exception as e:
         log.debug("?mirrors: {err}", err=e)
         return plain_error(request, 500, "Cannot fetch the list of mirrors")
-    pretty = query_values(request, "pretty") is not None
+    pretty = ("pretty" in query) if query is not None else query_values(request, "pretty") is not None
     body = go_json_dumps([mirror_entry(i, n, m) for i, n, m in mirrors], pretty=pretty)
     request.setResponseCode(200)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")

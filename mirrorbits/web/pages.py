@@ -19,26 +19,34 @@ counters are 0.
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
+from twisted.web import server
 from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
 from mirrorbits import VERSION
 from mirrorbits.gocompat import Float32, format_duration, format_rfc1123, go_json_marshal
 from mirrorbits.model import Mirror
 from mirrorbits.redis import schema
+from mirrorbits.web.checksum import FileInfoLoader, render_checksum
+from mirrorbits.web.filestats import render_file_stats
+from mirrorbits.web.mirrorsjson import fetch_mirrors, mirror_state, render_mirrors_json
 from mirrorbits.web.render import plain_error
 
 __all__ = [
+    "Endpoints",
     "Pages",
+    "deliver",
     "Templates",
     "MirrorStatsRow",
     "concaturl",
@@ -132,20 +140,6 @@ def fuzzy_time(seconds: float) -> str:
     if hours / 24 / 365 > 1:
         return fmt(hours / 24 / 365, "year")
     return fmt(hours / 24, "day")
-
-
-def mirror_state(m: Mirror) -> str:
-    """``disabled``, ``up``, ``down`` or ``degraded``: the marker rule of the Go mirrorstats page."""
-    if not m.enabled:
-        return "disabled"
-    if m.http_up == m.https_up:
-        return "up" if m.http_up else "down"
-    url = m.http_url.lower()
-    if url.startswith("http://"):
-        return "up" if m.http_up else "down"
-    if url.startswith("https://"):
-        return "up" if m.https_up else "down"
-    return "degraded"
 
 
 STATE_COLORS = {"up": "#27ae60", "down": "#c0392b", "degraded": "#e67e22", "disabled": "#000000"}
@@ -515,41 +509,6 @@ class MirrorStatsBody(Element):
 # The pages object
 
 
-def _hash_pairs(reply: Any) -> dict[str, str]:
-    if isinstance(reply, dict):
-        return {str(k): str(v) for k, v in reply.items()}
-    if not reply:
-        return {}
-    it = iter(reply)
-    return {str(k): str(v) for k, v in zip(it, it, strict=False)}
-
-
-async def fetch_mirrors(redis: Any) -> list[tuple[int, str, Mirror | None]]:
-    """Every mirror of ``MIRRORS`` as (id, name, record or None when it cannot be loaded), by id.
-
-    Raises when ``HGETALL MIRRORS`` fails.
-    """
-    names = _hash_pairs(await redis.execute("HGETALL", schema.MIRRORS))
-    ids: list[tuple[int, str]] = []
-    for k, name in names.items():
-        try:
-            ids.append((int(k), name))
-        except ValueError:
-            log.warn("MIRRORS: ignoring non-numeric id {k!r}", k=k)
-    ids.sort()
-    replies = await redis.pipeline([("HGETALL", schema.mirror_key(i)) for i, _ in ids]) if ids else []
-    out: list[tuple[int, str, Mirror | None]] = []
-    for (i, name), reply in zip(ids, replies, strict=False):
-        record: Mirror | None = None
-        if not isinstance(reply, Exception):
-            try:
-                record = Mirror.from_redis(_hash_pairs(reply))
-            except ValueError as e:
-                log.debug("mirror {id}: {err}", id=i, err=e)
-        out.append((i, name, record))
-    return out
-
-
 class Pages:
     """Renders the pages for the redirector's dispatch (``get_pages()`` of the app).
 
@@ -636,3 +595,84 @@ class Pages:
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", _TEXT_HTML)
         return body
+
+
+# ---------------------------------------------------------------------------------------------
+# The plug-ins of the redirector's dispatch (mirrorbits.web.resource)
+
+
+def _encode(request: Any, body: bytes, config: Any) -> bytes:
+    """§13.2 gzip, as the redirector does it (level 1, correct Content-Length: fix of quirk 6)."""
+    if not getattr(config, "Gzip", False) or request.code == 304:
+        return body
+    accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
+    if not accept or not any(b"gzip" in a for a in accept):
+        return body
+    request.setHeader(b"Content-Encoding", b"gzip")
+    return gzip.compress(body, compresslevel=1, mtime=0)
+
+
+def deliver(request: Any, config: Any, work: Coroutine[Any, Any, bytes]) -> int:
+    """Run ``work`` (sets status and headers, returns the body) and finish ``request`` with it;
+    returns ``NOT_DONE_YET`` for the resource.  A bug answers a plain 500."""
+
+    def done(body: bytes) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        body = _encode(request, body, config)
+        if request.code not in (204, 304):
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+        if body and request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    def failed(failure: Any) -> None:
+        log.failure("Request {uri!r} failed", failure, uri=getattr(request, "uri", b""))
+        if not request.finished and not getattr(request, "_disconnected", False):
+            done(plain_error(request, 500, "Internal Server Error"))
+
+    d = defer.Deferred.fromCoroutine(work)
+    d.addCallbacks(done, failed)
+    return server.NOT_DONE_YET  # type: ignore[no-any-return]
+
+
+class Endpoints:
+    """What ``app.get_pages()`` hands the redirector: the ``?stats``, ``?mirrorstats``,
+    checksum and ``?mirrors`` handlers (``handler(request, ctx)`` with the dispatch's
+    :class:`~mirrorbits.web.resource.RequestContext`) and the synchronous mirror-list renderer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.pages = Pages(app.config_holder, app.get_redis())
+        view_getter = getattr(app, "get_cache", None)
+        self.file_info = FileInfoLoader(app.get_redis(), view_getter)
+
+    def file_stats(self, request: Any, ctx: Any) -> int:
+        return deliver(request, ctx.config, render_file_stats(
+            request, self.app.get_redis(), ctx.config.Repository, ctx.url_path, query=ctx.query))
+
+    def mirror_stats(self, request: Any, ctx: Any) -> int:
+        return deliver(request, ctx.config, self.pages.render_mirrorstats(request))
+
+    def checksum(self, request: Any, ctx: Any) -> int:
+        return deliver(request, ctx.config, render_checksum(
+            request, ctx.config.Repository, ctx.url_path, self.file_info, query=ctx.query))
+
+    def mirrors_json(self, request: Any, ctx: Any) -> int:
+        return deliver(request, ctx.config,
+                       render_mirrors_json(request, self.app.get_redis(), query=ctx.query))
+
+    def mirrorlist(self, request: Any, results: Any) -> bytes:
+        """The MIRRORLIST renderer, synchronous as the redirector wants it: the page has no
+        asynchronous parts, so its flattening finishes at once."""
+        out: list[Any] = []
+        d = defer.Deferred.fromCoroutine(self.pages.render_mirrorlist(request, results))
+        d.addBoth(out.append)
+        if not out:
+            d.cancel()
+            return plain_error(request, 500, "mirror list page did not render synchronously")
+        result = out[0]
+        if isinstance(result, bytes):
+            return result
+        log.failure("mirrorlist page failed", result)
+        return plain_error(request, 500, str(getattr(result, "value", result)))

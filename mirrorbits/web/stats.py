@@ -87,8 +87,23 @@ class DownloadStats(Service):
 
     # -- hot path ------------------------------------------------------------------------------
 
-    def count_download(self, path: str, mirror_id: int | None, size: int, client_ip: str = "",
-                       user_agent: str = "", ranged: bool = False) -> None:
+    def count_download(self, request: Any, results: Any) -> None:
+        """The redirector's call after a GET redirect with a non-empty list (spec §9.4): the first
+        mirror of ``results`` (none for a fallback), the local file size, the client IP, the
+        ``User-Agent`` and whether a ``Range`` header was sent."""
+        mlist = results.mirror_list
+        if not mlist:
+            return
+        cand = mlist[0].candidate
+        mirror_id = None if results.fallback or getattr(cand, "source", None) is None else cand.id
+        headers = request.requestHeaders
+        agents = headers.getRawHeaders(b"user-agent")
+        agent = agents[0].decode("utf-8", "surrogateescape") if agents else ""
+        self.count(results.file_info.path, mirror_id, results.file_info.size, results.ip, agent,
+                   headers.hasHeader(b"range"))
+
+    def count(self, path: str, mirror_id: int | None, size: int, client_ip: str = "",
+              user_agent: str = "", ranged: bool = False) -> None:
         """Count one redirected GET of ``path`` (the sanitised path) to ``mirror_id`` (None for a
         fallback).  Never waits: a ``Range`` request is de-duplicated in the background."""
         if not path:

@@ -14,6 +14,7 @@ needs it, so adding the getter to :class:`mirrorbits.app.Mirrorbits` is enough:
 * ``app.get_file_stats_handler()`` → ``handler(request, ctx) -> bytes | NOT_DONE_YET`` (``?stats``)
 * ``app.get_mirror_stats_handler()`` → same signature (``?mirrorstats``)
 * ``app.get_checksum_handler()`` → same signature (``?md5``/``?sha1``/``?sha256``)
+* ``app.get_mirrors_json_handler()`` → same signature (``?mirrors``, not a Go type: checked last)
 * ``app.get_mirrorlist_renderer()`` → ``render(request, results: Results) -> bytes`` (``?mirrorlist``)
 * ``app.get_download_stats()`` → ``.count_download(request, results)`` after a GET redirect with a
   non-empty list (§9.4: dedupe on Range, first mirror, local size are the callee's business)
@@ -78,6 +79,8 @@ STANDARD = "STANDARD"
 FILESTATS = "FILESTATS"
 MIRRORSTATS = "MIRRORSTATS"
 CHECKSUM = "CHECKSUM"
+#: Not a Go type: ``?mirrors``, the JSON list of all mirrors (engineer L, web/mirrorsjson.py).
+MIRRORSJSON = "MIRRORSJSON"
 
 #: How long a request waits for Redis on a view miss before it is answered with the fallbacks.
 LOAD_TIMEOUT = 2.0
@@ -124,6 +127,8 @@ def request_type(query: dict[str, list[str]]) -> str:
         return MIRRORSTATS
     if "md5" in query or "sha1" in query or "sha256" in query:
         return CHECKSUM
+    if "mirrors" in query:
+        return MIRRORSJSON
     return STANDARD
 
 
@@ -179,6 +184,7 @@ class RedirectorResource(resource.Resource):
             FILESTATS: self._plugin("get_file_stats_handler"),
             MIRRORSTATS: self._plugin("get_mirror_stats_handler"),
             CHECKSUM: self._plugin("get_checksum_handler"),
+            MIRRORSJSON: self._plugin("get_mirrors_json_handler"),
         }
 
     # -- helpers ---------------------------------------------------------------------------------

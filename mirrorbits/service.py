@@ -1,9 +1,11 @@
 """``makeService``: the daemon's service tree, shared by ``twistd mirrorbits``, ``mirrorbits.tac`` and
 ``mirrorbits daemon``.
 
-Start order (children start in the order they were added, and stop in reverse): the embedded Redis
-(if any), the Redis connection with its schema check, then the HTTP listener.  So on the way down the
-HTTP side stops first and the embedded Redis last.
+Start order (children start in the order they were added, and stop in reverse, one after the
+other): the lifecycle (signals, upgrade), the embedded Redis (if any), the Redis connection with its
+schema check, the other parts, then the HTTP listener.  So on the way down the HTTP side stops
+accepting and drains first, the stats flush while Redis is still there, and the embedded Redis stops
+last.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from mirrorbits.app import Mirrorbits
 from mirrorbits.config import ConfigError, ConfigHolder, find_config_path, load_config
-from mirrorbits.endpoints import listen_description
 from mirrorbits.web.site import make_site
 
 log = Logger(namespace="mirrorbits.service")
@@ -87,9 +88,30 @@ class MirrorbitsService(service.MultiService):
 
     name = "mirrorbits"
 
+    #: Bound on each child's stop, so one stuck part cannot hang the daemon's exit forever.
+    child_stop_timeout = 30.0
+
     def __init__(self, app: Mirrorbits) -> None:
         super().__init__()
         self.app = app
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        """Stop the children one after the other, in reverse order (MultiService stops them all at
+        once: the stats would flush and Redis close while HTTP requests still run)."""
+        service.Service.stopService(self)
+        return defer.Deferred.fromCoroutine(self._stop_in_order())
+
+    async def _stop_in_order(self) -> None:
+        for child in reversed(list(self)):
+            d = defer.maybeDeferred(child.stopService)
+            d.addTimeout(self.child_stop_timeout, self.app.reactor)
+            try:
+                await d
+            except defer.TimeoutError:
+                log.error("Stopping {name} took more than {t}s; going on", name=child.name,
+                          t=self.child_stop_timeout)
+            except Exception:
+                log.failure("Stopping {name} failed", name=child.name)
 
 
 def load_options_config(options: DaemonOptions) -> ConfigHolder:
@@ -113,14 +135,25 @@ def makeService(options: DaemonOptions | dict[str, Any], reactor: Any = None,  #
     holder = config or load_options_config(options)
     app = Mirrorbits(holder, reactor, monitor=options.monitor)
     root = MirrorbitsService(app)
+    from mirrorbits.lifecycle import register_lifecycle
+    from mirrorbits.lifecycle.control import Lifecycle
+    from mirrorbits.lifecycle.listener import HTTPListener
+    from mirrorbits.lifecycle.upgrade import inherited_listener
+
+    inherited = inherited_listener()  # OLD_FD of a seamless upgrade, or systemd's LISTEN_FDS
+    upgrading = inherited is not None and inherited.parent_pid is not None
+    http = HTTPListener(make_site(app), lambda: options.listen or holder.current.ListenAddress,
+                        app.reactor, inherited=inherited.sock if inherited else None,
+                        paused=upgrading, fatal=app.fatal)
+    lifecycle = Lifecycle(app, http, listen_override=options.listen, pidfile=options.pidfile,
+                          inherited=inherited)
+    register_lifecycle(app, lifecycle)
+    lifecycle.setServiceParent(root)
     embedded = app.get_embedded_redis()
     if embedded is not None:
         embedded.setServiceParent(root)
     RedisService(app).setServiceParent(root)
     for part in app.extra_services():
         part.setServiceParent(root)
-    http = strports.service(listen_description(holder.current.ListenAddress), make_site(app),
-                            reactor=app.reactor)
-    http.setName("http")
     http.setServiceParent(root)
     return root

@@ -6,6 +6,7 @@ Go's start-up order: config, logs, pid file, banner, services, signals, serve.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
@@ -32,10 +33,36 @@ def banner() -> str:
     return BANNER.format(version=VERSION)
 
 
-def start_logging(log_file: str, debug: bool) -> IO[str]:
-    stream: IO[str] = open(log_file, "a", buffering=1) if log_file else sys.stderr  # noqa: SIM115
+class ReopenableLog:
+    """The ``-log`` file, re-opened by name on SIGUSR1/SIGHUP so logrotate can move it away."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: IO[str] = open(path, "a", buffering=1)  # noqa: SIM115
+
+    def write(self, text: str) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def reopen(self) -> None:
+        try:
+            new: IO[str] = open(self.path, "a", buffering=1)  # noqa: SIM115
+        except OSError as e:
+            self._file.write(f"cannot re-open {self.path}: {e}; logging on\n")
+            return
+        old, self._file = self._file, new
+        old.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def start_logging(log_file: str, debug: bool) -> IO[str] | ReopenableLog:
+    stream: IO[str] | ReopenableLog = ReopenableLog(log_file) if log_file else sys.stderr
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug if debug else LogLevel.info)
-    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])
+    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])  # type: ignore[arg-type]
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     return stream
 
@@ -51,8 +78,9 @@ def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
     if not parsed.ok:
         sys.stderr.write(parsed.stderr)
         return parsed.exit_code
+    pidfile = pidfile_path(parsed.get_str("p") or None)
     options = DaemonOptions(config=parsed.get_str("config") or None,
-                            pidfile=parsed.get_str("p") or None,
+                            pidfile=pidfile,
                             debug=parsed.get_bool("debug"),
                             monitor=parsed.get_bool("monitor"))
     try:
@@ -63,9 +91,11 @@ def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
         else:
             sys.stderr.write(f"{e}\n")
         return 1
-    start_logging(parsed.get_str("log"), options.debug)
-    pidfile = pidfile_path(options.pidfile)
-    write_pidfile(pidfile)
+    stream = start_logging(parsed.get_str("log"), options.debug)
+    if "OLD_FD" not in os.environ:
+        # An upgraded child writes it once it has taken over (Lifecycle), so that a child that
+        # fails to start leaves the running parent's pid in the file.
+        write_pidfile(pidfile)
     sys.stdout.write(banner())
     sys.stdout.flush()
     if reactor is None:
@@ -79,6 +109,11 @@ def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
         return 1
     app = root.app
     app.hard_exit_on_fatal = False
+    from mirrorbits.lifecycle import get_lifecycle
+
+    lifecycle = get_lifecycle(app)
+    if lifecycle is not None and isinstance(stream, ReopenableLog):
+        lifecycle.add_log_reopener(stream.reopen)
     reactor.callWhenRunning(root.startService)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()

@@ -1,0 +1,596 @@
+"""The HTTP listening socket: bound (or inherited) by us, adopted by Twisted, handed over intact.
+
+Why not ``listenTCP``/strports: a port Twisted binds itself is ``shutdown()`` when it stops
+listening, and on Linux that shuts the socket down for *every* process sharing it, so an upgraded
+child or an HTTP worker would suddenly refuse thousands of connections.  A port made with
+``reactor.adoptStreamPort`` is only closed (Twisted sets ``_shouldShutdown = False``), so every
+generation binds or inherits a plain ``socket.socket`` and adopts it.
+
+Where the socket comes from, in order: ``OLD_FD`` of a seamless upgrade (:mod:`.upgrade`), a
+socket passed by systemd (``LISTEN_FDS``), else we bind ``ListenAddress`` (Go syntax, or the
+``tcp:``/``tcp6:``/``unix:``/``systemd:`` endpoint descriptions :mod:`mirrorbits.endpoints` passes
+through).  Other descriptions (``ssl:``...) fall back to a Twisted endpoint, without seamless upgrade.
+
+Graceful stop (:meth:`HTTPListener.stopService`): stop accepting at once, then let in-flight
+requests finish (bounded): busy keep-alive connections answer their current request and close,
+idle ones get a short grace period to send one last request (answered with ``Connection: close``)
+so that clients reusing a connection never see it closed under their request.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, task
+from twisted.logger import Logger
+
+log = Logger(namespace="mirrorbits.listener")
+
+#: listen(2) backlog; the kernel caps it at net.core.somaxconn (4096 on current kernels).  A deep
+#: queue absorbs bursts while one generation hands over to the next.
+BACKLOG = 4096
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """What to listen on.  ``family`` 0 means "not ours to bind" (see ``description``)."""
+
+    text: str
+    family: int = 0
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    systemd_index: int | None = None
+    backlog: int = BACKLOG
+    #: A Twisted endpoint description we do not bind ourselves (``ssl:``...).
+    description: str = ""
+
+
+def _split_description(text: str) -> list[str]:
+    """Split an endpoint description on unescaped ``:`` (``\\`` escapes, as Twisted's parser)."""
+    parts, current, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            current.append(text[i + 1])
+            i += 2
+            continue
+        if c == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _ipv6_available() -> bool:
+    from mirrorbits.endpoints import ipv6_available
+
+    return ipv6_available()
+
+
+def parse_listen_address(address: str) -> ListenSpec:
+    """``ListenAddress`` (Go syntax or endpoint description) as a :class:`ListenSpec`.
+
+    Raises ``ValueError`` for an address that cannot be used.
+    """
+    if not address:
+        raise ValueError("empty listen address")
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise ValueError(f"invalid listen address {address!r}: empty socket path")
+        return ListenSpec(address, socket.AF_UNIX, path=path)
+    if address.startswith(("tcp:", "tcp6:", "systemd:")):
+        kind, *rest = _split_description(address)
+        positional = [p for p in rest if "=" not in p]
+        options = dict(p.split("=", 1) for p in rest if "=" in p)
+        backlog = int(options.get("backlog", BACKLOG))
+        if kind == "systemd":
+            return ListenSpec(address, socket.AF_UNSPEC, systemd_index=int(options.get("index", 0)),
+                              backlog=backlog)
+        port_text = options.get("port") or (positional[0] if positional else "")
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise ValueError(f"invalid listen address {address!r}: bad port")
+        family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+        host = options.get("interface", "::" if kind == "tcp6" else "0.0.0.0")
+        return ListenSpec(address, family, host=host, port=int(port_text), backlog=backlog)
+    scheme, _, after = address.partition(":")
+    if scheme.isalpha() and not after.isdigit():
+        return ListenSpec(address, description=address)  # ssl:... and other endpoint types
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid listen address {address!r} (expected host:port, :port or unix:/path)")
+    if host.startswith("[") and host.endswith("]"):
+        return ListenSpec(address, socket.AF_INET6, host=host[1:-1], port=int(port))
+    if not host:
+        if _ipv6_available():  # Go's ":8080": one dual-stack socket
+            return ListenSpec(address, socket.AF_INET6, host="::", port=int(port))
+        return ListenSpec(address, socket.AF_INET, host="0.0.0.0", port=int(port))
+    if ":" in host:
+        return ListenSpec(address, socket.AF_INET6, host=host, port=int(port))
+    return ListenSpec(address, socket.AF_INET, host=host, port=int(port))
+
+
+def _resolve(spec: ListenSpec) -> tuple[int, tuple[Any, ...]]:
+    """Family and sockaddr; a host name is looked up (start-up/reload only: rare and short)."""
+    try:
+        socket.inet_pton(spec.family, spec.host)
+        if spec.family == socket.AF_INET6:
+            return spec.family, (spec.host, spec.port, 0, 0)
+        return spec.family, (spec.host, spec.port)
+    except OSError:
+        infos = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        infos.sort(key=lambda i: i[0] != socket.AF_INET)  # Go prefers IPv4 for "localhost:port"
+        family, _, _, _, sockaddr = infos[0]
+        return family, sockaddr
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    """Remove a socket file nobody answers on (a crashed daemon's); refuse to touch anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EADDRINUSE, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        return
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"another process listens on {path}")
+
+
+def bind_socket(spec: ListenSpec) -> socket.socket:
+    """A non-blocking listening socket for ``spec`` (SO_REUSEADDR, dual-stack ``::``, deep backlog).
+
+    Raises ``OSError`` when the address cannot be bound.
+    """
+    if spec.family == socket.AF_UNIX:
+        _remove_stale_unix_socket(spec.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(spec.path)
+            os.chmod(spec.path, 0o666)  # as Twisted's listenUNIX (mode 0666) and Go
+            sock.listen(spec.backlog)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+    family, sockaddr = _resolve(spec)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and sockaddr[0] == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+        sock.listen(spec.backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def socket_from_fd(fd: int) -> socket.socket:
+    """Take ownership of an inherited fd; it must be a listening stream socket (TCP or Unix).
+
+    Raises ``OSError``/``ValueError`` otherwise, so a stale ``OLD_FD`` pointing at some other file
+    is never adopted.
+    """
+    sock = socket.socket(fileno=fd)
+    try:
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"fd {fd} is not a stream socket")
+        if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+            raise ValueError(f"fd {fd}: unsupported address family {sock.family}")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ValueError(f"fd {fd} is not a listening socket")
+    except (OSError, ValueError):
+        sock.detach()  # not ours to close
+        raise
+    sock.setblocking(False)
+    os.set_inheritable(fd, False)
+    return sock
+
+
+def socket_name(sock: socket.socket) -> str:
+    """``host:port`` (``[v6]:port``) or the Unix path: for logs and Go's ``OLD_NAME``."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_INET6:
+        return f"[{name[0]}]:{name[1]}"
+    if sock.family == socket.AF_INET:
+        return f"{name[0]}:{name[1]}"
+    return name if isinstance(name, str) else name.decode(errors="replace")
+
+
+# -------------------------------------------------------------------------------------------------
+# Connections: track them so that a stop can drain them
+
+
+class ConnectionTracker:
+    """Knows the open HTTP connections of a ``Site``, so a stop can let them finish.
+
+    Installed by wrapping the factory's ``buildProtocol`` (instance attribute, no subclassing:
+    the Site comes from the web part).  Also usable by HTTP worker processes.
+    """
+
+    def __init__(self, factory: Any, reactor: Any) -> None:
+        self.reactor = reactor
+        self.factory = factory
+        self._live: set[Any] = set()
+        self._draining = False
+        self._emptied: list[defer.Deferred[None]] = []
+        original = factory.buildProtocol
+
+        def build(addr: Any) -> Any:
+            proto = original(addr)
+            if proto is not None:
+                self._track(proto)
+            return proto
+
+        factory.buildProtocol = build
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    @staticmethod
+    def _channel(proto: Any) -> Any:
+        return getattr(proto, "_channel", proto)
+
+    def _track(self, proto: Any) -> None:
+        self._live.add(proto)
+        channel = self._channel(proto)
+        lost = channel.connectionLost
+
+        def connection_lost(reason: Any) -> Any:
+            self._live.discard(proto)
+            try:
+                return lost(reason)
+            finally:
+                if not self._live:
+                    waiters, self._emptied = self._emptied, []
+                    for d in waiters:
+                        d.callback(None)
+
+        channel.connectionLost = connection_lost
+        if self._draining:
+            self._wind_down(proto)
+
+    @classmethod
+    def _idle(cls, proto: Any) -> bool:
+        return not getattr(cls._channel(proto), "requests", None)
+
+    def _wind_down(self, proto: Any) -> None:
+        """No keep-alive from now on: the current request (if any) is the connection's last."""
+        channel = self._channel(proto)
+
+        def last_request(request: Any, version: bytes) -> bool:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+
+        channel.checkPersistence = last_request
+        for request in list(getattr(channel, "requests", ())):
+            if not getattr(request, "startedWriting", True) and getattr(channel, "persistent", False):
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                channel.persistent = False
+
+    def _wait_empty(self) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self._live:
+            d.callback(None)
+        else:
+            self._emptied.append(d)
+        return d
+
+    async def drain(self, timeout: float = 5.0, idle_grace: float = 1.0) -> int:
+        """Let open connections finish; returns how many had to be cut at ``timeout``."""
+        self._draining = True
+        for proto in list(self._live):
+            self._wind_down(proto)
+        if not self._live:
+            return 0
+        empty = self._wait_empty()
+        await _first(self.reactor, empty, min(idle_grace, timeout))
+        for proto in list(self._live):
+            if self._idle(proto) and proto.transport is not None:
+                proto.transport.loseConnection()  # sent nothing since the stop began
+        if self._live:
+            await _first(self.reactor, self._wait_empty(), max(0.0, timeout - idle_grace))
+        cut = 0
+        for proto in list(self._live):
+            if proto.transport is not None:
+                cut += 1
+                proto.transport.abortConnection()
+        if cut:
+            log.warn("Stopped with {n} request(s) still running after {t}s", n=cut, t=timeout)
+        return cut
+
+
+async def _first(reactor: Any, d: defer.Deferred[Any], timeout: float) -> None:
+    """Wait for ``d`` or ``timeout`` seconds, whichever comes first (``d`` is not cancelled)."""
+    if d.called or timeout <= 0:
+        return
+    waiter: defer.Deferred[None] = defer.Deferred()
+
+    def wake(result: Any = None) -> Any:
+        if not waiter.called:
+            waiter.callback(None)
+        return result
+
+    d.addBoth(wake)
+    call = reactor.callLater(timeout, wake)
+    await waiter
+    if call.active():
+        call.cancel()
+
+
+# -------------------------------------------------------------------------------------------------
+# The service
+
+
+class _Listening:
+    """One adopted socket: our ``socket.socket`` (the fd we hand over) and Twisted's port."""
+
+    def __init__(self, sock: socket.socket, port: Any, unix_inode: int | None) -> None:
+        self.sock = sock
+        self.port = port
+        self.name = socket_name(sock)
+        self.unix_inode = unix_inode
+
+    def close(self, *, unlink: bool) -> defer.Deferred[Any]:
+        """Stop accepting and close our fds, without ``shutdown()`` (the socket may live on in
+        another process) and without Twisted's unlink of a Unix path (unless ``unlink``)."""
+        port = self.port
+        if self.sock.family == socket.AF_UNIX:
+            from twisted.internet import tcp
+
+            # unix.Port.connectionLost unlinks the path: the next generation still uses it.
+            port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
+        d = defer.maybeDeferred(port.stopListening)
+        path = self.name if self.sock.family == socket.AF_UNIX else ""
+        self.sock.close()
+        if unlink and path and self.unix_inode is not None:
+            try:
+                if os.lstat(path).st_ino == self.unix_inode:
+                    os.unlink(path)
+            except OSError:
+                pass
+        return d
+
+
+class HTTPListener(service.Service):
+    """The ``http`` service: serves ``factory`` on ``ListenAddress`` (or an inherited socket).
+
+    ``address`` is called for the current ``ListenAddress`` (the ``--listen`` override wins).
+    ``inherited``: a listening socket from the previous generation or systemd.  ``paused``: adopt
+    but do not accept until :meth:`resume` (an upgraded child waits until it is ready).
+    ``fatal`` is called when the address cannot be bound at start.
+    """
+
+    name = "http"
+
+    def __init__(self, factory: Any, address: Callable[[], str], reactor: Any, *,
+                 inherited: socket.socket | None = None, paused: bool = False,
+                 fatal: Callable[[str], None] | None = None, drain_timeout: float = 5.0,
+                 idle_grace: float = 1.0) -> None:
+        self.factory = factory
+        self.address = address
+        self.reactor = reactor
+        self.inherited = inherited
+        self.paused = paused
+        self.fatal = fatal
+        self.drain_timeout = drain_timeout
+        self.idle_grace = idle_grace
+        self.tracker = ConnectionTracker(factory, reactor)
+        #: When set, the socket lives on in the next process: never unlink a Unix path.
+        self.handing_over = False
+        self.bound_address = ""
+        self._current: _Listening | None = None
+        self._endpoint_port: Any = None
+        self._rebind_listeners: list[Callable[[Any], None]] = []
+        # Named as StreamServerEndpointService's: the redirector's worker start-up waits on it.
+        self._waitingForPort: defer.Deferred[Any] = defer.Deferred()
+
+    # -- what others may ask ---------------------------------------------------------------------
+
+    def listening_socket(self) -> socket.socket | None:
+        """The bound listening socket (share its ``fileno()`` with workers / the next process)."""
+        return self._current.sock if self._current is not None else None
+
+    def listening_fd(self) -> int | None:
+        sock = self.listening_socket()
+        return sock.fileno() if sock is not None else None
+
+    @property
+    def port(self) -> Any:
+        """Twisted's listening port (``getHost()``...), or None when not listening."""
+        if self._current is not None:
+            return self._current.port
+        return self._endpoint_port
+
+    def when_listening(self) -> defer.Deferred[Any]:
+        """Fires with the port once listening (at once if already)."""
+        d: defer.Deferred[Any] = defer.Deferred()
+
+        def relay(port: Any) -> Any:
+            d.callback(port)
+            return port
+
+        self._waitingForPort.addCallback(relay)
+        return d
+
+    def on_rebind(self, listener: Callable[[Any], None]) -> None:
+        """``listener(new_port)`` after a changed ``ListenAddress`` moved us to a new socket."""
+        self._rebind_listeners.append(listener)
+
+    # -- start / stop ----------------------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        sock = self.inherited
+        self.inherited = None
+        address = self.address()
+        if sock is None:
+            try:
+                spec = parse_listen_address(address)
+            except ValueError as e:
+                self._fail(str(e))
+                return
+            if spec.description:
+                self._listen_endpoint(spec)
+                return
+            if spec.systemd_index is not None:
+                self._fail(f"listen address {address!r}: systemd did not pass socket "
+                           f"{spec.systemd_index} (LISTEN_FDS)")
+                return
+            try:
+                sock = bind_socket(spec)
+            except OSError as e:
+                self._fail(f"listen {address}: {e.strerror or e}")
+                return
+        self.bound_address = address
+        self._current = self._adopt(sock)
+        if self.paused:
+            self._current.port.stopReading()
+        log.info("Service listening on {address}", address=self._current.name)
+        self._waitingForPort.callback(self._current.port)
+
+    def _fail(self, message: str) -> None:
+        log.critical("{message}", message=message)
+        if self.fatal is not None:
+            self.fatal(message)
+
+    def _adopt(self, sock: socket.socket) -> _Listening:
+        inode = None
+        if sock.family == socket.AF_UNIX:
+            try:
+                inode = os.lstat(socket_name(sock)).st_ino
+            except OSError:
+                inode = None
+        port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
+        return _Listening(sock, port, inode)
+
+    def _listen_endpoint(self, spec: ListenSpec) -> None:
+        log.warn("Listening through the endpoint {d!r}: a seamless upgrade cannot hand it over",
+                 d=spec.description)
+        ep = endpoints.serverFromString(self.reactor, spec.description)
+        d = ep.listen(self.factory)
+
+        def listening(port: Any) -> Any:
+            self._endpoint_port = port
+            self.bound_address = spec.text
+            log.info("Service listening on {address}", address=spec.text)
+            self._waitingForPort.callback(port)
+            return port
+
+        d.addCallbacks(listening, lambda f: self._fail(f"listen {spec.text}: {f.getErrorMessage()}"))
+
+    def resume(self) -> None:
+        """Start accepting (after a paused start)."""
+        self.paused = False
+        if self._current is not None:
+            self._current.port.startReading()
+
+    def stop_accepting(self) -> defer.Deferred[Any]:
+        """Close the listening socket(s) in this process; connections already accepted go on."""
+        ds = []
+        if self._current is not None:
+            ds.append(self._current.close(unlink=not self.handing_over))
+            self._current = None
+        if self._endpoint_port is not None:
+            ds.append(defer.maybeDeferred(self._endpoint_port.stopListening))
+            self._endpoint_port = None
+        return defer.DeferredList(ds)
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self.stop_accepting()
+        await self.tracker.drain(self.drain_timeout, self.idle_grace)
+
+    # -- ListenAddress changed (reload) ------------------------------------------------------------
+
+    async def rebind(self, address: str) -> bool:
+        """Move to ``address``: the new socket listens before the old one closes.
+
+        Returns False (and keeps the old socket) when the new address cannot be used.  When only the
+        interface changes on the same port (the kernel refuses two listeners), the old socket closes
+        first and is bound again if the new bind fails.
+        """
+        if address == self.bound_address:
+            return True
+        try:
+            spec = parse_listen_address(address)
+            if spec.description or spec.systemd_index is not None:
+                raise ValueError(f"cannot switch to {address!r} on reload; restart the daemon")
+        except ValueError as e:
+            log.error("ListenAddress not changed: {error}", error=str(e))
+            return False
+        old = self._current
+        try:
+            sock = bind_socket(spec)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or old is None or not self._same_port(old, spec):
+                log.error("ListenAddress not changed: listen {a}: {e}", a=address, e=e.strerror or e)
+                return False
+            replacement = await self._rebind_in_place(old, spec, address)
+            if replacement is None:
+                return False
+            sock, old = replacement, None
+        new = self._adopt(sock)
+        self._current = new
+        self.bound_address = address
+        if old is not None:
+            await old.close(unlink=old.name != new.name)
+        log.info("Service listening on {address}", address=new.name)
+        for listener in list(self._rebind_listeners):
+            try:
+                listener(new.port)
+            except Exception:
+                log.failure("rebind listener failed")
+        return True
+
+    @staticmethod
+    def _same_port(old: _Listening, spec: ListenSpec) -> bool:
+        return old.sock.family != socket.AF_UNIX and old.sock.getsockname()[1] == spec.port
+
+    async def _rebind_in_place(self, old: _Listening, spec: ListenSpec,
+                               address: str) -> socket.socket | None:
+        log.warn("ListenAddress {a}: same port as the current socket; closing it first", a=address)
+        old_spec = parse_listen_address(self.bound_address)
+        await old.close(unlink=False)
+        self._current = None
+        try:
+            return bind_socket(spec)
+        except OSError as e:
+            log.error("ListenAddress not changed: listen {a}: {e}", a=address, e=e.strerror or e)
+            for _ in range(20):
+                try:
+                    self._current = self._adopt(bind_socket(old_spec))
+                    break
+                except OSError:
+                    await task.deferLater(self.reactor, 0.05, lambda: None)
+            else:
+                self._fail(f"could not listen again on {self.bound_address}")
+            return None

@@ -1,0 +1,64 @@
+"""Signal handlers that hand the work to the reactor thread (spec data-and-scanning §11.3).
+
+Why ``callFromThread``: a Python signal handler runs between two bytecodes of whatever the main
+thread was doing (possibly inside the reactor), so it only schedules; the reactor's wake-up fd makes
+it run at once even while the reactor sleeps.  SIGINT/SIGTERM are left to the reactor, whose own
+handlers stop it, which runs the same graceful stop as SIGQUIT.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.logger import Logger
+
+log = Logger(namespace="mirrorbits.signals")
+
+Handler = Callable[[], object]
+
+
+class SignalHandlers:
+    """Installs handlers and can put the previous ones back (tests, a stopped service)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._previous: dict[int, Any] = {}
+
+    def install(self, handlers: Mapping[int, Handler], *, chain: frozenset[int] = frozenset()) -> None:
+        """``handlers[signum]()`` runs on the reactor thread for each signal received.
+
+        For the signals in ``chain`` a previous Python-level handler is still called (e.g. twistd's
+        own SIGUSR1 log rotation when it daemonized).
+        """
+        for signum, handler in handlers.items():
+            previous = signal.getsignal(signum)
+            self._previous.setdefault(signum, previous)
+            earlier = previous if signum in chain and callable(previous) else None
+
+            def on_signal(sig: int, frame: Any, handler: Handler = handler,
+                          earlier: Any = earlier) -> None:
+                if earlier is not None:
+                    try:
+                        earlier(sig, frame)
+                    except Exception:  # noqa: BLE001 - never let a chained handler kill us
+                        pass
+                self.reactor.callFromThread(self._run, handler, sig)
+
+            signal.signal(signum, on_signal)
+
+    @staticmethod
+    def _run(handler: Handler, signum: int) -> None:
+        try:
+            handler()
+        except Exception:
+            log.failure("handling signal {name} failed", name=signal.Signals(signum).name)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            try:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+            except (ValueError, TypeError):
+                pass
+        self._previous.clear()

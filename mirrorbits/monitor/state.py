@@ -1,0 +1,126 @@
+"""Recording a mirror's health and enabling/disabling it (spec §7.5, §2.6 events 4, 5 and 6).
+
+The Go original does ``HGET`` of the previous flag, ``HMSET`` of flag, reason and (on a change)
+``stateSince``, then publishes ``_mirrorbits_mirror_update`` on *every* check.  Here the read and
+the write are one Lua script, for two reasons:
+
+* a mirror removed while its check was in flight is not resurrected as a hash holding only
+  ``httpUp``/``httpDownReason`` (Go's ``HMSET`` recreates it);
+* two nodes that briefly both check a mirror cannot both log the same transition.
+
+MIRROR_UPDATE is published only when the stored state changed, i.e. the up flag *or* the reason.
+Nobody needs the other publishes: the Go cache and the Go/Python monitors only use the message
+to reload ``MIRROR_<id>``, and a hash whose fields were rewritten with the same values reads back
+identical.  With 1,000 mirrors checked every minute this saves every node ~17 useless reloads a
+second.  A reason change (``Got status code 500`` -> ``Unreachable``) is still published, because
+the down reason is shown by the list and stats pages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from mirrorbits.model import (
+    LOG_DISABLED,
+    LOG_ENABLED,
+    LOG_STATE_CHANGED,
+    PROTO_HTTP,
+    PROTO_HTTPS,
+    mirror_log_json,
+)
+from mirrorbits.redis import schema
+from mirrorbits.redis.connection import RedisClient
+
+log = Logger(namespace="mirrorbits.monitor")
+
+#: KEYS[1] = MIRROR_<id>; ARGV = upField, reasonField, "1"/"0", reason, now.
+#: Returns {exists, previousUp, previousReason}; writes nothing when the hash is gone.
+_SET_STATE = """
+if redis.call('exists', KEYS[1]) == 0 then
+    return {0, '', ''}
+end
+local prev = redis.call('hmget', KEYS[1], ARGV[1], ARGV[2])
+local was = prev[1]
+if was == false then was = '0' end
+local wasUp = (was == '1' or was == 't' or was == 'T' or was == 'true' or was == 'TRUE' or was == 'True')
+local nowUp = (ARGV[3] == '1')
+if wasUp ~= nowUp then
+    redis.call('hmset', KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[4], 'stateSince', ARGV[5])
+else
+    redis.call('hmset', KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[4])
+end
+local reason = prev[2]
+if reason == false then reason = '' end
+return {1, wasUp and '1' or '0', reason}
+"""
+
+#: KEYS[1] = MIRROR_<id>; ARGV[1] = "1"/"0".  Returns 0 when the mirror no longer exists.
+_SET_ENABLED = """
+if redis.call('exists', KEYS[1]) == 0 then
+    return 0
+end
+redis.call('hmset', KEYS[1], 'enabled', ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What :func:`set_mirror_state` did."""
+
+    exists: bool
+    changed: bool
+    published: bool
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+async def append_log(redis: RedisClient, mirror_id: int, type_: int, **extra: object) -> None:
+    """``RPUSH MIRRORLOGS_<id>`` one event in Go's JSON form (errors are logged, not raised)."""
+    entry = mirror_log_json(type_, mirror_id, _now_ns(), **extra)  # type: ignore[arg-type]
+    try:
+        await redis.execute("RPUSH", schema.mirror_logs_key(mirror_id), entry)
+    except Exception as e:
+        log.warn("Cannot write the mirror log of {id}: {err}", id=mirror_id, err=e)
+
+
+async def set_mirror_state(redis: RedisClient, mirror_id: int, proto: int, up: bool, reason: str,
+                           now: int | None = None) -> StateChange:
+    """Record the health of one protocol (``PROTO_HTTP``/``PROTO_HTTPS``) of a mirror (§7.5)."""
+    if proto == PROTO_HTTPS:
+        up_field, reason_field = "httpsUp", "httpsDownReason"
+    elif proto == PROTO_HTTP:
+        up_field, reason_field = "httpUp", "httpDownReason"
+    else:
+        raise ValueError(f"unknown protocol {proto}")
+    stamp = int(time.time()) if now is None else now
+    reply = await redis.execute("EVAL", _SET_STATE, "1", schema.mirror_key(mirror_id), up_field,
+                                reason_field, "1" if up else "0", reason, str(stamp))
+    exists = str(reply[0]) == "1"
+    if not exists:
+        return StateChange(False, False, False)
+    changed = (str(reply[1]) == "1") != up
+    reason_changed = str(reply[2]) != reason
+    published = False
+    if changed or reason_changed:
+        await redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
+        published = True
+    if changed:
+        await append_log(redis, mirror_id, LOG_STATE_CHANGED, Proto=proto, Up=up, Reason=reason)
+    return StateChange(True, changed, published)
+
+
+async def set_mirror_enabled(redis: RedisClient, mirror_id: int, enabled: bool) -> bool:
+    """``HMSET enabled``, publish MIRROR_UPDATE, log event 4/5; False when the mirror is gone."""
+    ok = await redis.execute("EVAL", _SET_ENABLED, "1", schema.mirror_key(mirror_id),
+                             "1" if enabled else "0")
+    if not int(ok):
+        return False
+    await redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
+    await append_log(redis, mirror_id, LOG_ENABLED if enabled else LOG_DISABLED)
+    return True

@@ -1,0 +1,328 @@
+"""One mirror scan (spec §8.2, §8.6, §7.3 steps 1–6): list the mirror over rsync or FTP with
+engineer B's listers, commit through :mod:`mirrorbits.scan.commit`, fix the time-zone offset,
+fetch the trace file.
+
+Cancellation only ever reaches the listers (which kill rsync or close the FTP connections) and the
+HTTP requests, never a Redis command in flight: a scan that is stopped fails with "scan aborted",
+cleans up and releases its lock before its Deferred fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mirrorbits.config import Config
+from mirrorbits.model import SCANNER_FTP, SCANNER_RSYNC, FileInfo, Mirror
+from mirrorbits.monitor.health import HttpClient
+from mirrorbits.redis import schema
+from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError
+from mirrorbits.scan import ftp, rsync, tzoffset
+from mirrorbits.scan.commit import BATCH, ERR_IN_PROGRESS, MirrorScanTransaction, ScanInProgress, ScanResult
+from mirrorbits.scan.listing import ListingOutcome, ScanAborted, ScanError
+from mirrorbits.scan.trace import fetch_trace
+
+log = Logger(namespace="mirrorbits.scan")
+
+ERR_NO_URL = "no suitable URL for the scan"
+ERR_ABORTED = "scan aborted"
+
+__all__ = ["ERR_ABORTED", "ERR_IN_PROGRESS", "ERR_NO_URL", "MirrorScanner", "ScanJobResult",
+           "ScanResult", "ScanInProgress"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanJobResult:
+    """What the monitor's scan worker learned (§7.3)."""
+
+    #: "ok", "skipped" (lock held elsewhere), "in-progress", "no-url", "failed".
+    status: str
+    result: ScanResult | None = None
+    error: str = ""
+
+
+class _Job:
+    """Handle on one scan job: aborting it cancels its listing (and any listing it starts later)."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self.lister: defer.Deferred[Any] | None = None
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.lister is not None and not self.lister.called:
+            self.lister.cancel()
+
+
+def _scanner_type(protocol: str) -> int:
+    if protocol == "rsync":
+        return SCANNER_RSYNC
+    if protocol == "ftp":
+        return SCANNER_FTP
+    raise ValueError(f"unknown scan protocol {protocol!r}")
+
+
+class MirrorScanner:
+    """Scans mirrors for this process (the monitor's workers and the admin ``scan`` command)."""
+
+    def __init__(self, redis: RedisClient, config: Callable[[], Config], http: HttpClient,
+                 reactor: Any = None, *, batch: int = BATCH, rsync_timeout: float | None = None,
+                 ftp_timeout: float | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.redis = redis
+        self._config = config
+        self.http = http
+        self.reactor = reactor
+        self.batch = batch
+        self.rsync_timeout = rsync_timeout
+        self.ftp_timeout = ftp_timeout
+        #: Scans with a listing running now.
+        self._jobs: set[_Job] = set()
+        self._scans: set[defer.Deferred[Any]] = set()
+        self._traces: dict[int, defer.Deferred[Any]] = {}
+        self.stopping = False
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    # -- the admin entry point ---------------------------------------------------------------
+
+    def scan_mirror(self, mirror: Mirror, protocol: str) -> defer.Deferred[ScanResult]:
+        """Scan ``mirror`` over ``protocol`` (``"rsync"`` or ``"ftp"``) now, and fetch its trace
+        file meanwhile (admin ``scan``).  Raises :class:`ScanError` with Go's cause text
+        ("scan already in progress", "rsync: Error in socket I/O"...).  Cancelling the returned
+        Deferred (the RPC deadline) aborts the scan, which then cleans up in the background."""
+        url = mirror.rsync_url if protocol == "rsync" else mirror.ftp_url
+        _scanner_type(protocol)
+
+        async def run(job: _Job) -> ScanResult:
+            trace = self.fetch_trace(mirror)
+            try:
+                return await self.scan(mirror.id, protocol, url, job)
+            finally:
+                await _quietly(trace)
+
+        return self._abortable(run)
+
+    def fetch_trace(self, mirror: Mirror) -> defer.Deferred[Any]:
+        """Fetch the trace file of ``mirror`` unless a fetch for it is already running."""
+        running = self._traces.get(mirror.id)
+        if running is not None and not running.called:
+            return _follow(running)
+        d = defer.Deferred.fromCoroutine(
+            fetch_trace(self.redis, self.http, mirror, self.config.TraceFileLocation))
+        d.addErrback(lambda f: None if f.check(defer.CancelledError) else log.failure("trace fetch", f))
+        self._traces[mirror.id] = d
+        d.addBoth(lambda r: self._traces.pop(mirror.id, None) and r)
+        return _follow(d)
+
+    # -- the monitor entry point -------------------------------------------------------------
+
+    async def run_job(self, mirror: Mirror) -> ScanJobResult:
+        """The scan worker's work for one mirror (§7.3 steps 1–6)."""
+        try:
+            if await self.redis.execute("EXISTS", schema.scanning_key(mirror.id)):
+                log.debug("[{name}] scan already in progress on another node", name=mirror.name)
+                return ScanJobResult("skipped")
+        except (RedisUnavailable, ResponseError) as e:
+            if "LOADING" not in str(e):
+                log.warn("[{name}] cannot check the scan lock: {err}", name=mirror.name, err=e)
+            return ScanJobResult("skipped", error=str(e))
+        if not mirror.rsync_url and not mirror.ftp_url:
+            # Go fetches the trace and retries every second here (§7.3 quirk); we do neither.
+            return ScanJobResult("no-url", error=ERR_NO_URL)
+        self.fetch_trace(mirror)  # in the background, not awaited
+        return await self._abortable(lambda job: self._run_protocols(mirror, job))
+
+    async def _run_protocols(self, mirror: Mirror, job: _Job) -> ScanJobResult:
+        error = ""
+        if mirror.rsync_url:
+            try:
+                return ScanJobResult("ok", await self.scan(mirror.id, "rsync", mirror.rsync_url, job))
+            except ScanError as e:
+                error = str(e)
+        if mirror.ftp_url and error != ERR_ABORTED and error != ERR_IN_PROGRESS:
+            try:
+                return ScanJobResult("ok", await self.scan(mirror.id, "ftp", mirror.ftp_url, job))
+            except ScanError as e:
+                error = str(e)
+        if error == ERR_IN_PROGRESS:
+            log.warn("[{name}] {err}", name=mirror.name, err=error)
+            return ScanJobResult("in-progress", error=error)
+        return ScanJobResult("failed", error=error)
+
+    # -- one scan (§8.2) ---------------------------------------------------------------------
+
+    async def scan(self, mirror_id: int, protocol: str, url: str, job: _Job | None = None) -> ScanResult:
+        """Go ``Scan(type, url, id)``: lock, attempt mark, listing, commit, tz offset, event 8.
+
+        Do not cancel this coroutine itself (it may be waiting for Redis); abort ``job`` instead.
+        """
+        typ = _scanner_type(protocol)
+        job = job or _Job()
+        if self.stopping or job.aborted:
+            raise ScanAborted()
+        name = await self.redis.execute("HGET", schema.MIRRORS, str(mirror_id))
+        if name is None:
+            raise ScanError("mirror not found")
+        tx = MirrorScanTransaction(self.redis, mirror_id, name, batch=self.batch)
+        await tx.begin(typ)  # ScanInProgress: nothing logged, lastSync untouched
+        try:
+            outcome = await self._list(protocol, url, tx, name, job)
+            result = await tx.commit(typ, outcome.precision_ns)
+        except Exception as e:
+            message = _message(e)
+            await tx.fail(message)
+            raise (e if isinstance(e, ScanError) else ScanError(message)) from None
+        except BaseException:
+            await tx.fail(ERR_ABORTED)
+            raise
+        try:
+            offset = await self.adjust_tz_offset(mirror_id, name, outcome.precision_ns)
+            result = replace(result, tz_offset_ms=offset)
+        finally:
+            await tx.complete(result)
+        return result
+
+    async def _list(self, protocol: str, url: str, tx: MirrorScanTransaction, name: str,
+                    job: _Job) -> ListingOutcome:
+        if protocol == "rsync":
+            kwargs: dict[str, Any] = {}
+            if self.rsync_timeout is not None:
+                kwargs["timeout"] = self.rsync_timeout
+            d: defer.Deferred[Any] = defer.Deferred.fromCoroutine(rsync.list_rsync(url, tx.add, reactor=self.reactor,
+                                                              identifier=name, **kwargs))
+        else:
+            kwargs = {}
+            if self.ftp_timeout is not None:
+                kwargs["timeout"] = self.ftp_timeout
+            d = defer.Deferred.fromCoroutine(ftp.list_ftp(url, tx.add, reactor=self.reactor,
+                                                          identifier=name, **kwargs))
+        job.lister = d
+        self._jobs.add(job)
+        try:
+            if self.stopping or job.aborted:
+                d.cancel()
+            outcome: ListingOutcome = await d
+        except defer.CancelledError:
+            raise ScanAborted() from None
+        finally:
+            job.lister = None
+            self._jobs.discard(job)
+        return outcome
+
+    # -- time-zone offset (§8.6) -------------------------------------------------------------
+
+    async def adjust_tz_offset(self, mirror_id: int, name: str, precision_ns: int) -> int:
+        """Detect and store ``tzoffset``; returns it (0 when off, undetected or on errors)."""
+        try:
+            offset: int | None = 0
+            if self.config.FixTimezoneOffsets:
+                offset = await self._detect_offset(mirror_id, name, precision_ns)
+            if offset is None:
+                return 0  # a read failed: write nothing
+            await self.redis.execute("HMSET", schema.mirror_key(mirror_id), "tzoffset", str(offset))
+            await self.redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
+        except (RedisUnavailable, ResponseError) as e:
+            log.error("Unable to check timezone shifts: {err}", err=e)
+            return 0
+        if offset:
+            log.info("Timezone offset detected: applied correction of {ms}ms", ms=offset)
+        return offset
+
+    async def _detect_offset(self, mirror_id: int, name: str, precision_ns: int) -> int | None:
+        # Read FILE_* and FILEINFO_* straight from Redis: the cache may predate the commit.
+        paths = await self.redis.execute("SRANDMEMBER", schema.handled_files_key(mirror_id),
+                                         str(tzoffset.SAMPLE_SIZE))
+        paths = list(paths or [])
+        cmds: list[tuple[str, ...]] = []
+        for p in paths:
+            cmds.append(("HMGET", schema.file_key(p), "size", "modTime"))
+            cmds.append(("HMGET", schema.file_info_key(mirror_id, p), "size", "modTime"))
+        replies = await self.redis.pipeline(cmds) if cmds else []
+        if any(isinstance(r, Exception) for r in replies):
+            log.error("Unable to check timezone shifts: {err}",
+                      err=next(r for r in replies if isinstance(r, Exception)))
+            return None
+        samples = []
+        for i, p in enumerate(paths):
+            local = FileInfo.from_redis(p, replies[2 * i] or [])
+            remote = FileInfo.from_redis(p, replies[2 * i + 1] or [])
+            samples.append(tzoffset.TzSample(local.size, local.mod_time_ns, remote.size,
+                                             remote.mod_time_ns))
+        verdict = tzoffset.compute_tz_offset(len(paths), samples, precision_ns)
+        if not verdict.detected:
+            log.warn("[{name}] {msg}", name=name, msg=tzoffset.WARN_UNABLE)
+        return verdict.offset_ms
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _abortable(self, factory: Callable[[_Job], Any]) -> defer.Deferred[Any]:
+        """Run ``factory(job)``; cancelling the result aborts the job's listing only (see the
+        module doc); the scan then cleans up in the background (:meth:`stop` waits for it)."""
+        job = _Job()
+        inner = defer.Deferred.fromCoroutine(factory(job))
+        self._scans.add(inner)
+        outer: defer.Deferred[Any] = defer.Deferred(lambda _: job.abort())
+
+        def forward(result: Any) -> None:
+            self._scans.discard(inner)
+            if not outer.called:
+                if isinstance(result, Failure):
+                    outer.errback(result)
+                else:
+                    outer.callback(result)
+
+        inner.addBoth(forward)
+        return outer
+
+    def abort_listers(self) -> None:
+        for job in list(self._jobs):
+            job.abort()
+
+    async def stop(self) -> None:
+        """Abort every running scan and wait until each has cleaned up and released its lock."""
+        self.stopping = True
+        self.abort_listers()
+        self.http.cancel_all()
+        for d in list(self._scans):
+            await _quietly(_follow(d))
+        for d in list(self._traces.values()):
+            await _quietly(_follow(d))
+
+
+def _follow(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """A new Deferred with ``d``'s result, leaving ``d``'s own chain untouched."""
+    follower: defer.Deferred[Any] = defer.Deferred()
+
+    def forward(result: Any) -> Any:
+        if not follower.called:
+            if isinstance(result, Failure):
+                follower.errback(result)
+            else:
+                follower.callback(result)
+        return result
+
+    d.addBoth(forward)
+    return follower
+
+
+async def _quietly(d: defer.Deferred[Any]) -> None:
+    try:
+        await d
+    except BaseException:
+        pass
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, defer.CancelledError):
+        return ERR_ABORTED
+    return str(e) or e.__class__.__name__

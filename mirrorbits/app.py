@@ -78,8 +78,49 @@ class Mirrorbits:
 
     def extra_services(self) -> list[Any]:
         """Services of the other parts (monitor, scans, statistics...), started after Redis."""
-        return [self.get_source_scanner(), *self._redirector_services(), *self._admin_services(),
+        return [self.get_source_scanner(), *self._monitor_services(), *self._redirector_services(),
+                *self._admin_services(),
                 *self.worker_services()]
+
+    # -- monitor, cluster and mirror scans (engineer I) --------------------------------------
+
+    def get_http_client(self) -> Any:
+        """HTTP client of the health checks and trace fetches (``CheckTLSCAFile`` trusted if set)."""
+        from mirrorbits.monitor.health import HttpClient
+
+        return self._once("http_client", lambda: HttpClient(
+            self.reactor, ca_file=getattr(self.config, "CheckTLSCAFile", "") or ""))
+
+    def get_mirror_scanner(self) -> Any:
+        """Mirror scans (``scan_mirror(mirror, "rsync"|"ftp")`` for the admin ``scan``)."""
+        from mirrorbits.scan.mirror import MirrorScanner
+
+        return self._once("mirror_scanner", lambda: MirrorScanner(
+            self.get_redis(), lambda: self.config, self.get_http_client(), self.reactor))
+
+    def get_cluster(self) -> Any:
+        """This node's cluster membership (§9); the Redis DB of the announces is read once."""
+        from mirrorbits.monitor.cluster import Cluster
+
+        return self._once("cluster", lambda: Cluster(self.get_redis(), self.config.RedisDB,
+                                                     reactor=self.reactor))
+
+    def get_monitor(self) -> Any:
+        """Health checks and scan scheduling; ``mirror_updated(id)`` takes MIRROR_UPDATE ids."""
+        from mirrorbits.monitor.health import HealthChecker
+        from mirrorbits.monitor.scheduler import Monitor
+
+        return self._once("monitor", lambda: Monitor(
+            self.get_redis(), lambda: self.config, self.get_cluster(),
+            HealthChecker(self.get_http_client()), self.get_mirror_scanner(), self.reactor,
+            wait_indexed=self.get_source_scanner().when_indexed))
+
+    def _monitor_services(self) -> list[Any]:
+        if not self.run_monitor:
+            return []
+        from mirrorbits.monitor.service import MonitorService
+
+        return [MonitorService(self.get_monitor())]
 
     # -- administration (engineer J) ---------------------------------------------------------
 

@@ -43,7 +43,7 @@ class Tables(HTMLParser):
             self._row = []
         elif tag == "td" and self._row is not None:
             self._cell = []
-        elif tag == "script":
+        elif tag in ("script", "style"):
             self._in_script = True
 
     def handle_endtag(self, tag: str) -> None:
@@ -56,7 +56,7 @@ class Tables(HTMLParser):
             self._row = None
         elif tag == "table":
             self._table = None
-        elif tag == "script":
+        elif tag in ("script", "style"):
             self._in_script = False
 
     def handle_data(self, data: str) -> None:

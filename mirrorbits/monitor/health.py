@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-from twisted.internet import defer, ssl, threads
+from twisted.internet import defer, protocol, ssl, threads
 from twisted.logger import Logger
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -192,11 +192,19 @@ class HttpClient:
             return response, None
 
 
+class _Drain(protocol.Protocol):
+    def __init__(self) -> None:
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def connectionLost(self, reason: Any = protocol.connectionDone) -> None:  # noqa: N802
+        self.done.callback(None)
+
+
 async def _discard(response: IResponse) -> None:
-    try:
-        await readBody(response)
-    except Exception:
-        pass  # the status line and headers are what we wanted; body errors do not matter
+    """Read and drop the body (none for HEAD); its errors do not matter."""
+    drain = _Drain()
+    response.deliverBody(drain)
+    await drain.done
 
 
 @dataclass(frozen=True, slots=True)

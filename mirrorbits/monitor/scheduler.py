@@ -366,7 +366,9 @@ class Monitor:
             except ValueError:
                 size = -1
             config = self.config
-            self.checker.client.ca_file = getattr(config, "CheckTLSCAFile", "") or ""
+            ca_file = getattr(config, "CheckTLSCAFile", None)  # our key, if the config has it
+            if ca_file is not None:
+                self.checker.client.ca_file = ca_file
             try:
                 outcomes = await self.checker.check(
                     mirror, path, size, disallow_redirects=config.DisallowRedirects,

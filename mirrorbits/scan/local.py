@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,8 +252,102 @@ def _go_error(op: str, path: str, e: OSError) -> str:
     return f"{op} {path}: {text[:1].lower()}{text[1:]}"
 
 
-#: One FILE_ record to write: (path, size, modTime, sha1, sha256, md5), all as stored text.
-Record = tuple[str, str, str, str, str, str]
+def format_local_gts(mtime_ns: int) -> str:
+    """:func:`mirrorbits.gocompat.format_gts` in the local zone, the fast way (one ``localtime``
+    call; this runs once per file).  Byte-identical to gocompat's, which it falls back to outside
+    years 1000-9999."""
+    secs, nsec = divmod(mtime_ns, 1_000_000_000)
+    try:
+        tm = time.localtime(secs)
+    except (OverflowError, OSError, ValueError):
+        return gocompat.format_gts(mtime_ns, "local")
+    if not 1000 <= tm.tm_year <= 9999:
+        return gocompat.format_gts(mtime_ns, "local")
+    off = tm.tm_gmtoff or 0
+    minutes = abs(off) // 60
+    num = f"{'-' if off < 0 else '+'}{minutes // 60:02d}{minutes % 60:02d}"
+    frac = ("." + f"{nsec:09d}".rstrip("0")) if nsec else ""
+    return (f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d} {tm.tm_hour:02d}:{tm.tm_min:02d}:"
+            f"{tm.tm_sec:02d}{frac} {num} {tm.tm_zone or num}")
+
+
+# Bulk Redis I/O goes through two small Lua scripts that exchange ONE length-prefixed string per
+# batch ("<len>:<bytes>" per value, "-" for a missing one): txredisapi spends ~40 us of reactor time
+# per bulk reply and per encoded argument, which for 100k files (5 replies each to read, 12
+# arguments each to write) is tens of seconds of a blocked reactor.  A script is atomic like a
+# MULTI, and its size is bounded the same way (COMMIT_BATCH / READ_BATCH files).
+
+#: HMGET FILE_<path> size modTime sha1 sha256 md5 for every key, as one JSON array (cjson is C:
+#: much cheaper than building the string in Lua; values are ASCII text, and any other byte passes
+#: through cjson unchanged).
+READ_SCRIPT = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  out[i] = redis.call('HMGET', k, 'size', 'modTime', 'sha1', 'sha256', 'md5')
+end
+return cjson.encode(out)
+"""
+
+#: For every key: HMSET FILE_<path> size .. modTime .. sha1 .. sha256 .. md5 .., then
+#: PUBLISH <ARGV[1]> <path>; the five values per key are packed in ARGV[2] (length-prefixed, so
+#: any byte of a path round-trips; the path is the key without its "FILE_" prefix).
+WRITE_SCRIPT = """
+local blob, pos = ARGV[2], 1
+local function field()
+  local c = string.find(blob, ':', pos, true)
+  local n = tonumber(string.sub(blob, pos, c - 1))
+  local v = string.sub(blob, c + 1, c + n)
+  pos = c + n + 1
+  return v
+end
+for _, k in ipairs(KEYS) do
+  local size, mt, s1, s256, m5 = field(), field(), field(), field(), field()
+  redis.call('HMSET', k, 'size', size, 'modTime', mt, 'sha1', s1, 'sha256', s256, 'md5', m5)
+  redis.call('PUBLISH', ARGV[1], string.sub(k, 6))
+end
+return #KEYS
+"""
+
+
+#: One SSCAN step over KEYS[1] (FILES), keeping the members missing from KEYS[2] (FILES_TMP):
+#: returns {next cursor, packed members}.  Read-only, so SSCAN's nondeterminism is allowed.
+REMOVED_SCRIPT = """
+local r = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out = {}
+for _, m in ipairs(r[2]) do
+  if redis.call('SISMEMBER', KEYS[2], m) == 0 then out[#out + 1] = #m .. ':' .. m end
+end
+return {r[1], table.concat(out)}
+"""
+
+
+def _unpack_list(blob: str | bytes) -> list[str]:
+    data = blob if isinstance(blob, bytes) else _encode(blob)
+    out: list[str] = []
+    pos = 0
+    while pos < len(data):
+        colon = data.index(b":", pos)
+        n = int(data[pos:colon])
+        out.append(_decode(data[colon + 1:colon + 1 + n]))
+        pos = colon + 1 + n
+    return out
+
+
+def pack(values: Sequence[bytes]) -> bytes:
+    """Values in the scripts' ``<len>:<bytes>`` form."""
+    return b"".join(b"%d:%s" % (len(v), v) for v in values)
+
+
+def unpack_stored(blob: str | bytes, count: int) -> list[list[str | None]]:
+    """The READ_SCRIPT reply: ``count`` lists of five values (``None`` = field missing)."""
+    rows = json.loads(blob)
+    if not isinstance(rows, list) or len(rows) != count:
+        raise ValueError("malformed FILE_ batch reply")
+    return [[v if isinstance(v, str) else None for v in row] for row in rows]
+
+
+#: One FILE_ record to write: (path, packed size/modTime/sha1/sha256/md5 for WRITE_SCRIPT).
+Record = tuple[str, bytes]
 
 
 @dataclass
@@ -277,27 +373,39 @@ def needs_rehash(stored: FileInfo, size: int, mtime_ns: int, algorithms: Sequenc
     return stored.size != size or stored.mod_time_ns != mtime_ns
 
 
-def process_batch(repository: str, files: Sequence[WalkedFile], stored: Sequence[Sequence[str | None]],
+_SUM_INDEX = {"sha1": 2, "sha256": 3, "md5": 4}
+
+
+def process_batch(repository: str, files: Sequence[WalkedFile], stored: str | bytes | Sequence[Any],
                   algorithms: Sequence[str], force: bool) -> BatchOutcome:
     """Decide, hash where needed and build the records of one batch; pure apart from file reads.
 
-    ``stored`` holds the ``HMGET FILE_<path> size modTime sha1 sha256 md5`` reply of each file.
+    ``stored`` is the READ_SCRIPT reply for ``files`` (or the already unpacked rows: the
+    ``HMGET FILE_<path> size modTime sha1 sha256 md5`` reply of each file).
     """
+    rows = unpack_stored(stored, len(files)) if isinstance(stored, (str, bytes)) else stored
     out = BatchOutcome()
     root = _encode(repository)
     buf = bytearray(READ_SIZE) if algorithms else None
-    for f, reply in zip(files, stored, strict=True):
+    enabled = [_SUM_INDEX[a] for a in algorithms]
+    for f, reply in zip(files, rows, strict=True):
         reply = list(reply) if reply is not None else [None] * 5
-        old = FileInfo.from_redis(f.path, reply)
         size, mtime_ns = f.size, f.mtime_ns
-        if needs_rehash(old, size, mtime_ns, algorithms, force):
+        gts = format_local_gts(mtime_ns)
+        # Fast path (the common case of a rescan): same text, nothing to decide.
+        if (not force and reply[0] == str(size) and reply[1] == gts
+                and all(reply[i] for i in enabled)):
+            rehash = False
+        else:
+            rehash = needs_rehash(FileInfo.from_redis(f.path, reply), size, mtime_ns, algorithms, force)
+        if rehash:
             digests: dict[str, str] = {}
             try:
-                digests, size, mtime_ns = hash_file(root + _encode(f.path), algorithms, buf)
+                digests, size2, mtime2 = hash_file(root + _encode(f.path), algorithms, buf)
                 out.hashed += 1
-                for a in algorithms:
-                    out.logs.append(("debug", "{path}: {algo} {digest}",
-                                     {"path": f.path, "algo": a.upper(), "digest": digests[a]}))
+                if (size2, mtime2) != (size, mtime_ns):  # changed during the scan: describe
+                    size, mtime_ns = size2, mtime2       # the content that was hashed
+                    gts = format_local_gts(mtime_ns)
             except OSError as e:
                 if e.errno in (errno.ENOENT, errno.ENOTDIR):
                     out.vanished += 1
@@ -308,13 +416,13 @@ def process_batch(repository: str, files: Sequence[WalkedFile], stored: Sequence
                 err = e.strerror if isinstance(e, HashFailed) else _go_error(
                     "open", repository + f.path, e)
                 out.logs.append(("warn", "{path}: hashing failed: {err}", {"path": f.path, "err": err}))
-            sums = (digests.get("sha1", ""), digests.get("sha256", ""), digests.get("md5", ""))
+            sums = [digests.get("sha1", ""), digests.get("sha256", ""), digests.get("md5", "")]
         else:
-            sums = (old.sha1, old.sha256, old.md5)
-        record: Record = (f.path, str(size), gocompat.format_gts(mtime_ns, "local"), *sums)
+            sums = [v or "" for v in reply[2:5]]
+        new = [str(size), gts, *sums]
         out.indexed.append(f.path)
-        if tuple(reply[:5]) != record[1:]:
-            out.changed.append(record)
+        if reply[:5] != new:
+            out.changed.append((f.path, pack([_encode(v) for v in new])))
     return out
 
 
@@ -405,7 +513,10 @@ class LocalScanner:
             result.failed += o.failed
             result.vanished += o.vanished
         del walked, outcomes
-        log.info("[source] Indexing the files...")
+        # Go logs every digest at info level; for a large repository that is the whole log, so
+        # only the counts are logged here.
+        log.info("[source] Indexing the files... ({hashed} hashed, {changed} records to write)",
+                 hashed=result.hashed, changed=len(changed))
         result.indexed = len(indexed)
         result.written = len(changed)
         result.removed = await self._commit(indexed, changed)
@@ -421,11 +532,8 @@ class LocalScanner:
             self._check_stop()
             running = []
             for batch in window:
-                stored = await self.client.pipeline(
-                    [("HMGET", schema.file_key(f.path), *schema.FILE_FIELDS) for f in batch])
-                for r in stored:
-                    if isinstance(r, Exception):
-                        raise r
+                keys = [b"FILE_" + _encode(f.path) for f in batch]
+                stored = await self.client.execute("EVAL", READ_SCRIPT, str(len(keys)), *keys)
                 running.append(threads.deferToThreadPool(
                     self.reactor, pool, process_batch, repository, batch, stored, algorithms, force))
             results = await defer.gatherResults(running, consumeErrors=True)
@@ -479,42 +587,39 @@ class LocalScanner:
         await self.client.execute(unlink, schema.FILES_TMP)
         for chunk in _chunks(indexed, n):
             check()
-            await self.client.execute("SADD", schema.FILES_TMP, *chunk)
-        # 2. Changed records: HMSET + PUBLISH, one transaction per batch.  One HMSET writes every
+            await self.client.execute("SADD", schema.FILES_TMP, *[_encode(p) for p in chunk])
+        # 2. Changed records: HMSET + PUBLISH, one atomic script per batch.  One HMSET writes every
         #    field at once, so a reader never sees half a record.  Unchanged records are not
         #    rewritten (Go rewrites all of them; see the module docstring).
+        channel = schema.CHANNEL_FILE_UPDATE
         for chunk in _chunks(changed, n):
             check()
-            cmds: list[tuple[str, ...]] = []
-            for path, size, mod, sha1, sha256, md5 in chunk:
-                cmds.append(("HMSET", schema.file_key(path), "size", size, "modTime", mod,
-                             "sha1", sha1, "sha256", sha256, "md5", md5))
-                cmds.append(("PUBLISH", schema.CHANNEL_FILE_UPDATE, path))
-            self._raise_errors(await self.client.transaction(cmds))
-        # 3. Removed paths: what FILES holds that the walk did not find.  SSCAN is consistent
-        #    here: only the lock holder writes FILES.
-        present = set(indexed)
+            keys = [b"FILE_" + _encode(path) for path, _ in chunk]
+            blob = b"".join(packed for _, packed in chunk)
+            await self.client.execute("EVAL", WRITE_SCRIPT, str(len(keys)), *keys, channel, blob)
+        # 3. Removed paths: what FILES holds that FILES_TMP does not, a bounded SSCAN step at a
+        #    time (Go: one SDIFF).  Consistent: only the lock holder writes FILES.
         removed: list[str] = []
         seen: set[str] = set()
         cursor = "0"
         while True:
             check()
-            cursor, members = await self.client.execute("SSCAN", schema.FILES, cursor,
-                                                        "COUNT", str(SSCAN_COUNT))
-            for m in members:
-                if m not in present and m not in seen:
-                    seen.add(m)
-                    removed.append(m)
+            cursor, blob = await self.client.execute(
+                "EVAL", REMOVED_SCRIPT, "2", schema.FILES, schema.FILES_TMP, cursor, str(SSCAN_COUNT))
+            for path in _unpack_list(blob):
+                if path not in seen:
+                    seen.add(path)
+                    removed.append(path)
             if str(cursor) == "0":
                 break
-        del present, seen
+        del seen
         removed.sort(key=_encode)
         for chunk in _chunks(removed, n):
             check()
-            cmds = []
+            cmds: list[tuple[str, ...]] = []
             for path in chunk:
                 cmds.append(("DEL", schema.file_key(path)))
-                cmds.append(("PUBLISH", schema.CHANNEL_FILE_UPDATE, path))
+                cmds.append(("PUBLISH", channel, path))
             self._raise_errors(await self.client.transaction(cmds))
         # 4. Swap FILES in.  With 0 files FILES_TMP does not exist: empty FILES instead (Go's
         #    RENAME fails there and leaves FILES stale).

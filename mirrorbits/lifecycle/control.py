@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from mirrorbits.lifecycle import systemd
 from mirrorbits.lifecycle.listener import HTTPListener
 from mirrorbits.lifecycle.pidfile import write_pidfile
-from mirrorbits.lifecycle.signals import SignalHandlers
+from mirrorbits.lifecycle.signals import EarlySignals, SignalHandlers
 from mirrorbits.lifecycle.upgrade import (
     Inherited,
     SuccessorProcess,
@@ -43,6 +43,10 @@ log = Logger(namespace="mirrorbits.lifecycle")
 
 #: Go waits 100 ms between adopting the listener and asking the parent to quit.
 QUIT_PARENT_DELAY = 0.1
+
+#: Sibling services whose ports the new process binds again: stopped before the child is spawned
+#: (Go closes its RPC server first) and started again if the upgrade fails (Go leaves RPC closed).
+RELEASE_ON_UPGRADE = ("rpc", "manhole")
 
 
 class Lifecycle(service.Service):
@@ -67,6 +71,8 @@ class Lifecycle(service.Service):
         self.ready_timeout = ready_timeout
         self.upgrade_timeout = upgrade_timeout
         self.signals = SignalHandlers(self.reactor)
+        #: Signals received before the handlers were installed (set by the Go-style runner).
+        self.early: EarlySignals | None = None
         self.successor: SuccessorProcess | None = None
         #: Set once the next generation took over: the stop must leave shared things alone.
         self.handing_over = False
@@ -75,6 +81,7 @@ class Lifecycle(service.Service):
         self._before_upgrade: list[Callable[[], Awaitable[object] | object]] = []
         self._upgrade_failed: list[Callable[[], object]] = []
         self._upgrade_timer: Any = None
+        self._released: list[Any] = []
         self._trigger: Any = None
         #: Fires once this process serves (after the take-over, for an upgraded child).
         self.serving: defer.Deferred[None] = defer.Deferred()
@@ -110,12 +117,16 @@ class Lifecycle(service.Service):
 
     def install_signal_handlers(self) -> None:
         """HUP reload, USR1 reopen logs, USR2 upgrade, QUIT graceful stop (INT/TERM: the reactor's)."""
-        self.signals.install({
+        handlers: dict[int, Callable[[], object]] = {
             signal.SIGHUP: self._on_sighup,
             signal.SIGUSR1: self._on_sigusr1,
             signal.SIGUSR2: self._on_sigusr2,
             signal.SIGQUIT: self._on_sigquit,
-        }, chain=frozenset({signal.SIGUSR1}))
+        }
+        self.signals.install(handlers, chain=frozenset({signal.SIGUSR1}))
+        for signum in self.early.take() if self.early is not None else ():
+            log.info("Handling {name} received during start-up", name=signal.Signals(signum).name)
+            self.reactor.callLater(0, handlers[signum])
 
     def _listening(self, port: Any) -> Any:
         if self.inherited is not None and self.inherited.parent_pid is not None:
@@ -241,6 +252,7 @@ class Lifecycle(service.Service):
         if sock is None:
             log.error("Relaunch failed: no HTTP listening socket to hand over")
             raise UpgradeError("no HTTP listening socket to hand over")
+        self._released = await self._release_ports()
         for before in list(self._before_upgrade):
             try:
                 await defer.maybeDeferred(before)
@@ -275,7 +287,32 @@ class Lifecycle(service.Service):
                       pid=child.pid, t=self.upgrade_timeout)
             child.terminate()
 
+    async def _release_ports(self) -> list[Any]:
+        released = []
+        parent = self.parent
+        for name in RELEASE_ON_UPGRADE:
+            try:
+                part = parent.getServiceNamed(name) if parent is not None else None
+            except KeyError:
+                part = None
+            if part is None or not part.running:
+                continue
+            try:
+                await defer.maybeDeferred(part.stopService)
+                released.append(part)
+            except Exception:
+                log.failure("closing {name} for the upgrade failed", name=name)
+        return released
+
     def _failed(self) -> None:
+        released, self._released = self._released, []
+        for part in released:
+            if not self.stopping and not part.running:
+                try:
+                    part.startService()
+                    log.info("Re-opened {name} after the failed upgrade", name=part.name)
+                except Exception:
+                    log.failure("re-opening {name} failed", name=part.name)
         for failed in list(self._upgrade_failed):
             try:
                 failed()

@@ -72,8 +72,10 @@ def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
     from mirrorbits.admin.usage import daemon_flagset
     from mirrorbits.config import ConfigError
     from mirrorbits.lifecycle.pidfile import pidfile_path, remove_pidfile, write_pidfile
+    from mirrorbits.lifecycle.signals import EarlySignals
     from mirrorbits.service import DaemonOptions, load_options_config, makeService
 
+    early = EarlySignals().install()
     parsed = daemon_flagset().parse(list(arguments))
     if not parsed.ok:
         sys.stderr.write(parsed.stderr)
@@ -112,8 +114,10 @@ def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
     from mirrorbits.lifecycle import get_lifecycle
 
     lifecycle = get_lifecycle(app)
-    if lifecycle is not None and isinstance(stream, ReopenableLog):
-        lifecycle.add_log_reopener(stream.reopen)
+    if lifecycle is not None:
+        lifecycle.early = early
+        if isinstance(stream, ReopenableLog):
+            lifecycle.add_log_reopener(stream.reopen)
     reactor.callWhenRunning(root.startService)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()

@@ -356,10 +356,20 @@ class _Listening:
         self.name = socket_name(sock)
         self.unix_inode = unix_inode
 
-    def close(self, *, unlink: bool) -> defer.Deferred[Any]:
+    def close(self, *, unlink: bool, last: bool = False) -> defer.Deferred[Any]:
         """Stop accepting and close our fds, without ``shutdown()`` (the socket may live on in
-        another process) and without Twisted's unlink of a Unix path (unless ``unlink``)."""
+        another process) and without Twisted's unlink of a Unix path (unless ``unlink``).
+
+        ``last``: nobody takes the socket over, so the connections already waiting in its accept
+        queue would be reset by the close: accept and serve them first.
+        """
         port = self.port
+        port.stopReading()
+        if last:
+            self._accept_backlog()
+            # Close now, not on Twisted's next turn: until the last fd closes the kernel keeps
+            # queueing connections that the close would then reset.
+            port.socket.close()
         if self.sock.family == socket.AF_UNIX:
             from twisted.internet import tcp
 
@@ -375,6 +385,28 @@ class _Listening:
             except OSError:
                 pass
         return d
+
+
+    def _accept_backlog(self) -> None:
+        factory = self.port.factory
+        reactor = self.port.reactor
+        taken = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            try:
+                reactor.adoptStreamConnection(conn.fileno(), self.sock.family, factory)
+                taken += 1
+            except Exception:  # noqa: BLE001 - e.g. out of fds: the client sees a reset
+                log.failure("cannot serve a connection accepted while closing")
+            finally:
+                conn.close()  # adoptStreamConnection dup()ed it
+        if taken:
+            log.info("Serving {n} connection(s) that were waiting in the accept queue", n=taken)
 
 
 class HTTPListener(service.Service):
@@ -514,7 +546,7 @@ class HTTPListener(service.Service):
         """Close the listening socket(s) in this process; connections already accepted go on."""
         ds = []
         if self._current is not None:
-            ds.append(self._current.close(unlink=not self.handing_over))
+            ds.append(self._current.close(unlink=not self.handing_over, last=not self.handing_over))
             self._current = None
         if self._endpoint_port is not None:
             ds.append(defer.maybeDeferred(self._endpoint_port.stopListening))
@@ -562,7 +594,7 @@ class HTTPListener(service.Service):
         self._current = new
         self.bound_address = address
         if old is not None:
-            await old.close(unlink=old.name != new.name)
+            await old.close(unlink=old.name != new.name, last=True)
         log.info("Service listening on {address}", address=new.name)
         for listener in list(self._rebind_listeners):
             try:

@@ -62,3 +62,30 @@ class SignalHandlers:
             except (ValueError, TypeError):
                 pass
         self._previous.clear()
+
+
+class EarlySignals:
+    """Remembers HUP/USR1/USR2 that arrive before the daemon's handlers are installed.
+
+    Their default action would kill the process half-started (an upgrade or a logrotate run at the
+    wrong moment); instead they are replayed once the daemon is up (:meth:`SignalHandlers.install`
+    of the lifecycle).  SIGQUIT before that still ends the process, as a stop request should.
+    """
+
+    SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def install(self) -> EarlySignals:
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._record)
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        if signum not in self.received:
+            self.received.append(signum)
+
+    def take(self) -> list[int]:
+        received, self.received = self.received, []
+        return received

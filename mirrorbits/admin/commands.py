@@ -688,7 +688,9 @@ class AdminCommands:
         reply: ScanReply | None = None
         for proto in protocols:
             try:
-                reply = await self.mirror_scanner.scan_mirror(mirror, proto)
+                r = await self.mirror_scanner.scan_mirror(mirror, proto)
+                reply = ScanReply(files_indexed=r.files_indexed, known_indexed=r.known_indexed,
+                                  removed=r.removed, tz_offset_ms=r.tz_offset_ms)
                 break
             except Exception as e:  # only the last protocol's cause is reported, as in Go
                 cause = str(e) or e.__class__.__name__
@@ -743,22 +745,42 @@ def upgrade_by_signal(reactor: Any) -> Callable[[], None]:
 
 
 def admin_for_app(app: Any) -> AdminCommands:
-    """The daemon's AdminCommands, wired to the app's Redis, config, local scan and lifecycle hooks.
+    """The daemon's AdminCommands, wired to the app's Redis, config, local and mirror scans and the
+    lifecycle's reload/upgrade (``mirrorbits.lifecycle.get_lifecycle``; without one — tests, no HTTP
+    daemon — reload is the config holder's and upgrade is refused unless SIGUSR2 is handled)."""
+    from mirrorbits.lifecycle import get_lifecycle
 
-    The mirror scan is used if the app offers ``get_mirror_scanner()`` (engineer B's scan code);
-    the upgrade through ``app.upgrade()`` if the lifecycle code defines it, else by SIGUSR2.
-    """
     scanner_getter = getattr(app, "get_mirror_scanner", None)
-    upgrade = getattr(app, "upgrade", None)
 
     async def refresh(rehash: bool) -> Any:
         return await app.get_source_scanner().refresh(rehash)
+
+    def reload() -> None:
+        lifecycle = get_lifecycle(app)
+        if lifecycle is None:
+            app.config_holder.reload()
+            return
+        d = lifecycle.reload()
+        d.addErrback(lambda f: log.failure("reload failed", f))
+
+    def upgrade() -> None:
+        lifecycle = get_lifecycle(app)
+        if lifecycle is None:
+            upgrade_by_signal(app.reactor)()
+            return
+
+        def start() -> None:
+            # A failure is logged by the lifecycle ("Relaunch failed: ..."); the daemon keeps serving.
+            lifecycle.upgrade().addErrback(lambda f: None)
+
+        # Answer the caller first, then hand over (fix of spec §3.14's false "transport is closing").
+        app.reactor.callLater(0.1, start)
 
     return AdminCommands(
         app.get_redis(),
         lambda: app.config,
         refresher=refresh,
         mirror_scanner=scanner_getter() if scanner_getter is not None else None,
-        on_reload=app.config_holder.reload,
-        on_upgrade=upgrade if callable(upgrade) else upgrade_by_signal(app.reactor),
+        on_reload=reload,
+        on_upgrade=upgrade,
     )

@@ -597,7 +597,7 @@ class Subscription:
             self.client._forget(self)
         self._close()
         if self._wake is not None and not self._wake.called:
-            self._wake.callback(None)
+            self._wake.cancel()  # cancels the pending delayed call too
 
     def reconnect(self) -> None:
         """Drop the current connection(s); the loop dials again at once."""

@@ -134,3 +134,23 @@ class RedisClientTests(unittest.TestCase):
         yield defer.Deferred.fromCoroutine(eventually(lambda: defer.succeed(len(got) == 2)))
         self.assertEqual(got[1], ("chan", "two"))
         self.assertEqual(reconnects, [1])
+
+
+class SubscriptionStopTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_stop_while_retrying(self) -> Any:
+        """Stopping a subscription that waits to retry (Redis away) leaves nothing pending."""
+        port_owner = RedisServer().start()
+        address = port_owner.address
+        port_owner.cleanup()  # nothing listens there any more
+        client = RedisClient(lambda: RedisSettings(address=address))
+        client.start()
+        client.set_ready()
+        sub = client.subscribe(["chan"], lambda c, m: None)
+        yield sleep(0.3)  # the loop is now sleeping between attempts
+        self.assertFalse(sub.subscribed)
+        sub.stop()
+        yield defer.Deferred.fromCoroutine(client.stop())
+        yield sleep(0.7)  # past the retry delay: an AlreadyCalledError would surface here

@@ -44,6 +44,10 @@ TICK = 1.0
 RESYNC_INTERVAL = 60.0
 #: Start-up retries (§7.1): the mirror list every 500 ms.
 LOAD_RETRY = 0.5
+#: After joining, listen this long before scheduling, so the first split already counts the other
+#: nodes (they announce every second).  Go schedules at once, as a one-node cluster, so for a second
+#: every starting Go node checks every mirror.
+CLUSTER_SETTLE = 1.5
 
 
 @dataclass(slots=True)
@@ -71,7 +75,7 @@ class Monitor:
                  wait_indexed: Callable[[], defer.Deferred[None]] | None = None,
                  clock: Callable[[], float] = time.time, tick: float = TICK,
                  resync_interval: float = RESYNC_INTERVAL, health_workers: int = HEALTH_WORKERS,
-                 health_queue: int = HEALTH_QUEUE) -> None:
+                 health_queue: int = HEALTH_QUEUE, cluster_settle: float = CLUSTER_SETTLE) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -87,6 +91,7 @@ class Monitor:
         self.resync_interval = resync_interval
         self.health_workers = health_workers
         self.health_capacity = health_queue
+        self.cluster_settle = cluster_settle
         self.mirrors: dict[int, Tracked] = {}
         self._queue: defer.DeferredQueue[Tracked] = defer.DeferredQueue()
         self._queued = 0
@@ -99,6 +104,7 @@ class Monitor:
         self._update_call: Any = None
         self._subscription: Subscription | None = None
         self._startup: defer.Deferred[None] | None = None
+        self._sleeping: defer.Deferred[None] | None = None
         self.running = False
         self.started = False
         #: Hooks for tests and the manhole: called with (mirror id, outcomes) after each check.
@@ -123,7 +129,13 @@ class Monitor:
             log.failure("monitor start-up failed", failure)
 
     async def _sleep(self, seconds: float) -> None:
-        await task.deferLater(self.reactor, seconds, lambda: None)
+        self._sleeping = task.deferLater(self.reactor, seconds, lambda: None)
+        try:
+            await self._sleeping
+        except defer.CancelledError:
+            pass
+        finally:
+            self._sleeping = None
 
     async def _start(self) -> None:
         await self.redis.when_ready()
@@ -142,6 +154,10 @@ class Monitor:
         if not self.running:
             return
         self.cluster.start()
+        if self.cluster_settle > 0:
+            await self._sleep(self.cluster_settle)
+            if not self.running:
+                return
         for _ in range(self.health_workers):
             w = defer.Deferred.fromCoroutine(self._health_worker())
             w.addErrback(lambda f: None if f.check(defer.CancelledError)
@@ -161,8 +177,9 @@ class Monitor:
     async def stop(self) -> None:
         """Stop scheduling, cancel the HTTP requests and scans in flight, and wait for them."""
         self.running = False
-        if self._startup is not None and not self._startup.called:
-            self._startup.cancel()
+        # The start-up is never cancelled (it may wait for a Redis reply): it sees ``running``.
+        if self._sleeping is not None and not self._sleeping.called:
+            self._sleeping.cancel()
         for loop in self._loops:
             if loop.running:
                 loop.stop()

@@ -59,7 +59,7 @@ class HealthTests(RedisTestCase):
         cluster = Cluster(self.client, 0, node_id="solo-00001")
         scanner = MirrorScanner(self.client, lambda: self.config, self.http)
         mon = Monitor(self.client, lambda: self.config, cluster, HealthChecker(self.http), scanner,
-                      tick=0.1)
+                      tick=0.1, cluster_settle=0)
         mon._concurrent_sync = 0
         self.addCleanup(lambda: __import__("twisted.internet.defer").internet.defer
                         .Deferred.fromCoroutine(mon.stop()))

@@ -28,8 +28,16 @@ class NotFoundRoot(resource.Resource):
         return plain_error(request, 404, "Not Found")
 
 
+class _Site(server.Site):
+    """No per-request access log: the Go original writes none (its download log is separate), and
+    formatting one line per request costs ~15% of a redirect's CPU time."""
+
+    def log(self, request: Any) -> None:
+        pass
+
+
 def make_site(app: Any) -> server.Site:
     root = app.get_web_root() if hasattr(app, "get_web_root") else NotFoundRoot()
-    site = server.Site(root)
+    site = _Site(root)
     site.displayTracebacks = False
     return site

@@ -119,10 +119,10 @@ class SourceScanService(service.Service):
         if not self.running:
             return
         self.indexed = True
+        self._arm(self.config.RepositoryScanInterval)
         waiters, self._indexed_waiters = self._indexed_waiters, []
         for d in waiters:
             d.callback(None)
-        self._arm(self.config.RepositoryScanInterval)
 
     def _arm(self, minutes: int) -> None:
         """(Re)start the periodic scan: every ``minutes``, none for 0."""

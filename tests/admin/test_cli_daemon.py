@@ -647,3 +647,69 @@ def test_mirmon_accepts_the_export(daemon: AdminDaemon, tmp_path: Path) -> None:
                             "https://127.0.0.3/repo/", "http://10.0.0.1/"])
     page = (tmp_path / "index.html").read_text()
     assert "jane@example.org" not in "".join(added) and "http://127.0.0.3/repo/" in page
+
+
+def test_scan_enable_with_rsync(daemon: AdminDaemon, tmp_path: Path) -> None:
+    """Case 38: a real rsync daemon serving README, sub/file.iso and extra.txt."""
+    from tests.fixtures.rsyncd import start_rsyncd
+
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("README", "sub/file.iso", "extra.txt"):
+        (tree / name).write_text(name)
+    rsyncd = start_rsyncd(tmp_path, {"repo": {"path": str(tree)}})
+    try:
+        add(daemon, "rsyncmirror", "http://127.0.0.1/repo/", "-rsync", rsyncd.url("repo"))
+        refresh, scan, logs, ftp = daemon.cli(["refresh"], ["scan", "-enable", "rsyncmirror"],
+                                              ["logs", "rsyncmirror"], ["scan", "-ftp", "rsyncmirror"])
+    finally:
+        rsyncd.stop()
+    assert refresh.code == 0
+    assert (scan.code, scan.err) == (0, "")
+    assert scan.out == "Scanning rsyncmirror... 3 files indexed, 2 known and 0 removed\n  \u221f Enabled\n"
+    texts = [line.split(": ", 1)[1] for line in logs.out.splitlines()[1:]]
+    assert texts[-3:] == ["RSYNC scan started", "Scan completed: 3 files (2 known), 0 removed",
+                          "Mirror enabled"]
+    red = daemon.redis.client()
+    assert red.hget("MIRROR_1", "enabled") == "1"
+    assert red.smembers("MIRRORFILES_1") == {"/README", "/sub/file.iso", "/extra.txt"}
+    assert ftp.err == "\nscan error: scanning rsyncmirror failed: no suitable URL for the scan\n"
+
+
+def test_add_and_enable_send_the_go_write_commands(daemon: AdminDaemon) -> None:
+    """The Redis commands of add and enable, seen by MONITOR, are the Go RPC's (data §2.13)."""
+    import threading
+
+    seen: list[list[str]] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        with daemon.redis.client().monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                words = cmd["command"].split(" ")
+                seen.append([w.strip('"') for w in words])
+                if words[0] == "RPUSH" and len(seen) > 1 and any(s[0] == "HMSET" and s[1] == "MIRROR_1"
+                                                                   and s[2:4] == ["enabled", "1"]
+                                                                   for s in seen):
+                    return
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    ready.wait(10)
+    no_spaces = [w if w != "first mirror" else "first" for w in ADD1]  # MONITOR lines split on spaces
+    r = daemon.cli(no_spaces, ["enable", "mirror1"])
+    assert [x.code for x in r] == [0, 0]
+    t.join(20)
+    writes = [s[:2] for s in seen if s[0] in ("INCR", "MULTI", "HMSET", "HSET", "EXEC", "PUBLISH", "RPUSH")]
+    assert writes == [
+        ["INCR", "LAST_MID"], ["MULTI"], ["HMSET", "MIRROR_1"], ["HSET", "MIRRORS"], ["EXEC"],
+        ["PUBLISH", "_mirrorbits_mirror_update"], ["RPUSH", "MIRRORLOGS_1"],
+        ["HMSET", "MIRROR_1"], ["PUBLISH", "_mirrorbits_mirror_update"], ["RPUSH", "MIRRORLOGS_1"],
+    ]
+    hmset = next(s for s in seen if s[0] == "HMSET")
+    fields = hmset[2::2]
+    assert fields == ["ID", "name", "http", "rsync", "ftp", "sponsorName", "sponsorURL", "sponsorLogo",
+                      "adminName", "adminEmail", "customData", "continentOnly", "countryOnly", "asOnly",
+                      "score", "latitude", "longitude", "continentCode", "countryCodes",
+                      "excludedCountryCodes", "asnum", "comment", "allowredirects", "enabled", "httpsUp"]

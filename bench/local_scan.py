@@ -1,0 +1,196 @@
+"""Benchmark of the local repository scan (issue 3): 100,000 small files, a private redis-server.
+
+Prints, for a first scan, a no-change rescan and a rescan after 1% of the files changed: wall time,
+files hashed and records written, peak RSS of this process; the worst latency of two PING loops run
+during each scan (one on the scanning process's own reactor, which also sees reactor/GIL stalls, and
+one in a separate process, which sees only Redis); the longest Redis command (SLOWLOG); and the
+throughput of ``sha256sum`` over the same files as the physical limit.
+
+    python bench/local_scan.py                 # 100,000 files
+    python bench/local_scan.py --files 20000 --sweep 100,250,500,1000,2000   # commit-batch sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from twisted.internet import defer, task  # noqa: E402
+
+from mirrorbits.config import Config  # noqa: E402
+from mirrorbits.redis.connection import RedisClient, RedisSettings  # noqa: E402
+from mirrorbits.scan.local import COMMIT_BATCH, LocalScanner  # noqa: E402
+from tests.fixtures.redis import RedisServer  # noqa: E402
+
+PER_DIR = 1000
+
+PING_PROC = r"""
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+worst = 0.0
+f = s.makefile("rb")
+while True:
+    t = time.perf_counter()
+    s.sendall(b"PING\r\n")
+    if not f.readline():
+        break
+    worst = max(worst, time.perf_counter() - t)
+    sys.stdout.write("%f\n" % worst); sys.stdout.flush()
+    time.sleep(0.005)
+"""
+
+
+def build_tree(root: str, n: int, seed: int = 1) -> None:
+    rnd = random.Random(seed)
+    for i in range(n):
+        d = os.path.join(root, f"d{i // PER_DIR:04d}")
+        if i % PER_DIR == 0:
+            os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"file-{i:06d}.bin"), "wb") as f:
+            f.write(rnd.randbytes(rnd.randint(100, 4000)))
+
+
+def touch_percent(root: str, n: int, percent: float) -> int:
+    count = int(n * percent / 100)
+    for i in range(0, n, max(1, n // count))[:count]:
+        p = os.path.join(root, f"d{i // PER_DIR:04d}", f"file-{i:06d}.bin")
+        with open(p, "ab") as f:
+            f.write(b"changed")
+    return count
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sha256sum_rate(root: str, n: int, parallel: int) -> float:
+    t = time.perf_counter()
+    subprocess.run(f"find {root} -type f -print0 | xargs -0 -P{parallel} -n 2000 sha256sum >/dev/null",
+                   shell=True, check=True)
+    return n / (time.perf_counter() - t)
+
+
+class PingLoop:
+    """PINGs on its own connection of the scanning process's reactor, every 5 ms."""
+
+    def __init__(self, client: RedisClient, reactor: Any) -> None:
+        self.client, self.reactor = client, reactor
+        self.worst = 0.0
+        self.running = False
+
+    async def run(self) -> None:
+        self.running = True
+        while self.running:
+            t = time.perf_counter()
+            await self.client.execute("PING")
+            self.worst = max(self.worst, time.perf_counter() - t)
+            await task.deferLater(self.reactor, 0.005, lambda: None)
+
+
+async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient, server: RedisServer,
+                     reactor: Any, rehash: bool = False) -> dict[str, Any]:
+    r = server.client()
+    r.slowlog_reset()
+    proc = subprocess.Popen([sys.executable, "-c", PING_PROC, str(server.port)], stdout=subprocess.PIPE,
+                            text=True)
+    await task.deferLater(reactor, 0.2, lambda: None)
+    loop = PingLoop(ping_client, reactor)
+    ld = defer.Deferred.fromCoroutine(loop.run())
+    t = time.perf_counter()
+    result = await scanner.scan(rehash=rehash)
+    elapsed = time.perf_counter() - t
+    loop.running = False
+    await ld
+    proc.terminate()
+    out = proc.communicate()[0].split()
+    ext_worst = float(out[-1]) if out else float("nan")
+    slow = r.slowlog_get(100000)
+    worst_cmd = max(slow, key=lambda e: e["duration"]) if slow else None
+    row = {
+        "label": label, "seconds": elapsed, "hashed": result.hashed, "written": result.written,
+        "indexed": result.indexed, "removed": result.removed, "rss_mb": peak_rss_mb(),
+        "ping_reactor_ms": loop.worst * 1000, "ping_external_ms": ext_worst * 1000,
+        "slowest_cmd_ms": (worst_cmd["duration"] / 1000) if worst_cmd else 0.0,
+        "slowest_cmd": (worst_cmd["command"][:40].decode("utf-8", "replace")
+                        if worst_cmd and isinstance(worst_cmd["command"], bytes)
+                        else (str(worst_cmd["command"])[:40] if worst_cmd else "")),
+    }
+    print(f"{label:<22} {elapsed:7.2f}s  {result.indexed / elapsed:8.0f} files/s  hashed={result.hashed:<6} "
+          f"written={result.written:<6} removed={result.removed:<4} peakRSS={row['rss_mb']:.0f}MB  "
+          f"PING worst: reactor {row['ping_reactor_ms']:.1f}ms, external {row['ping_external_ms']:.1f}ms  "
+          f"slowest Redis cmd {row['slowest_cmd_ms']:.2f}ms ({row['slowest_cmd']})", flush=True)
+    return row
+
+
+async def main(reactor: Any, args: argparse.Namespace) -> None:
+    tmp = tempfile.mkdtemp(prefix="mirrorbits-bench-")
+    server = RedisServer(extra_args=["--slowlog-log-slower-than", "500", "--slowlog-max-len", "100000"])
+    server.start()
+    sub = server.client().pubsub()
+    sub.subscribe("_mirrorbits_file_update")  # a realistic PUBLISH cost: one subscriber
+    import threading
+
+    def drain() -> None:
+        for _ in sub.listen():
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    clients: list[RedisClient] = []
+    try:
+        repo = os.path.join(tmp, "repo")
+        os.makedirs(repo)
+        t = time.perf_counter()
+        build_tree(repo, args.files)
+        print(f"built {args.files} files in {time.perf_counter() - t:.1f}s under {repo}", flush=True)
+        os.system("sync")
+        print(f"sha256sum: {sha256sum_rate(repo, args.files, 1):.0f} files/s (1 process), "
+              f"{sha256sum_rate(repo, args.files, 2):.0f} files/s (2 processes)", flush=True)
+        settings = RedisSettings(address=server.address)
+
+        def new_client() -> RedisClient:
+            c = RedisClient(lambda: settings, reactor=reactor)
+            c.start()
+            c.set_ready()
+            clients.append(c)
+            return c
+
+        cfg = Config(Repository=repo)
+        ping_client = new_client()
+        batches = [int(x) for x in args.sweep.split(",")] if args.sweep else [args.batch]
+        for batch in batches:
+            server.flush()
+            scanner = LocalScanner(new_client(), lambda: cfg, reactor=reactor, commit_batch=batch,
+                                   hash_workers=args.workers)
+            print(f"-- commit batch {batch}, {args.workers} hash workers", flush=True)
+            await timed_scan("first scan", scanner, ping_client, server, reactor)
+            if args.sweep:
+                continue
+            await timed_scan("no-change rescan", scanner, ping_client, server, reactor)
+            changed = touch_percent(repo, args.files, 1.0)
+            await timed_scan(f"rescan, {changed} changed", scanner, ping_client, server, reactor)
+    finally:
+        for c in clients:
+            await c.stop()
+        sub.close()
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=COMMIT_BATCH, help="files per commit MULTI")
+    parser.add_argument("--workers", type=int, default=2, help="hashing threads")
+    parser.add_argument("--sweep", default="", help="comma-separated commit batch sizes (first scan only)")
+    opts = parser.parse_args()
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, opts)))

@@ -311,15 +311,17 @@ class ConnectionTracker:
         empty = self._wait_empty()
         await _first(self.reactor, empty, min(idle_grace, timeout))
         for proto in list(self._live):
-            if self._idle(proto) and proto.transport is not None:
-                proto.transport.loseConnection()  # sent nothing since the stop began
+            transport = self._channel(proto).transport
+            if self._idle(proto) and transport is not None:
+                transport.loseConnection()  # sent nothing since the stop began
         if self._live:
             await _first(self.reactor, self._wait_empty(), max(0.0, timeout - idle_grace))
         cut = 0
         for proto in list(self._live):
-            if proto.transport is not None:
+            transport = self._channel(proto).transport
+            if transport is not None:
                 cut += 1
-                proto.transport.abortConnection()
+                transport.abortConnection()
         if cut:
             log.warn("Stopped with {n} request(s) still running after {t}s", n=cut, t=timeout)
         return cut

@@ -245,7 +245,7 @@ class LoadClient:
             except ConnectionRefusedError as e:
                 self.results.error("refused", str(e))
                 reader = writer = None
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 self.results.error("timeout", "keep-alive request")
                 reader = writer = None
             except (_Closed, ConnectionError, OSError) as e:
@@ -265,14 +265,14 @@ class LoadClient:
             except ConnectionRefusedError as e:
                 self.results.error("refused", str(e))
                 continue
-            except (asyncio.TimeoutError, TimeoutError, OSError) as e:
+            except (TimeoutError, OSError) as e:
                 self.results.error("connect", f"{type(e).__name__}: {e}")
                 continue
             try:
                 writer.write(self.request_bytes(close=True))
                 status, headers, body = await asyncio.wait_for(_read_response(reader), self.timeout)
                 self._record(status, headers, body)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 self.results.error("timeout", "fresh request")
             except (_Closed, ConnectionError, OSError) as e:
                 self.results.error("failed", f"fresh: {type(e).__name__}: {e}")
@@ -323,7 +323,7 @@ def burst(port: int, n: int, concurrency: int = 50, path: str = FILE,
                 status, headers, body = await asyncio.wait_for(_read_response(reader), 10)
                 results.statuses[status] += 1
                 results.locations[headers.get("location", "")] += 1
-            except (_Closed, ConnectionError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, _Closed, ConnectionError, OSError) as e:
                 results.error("failed", f"{type(e).__name__}: {e}")
             finally:
                 writer.close()

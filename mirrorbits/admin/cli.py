@@ -225,10 +225,22 @@ class Session:
             self.io.err(f"mirrorbits: {path} uses the daemon's embedded Redis, which is not running\n")
             return None
         settings = RedisSettings.from_config(config)
-        self.io.err(f"mirrorbits: the daemon at {self.host}:{self.port} is not reachable ({reason}); "
-                    f"working on Redis {settings.address} directly (config {path})\n")
         client = RedisClient(lambda: settings, reactor=self.reactor)
         client.set_ready()
+        try:
+            version = await client.execute("GET", "MIRRORBITS_DB_VERSION")
+        except Exception as e:
+            await client.stop()
+            self.io.err(f"mirrorbits: the daemon is not reachable ({reason}) and neither is Redis "
+                        f"{settings.address}: {e}\n")
+            return None
+        if version not in (None, "2"):
+            await client.stop()
+            self.io.err(f"mirrorbits: Redis {settings.address} holds database version {version}; only the "
+                        "daemon may upgrade it\n")
+            return None
+        self.io.err(f"mirrorbits: the daemon at {self.host}:{self.port} is not reachable ({reason}); "
+                    f"working on Redis {settings.address} directly (config {path})\n")
         self._local_client = client
         return AdminCommands(client, lambda: config, where="CLI without the daemon")
 

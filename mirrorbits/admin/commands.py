@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from mirrorbits import VERSION
@@ -663,8 +663,11 @@ class AdminCommands:
             raise AdminError(str(e) or e.__class__.__name__) from None
 
     async def scan_mirror(self, mirror_id: int, auto_enable: bool = False,
-                          protocol: int = PROTOCOL_ALL) -> ScanReply:
-        """``ScanMirror`` (spec §3.4): checks, then the scan itself through ``mirror_scanner``."""
+                          protocol: int = PROTOCOL_ALL, timeout: float | None = None) -> ScanReply:
+        """``ScanMirror`` (spec §3.4): checks, then the scan itself through ``mirror_scanner``.
+
+        ``timeout`` (seconds, ``scan -timeout``) aborts a scan that takes longer, as the Go daemon
+        did when the caller's deadline passed."""
         self._check_id(mirror_id)
         if not await self._exec("EXISTS", schema.FILES):
             raise _fp("local repository not yet indexed. You should run 'refresh' first!")
@@ -688,10 +691,20 @@ class AdminCommands:
         reply: ScanReply | None = None
         for proto in protocols:
             try:
-                r = await self.mirror_scanner.scan_mirror(mirror, proto)
+                d = defer.ensureDeferred(self.mirror_scanner.scan_mirror(mirror, proto))
+                if timeout:
+                    from twisted.internet import reactor
+
+                    d.addTimeout(timeout, reactor)
+                try:
+                    r = await d
+                except defer.TimeoutError:
+                    raise AdminError("context deadline exceeded", "DeadlineExceeded") from None
                 reply = ScanReply(files_indexed=r.files_indexed, known_indexed=r.known_indexed,
                                   removed=r.removed, tz_offset_ms=r.tz_offset_ms)
                 break
+            except AdminError:
+                raise
             except Exception as e:  # only the last protocol's cause is reported, as in Go
                 cause = str(e) or e.__class__.__name__
         if reply is None:

@@ -199,21 +199,11 @@ class AdminProtocol(amp.AMP):
                 raise ValueError("arguments must be an object")
         except ValueError as e:
             raise AdminError(f"bad arguments: {e}", "InvalidArgument") from None
-        timeout = kwargs.pop("_timeout", None)
         try:
             coro = getattr(self.admin, method)(**kwargs)
         except TypeError as e:
             raise AdminError(f"bad arguments: {e}", "InvalidArgument") from None
-        d = defer.Deferred.fromCoroutine(coro)
-        if timeout:
-            from twisted.internet import reactor
-
-            d.addTimeout(float(timeout), reactor)
-            try:
-                return await d
-            except defer.TimeoutError:
-                raise AdminError("context deadline exceeded", "DeadlineExceeded") from None
-        return await d
+        return await coro
 
     def connectionLost(self, reason: Any = None) -> None:  # type: ignore[override]  # noqa: N802
         super().connectionLost(reason)
@@ -279,11 +269,11 @@ class RemoteAdmin:
         self.reactor = reactor
         self.where = "daemon"
 
-    async def _call(self, method: str, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
+    async def _call(self, method: str, deadline: float | None = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
         d = self.proto.callRemote(AdminCall, method=method, password=self.password,
                                   args=json.dumps(encode_value(kwargs)))
-        if timeout:
-            d.addTimeout(timeout, self.reactor)
+        if deadline:
+            d.addTimeout(deadline, self.reactor)
         try:
             reply = await d
         except defer.TimeoutError:
@@ -341,18 +331,17 @@ class RemoteAdmin:
         await self._call("change_status", mirror_id=mirror_id, enabled=enabled)
 
     async def remove_mirror(self, mirror_id: int) -> None:
-        await self._call("remove_mirror", timeout=60.0, mirror_id=mirror_id)
+        await self._call("remove_mirror", deadline=60.0, mirror_id=mirror_id)
 
     async def refresh(self, rehash: bool = False) -> None:
-        await self._call("refresh", timeout=None, rehash=rehash)
+        await self._call("refresh", deadline=None, rehash=rehash)
 
     async def scan_mirror(self, mirror_id: int, auto_enable: bool = False, protocol: int = 0,
                           timeout: float | None = None) -> ScanReply:
-        kwargs: dict[str, Any] = {"mirror_id": mirror_id, "auto_enable": auto_enable,
-                                  "protocol": protocol}
-        if timeout:
-            kwargs["_timeout"] = timeout
-        return await self._call("scan_mirror", timeout=timeout, **kwargs)  # type: ignore[no-any-return]
+        # The daemon enforces the deadline (and aborts the scan); ours is a safety net behind it.
+        return await self._call("scan_mirror", deadline=timeout + 5 if timeout else None,  # type: ignore[no-any-return]
+                                mirror_id=mirror_id, auto_enable=auto_enable, protocol=protocol,
+                                timeout=timeout)
 
     async def reload(self) -> None:
         await self._call("reload")
@@ -371,7 +360,7 @@ async def connect(host: str, port: int, password: str, reactor: Any = None,
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
-    endpoint = HostnameEndpoint(reactor, host.encode("idna") if host.isascii() else host, port,
+    endpoint = HostnameEndpoint(reactor, host, port,
                                 timeout=timeout)
     proto = await endpoint.connect(protocol.Factory.forProtocol(amp.AMP))
     return RemoteAdmin(proto, password, reactor)  # type: ignore[arg-type]

@@ -96,3 +96,56 @@ def test_interactive_prompt_with_the_admin_commands(daemon: AdminDaemon) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+CONCH_CLIENT = r"""
+import sys
+from twisted.conch.client.knownhosts import KnownHostsFile
+from twisted.conch.endpoints import SSHCommandClientEndpoint
+from twisted.conch.ssh.keys import Key
+from twisted.internet import defer, protocol, task
+from twisted.python.filepath import FilePath
+
+port, key_path, known_hosts, command = sys.argv[1:5]
+
+class Collect(protocol.Protocol):
+    def connectionMade(self):
+        self.data = b""
+        self.done = defer.Deferred()
+    def dataReceived(self, data):
+        self.data += data
+    def connectionLost(self, reason):
+        self.done.callback(reason.value)
+
+async def main(reactor):
+    ep = SSHCommandClientEndpoint.newConnection(
+        reactor, command.encode(), b"admin", b"127.0.0.1", int(port),
+        keys=[Key.fromFile(key_path)], knownHosts=KnownHostsFile.fromPath(FilePath(known_hosts)))
+    proto = await ep.connect(protocol.Factory.forProtocol(Collect))
+    reason = await proto.done
+    code = getattr(reason, "exitCode", 0) or 0
+    sys.stdout.write(f"{code}\n" + proto.data.decode())
+
+task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
+"""
+
+
+def test_twisted_conch_client_exec(daemon: AdminDaemon) -> None:
+    """Twisted's own SSH client (which crashed when the server wrote from inside execCommand)."""
+    import sys
+
+    from mirrorbits.admin.manhole import host_key
+
+    assert daemon.one("add", "-http", "http://127.0.0.1/repo", "mirror1").code == 0
+    public = host_key(str(daemon.tmp / "data")).public().toString("openssh").decode()
+    known = daemon.tmp / "known_hosts"
+    known.write_text(f"127.0.0.1 {public}\n")  # Twisted matches the host without the port
+    script = daemon.tmp / "conch_client.py"
+    script.write_text(CONCH_CLIENT)
+    results = []
+    for command in ("list -state=false", "show nothing"):
+        proc = subprocess.run([sys.executable, str(script), str(daemon.ssh_port), str(daemon.key), str(known),
+                               command], capture_output=True, text=True, timeout=60)
+        results.append(proc.stdout)
+    assert results[0] == "0\nIdentifier \nmirror1 \n"
+    assert results[1] == "1\n"  # stderr goes to the extended-data stream, not this protocol

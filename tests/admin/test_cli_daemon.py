@@ -233,7 +233,7 @@ def test_add_writes_the_go_records(daemon: AdminDaemon) -> None:
     assert red.hget("MIRROR_4", "httpUp") is None and red.hget("MIRROR_4", "httpsUp") is None
     assert red.get("LAST_MID") == "4"
     assert red.hgetall("MIRRORS") == {"1": "mirror1", "2": "mirrorport", "3": "nogeo", "4": "mirror3"}
-    published = []
+    published: list[str] = []
     deadline = 50
     while len(published) < 4 and deadline:
         m = pubsub.get_message(timeout=0.1)

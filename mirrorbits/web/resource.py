@@ -40,10 +40,11 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from mirrorbits import VERSION
-from mirrorbits.cache import MirrorView, PathEntry
+from mirrorbits.cache import LRU, MirrorView, PathEntry
 from mirrorbits.geo import EMPTY_RECORD, GeoRecord
 from mirrorbits.model import FileInfo
 from mirrorbits.selection import (
+    Chosen,
     ClientLocation,
     Secure,
     Selection,
@@ -171,12 +172,17 @@ class RedirectorResource(resource.Resource):
     """The root of the site: every request comes here (see the module docstring)."""
 
     isLeaf = True
+    #: Entries of the redirect selection memo (see :meth:`_redirect_selection`); 0 disables it.
+    memo_size = 16384
 
     def __init__(self, app: Any, *, rng: random.Random | None = None) -> None:
         super().__init__()
         self.app = app
         self.rng = rng or random.Random()
         self._state: _ConfigState | None = None
+        self._parts: dict[str, Any] = {}
+        self._memo = LRU(self.memo_size)
+        self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
         self.dispatch = {
             STANDARD: self._mirror_handler,
@@ -197,8 +203,14 @@ class RedirectorResource(resource.Resource):
         return st
 
     def _getter(self, name: str) -> Any:
-        getter = getattr(self.app, name, None)
-        return getter() if getter is not None else None
+        """The part an app getter hands out; cached, since getters build each part once."""
+        part = self._parts.get(name)
+        if part is None:
+            getter = getattr(self.app, name, None)
+            part = getter() if getter is not None else None
+            if part is not None:
+                self._parts[name] = part
+        return part
 
     def _plugin(self, getter_name: str) -> Any:
         def handler(request: Any, ctx: RequestContext) -> bytes | int:
@@ -211,7 +223,7 @@ class RedirectorResource(resource.Resource):
 
     @property
     def view(self) -> MirrorView:
-        return self.app.get_cache()  # type: ignore[no-any-return]
+        return self._getter("get_cache")  # type: ignore[no-any-return]
 
     def _client_location(self, ip: str) -> tuple[GeoRecord, ClientLocation]:
         geoip = self._getter("get_geoip")
@@ -362,8 +374,21 @@ class RedirectorResource(resource.Resource):
             _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
             config.AllowHTTPToHTTPSRedirects)))
 
+        # 9 (decided early: it does not depend on the selection). Renderer.
+        mode = st.mode
+        if is_list:
+            rtype = MIRRORLIST
+        elif mode == "json" or (mode == "auto" and _accepts_json(request)):
+            rtype = JSON
+        else:
+            rtype = REDIRECT
+
         # 6–7. Selection, then fallbacks or 503.
-        sel = self._selection(path, info, entry, loc, secure, is_list, config, st)
+        sel = None
+        if rtype == REDIRECT and loc.valid and entry is not None and self.memo_size > 0:
+            sel = self._redirect_selection(path, info, entry, loc, secure, config, st)
+        if sel is None:
+            sel = self._selection(path, info, entry, loc, secure, is_list, config, st)
         mlist = sel.selected
         fallback = False
         if sel.error is not None or not mlist:
@@ -376,20 +401,16 @@ class RedirectorResource(resource.Resource):
         results = Results(info, ip, rec, mlist, sel.excluded, fallback, config.LocalJSPath,
                           sel.error or load_error)
 
-        # 9–10. Renderer.
-        if is_list:
+        # 10. Render.
+        if rtype == MIRRORLIST:
             renderer = self._getter("get_mirrorlist_renderer")
             if renderer is None:
                 return plain_error(request, 500, "please set a valid path to the templates directory")
             request.setHeader(b"Cache-Control", b"private, no-cache")
             return renderer(request, results)  # type: ignore[no-any-return]
-        mode = st.mode
-        if mode == "json" or (mode == "auto" and _accepts_json(request)):
-            rtype = JSON
-            pretty = "pretty" in ctx.query
-            body = render_json(request, results, pretty)
+        if rtype == JSON:
+            body = render_json(request, results, "pretty" in ctx.query)
         else:
-            rtype = REDIRECT
             body = render_redirect(request, results, config.MaxLinkHeaders)
 
         # 11–12. Log line and download counting (engineer L's parts, when present).
@@ -401,6 +422,62 @@ class RedirectorResource(resource.Resource):
             if stats is not None:
                 stats.count_download(request, results)
         return body
+
+    def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,
+                            secure: Secure, config: Any, st: _ConfigState) -> Selection | None:
+        """Selection for a redirect, from a memo of the deterministic part.
+
+        Why: scoring ~50 mirrors costs ~60 us per request, and it is a pure function of the
+        file's view entry, the client's location and the config; only the weighted draw is
+        random.  The memo keeps, per (path, scheme option, client location), the weighted pool
+        (or the head of the list when fewer than 2 mirrors got a weight) and each request draws
+        from it exactly as :func:`select_mirrors` does (same distribution).  An entry is valid
+        while the view entry's composed pairs and the config are the very objects it was built
+        from, so every invalidation of the view and every reload applies at once.  Only
+        redirects use it (JSON and the mirror list need the full, unmemoised result).
+        """
+        pairs = entry.pairs
+        if pairs is None or info.mod_time_ns is None:
+            return None
+        key = (path, secure, loc.country, loc.continent, loc.asnum, loc.geo_key)
+        memo = self._memo
+        hit = memo.get(key)
+        if hit is None or hit[0] is not pairs or hit[1] is not st:
+            self.memo_stats["misses"] += 1
+            full = self._selection(path, info, entry, loc, secure, True, config, st)
+            if full.error is not None:
+                return None
+            base = int(full.farthest)
+            weighted = [(ch, ch.computed_score - base) for ch in full.selected if ch.computed_score > base]
+            if len(weighted) > 1:
+                total = sum(w for _, w in weighted)
+                hit = (pairs, st, True, weighted, total)
+            else:
+                hit = (pairs, st, False, full.selected[:max(1, config.MaxLinkHeaders + 1)], 0)
+            memo.set(key, hit)
+        else:
+            self.memo_stats["hits"] += 1
+        _, _, drawn, items, total = hit
+        if not drawn:
+            return Selection([Chosen(ch.candidate, ch.absolute_url, ch.distance, ch.computed_score,
+                                     ch.weight) for ch in items], [])
+        # Weighted draw without replacement, as select_mirrors does (§8.6), first min(5, n).
+        pool = list(items)
+        rest = total
+        randrange = self.rng.randrange
+        out = []
+        for _ in range(5 if len(pool) > 5 else len(pool)):
+            rv = randrange(rest)
+            acc = 0
+            k = 0
+            for k, (_ch, w) in enumerate(pool):  # noqa: B007 - k is the pick
+                acc += w
+                if acc > rv:
+                    break
+            ch, w = pool.pop(k)
+            rest -= w
+            out.append(Chosen(ch.candidate, ch.absolute_url, ch.distance, ch.computed_score, ch.weight))
+        return Selection(out, [])
 
     def _selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
                    secure: Secure, is_list: bool, config: Any, st: _ConfigState) -> Selection:

@@ -104,10 +104,12 @@ class LRU:
         self._trim()
 
     def set_cost(self, key: Any, cost: int) -> None:
+        """Change the cost of an entry that was just updated (it becomes the most recent)."""
         item = self._data.get(key)
         if item is not None:
             self.size += cost - item[1]
             item[1] = cost
+            self._data.move_to_end(key, last=False)
             self._trim()
 
     def _trim(self) -> None:

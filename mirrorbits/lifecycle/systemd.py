@@ -80,6 +80,8 @@ def listen_fds(environ: MutableMapping[str, str] | None = None, *, unset: bool =
     explicitly.
     """
     env = os.environ if environ is None else environ
+    if "LISTEN_FDS" not in env and environ is None:
+        return _from_twisted()
     try:
         if int(env.get("LISTEN_PID", "")) != (pid or os.getpid()):
             return []
@@ -90,12 +92,34 @@ def listen_fds(environ: MutableMapping[str, str] | None = None, *, unset: bool =
     if unset:
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             env.pop(key, None)
+    return _checked([(LISTEN_FDS_START + i, names[i] if i < len(names) else "unknown")
+                     for i in range(max(0, count))])
+
+
+def _from_twisted() -> list[ActivatedSocket]:
+    """What Twisted read: importing ``twisted.internet.endpoints`` parses ``LISTEN_FDS`` into a class
+    attribute (for ``systemd:`` endpoint descriptions) and deletes the variables from the
+    environment, so once any part has imported it, that object is the only record left."""
+    try:
+        from twisted.internet import endpoints
+
+        names_tried = ("_SystemdParser", "_SystemDServerEndpointParser")  # current, older name
+        parser = next(getattr(endpoints, n) for n in names_tried if hasattr(endpoints, n))
+        daemon = parser._sddaemon
+        fds = list(daemon.inheritedDescriptors())
+        names = {fd: name for name, fd in daemon.inheritedNamedDescriptors().items()}
+    except (ImportError, AttributeError, StopIteration):
+        return []
+    return _checked([(fd, names.get(fd, "unknown")) for fd in fds])
+
+
+def _checked(fds: list[tuple[int, str]]) -> list[ActivatedSocket]:
     result = []
-    for i in range(max(0, count)):
-        fd = LISTEN_FDS_START + i
+    for fd, name in fds:
         try:
             os.set_inheritable(fd, False)
         except OSError:
+            log.warn("systemd passed fd {fd} ({name}), but it is not open", fd=fd, name=name)
             continue
-        result.append(ActivatedSocket(fd, names[i] if i < len(names) else "unknown"))
+        result.append(ActivatedSocket(fd, name))
     return result

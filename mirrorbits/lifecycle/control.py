@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, error, task
 from twisted.logger import Logger
 
 from mirrorbits.lifecycle import systemd
@@ -338,8 +338,11 @@ class Lifecycle(service.Service):
             if child.pid:
                 systemd.main_pid(child.pid)
             log.info("Handing over to child {pid}", pid=child.pid)
-        if self.reactor.running:
-            self.reactor.stop()
+        if self.reactor.running and not self.stopping:
+            try:
+                self.reactor.stop()
+            except error.ReactorNotRunning:  # a second stop request while stopping
+                pass
 
     def _shutting_down(self) -> None:
         if self.stopping:

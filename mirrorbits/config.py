@@ -11,7 +11,7 @@ Differences from the Go original (also listed in the README):
 * ``RedisAddress: embedded`` asks for a private redis-server started by the daemon, with its data under
   ``DataDir``; a config without ``RedisAddress`` keeps the Go meaning, ``127.0.0.1:6379``;
 * a few keys of our own (``DataDir``, ``Workers``, ``ManholeListenAddress``,
-  ``ManholeAuthorizedKeys``), all optional, listed in :data:`EXTENSION_KEYS`.
+  ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``), all optional, listed in :data:`EXTENSION_KEYS`.
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ class Config:
     ManholeListenAddress: str = ""
     #: authorized_keys file of the manhole (keys only, no passwords).
     ManholeAuthorizedKeys: str = ""
+    #: Extra CA certificates (PEM) that health checks and trace fetches trust besides the system roots.
+    CheckTLSCAFile: str = ""
     # -- not keys: where the config came from, and what was odd about it --
     source: str = field(default="<defaults>", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -141,7 +143,7 @@ GO_KEYS = (
     "DisallowRedirects", "WeightDistributionRange", "DisableOnMissingFile", "AllowOutdatedFiles",
     "Fallbacks", "RedisSentinelMasterName", "RedisSentinels", "RPCListenAddress", "RPCPassword",
 )
-EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys")
+EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile")
 
 
 class _Reader:
@@ -235,7 +237,7 @@ _TYPES: dict[str, str] = {
     "FixTimezoneOffsets": "boolean", "DisallowRedirects": "boolean", "WeightDistributionRange": "number",
     "DisableOnMissingFile": "boolean", "RedisSentinelMasterName": "string", "RPCListenAddress": "string",
     "RPCPassword": "string", "DataDir": "string", "Workers": "integer",
-    "ManholeListenAddress": "string", "ManholeAuthorizedKeys": "string",
+    "ManholeListenAddress": "string", "ManholeAuthorizedKeys": "string", "CheckTLSCAFile": "string",
 }
 
 

@@ -158,3 +158,10 @@ def test_embedded_marker(tmp_path: Path) -> None:
     c = load_text(tmp_path, "Repository: /srv\nRedisAddress: embedded\nDataDir: data\n")
     assert c.embedded_redis is True
     assert c.DataDir == os.path.join(os.getcwd(), "data")
+
+
+def test_extension_keys(tmp_path: Path) -> None:
+    c = load_text(tmp_path, "Repository: /srv\nCheckTLSCAFile: /etc/ca.pem\nWorkers: 2\n")
+    assert c.CheckTLSCAFile == "/etc/ca.pem" and c.Workers == 2 and c.warnings == ()
+    with pytest.raises(ConfigError, match="Workers"):
+        load_text(tmp_path, "Repository: /srv\nWorkers: 0\n")

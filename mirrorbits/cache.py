@@ -361,11 +361,20 @@ class _FastReader:
         self._connecting: list[defer.Deferred[_FastProtocol]] | None = None
         self._failed_at = -1e9
         self._last_error = ""
+        self._closed = False
+        self._dialing: _FastProtocol | None = None
+
+    def redis_is_back(self) -> None:
+        """The subscriber reconnected: dial at once instead of waiting out the failure window."""
+        self._failed_at = -1e9
 
     def close(self) -> None:
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.abortConnection()
+        self._closed = True
+        for p in (self._proto, self._dialing):
+            if p is not None and p.transport is not None:
+                p.transport.abortConnection()
         self._proto = None
+        self._dialing = None
 
     async def _connection(self) -> _FastProtocol:
         p = self._proto
@@ -404,11 +413,22 @@ class _FastReader:
             cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
             endpoint = cls(self.reactor, host, int(port), timeout=self.CONNECT_TIMEOUT)
         p = await endpoint.connect(protocol.Factory.forProtocol(_FastProtocol))
+        if self._closed:
+            p.transport.abortConnection()  # type: ignore[union-attr]
+            raise ConnectionError("closed")
+        self._dialing = p
         setup: list[Sequence[Any]] = []
         if settings.password:
             setup.append(("AUTH", settings.password))
         setup.append(("SELECT", settings.db))
-        replies = await p.request(setup)
+        # A server that accepts but does not answer (stopped, overloaded) must not hold us.
+        guard = self.reactor.callLater(1.0, p.transport.abortConnection)  # type: ignore[union-attr]
+        try:
+            replies = await p.request(setup)
+        finally:
+            self._dialing = None
+            if guard.active():
+                guard.cancel()
         for r in replies:
             if isinstance(r, Exception):
                 p.transport.abortConnection()  # type: ignore[union-attr]
@@ -506,6 +526,7 @@ class MirrorView:
 
     def on_reconnect(self) -> None:
         log.info("Pub/sub reconnected: clearing and re-warming the cache")
+        self._reader.redis_is_back()
         self.clear()
         if not self._stopped:
             self.warm()

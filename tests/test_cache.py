@@ -259,7 +259,7 @@ class ViewCases(ViewTestCase):
             self.redis.kill()
             try:
                 self.assertIsNotNone(self.view.lookup(PATH))
-                with self.assertRaises(Exception):
+                with self.assertRaises((ConnectionError, OSError)):
                     await self.view.load("/other")
             finally:
                 self.redis.start()

@@ -33,6 +33,8 @@ log = Logger(namespace="mirrorbits.workers")
 
 #: The fd number under which a worker receives the listening socket.
 LISTEN_FD = 3
+#: Longest wait for the view's warm-up before a new worker starts accepting connections.
+WARM_WAIT = 30.0
 
 
 def fair_accept(port: Any) -> Any:
@@ -221,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     app.redis_settings = lambda: replace(base, address=opts.redis, sentinels=())  # type: ignore[method-assign]
     redis = app.get_redis()
     redis.start()
-    d = defer.Deferred.fromCoroutine(_open_gate(redis, reactor))
-    d.addErrback(lambda f: log.failure("worker gate", f))
 
     parts = [RedirectorService(app, spawn=False)]
     worker_services = getattr(app, "worker_services", None)  # e.g. the download counters
@@ -232,13 +232,34 @@ def main(argv: list[str] | None = None) -> int:
         part.startService()
 
     family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}[opts.family]
-    port = reactor.adoptStreamPort(opts.fd, family, make_site(app))  # type: ignore[attr-defined]
-    os.close(opts.fd)  # adoptStreamPort dup()ed it
-    fair_accept(port)
+    ports: list[Any] = []
+
+    async def ready_then_listen() -> None:
+        # Accept connections only once this worker can answer as well as the main process:
+        # Redis gate open and the view warmed (bounded wait); until then the others serve.
+        await _open_gate(redis, reactor)
+        warm = app.get_cache().warm()
+        timeout = reactor.callLater(WARM_WAIT, warm.cancel)  # type: ignore[attr-defined]
+        try:
+            await warm
+        except defer.CancelledError:
+            pass
+        finally:
+            if timeout.active():
+                timeout.cancel()
+        port = reactor.adoptStreamPort(opts.fd, family, make_site(app))  # type: ignore[attr-defined]
+        os.close(opts.fd)  # adoptStreamPort dup()ed it
+        fair_accept(port)
+        ports.append(port)
+        log.info("HTTP worker {i} serving", i=opts.index)
+
+    d = defer.Deferred.fromCoroutine(ready_then_listen())
+    d.addErrback(lambda f: log.failure("worker start-up", f))
     stdio.StandardIO(_ParentWatch(reactor))
 
     def shutdown() -> defer.Deferred[Any]:
-        port.stopListening()
+        for port in ports:
+            port.stopListening()
         ds = [defer.maybeDeferred(p.stopService) for p in reversed(parts)]
         ds.append(defer.Deferred.fromCoroutine(redis.stop()))
         return defer.DeferredList(ds)

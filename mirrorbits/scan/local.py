@@ -66,9 +66,9 @@ from mirrorbits.redis.locks import ClusterLock
 log = Logger(namespace="mirrorbits.scan.local")
 
 #: Most files written (or removed) by one ``MULTI``; see the module docstring for the measurement.
-COMMIT_BATCH = 500
+COMMIT_BATCH = 200
 #: ``HMGET`` reads per pipeline, and files handed to one worker task.
-READ_BATCH = 1000
+READ_BATCH = 250
 #: Paths per ``SSCAN`` reply.
 SSCAN_COUNT = 1000
 #: Hashing threads.  Two saturate a 2-core machine; more only add GIL contention.
@@ -80,6 +80,8 @@ LOCK_ATTEMPTS = 10
 LOCK_RETRY_DELAY = 1.0
 
 ALGORITHMS = ("sha1", "sha256", "md5")
+#: ``schema.file_key("")``: the scripts build ``FILE_<path>`` from it.
+FILE_PREFIX = schema.file_key("")
 
 
 class LocalScanError(Exception):
@@ -271,41 +273,67 @@ def format_local_gts(mtime_ns: int) -> str:
             f"{tm.tm_sec:02d}{frac} {num} {tm.tm_zone or num}")
 
 
-# Bulk Redis I/O goes through two small Lua scripts that exchange ONE length-prefixed string per
-# batch ("<len>:<bytes>" per value, "-" for a missing one): txredisapi spends ~40 us of reactor time
-# per bulk reply and per encoded argument, which for 100k files (5 replies each to read, 12
-# arguments each to write) is tens of seconds of a blocked reactor.  A script is atomic like a
-# MULTI, and its size is bounded the same way (COMMIT_BATCH / READ_BATCH files).
+# Bulk Redis I/O goes through small Lua scripts that take ONE length-prefixed string per batch
+# ("<len>:<bytes>" per value, so any byte of a path round-trips) and give one reply per batch:
+# txredisapi spends tens of microseconds of reactor time per bulk reply and per encoded argument,
+# which for 100k files (5 replies each to read, 12 arguments each to write) is tens of seconds of a
+# busy reactor.  A script is atomic like a MULTI, and bounded the same way (COMMIT_BATCH /
+# READ_BATCH files).  The FILE_ key names are built inside the scripts from the prefix and the
+# packed paths rather than passed as KEYS (Redis Cluster is not supported by Mirrorbits anyway).
 
-#: HMGET FILE_<path> size modTime sha1 sha256 md5 for every key, as one JSON array (cjson is C:
-#: much cheaper than building the string in Lua; values are ASCII text, and any other byte passes
-#: through cjson unchanged).
-READ_SCRIPT = """
-local out = {}
-for i, k in ipairs(KEYS) do
-  out[i] = redis.call('HMGET', k, 'size', 'modTime', 'sha1', 'sha256', 'md5')
+_UNPACKER = """
+local function unpacker(blob)
+  local pos = 1
+  return function()
+    if pos > #blob then return nil end
+    local c = string.find(blob, ':', pos, true)
+    local n = tonumber(string.sub(blob, pos, c - 1))
+    local v = string.sub(blob, c + 1, c + n)
+    pos = c + n + 1
+    return v
+  end
+end
+"""
+
+#: ``HMGET <ARGV[1]><path> size modTime sha1 sha256 md5`` for every path packed in ARGV[2], as one
+#: JSON array (cjson is C, much cheaper than building a string in Lua; the values are ASCII text,
+#: and any other byte passes through cjson unchanged).
+READ_SCRIPT = _UNPACKER + """
+local out, nextv = {}, unpacker(ARGV[2])
+local p = nextv()
+while p do
+  out[#out + 1] = redis.call('HMGET', ARGV[1] .. p, 'size', 'modTime', 'sha1', 'sha256', 'md5')
+  p = nextv()
 end
 return cjson.encode(out)
 """
 
-#: For every key: HMSET FILE_<path> size .. modTime .. sha1 .. sha256 .. md5 .., then
-#: PUBLISH <ARGV[1]> <path>; the five values per key are packed in ARGV[2] (length-prefixed, so
-#: any byte of a path round-trips; the path is the key without its "FILE_" prefix).
-WRITE_SCRIPT = """
-local blob, pos = ARGV[2], 1
-local function field()
-  local c = string.find(blob, ':', pos, true)
-  local n = tonumber(string.sub(blob, pos, c - 1))
-  local v = string.sub(blob, c + 1, c + n)
-  pos = c + n + 1
-  return v
+#: For every (path, size, modTime, sha1, sha256, md5) packed in ARGV[3]:
+#: ``HMSET <ARGV[1]><path> size .. modTime .. sha1 .. sha256 .. md5 ..`` then
+#: ``PUBLISH <ARGV[2]> <path>``.
+WRITE_SCRIPT = _UNPACKER + """
+local nextv, count = unpacker(ARGV[3]), 0
+local path = nextv()
+while path do
+  local size, mt, s1, s256, m5 = nextv(), nextv(), nextv(), nextv(), nextv()
+  redis.call('HMSET', ARGV[1] .. path, 'size', size, 'modTime', mt, 'sha1', s1, 'sha256', s256,
+             'md5', m5)
+  redis.call('PUBLISH', ARGV[2], path)
+  count = count + 1
+  path = nextv()
 end
-for _, k in ipairs(KEYS) do
-  local size, mt, s1, s256, m5 = field(), field(), field(), field(), field()
-  redis.call('HMSET', k, 'size', size, 'modTime', mt, 'sha1', s1, 'sha256', s256, 'md5', m5)
-  redis.call('PUBLISH', ARGV[1], string.sub(k, 6))
+return count
+"""
+
+#: ``SADD KEYS[1]`` every path packed in ARGV[1].
+ADD_SCRIPT = _UNPACKER + """
+local members, nextv = {}, unpacker(ARGV[1])
+local p = nextv()
+while p do
+  members[#members + 1] = p
+  p = nextv()
 end
-return #KEYS
+return redis.call('SADD', KEYS[1], unpack(members))
 """
 
 
@@ -346,7 +374,7 @@ def unpack_stored(blob: str | bytes, count: int) -> list[list[str | None]]:
     return [[v if isinstance(v, str) else None for v in row] for row in rows]
 
 
-#: One FILE_ record to write: (path, packed size/modTime/sha1/sha256/md5 for WRITE_SCRIPT).
+#: One FILE_ record to write: (path, packed path/size/modTime/sha1/sha256/md5 for WRITE_SCRIPT).
 Record = tuple[str, bytes]
 
 
@@ -422,7 +450,7 @@ def process_batch(repository: str, files: Sequence[WalkedFile], stored: str | by
         new = [str(size), gts, *sums]
         out.indexed.append(f.path)
         if reply[:5] != new:
-            out.changed.append((f.path, pack([_encode(v) for v in new])))
+            out.changed.append((f.path, pack([_encode(v) for v in (f.path, *new)])))
     return out
 
 
@@ -532,8 +560,8 @@ class LocalScanner:
             self._check_stop()
             running = []
             for batch in window:
-                keys = [b"FILE_" + _encode(f.path) for f in batch]
-                stored = await self.client.execute("EVAL", READ_SCRIPT, str(len(keys)), *keys)
+                paths = pack([_encode(f.path) for f in batch])
+                stored = await self.client.execute("EVAL", READ_SCRIPT, "0", FILE_PREFIX, paths)
                 running.append(threads.deferToThreadPool(
                     self.reactor, pool, process_batch, repository, batch, stored, algorithms, force))
             results = await defer.gatherResults(running, consumeErrors=True)
@@ -587,16 +615,16 @@ class LocalScanner:
         await self.client.execute(unlink, schema.FILES_TMP)
         for chunk in _chunks(indexed, n):
             check()
-            await self.client.execute("SADD", schema.FILES_TMP, *[_encode(p) for p in chunk])
+            await self.client.execute("EVAL", ADD_SCRIPT, "1", schema.FILES_TMP,
+                                      pack([_encode(p) for p in chunk]))
         # 2. Changed records: HMSET + PUBLISH, one atomic script per batch.  One HMSET writes every
         #    field at once, so a reader never sees half a record.  Unchanged records are not
         #    rewritten (Go rewrites all of them; see the module docstring).
         channel = schema.CHANNEL_FILE_UPDATE
         for chunk in _chunks(changed, n):
             check()
-            keys = [b"FILE_" + _encode(path) for path, _ in chunk]
             blob = b"".join(packed for _, packed in chunk)
-            await self.client.execute("EVAL", WRITE_SCRIPT, str(len(keys)), *keys, channel, blob)
+            await self.client.execute("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, blob)
         # 3. Removed paths: what FILES holds that FILES_TMP does not, a bounded SSCAN step at a
         #    time (Go: one SDIFF).  Consistent: only the lock holder writes FILES.
         removed: list[str] = []

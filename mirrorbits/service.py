@@ -58,6 +58,8 @@ class RedisService(service.Service):
         if embedded is not None:
             try:
                 await embedded.when_ready()
+            except defer.CancelledError:
+                return  # stopped while starting (SIGTERM during start-up): not a failure
             except Exception as e:
                 self.app.fatal(f"cannot start the embedded Redis: {e}")
                 return
@@ -67,6 +69,8 @@ class RedisService(service.Service):
 
         try:
             await check_and_upgrade(client, reactor=self.app.reactor)
+        except defer.CancelledError:
+            return  # stopped while checking: not a failure
         except UnsupportedSchema as e:
             self.app.fatal(str(e))
             return

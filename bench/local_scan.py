@@ -97,6 +97,11 @@ class PingLoop:
             await task.deferLater(self.reactor, 0.005, lambda: None)
 
 
+def _redis_cpu(r: Any) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient, server: RedisServer,
                      reactor: Any, rehash: bool = False) -> dict[str, Any]:
     r = server.client()
@@ -107,8 +112,12 @@ async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient
     loop = PingLoop(ping_client, reactor)
     ld = defer.Deferred.fromCoroutine(loop.run())
     t = time.perf_counter()
+    cpu = time.process_time()
+    redis_cpu = _redis_cpu(r)
     result = await scanner.scan(rehash=rehash)
     elapsed = time.perf_counter() - t
+    cpu = time.process_time() - cpu
+    redis_cpu = _redis_cpu(r) - redis_cpu
     loop.running = False
     await ld
     proc.terminate()
@@ -117,7 +126,7 @@ async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient
     slow = r.slowlog_get(100000)
     worst_cmd = max(slow, key=lambda e: e["duration"]) if slow else None
     row = {
-        "label": label, "seconds": elapsed, "hashed": result.hashed, "written": result.written,
+        "label": label, "seconds": elapsed, "cpu": cpu, "redis_cpu": redis_cpu, "hashed": result.hashed, "written": result.written,
         "indexed": result.indexed, "removed": result.removed, "rss_mb": peak_rss_mb(),
         "ping_reactor_ms": loop.worst * 1000, "ping_external_ms": ext_worst * 1000,
         "slowest_cmd_ms": (worst_cmd["duration"] / 1000) if worst_cmd else 0.0,
@@ -125,7 +134,8 @@ async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient
                         if worst_cmd and isinstance(worst_cmd["command"], bytes)
                         else (str(worst_cmd["command"])[:40] if worst_cmd else "")),
     }
-    print(f"{label:<22} {elapsed:7.2f}s  {result.indexed / elapsed:8.0f} files/s  hashed={result.hashed:<6} "
+    print(f"{label:<22} {elapsed:7.2f}s wall, {cpu:6.2f}s CPU (Redis {redis_cpu:5.2f}s)  "
+          f"{result.indexed / elapsed:7.0f} files/s  hashed={result.hashed:<6} "
           f"written={result.written:<6} removed={result.removed:<4} peakRSS={row['rss_mb']:.0f}MB  "
           f"PING worst: reactor {row['ping_reactor_ms']:.1f}ms, external {row['ping_external_ms']:.1f}ms  "
           f"slowest Redis cmd {row['slowest_cmd_ms']:.2f}ms ({row['slowest_cmd']})", flush=True)
@@ -134,6 +144,7 @@ async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp(prefix="mirrorbits-bench-")
+    print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs", flush=True)
     server = RedisServer(extra_args=["--slowlog-log-slower-than", "500", "--slowlog-max-len", "100000"])
     server.start()
     sub = server.client().pubsub()
@@ -141,18 +152,27 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     import threading
 
     def drain() -> None:
-        for _ in sub.listen():
+        try:
+            for _ in sub.listen():
+                pass
+        except Exception:  # closed at the end
             pass
 
     threading.Thread(target=drain, daemon=True).start()
     clients: list[RedisClient] = []
     try:
-        repo = os.path.join(tmp, "repo")
-        os.makedirs(repo)
-        t = time.perf_counter()
-        build_tree(repo, args.files)
-        print(f"built {args.files} files in {time.perf_counter() - t:.1f}s under {repo}", flush=True)
-        os.system("sync")
+        if args.repo:  # reuse a tree built by an earlier run (building 100k files takes a while)
+            repo = args.repo
+            if not os.path.isdir(repo):
+                os.makedirs(repo)
+                build_tree(repo, args.files)
+        else:
+            repo = os.path.join(tmp, "repo")
+            os.makedirs(repo)
+            t = time.perf_counter()
+            build_tree(repo, args.files)
+            print(f"built {args.files} files in {time.perf_counter() - t:.1f}s under {repo}", flush=True)
+        subprocess.run(["sync"], check=False)
         print(f"sha256sum: {sha256sum_rate(repo, args.files, 1):.0f} files/s (1 process), "
               f"{sha256sum_rate(repo, args.files, 2):.0f} files/s (2 processes)", flush=True)
         settings = RedisSettings(address=server.address)
@@ -171,7 +191,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             server.flush()
             scanner = LocalScanner(new_client(), lambda: cfg, reactor=reactor, commit_batch=batch,
                                    hash_workers=args.workers)
-            print(f"-- commit batch {batch}, {args.workers} hash workers", flush=True)
+            print(f"-- commit batch {batch}, {args.workers} hash threads", flush=True)
             await timed_scan("first scan", scanner, ping_client, server, reactor)
             if args.sweep:
                 continue
@@ -191,6 +211,8 @@ if __name__ == "__main__":
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=COMMIT_BATCH, help="files per commit MULTI")
     parser.add_argument("--workers", type=int, default=2, help="hashing threads")
+    parser.add_argument("--repo", default="", help="reuse (or build once) the tree in this directory; "
+                        "the 1%% change run modifies it")
     parser.add_argument("--sweep", default="", help="comma-separated commit batch sizes (first scan only)")
     opts = parser.parse_args()
     task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, opts)))

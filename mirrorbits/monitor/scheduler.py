@@ -105,6 +105,8 @@ class Monitor:
         self._subscription: Subscription | None = None
         self._startup: defer.Deferred[None] | None = None
         self._sleeping: defer.Deferred[None] | None = None
+        #: The last ``CheckTLSCAFile`` seen in the config (None: not seen yet).
+        self._config_ca: str | None = None
         self.running = False
         self.started = False
         #: Hooks for tests and the manhole: called with (mirror id, outcomes) after each check.
@@ -383,9 +385,7 @@ class Monitor:
             except ValueError:
                 size = -1
             config = self.config
-            ca_file = getattr(config, "CheckTLSCAFile", None)  # our key, if the config has it
-            if ca_file is not None:
-                self.checker.client.ca_file = ca_file
+            self._apply_ca_file(config)
             try:
                 outcomes = await self.checker.check(
                     mirror, path, size, disallow_redirects=config.DisallowRedirects,
@@ -398,6 +398,21 @@ class Monitor:
                 listener(mirror.id, outcomes)
         finally:
             tracked.checking = False
+
+    def _apply_ca_file(self, config: Config) -> None:
+        """Follow ``CheckTLSCAFile`` across reloads without clobbering the client's own CA.
+
+        The client starts with the CA it was built with; the config's value replaces it only once
+        the config names one, or when a reload changes it (an empty value then means the system
+        roots again).  Copying an unset (``""``) key on every check used to drop a CA given to the
+        client directly.
+        """
+        ca_file = getattr(config, "CheckTLSCAFile", None)  # our key, if the config has it
+        if ca_file is None or ca_file == self._config_ca:
+            return
+        if self._config_ca is not None or ca_file:
+            self.checker.client.ca_file = ca_file
+        self._config_ca = ca_file
 
     async def _record(self, tracked: Tracked, outcomes: list[Any]) -> None:
         mirror = tracked.mirror

@@ -521,6 +521,11 @@ class HTTPListener(service.Service):
             except OSError:
                 inode = None
         port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
+        # tcp.Port clears this for an adopted socket, unix.Port does not: its close would then
+        # shutdown() the socket for every process sharing it (connections refused).
+        port._shouldShutdown = False
+        if sock.family == socket.AF_UNIX:
+            sock.listen(BACKLOG)  # unix.Port.startListening listen()s again with its backlog of 50
         return _Listening(sock, port, inode)
 
     def _listen_endpoint(self, spec: ListenSpec) -> None:

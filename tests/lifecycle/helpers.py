@@ -178,7 +178,8 @@ class _Closed(Exception):
     pass
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+async def _read_response(reader: asyncio.StreamReader,
+                         head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as e:
@@ -191,7 +192,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
             k, v = line.split(":", 1)
             headers[k.strip().lower()] = v.strip()
     body = b""
-    if "content-length" in headers:
+    if "content-length" in headers and not head_only:
         body = await reader.readexactly(int(headers["content-length"]))
     return status, headers, body
 
@@ -201,8 +202,10 @@ class LoadClient:
     ``fresh`` workers opening a new connection per request (so accepts go on all the time)."""
 
     def __init__(self, port: int, path: str = FILE, *, rate: float = 600.0, keepalive: int = 4,
-                 fresh: int = 4, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+                 fresh: int = 4, timeout: float = 10.0, host: str = "127.0.0.1",
+                 method: str = "GET") -> None:
         self.port = port
+        self.method = method
         self.host = host
         self.path = path
         self.rate = rate
@@ -215,7 +218,7 @@ class LoadClient:
 
     def request_bytes(self, close: bool) -> bytes:
         extra = "Connection: close\r\n" if close else ""
-        return (f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        return (f"{self.method} {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"User-Agent: lifecycle-load\r\n{extra}\r\n").encode()
 
     def _record(self, status: int, headers: dict[str, str], body: bytes) -> None:
@@ -302,10 +305,10 @@ class LoadClient:
 
 
 def burst(port: int, n: int, concurrency: int = 50, path: str = FILE,
-          on_progress: Callable[[int], None] | None = None) -> Results:
+          on_progress: Callable[[int], None] | None = None, method: str = "GET") -> Results:
     """``n`` requests as fast as possible over ``concurrency`` fresh-connection workers."""
     results = Results()
-    client = LoadClient(port, path)
+    client = LoadClient(port, path, method=method)
 
     async def one(queue: asyncio.Queue[int]) -> None:
         while True:
@@ -320,7 +323,8 @@ def burst(port: int, n: int, concurrency: int = 50, path: str = FILE,
                 continue
             try:
                 writer.write(client.request_bytes(close=True))
-                status, headers, body = await asyncio.wait_for(_read_response(reader), 10)
+                status, headers, body = await asyncio.wait_for(
+                    _read_response(reader, head_only=method == "HEAD"), 10)
                 results.statuses[status] += 1
                 results.locations[headers.get("location", "")] += 1
             except (TimeoutError, _Closed, ConnectionError, OSError) as e:
@@ -340,3 +344,17 @@ def burst(port: int, n: int, concurrency: int = 50, path: str = FILE,
 
     asyncio.run(main())
     return results
+
+
+def redirects(port: int, n: int = 20, wait: float = 10.0) -> bool:
+    """All of ``n`` requests redirected to the mirror (waiting up to ``wait`` s for the daemon's
+    view of Redis to be warm, right after a start).  HEAD requests: never counted as downloads."""
+    deadline = time.monotonic() + wait
+    while True:
+        r = burst(port, n, concurrency=4, method="HEAD")
+        if r.statuses[302] == n and set(r.locations) == {REDIRECT_TO}:
+            return True
+        if time.monotonic() > deadline or r.errors:
+            print(f"redirects({port}): {dict(r.statuses)} {r.examples}")
+            return False
+        time.sleep(0.1)

@@ -18,13 +18,12 @@ import pytest
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
 from tests.lifecycle.helpers import (
-    REDIRECT_TO,
     Daemon,
     LoadClient,
-    burst,
     env,
     go_style,
     kill_all,
+    redirects,
     seed_world,
     subreaper,
     twistd,
@@ -49,20 +48,6 @@ def refused(port: int) -> bool:
         return True
 
 
-def redirects(port: int, n: int = 20, wait: float = 10.0) -> bool:
-    """All of ``n`` requests redirected to the mirror (waiting up to ``wait`` s for the daemon's
-    view of Redis to be warm, right after a start)."""
-    deadline = time.monotonic() + wait
-    while True:
-        r = burst(port, n, concurrency=4)
-        if r.statuses[302] == n and set(r.locations) == {REDIRECT_TO}:
-            return True
-        if time.monotonic() > deadline or r.errors:
-            print(f"redirects({port}): {dict(r.statuses)} {r.examples}")
-            return False
-        time.sleep(0.1)
-
-
 def test_failed_upgrade_bad_reloads_and_listen_address_change(tmp_path: Path,
                                                                redis: RedisServer) -> None:
     port, new_port = free_port(), free_port()
@@ -76,7 +61,7 @@ def test_failed_upgrade_bad_reloads_and_listen_address_change(tmp_path: Path,
         pids.append(d.proc.pid)
         try:
             wait_for_port("127.0.0.1", port, timeout=30)
-            d.wait_log("Cache warmed")
+            assert redirects(port)
             pid = d.proc.pid
             assert d.current_pid() == pid
 
@@ -343,7 +328,7 @@ def test_twistd_reload_and_upgrade(tmp_path: Path, redis: RedisServer) -> None:
         pids.append(d.proc.pid)
         try:
             wait_for_port("127.0.0.1", port, timeout=30)
-            d.wait_log("Cache warmed")
+            assert redirects(port)
             os.kill(d.proc.pid, signal.SIGHUP)
             d.wait_log("SIGHUP Received: Reloading configuration...")
             os.kill(d.proc.pid, signal.SIGUSR2)
@@ -355,5 +340,46 @@ def test_twistd_reload_and_upgrade(tmp_path: Path, redis: RedisServer) -> None:
             os.kill(child, signal.SIGTERM)
             assert wait_exit(child) in (0, -signal.SIGTERM)  # twistd re-raises SIGTERM
             assert refused(port)
+        finally:
+            kill_all(pids)
+
+
+def unix_get(path: str) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(b"HEAD /testy.tgz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return data
+
+
+def test_unix_socket_survives_upgrade_and_goes_with_the_last_process(tmp_path: Path,
+                                                                     redis: RedisServer) -> None:
+    sock_path = str(tmp_path / "http.sock")
+    conf = write_config(tmp_path, 0, redis)
+    conf.write_text(conf.read_text().replace("ListenAddress: 127.0.0.1:0", f"ListenAddress: unix:{sock_path}"))
+    pidfile = tmp_path / "mirrorbits.pid"
+    pids: list[int] = []
+    with subreaper():
+        d = Daemon(go_style(conf, pidfile), tmp_path, pidfile=pidfile)
+        pids.append(d.proc.pid)
+        try:
+            d.wait_log(f"Service listening on {sock_path}")
+            deadline = time.monotonic() + 10
+            while b" 302 " not in unix_get(sock_path).split(b"\r\n")[0] + b" ":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            os.kill(d.proc.pid, signal.SIGUSR2)
+            child = d.wait_pid_change(d.proc.pid)
+            pids.append(child)
+            assert d.proc.wait(20) == 0
+            # Twisted's unix port would unlink the path when the old process stops listening
+            assert os.path.exists(sock_path)
+            assert unix_get(sock_path).startswith(b"HTTP/1.1 302 ")
+            os.kill(child, signal.SIGTERM)
+            assert wait_exit(child) == 0
+            assert not os.path.exists(sock_path)  # the last process cleans up
         finally:
             kill_all(pids)

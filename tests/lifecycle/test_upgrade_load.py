@@ -23,6 +23,7 @@ from tests.lifecycle.helpers import (
     burst,
     go_style,
     kill_all,
+    redirects,
     seed_world,
     subreaper,
     wait_exit,
@@ -52,7 +53,7 @@ def test_three_upgrades_and_three_reloads_under_load(tmp_path: Path, redis: Redi
         pids.append(d.proc.pid)
         try:
             wait_for_port("127.0.0.1", port, timeout=30)
-            d.wait_log("Cache warmed")
+            assert redirects(port)
             load = LoadClient(port, rate=650, keepalive=16, fresh=16).start()
             t0 = time.monotonic()
             time.sleep(2)
@@ -103,7 +104,7 @@ def test_sigterm_right_after_a_burst_loses_no_download(tmp_path: Path, redis: Re
     d = Daemon(go_style(conf, pidfile), tmp_path, pidfile=pidfile)
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
-        d.wait_log("Cache warmed")
+        assert redirects(port)
         sent = False
 
         def progress(done: int) -> None:

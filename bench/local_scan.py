@@ -29,7 +29,7 @@ from twisted.internet import defer, task  # noqa: E402
 
 from mirrorbits.config import Config  # noqa: E402
 from mirrorbits.redis.connection import RedisClient, RedisSettings  # noqa: E402
-from mirrorbits.scan.local import COMMIT_BATCH, LocalScanner  # noqa: E402
+from mirrorbits.scan.local import COMMIT_BATCH, HASH_WORKERS, LocalScanner  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
 
 PER_DIR = 1000
@@ -210,7 +210,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=COMMIT_BATCH, help="files per commit MULTI")
-    parser.add_argument("--workers", type=int, default=2, help="hashing threads")
+    parser.add_argument("--workers", type=int, default=HASH_WORKERS, help="hashing threads")
     parser.add_argument("--repo", default="", help="reuse (or build once) the tree in this directory; "
                         "the 1%% change run modifies it")
     parser.add_argument("--sweep", default="", help="comma-separated commit batch sizes (first scan only)")

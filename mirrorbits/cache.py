@@ -372,7 +372,7 @@ class _FastReader:
         self._closed = True
         for p in (self._proto, self._dialing):
             if p is not None and p.transport is not None:
-                p.transport.abortConnection()
+                p.transport.abortConnection()  # type: ignore[attr-defined]
         self._proto = None
         self._dialing = None
 
@@ -603,8 +603,8 @@ class MirrorView:
             error: BaseException | None = None
             try:
                 await self._fetch([path])
-            except BaseException as e:  # handed to the waiters too
-                error = e
+            except BaseException as exc:  # handed to the waiters too
+                error = exc
             waiters = self._inflight.pop(path, [])
             for w in waiters:
                 if error is None:

@@ -515,8 +515,11 @@ async def _with_timeout(d: defer.Deferred[Any], seconds: float, reactor: Any) ->
             out.errback(f)
 
     d.addCallbacks(done, failed)
-    call = reactor.callLater(seconds, lambda: out.called or out.errback(
-        defer.TimeoutError(f"Redis did not answer within {seconds}s")))
+    def expire() -> None:
+        if not out.called:
+            out.errback(defer.TimeoutError(f"Redis did not answer within {seconds}s"))
+
+    call = reactor.callLater(seconds, expire)
     try:
         return await out
     finally:

@@ -291,7 +291,7 @@ def _validate(values: dict[str, Any], reader: _Reader, source: str, base_dir: st
     if values.get("RepositoryScanInterval", 5) < 0:
         values["RepositoryScanInterval"] = 0
     values["Fallbacks"] = tuple(
-        dataclasses.replace(f, URL=f.URL if f.URL.endswith("/") else f.URL + "/")
+        dataclasses.replace(f, URL=f.URL if not f.URL or f.URL.endswith("/") else f.URL + "/")
         for f in values.get("Fallbacks", ()))
     for i, rule in enumerate(values.get("AllowOutdatedFiles", ())):
         if rule.Prefix and not rule.Prefix.startswith("/"):

@@ -165,3 +165,10 @@ def test_extension_keys(tmp_path: Path) -> None:
     assert c.CheckTLSCAFile == "/etc/ca.pem" and c.Workers == 2 and c.warnings == ()
     with pytest.raises(ConfigError, match="Workers"):
         load_text(tmp_path, "Repository: /srv\nWorkers: 0\n")
+
+
+def test_http_case60_fallback_url_normalisation() -> None:
+    """http.md §18 case 60: a trailing / is added; an empty URL stays empty."""
+    c = config_from_mapping({"Repository": "/srv", "Fallbacks": [{"URL": "rsync://test.com"}, {"URL": ""},
+                                                                 {"URL": "http://a/b/"}]})
+    assert [f.URL for f in c.Fallbacks] == ["rsync://test.com/", "", "http://a/b/"]

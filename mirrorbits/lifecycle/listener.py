@@ -345,6 +345,26 @@ async def _first(reactor: Any, d: defer.Deferred[Any], timeout: float) -> None:
         call.cancel()
 
 
+def adopt_listening_socket(reactor: Any, fd: int, family: int, factory: Any) -> Any:
+    """``reactor.adoptStreamPort`` made safe for a socket other processes share (HTTP workers, the
+    next generation): stopping the port never ``shutdown()``s the socket nor unlinks a Unix path.
+
+    The port dup()s ``fd``; the caller keeps (and closes) its own.
+    """
+    port = reactor.adoptStreamPort(fd, family, factory)
+    # tcp.Port clears this for an adopted socket, unix.Port does not: its close would then
+    # shutdown() the socket for every process sharing it (all their connections refused).
+    port._shouldShutdown = False
+    if family == socket.AF_UNIX:
+        from twisted.internet import tcp
+
+        # unix.Port.connectionLost unlinks the path, which the other processes still serve on.
+        port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
+        # unix.Port.startListening listen()s again with its backlog of 50
+        port.socket.listen(BACKLOG)
+    return port
+
+
 # -------------------------------------------------------------------------------------------------
 # The service
 
@@ -372,11 +392,6 @@ class _Listening:
             # Close now, not on Twisted's next turn: until the last fd closes the kernel keeps
             # queueing connections that the close would then reset.
             port.socket.close()
-        if self.sock.family == socket.AF_UNIX:
-            from twisted.internet import tcp
-
-            # unix.Port.connectionLost unlinks the path: the next generation still uses it.
-            port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
         d = defer.maybeDeferred(port.stopListening)
         path = self.name if self.sock.family == socket.AF_UNIX else ""
         self.sock.close()
@@ -520,12 +535,7 @@ class HTTPListener(service.Service):
                 inode = os.lstat(socket_name(sock)).st_ino
             except OSError:
                 inode = None
-        port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
-        # tcp.Port clears this for an adopted socket, unix.Port does not: its close would then
-        # shutdown() the socket for every process sharing it (connections refused).
-        port._shouldShutdown = False
-        if sock.family == socket.AF_UNIX:
-            sock.listen(BACKLOG)  # unix.Port.startListening listen()s again with its backlog of 50
+        port = adopt_listening_socket(self.reactor, sock.fileno(), sock.family, self.factory)
         return _Listening(sock, port, inode)
 
     def _listen_endpoint(self, spec: ListenSpec) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import signal
 import sys
 import time
@@ -248,3 +249,43 @@ def test_redis_outage_in_the_middle_then_clean_stop(world: dict[str, Any]) -> No
     assert stats_page(d2.port) == {"Today": want["file"][0], "Month": want["file"][1],
                                    "Year": want["file"][2], "Total": want["file"][3]}
     stop_now(d2)
+
+
+def test_counts_survive_a_seamless_upgrade(world: dict[str, Any]) -> None:
+    """SIGUSR2: the old process hands the socket over, saves its counts and leaves; the new one
+    counts on.  Nothing is lost or counted twice across the hand-over."""
+    r = world["server"].client()
+    base = read_counters(r)
+    d = start_daemon(world)
+    pidfile: Path = world["tmp"] / "mirrorbits.pid"
+    served: Counter[int] = Counter()
+    redirects(d.port, 9, served)
+    d.proc.send_signal(signal.SIGUSR2)
+    assert d.proc.wait(60) == 0, d.output()  # the old process leaves once the child has taken over
+    child = int(pidfile.read_text())
+    assert child != d.proc.pid
+    try:
+        assert read_counters(r) == expected(base, served), d.output()
+        redirects(d.port, 6, served)  # the same listening socket, now served by the child
+        os.kill(child, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(child):
+            assert time.monotonic() < deadline, d.output()
+            time.sleep(0.05)
+        assert not pidfile.exists()
+        assert read_counters(r) == expected(base, served), d.output()
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert "Saving stats" in d.output()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (not our child: a zombie waiting for init counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -237,12 +237,26 @@ def test_redis_outage_in_the_middle_then_clean_stop(world: dict[str, Any]) -> No
     server.start()
     r = server.client()
     wait_counters(r, expected(base, served), d, timeout=20)
+    # logrotate (the Go original's snippet: move the file away, then SIGUSR1 in postrotate).
+    logs: Path = world["tmp"] / "logs"
+    (logs / "downloads.log").rename(logs / "downloads.log.1")
+    d.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not (logs / "downloads.log").exists():
+        assert time.monotonic() < deadline, d.output()
+        time.sleep(0.05)
     redirects(d.port, 8, served)
     stop_now(d)
     assert read_counters(r) == expected(base, served), d.output()
     assert sum(served.values()) == 30
     assert_value_types(r)
     assert "Uncommited stats kept in-memory" in d.output()
+    old = (logs / "downloads.log.1").read_text().splitlines()
+    new = (logs / "downloads.log").read_text().splitlines()
+    assert [line[:2] for line in new[:3]] == ["# "] * 3 and new[0].startswith("# Log file created at: ")
+    gets = ' REDIRECT 302 GET "/pub/file.bin" ip:127.0.0.1 mirror:m'
+    assert all(gets in line or ' REDIRECT 302 HEAD "' in line for line in old + new[3:] if line[:1] != "#")
+    assert (sum(gets in line for line in old), sum(gets in line for line in new)) == (22, 8)
     # What the daemon answers for ?stats is what Go's ?stats would read from the same keys.
     d2 = start_daemon(world)
     want = expected(base, served)

@@ -24,6 +24,7 @@ byte-exactly between the file system, Redis and Go nodes.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,11 +93,140 @@ class RedisSettings:
         )
 
 
-class _Protocol(txredisapi.RedisProtocol):
-    """txredisapi's protocol with byte-exact string decoding and no number guessing."""
+class _ReplyQueue(txredisapi.ReplyQueue):
+    """txredisapi's reply queue with a deque: its list pops from the front, which made a pipeline of
+    20,000 commands quadratic."""
 
     def __init__(self) -> None:
-        super().__init__(charset="utf-8", errors="surrogateescape", convertNumbers=False)
+        super().__init__()
+        self.waiting = deque()  # type: ignore[assignment]
+
+    def put(self, obj: Any) -> None:
+        if self.waiting:
+            self.waiting.popleft().callback(obj)  # type: ignore[attr-defined]
+        else:
+            self.pending.append(obj)
+
+
+class _Slot:
+    """Stands in a reply queue for one reply of a batch (duck-types the Deferred it would be)."""
+
+    __slots__ = ("collector", "index")
+
+    def __init__(self, collector: _BatchCollector, index: int) -> None:
+        self.collector = collector
+        self.index = index
+
+    def callback(self, reply: Any) -> None:
+        self.collector.received(self.index, reply)
+
+
+class _BatchCollector:
+    def __init__(self, count: int) -> None:
+        self.replies: list[Any] = [None] * count
+        self.missing = count
+        self.done: defer.Deferred[list[Any]] = defer.Deferred()
+
+    def slots(self) -> list[_Slot]:
+        return [_Slot(self, i) for i in range(len(self.replies))]
+
+    def received(self, index: int, reply: Any) -> None:
+        self.replies[index] = reply
+        self.missing -= 1
+        if not self.missing:
+            self.done.callback(self.replies)
+
+
+class _FastReplyParser:
+    """An iterative RESP2 reply parser replacing txredisapi's line receiver.
+
+    txredisapi's parser pauses and goes back through the reactor (``callLater(0)``) after every bulk
+    string, so each element of a reply costs a reactor turn: ~40 µs, or 4 s for one 100,000-member
+    SMEMBERS (measured here).  This one parses everything that has arrived in one pass, keeps its
+    state across TCP reads (nested arrays on an explicit stack, so no recursion), and hands complete
+    replies to txredisapi's ``replyReceived`` exactly as txredisapi would have built them: bulk strings
+    through ``tryConvertData``, errors as ``ResponseError`` values, nil as ``None``.
+    """
+
+    _rbuf: bytearray
+    _rstack: list[list[Any]]
+
+    def _reset_parser(self) -> None:
+        self.replyQueue = _ReplyQueue()
+        self._rbuf = bytearray()
+        self._rstack = []  # [items, remaining] per open array
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:  # noqa: N802
+        buf = self._rbuf
+        buf += data
+        n = len(buf)
+        pos = 0
+        stack = self._rstack
+        convert = self.tryConvertData  # type: ignore[attr-defined]
+        deliver = self.replyReceived  # type: ignore[attr-defined]
+        try:
+            while pos < n:
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    break
+                kind = buf[pos]
+                if kind == 36:  # $ bulk string
+                    length = int(buf[pos + 1:nl])
+                    if length < 0:
+                        value: Any = None
+                        pos = nl + 2
+                    else:
+                        end = nl + 2 + length
+                        if end + 2 > n:
+                            break
+                        value = convert(bytes(buf[nl + 2:end]))
+                        pos = end + 2
+                elif kind == 42:  # * array
+                    count = int(buf[pos + 1:nl])
+                    pos = nl + 2
+                    if count > 0:
+                        stack.append([[], count])
+                        continue
+                    value = [] if count == 0 else None
+                elif kind == 58:  # : integer
+                    value = int(buf[pos + 1:nl])
+                    pos = nl + 2
+                elif kind == 43:  # + status
+                    value = buf[pos + 1:nl].decode("utf-8", "surrogateescape")
+                    pos = nl + 2
+                elif kind == 45:  # - error
+                    text = buf[pos + 1:nl].decode("utf-8", "replace")
+                    value = txredisapi.ResponseError(text[4:] if text[:4] == "ERR " else text)
+                    pos = nl + 2
+                else:
+                    raise ValueError(f"unexpected RESP type byte {kind!r}")
+                while stack:
+                    top = stack[-1]
+                    top[0].append(value)
+                    top[1] -= 1
+                    if top[1]:
+                        break
+                    stack.pop()
+                    value = top[0]
+                else:
+                    deliver(value)
+        except ValueError as e:
+            log.error("Redis protocol error: {e}", e=e)
+            del buf[:]
+            transport = getattr(self, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            return
+        del buf[:pos]
+
+
+class _Protocol(_FastReplyParser, txredisapi.RedisProtocol):
+    """txredisapi's protocol with byte-exact string decoding, no number guessing and a fast parser."""
+
+    def __init__(self) -> None:
+        txredisapi.RedisProtocol.__init__(self, charset="utf-8", errors="surrogateescape",
+                                          convertNumbers=False)
+        self._reset_parser()
 
     def tryConvertData(self, data: Any) -> Any:  # noqa: N802 - txredisapi's name
         if isinstance(data, bytes):
@@ -106,12 +236,13 @@ class _Protocol(txredisapi.RedisProtocol):
         return data
 
 
-class _SubscriberProtocol(txredisapi.SubscriberProtocol):
+class _SubscriberProtocol(_FastReplyParser, txredisapi.SubscriberProtocol):
     on_message: Callable[[str, str], None] | None = None
 
     def __init__(self) -> None:
         txredisapi.BaseRedisProtocol.__init__(
             self, charset="utf-8", errors="surrogateescape", convertNumbers=False)
+        self._reset_parser()
 
     def tryConvertData(self, data: Any) -> Any:  # noqa: N802
         return _Protocol.tryConvertData(self, data)  # type: ignore[arg-type]
@@ -458,18 +589,17 @@ class RedisClient:
         """Send many commands in one write; returns their replies (errors as ResponseError values)."""
         self._check_gate(unblocked)
         conn = await self._get_connection()
-        ds = [conn.execute_command(*cmd) for cmd in commands]
-        return await self._gather(conn, ds)
+        return await self._batch(conn, list(commands))
 
     async def transaction(self, commands: Iterable[Sequence[Any]], *,
                           unblocked: bool = False) -> list[Any]:
         """MULTI/EXEC in one write; returns the EXEC reply (per-command errors as values)."""
         self._check_gate(unblocked)
         conn = await self._get_connection()
-        ds = [conn.execute_command("MULTI")]
-        ds.extend(conn.execute_command(*cmd) for cmd in commands)
-        ds.append(conn.execute_command("EXEC"))
-        replies = await self._gather(conn, ds)
+        batch: list[Sequence[Any]] = [("MULTI",)]
+        batch.extend(commands)
+        batch.append(("EXEC",))
+        replies = await self._batch(conn, batch)
         for r in replies[:-1]:
             if isinstance(r, ResponseError):
                 # A queueing error (wrong arity...) aborts the whole transaction: EXECABORT.
@@ -479,21 +609,26 @@ class RedisClient:
             raise result
         return list(result) if result is not None else []
 
-    async def _gather(self, conn: Any, ds: list[defer.Deferred[Any]]) -> list[Any]:
-        results = await defer.DeferredList(ds, consumeErrors=True)
-        out: list[Any] = []
-        for ok, value in results:
-            if ok:
-                out.append(value)
-                continue
-            err = value.value
-            if isinstance(err, ResponseError):
-                self._check_error(conn, err)
-                out.append(err)
-            else:
+    async def _batch(self, conn: Any, commands: list[Sequence[Any]]) -> list[Any]:
+        """Write ``commands`` in one piece and collect their replies without a Deferred per command
+        (a 20,000-command pipeline went from ~4 s to well under 1 s)."""
+        if not commands:
+            return []
+        if not conn.connected or conn.transport is None:
+            self._drop_if(conn)
+            raise Unreachable("Not connected")
+        collector = _BatchCollector(len(commands))
+        payload = b"".join(conn._build_command(*cmd) for cmd in commands)
+        conn.replyQueue.waiting.extend(collector.slots())
+        conn.transport.write(payload)
+        replies = await collector.done
+        for r in replies:
+            if isinstance(r, ResponseError):
+                self._check_error(conn, r)
+            elif isinstance(r, txredisapi.ConnectionError):
                 self._drop_if(conn)
-                raise Unreachable(str(err))
-        return out
+                raise Unreachable(str(r))
+        return replies
 
     def _check_error(self, conn: Any, err: Exception) -> None:
         text = str(err)

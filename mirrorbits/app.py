@@ -217,7 +217,15 @@ class Mirrorbits:
         if self.hard_exit_on_fatal:
             self.reactor.addSystemEventTrigger("after", "shutdown", self._hard_exit)
         if getattr(self.reactor, "running", False):
-            self.reactor.callLater(0, self.reactor.stop)
+            self.reactor.callLater(0, self._stop_reactor)
+
+    def _stop_reactor(self) -> None:
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            pass  # already shutting down
 
     def _hard_exit(self) -> None:
         sys.stderr.flush()

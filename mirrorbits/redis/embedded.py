@@ -110,6 +110,19 @@ async def ping_socket(reactor: Any, path: str) -> bool:
     return reply == b"+PONG"
 
 
+class _Shutdown(protocol.Protocol):
+    def __init__(self) -> None:
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:  # noqa: N802
+        assert self.transport is not None
+        self.transport.write(b"SHUTDOWN SAVE\r\n")
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
 class _ServerProcess(protocol.ProcessProtocol):
     def __init__(self) -> None:
         self.ended: defer.Deferred[None] = defer.Deferred()
@@ -210,10 +223,13 @@ class EmbeddedRedis(service.Service):
 
     def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802
         super().stopService()
-        if self.process is None or self._proto is None or self._proto.ended.called:
-            return None
         if self.keep_running:
             log.info("leaving the embedded Redis running for the new process")
+            return None
+        if self.adopted:
+            # Started by an earlier generation (seamless upgrade): we are its owner now.
+            return defer.Deferred.fromCoroutine(self._shutdown_adopted())
+        if self.process is None or self._proto is None or self._proto.ended.called:
             return None
         log.info("stopping the embedded Redis")
         try:
@@ -225,6 +241,23 @@ class EmbeddedRedis(service.Service):
         timeout = self.reactor.callLater(20, self._kill)
         ended.addBoth(lambda r: timeout.cancel() if timeout.active() else None)
         return ended
+
+    async def _shutdown_adopted(self) -> None:
+        """SHUTDOWN SAVE over the socket, then wait until the server is gone (at most 20 s)."""
+        sock = socket_path(self.data_dir)
+        log.info("stopping the embedded Redis (adopted from an earlier process)")
+        try:
+            factory = protocol.Factory.forProtocol(_Shutdown)
+            factory.noisy = False
+            proto = await UNIXClientEndpoint(self.reactor, sock, timeout=1).connect(factory)
+            await proto.closed
+        except Exception as e:
+            log.warn("embedded Redis: SHUTDOWN failed: {e}", e=e)
+            return
+        for _ in range(200):
+            if not await ping_socket(self.reactor, sock):
+                return
+            await task.deferLater(self.reactor, 0.1, lambda: None)
 
     def _kill(self) -> None:
         try:

@@ -52,4 +52,9 @@ function done(summary, latency, requests)
   io.write(string.format("DURATION_US %d\n", summary.duration))
   io.write(string.format("ERRORS %d\n", summary.errors.status + summary.errors.connect +
                          summary.errors.read + summary.errors.write + summary.errors.timeout))
+  io.write(string.format("ERRORS_CONNECT %d\n", summary.errors.connect))
+  io.write(string.format("ERRORS_READ %d\n", summary.errors.read))
+  io.write(string.format("ERRORS_WRITE %d\n", summary.errors.write))
+  io.write(string.format("ERRORS_STATUS %d\n", summary.errors.status))
+  io.write(string.format("ERRORS_TIMEOUT %d\n", summary.errors.timeout))
 end

@@ -52,6 +52,43 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and all its descendants (workers), from /proc."""
+    out = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the given processes (seconds), from /proc/<pid>/stat.
+
+    Why: on a shared machine requests/s depends on what else runs; the CPU time a process spends
+    per request served barely does, so it is the figure to compare between runs and versions.
+    """
+    ticks = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5): utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def write_config(tmp: str, repo: str, redis_address: str, port: int, workers: int) -> str:
     geo = os.path.join(tmp, "geoip")
     os.makedirs(geo)
@@ -99,8 +136,13 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int) -> dict[str, float]:
+def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
+            pids: list[int] | None = None, redis_pid: int | None = None) -> dict[str, float]:
+    """Run wrk; with ``pids`` also the server's CPU time during the run (and Redis's)."""
     env = dict(os.environ, WORLD_DIR=world_dir)
+    pids = pids or []
+    cpu0 = cpu_seconds(pids)
+    rcpu0 = cpu_seconds([redis_pid]) if redis_pid else 0.0
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(HERE, "load.lua"),
          f"http://127.0.0.1:{port}/"], env=env, capture_output=True, text=True, check=True).stdout
@@ -110,7 +152,60 @@ def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int) 
         if len(parts) == 2 and parts[0].isupper() and parts[1].lstrip("-").isdigit():
             vals[parts[0]] = float(parts[1])
     vals["RPS"] = vals["REQUESTS"] / (vals["DURATION_US"] / 1e6)
+    vals["CPU_S"] = cpu_seconds(pids) - cpu0
+    vals["REDIS_CPU_S"] = (cpu_seconds([redis_pid]) - rcpu0) if redis_pid else 0.0
+    vals["CPU_US_PER_REQ"] = vals["CPU_S"] * 1e6 / max(1.0, vals["REQUESTS"])
+    vals["REDIS_US_PER_REQ"] = vals["REDIS_CPU_S"] * 1e6 / max(1.0, vals["REQUESTS"])
     return vals
+
+
+def report(label: str, res: dict[str, float], rss: int | None = None) -> None:
+    errors = ", ".join(f"{k[7:].lower()} {int(v)}" for k, v in res.items()
+                       if k.startswith("ERRORS_") and v)
+    print(f"{label}: {res['RPS']:.0f} requests/s, p50 {res['LATENCY_P50_US'] / 1000:.2f} ms, "
+          f"p99 {res['LATENCY_P99_US'] / 1000:.2f} ms, errors {int(res['ERRORS'])}"
+          f"{' (' + errors + ')' if errors else ''}; CPU {res['CPU_US_PER_REQ']:.0f} us/request "
+          f"(Redis {res['REDIS_US_PER_REQ']:.1f})"
+          f"{f', RSS {rss / 1024:.0f} MiB (all processes)' if rss is not None else ''}; "
+          f"load average {loadavg()}", flush=True)
+
+
+def serve_bare(fd: int | None, port: int, children: int) -> None:
+    """The floor: a bare twisted.web server answering every request with a 302 (no access log),
+    ``children`` extra processes sharing the listening socket (one accept per wake-up)."""
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.web import resource, server
+
+    class Bare(resource.Resource):
+        isLeaf = True
+
+        def render(self, request):  # type: ignore[no-untyped-def]
+            request.setResponseCode(302)
+            request.setHeader(b"Location", b"http://mirror.example.net/pub" + request.path)
+            return b""
+
+    class Site(server.Site):
+        def log(self, request):  # type: ignore[no-untyped-def]
+            pass
+
+    if fd is None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        fd = sock.fileno()
+        for _ in range(children):
+            subprocess.Popen([sys.executable, os.path.abspath(__file__), "--bare-serve", str(fd)],
+                             pass_fds=(fd,))
+    p = reactor.adoptStreamPort(fd, socket.AF_INET, Site(Bare()))  # type: ignore[attr-defined]
+    if children or not port:
+        from mirrorbits.web.workers import fair_accept
+
+        fair_accept(p)
+    reactor.run()  # type: ignore[attr-defined]
 
 
 def serve_standalone(conf: str) -> None:
@@ -141,7 +236,37 @@ def serve_standalone(conf: str) -> None:
     reactor.run()
 
 
+def bare_floor(args: argparse.Namespace, tmp: str) -> None:
+    """Run the same wrk load against the bare twisted.web 302 server (``--bare``)."""
+    with open(os.path.join(tmp, "paths.txt"), "w") as f:
+        f.write("\n".join(world.file_paths()) + "\n")
+    with open(os.path.join(tmp, "ips.txt"), "w") as f:
+        f.write("\n".join(world.client_ips()) + "\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--bare-main", str(port),
+                             str(args.workers - 1)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        wait_for_port("127.0.0.1", port, 30)
+        time.sleep(1.0)
+        pids = descendants(proc.pid)
+        res = run_wrk(port, tmp, args.duration, args.threads, args.connections, pids)
+        report(f"bare twisted.web 302, {args.workers} process(es)", res, rss_kib(proc.pid))
+    finally:
+        for p in reversed(descendants(proc.pid)):
+            try:
+                os.kill(p, signal.SIGTERM)
+            except OSError:
+                pass
+        proc.wait(10)
+
+
 def main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--bare-serve":
+        serve_bare(int(sys.argv[2]), 0, 0)
+        return
+    if len(sys.argv) >= 4 and sys.argv[1] == "--bare-main":
+        serve_bare(None, int(sys.argv[2]), int(sys.argv[3]))
+        return
     if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
         if "--no-memo" in sys.argv:
             from mirrorbits.web.resource import RedirectorResource
@@ -157,20 +282,45 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     ap.add_argument("--standalone", action="store_true",
                     help="run only the HTTP side (not `mirrorbits daemon`)")
+    ap.add_argument("--world", help="build the world here once (Redis dump, tree, IPs) and reuse it")
+    ap.add_argument("--runs", type=int, default=1, help="wrk runs against the same daemon")
+    ap.add_argument("--profile", help="py-spy flame graph (SVG) of one daemon process, first run")
+    ap.add_argument("--bare", action="store_true",
+                    help="the floor: a bare twisted.web 302 server (--workers processes)")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="mirrorbits-bench-")
-    repo = os.path.join(tmp, "repo")
-    redis = RedisServer().start()
+    if args.bare:
+        try:
+            bare_floor(args, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    world_dir = args.world or tmp
+    repo = os.path.join(world_dir, "repo")
+    redis = RedisServer()
+    dump = os.path.join(world_dir, "dump.rdb")
+    reuse = bool(args.world) and os.path.exists(dump)
+    if reuse:
+        shutil.copy(dump, os.path.join(redis.dir, "dump.rdb"))
+    redis.start()
     daemon = None
     try:
         t0 = time.monotonic()
-        counts = world.fill(redis.address, repo, os.path.join(tmp, "ips.txt"))
-        paths = world.file_paths()
-        random.Random(5).shuffle(paths)  # Zipf rank order, popular files spread over the tree
-        with open(os.path.join(tmp, "paths.txt"), "w") as f:
-            f.write("\n".join(paths) + "\n")
-        print(f"world: {json.dumps(counts)} in {time.monotonic() - t0:.1f}s", flush=True)
+        if not reuse:
+            counts = world.fill(redis.address, repo, os.path.join(world_dir, "ips.txt"))
+            paths = world.file_paths()
+            random.Random(5).shuffle(paths)  # Zipf rank order, popular files spread over the tree
+            with open(os.path.join(world_dir, "paths.txt"), "w") as f:
+                f.write("\n".join(paths) + "\n")
+            print(f"world: {json.dumps(counts)} in {time.monotonic() - t0:.1f}s", flush=True)
+            if args.world:
+                redis.client().save()
+                shutil.copy(os.path.join(redis.dir, "dump.rdb"), dump)
+        else:
+            with open(os.path.join(world_dir, "paths.txt")) as f:
+                paths = f.read().split()
+            print(f"world: reused {world_dir}", flush=True)
         port = free_port()
         conf = write_config(tmp, repo, redis.address, port, args.workers)
         log = open(os.path.join(tmp, "daemon.log"), "w")
@@ -182,16 +332,23 @@ def main() -> None:
         daemon = subprocess.Popen(
             cmd,
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=ROOT))
-        wait_for_port("127.0.0.1", port, 30)
+        wait_for_port("127.0.0.1", port, 90)
         t1 = time.monotonic()
         wait_warm(port, paths[:20])
         time.sleep(5 if args.workers == 1 else 8)  # let the warm-up of all files finish
         print(f"daemon up and warm in {time.monotonic() - t1:.1f}s (+ settle)", flush=True)
-        res = run_wrk(port, tmp, args.duration, args.threads, args.connections)
-        rss = rss_kib(daemon.pid)
-        print(f"workers={args.workers}: {res['RPS']:.0f} requests/s, p50 {res['LATENCY_P50_US'] / 1000:.2f} ms, "
-              f"p99 {res['LATENCY_P99_US'] / 1000:.2f} ms, errors {int(res['ERRORS'])}, "
-              f"RSS {rss / 1024:.0f} MiB (all processes)")
+        pids = descendants(daemon.pid)
+        for run in range(args.runs):
+            spy = None
+            if args.profile and run == 0:
+                spy = subprocess.Popen(["py-spy", "record", "-r", "200", "-o", args.profile, *(["-f", "raw"] if args.profile.endswith(".txt") else []),
+                                        "--pid", str(pids[-1]), "-d", str(args.duration)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            res = run_wrk(port, world_dir, args.duration, args.threads, args.connections, pids,
+                          redis.proc.pid if redis.proc is not None else None)
+            if spy is not None:
+                spy.wait(30)
+            report(f"workers={args.workers} ({len(pids)} processes)", res, rss_kib(daemon.pid))
     finally:
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
@@ -204,7 +361,6 @@ def main() -> None:
             print("kept", tmp)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

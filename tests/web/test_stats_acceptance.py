@@ -191,7 +191,10 @@ def assert_value_types(r: Any) -> None:
             assert all(v.lstrip("-").isdigit() for v in r.hvals(key)), (key, r.hgetall(key))
 
 
-def test_sigterm_right_after_the_last_request_keeps_every_count(world: dict[str, Any]) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_right_after_the_last_request_keeps_every_count(world: dict[str, Any], workers: int) -> None:
+    """With ``Workers: 2`` the worker processes count too, and hand their counts in before exit."""
+    world["conf"].write_text(world["conf"].read_text() + f"Workers: {workers}\n")
     r = world["server"].client()
     base = write_go_counters(r)
     d = start_daemon(world)

@@ -35,13 +35,19 @@ __all__ = [
     "Secure",
     "Selection",
     "ERR_MODTIME_ZERO",
+    "FilePlan",
+    "LocationPlan",
+    "RedirectPool",
     "distance",
+    "draw_redirect",
     "f32",
     "fallback_choices",
     "go_duration",
     "is_additional_country",
     "is_primary_country",
+    "plan_file",
     "rank_sort",
+    "redirect_pool",
     "select_mirrors",
     "sort_by_exclude_reason",
 ]
@@ -634,6 +640,223 @@ def select_mirrors(
     elif selected == 1:
         result[0].weight = 100.0
     return Selection(result, excluded, None, closest_out, farthest)
+
+
+# ---------------------------------------------------------------------------------------------
+# The redirect fast path: the same decisions as select_mirrors, split into what depends only on the
+# file, what depends only on the client, and the small part that depends on both.
+#
+# Why: a realistic request mix (thousands of files, Zipf popularity, clients from many places)
+# gives too many distinct (file, client location) pairs for a memo of whole selections, and a full
+# select_mirrors costs ~60 us for 50 mirrors.  But §8.3 splits cleanly: steps 1-3 (enabled, scheme,
+# file copy) depend only on the file and the secure option; steps 4-7 (restrictions) and the
+# distance only on the client.  And in §8.5 a mirror's ComputedScore depends on the accepted set
+# only through `closest` and `farthest`; so, for one client location, the weighted mirrors for a
+# given (closest, farthest) can be listed once and each request only intersects that short list
+# with the file's eligible mirrors.  Everything is exact: same pool, same order, same rng calls.
+
+
+@dataclass(slots=True, eq=False)
+class FilePlan:
+    """§8.3 steps 1–3 for one file and secure option: the mirrors whose scheme, state and copy
+    of the file are good, as ``candidate -> (position in the file's list, AbsoluteURL)``.
+
+    ``error`` is :data:`ERR_MODTIME_ZERO` for an unknown file (nothing is eligible then).
+    ``extra`` is free for the caller (e.g. pre-rendered header bytes per candidate).
+    """
+
+    eligible: dict[Candidate, tuple[int, str]]
+    error: str | None = None
+    extra: dict[Any, Any] = field(default_factory=dict)
+
+
+def plan_file(
+    file_path: str,
+    local_size: int,
+    local_mod_time_ns: int | None,
+    candidates: Sequence[tuple[Candidate, MirrorFile | None]],
+    *,
+    secure: Secure = Secure.UNDEFINED,
+    allow_outdated: Sequence[Any] = (),
+    fix_timezone_offsets: bool = False,
+) -> FilePlan:
+    """The file half of the filter (same checks and order as :func:`select_mirrors`)."""
+    if local_mod_time_ns is None:
+        return FilePlan({}, ERR_MODTIME_ZERO)
+    max_outdated = _outdated_rule(file_path, allow_outdated) if allow_outdated else None
+    compare_size = max_outdated is None
+    if max_outdated is None:
+        max_outdated = 0
+    local_ns = local_mod_time_ns
+    proto_index = int(secure)
+    eligible: dict[Candidate, tuple[int, str]] = {}
+    for pos, (cand, mfile) in enumerate(candidates):
+        url, reason = cand.verdicts[proto_index]
+        if reason is not None or mfile is None:
+            continue
+        if compare_size and mfile.size != local_size:
+            continue
+        m = mfile.mod_time_ns
+        if m is not None:
+            if fix_timezone_offsets:
+                m += cand.tz_offset_ns
+            if m != local_ns:
+                p = cand.last_successful_sync_precision_ns
+                if p > 0:
+                    delta = (local_ns - (local_ns + _ZERO_TIME_TO_UNIX_NS) % p) - (
+                        m - (m + _ZERO_TIME_TO_UNIX_NS) % p
+                    )
+                else:
+                    delta = local_ns - m
+                if delta < 0 or delta > max_outdated:
+                    continue
+        eligible[cand] = (pos, url)
+    return FilePlan(eligible)
+
+
+def _location_ok(cand: Candidate, client: ClientLocation) -> bool:
+    """§8.3 steps 4–7 for a valid client."""
+    if not cand.restricted:
+        return True
+    if cand.continent_only and client.continent != cand.continent_code:
+        return False
+    if cand.country_only and client.country not in cand.country_set:
+        return False
+    if cand.as_only and client.asnum != cand.asnum:
+        return False
+    return client.country not in cand.excluded_country_set
+
+
+#: Weighted-mirror tables kept per location plan (one per distinct (closest, farthest, range)).
+_TABLES_MAX = 256
+
+
+class LocationPlan:
+    """The client half for one *valid* client location and one set of mirror records: the mirrors
+    that pass §8.3 steps 4–7, sorted by distance, and the weighted-mirror tables derived from them.
+
+    Build it from *all* current candidates (the same objects the file plans hold); it is only
+    valid while those records are.
+    """
+
+    __slots__ = ("client", "by_distance", "_tables")
+
+    def __init__(self, client: ClientLocation, candidates: Iterable[Candidate]) -> None:
+        if not client.valid:
+            raise ValueError("a location plan needs a valid client location")
+        self.client = client
+        ok = [c for c in candidates if _location_ok(c, client)]
+        dists = _client_distances(client, [(c, None) for c in ok])
+        order = sorted(range(len(ok)), key=dists.__getitem__)
+        #: (distance, candidate), nearest first.
+        self.by_distance: list[tuple[float, Candidate]] = [(dists[i], ok[i]) for i in order]
+        self._tables: dict[tuple[float, float, float], list[tuple[Candidate, float, int]]] = {}
+
+    def weighted(self, closest: float, farthest: float, weight_distribution_range: float
+                 ) -> list[tuple[Candidate, float, int]]:
+        """(candidate, distance, ComputedScore) of every mirror of this plan whose score exceeds
+        ``int(farthest)`` when the accepted set has these extremes (§8.5, Go's arithmetic)."""
+        key = (closest, farthest, weight_distribution_range)
+        table = self._tables.get(key)
+        if table is not None:
+            return table
+        c_country = self.client.country
+        c_asn = self.client.asnum
+        if closest == 0:
+            closest = _SMALLEST_F32
+        base = int(farthest)
+        base_f = float(base)
+        half_base = base // 2
+        limit = f32(closest * f32(weight_distribution_range))
+        additional_bonus = int(f32(base_f - closest))
+        table = []
+        for d, cand in self.by_distance:
+            cs = base - int(d) + 1
+            if d <= limit:
+                s = f32(base_f - d)
+                if cand.primary_country != c_country:
+                    s = f32(s / 2)
+                cs += int(s)
+            elif cand.primary_country == c_country:
+                cs += int(f32(base_f - f32(d * 5)))
+            elif c_country in cand.country_set:
+                cs += additional_bonus
+            if cand.asnum == c_asn:
+                cs += half_base
+            if cand.score:
+                x = cs + cs * cand.score_factor + 0.5
+                cs = int(x) if x > 1 else 1
+            elif cs < 1:
+                cs = 1
+            if cs > base:
+                table.append((cand, d, cs))
+        if len(self._tables) >= _TABLES_MAX:
+            self._tables.clear()
+        self._tables[key] = table
+        return table
+
+
+@dataclass(slots=True)
+class RedirectPool:
+    """The weighted mirrors of one (file, client) in :func:`select_mirrors`' draw order (score
+    descending, then file order): ``items`` are (candidate, AbsoluteURL, distance, score, weight)."""
+
+    items: list[tuple[Candidate, str, float, int, int]]
+    total: int
+
+
+def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: float = 1.5
+                  ) -> RedirectPool | None:
+    """The weighted pool a redirect draws from, or None when fewer than two mirrors get a weight
+    (or none is accepted): :func:`select_mirrors` must then give the (unweighted) sorted list."""
+    eligible = plan.eligible
+    if not eligible:
+        return None
+    by_distance = loc.by_distance
+    for d, cand in by_distance:
+        if cand in eligible:
+            closest = d
+            break
+    else:
+        return None
+    for k in range(len(by_distance) - 1, -1, -1):
+        d, cand = by_distance[k]
+        if cand in eligible:
+            farthest = d
+            break
+    base = int(farthest)
+    items = []
+    for cand, d, cs in loc.weighted(closest, farthest, weight_distribution_range):
+        e = eligible.get(cand)
+        if e is not None:
+            items.append((-cs, e[0], cand, e[1], d, cs))
+    if len(items) < 2:
+        return None
+    items.sort()  # (-score, position) are unique: the candidate is never compared
+    return RedirectPool([(it[2], it[3], it[4], it[5], it[5] - base) for it in items],
+                        sum(it[5] for it in items) - base * len(items))
+
+
+def draw_redirect(pool: RedirectPool, rng: random.Random) -> list[Chosen]:
+    """§8.6 for a redirect: up to 5 draws without replacement, proportional to weight — the same
+    rng calls as :func:`select_mirrors`, so a seeded rng gives the same list."""
+    items = list(pool.items)
+    total = pool.total
+    rest = total
+    randrange = rng.randrange
+    out = []
+    for _ in range(5 if len(items) > 5 else len(items)):
+        rv = randrange(rest)
+        acc = 0
+        k = 0
+        for k in range(len(items)):  # noqa: B007 - k is the pick
+            acc += items[k][4]
+            if acc > rv:
+                break
+        cand, url, d, cs, w = items.pop(k)
+        rest -= w
+        out.append(Chosen(cand, url, d, cs, f32(w * 100 / total)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

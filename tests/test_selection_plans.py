@@ -1,0 +1,129 @@
+"""The redirect fast path (FilePlan / LocationPlan / redirect_pool / draw_redirect) must decide
+exactly as select_mirrors: same pool, same order, same weights, same rng calls.
+
+Differential tests over the random worlds of test_selection_properties (hypothesis), plus a
+realistic world (the benchmark's 60 mirrors) with many client locations.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mirrorbits.selection import (
+    Candidate,
+    ClientLocation,
+    LocationPlan,
+    MirrorFile,
+    Secure,
+    draw_redirect,
+    plan_file,
+    redirect_pool,
+    select_mirrors,
+)
+from tests.test_selection_properties import (
+    LOCAL_MTIME,
+    LOCAL_SIZE,
+    PATH,
+    SETTINGS,
+    any_world,
+)
+
+
+def fast(world, client, opts, seed, *, extra=()):
+    """The fast path, or None where the caller must use select_mirrors."""
+    plan = plan_file(PATH, LOCAL_SIZE, LOCAL_MTIME, world, secure=opts["secure"],
+                     allow_outdated=opts["allow_outdated"],
+                     fix_timezone_offsets=opts["fix_timezone_offsets"])
+    # The location plan sees every mirror record, also those that do not carry the file.
+    loc = LocationPlan(client, [c for c, _ in world] + list(extra))
+    pool = redirect_pool(plan, loc, opts["weight_distribution_range"])
+    if pool is None:
+        return None
+    return draw_redirect(pool, random.Random(seed))
+
+
+def slow(world, client, opts, seed):
+    return select_mirrors(PATH, LOCAL_SIZE, LOCAL_MTIME, world, client, rng=random.Random(seed),
+                          **opts)
+
+
+def summary(chosen):
+    return [(c.candidate.id, c.absolute_url, c.distance, c.computed_score, c.weight) for c in chosen]
+
+
+@SETTINGS
+@given(any_world, st.integers(0, 2**32))
+def test_fast_path_equals_select_mirrors(w, seed):
+    world, client, opts = w
+    if not client.valid:
+        return  # the fast path is for located clients only
+    ref = slow(world, client, opts, seed)
+    got = fast(world, client, opts, seed)
+    weighted = [c for c in ref.selected if c.weight > 0]
+    if got is None:
+        # Only when select_mirrors gives no weighted draw (0 or 1 weighted mirror).
+        assert len(weighted) <= 1
+        return
+    assert len(weighted) == len(ref.selected) >= 2
+    assert summary(got) == summary(ref.selected)
+
+
+@SETTINGS
+@given(any_world, st.integers(0, 2**32))
+def test_mirrors_that_do_not_carry_the_file_change_nothing(w, seed):
+    """The location plan holds every mirror; one the file lacks must never leak into the pool."""
+    world, client, opts = w
+    if not client.valid or len(world) < 2:
+        return
+    outsider = [c for c, _ in world[:1]]
+    rest = world[1:]
+    ref = slow(rest, client, opts, seed)
+    got = fast(rest, client, opts, seed, extra=outsider)
+    if got is not None:
+        assert summary(got) == summary(ref.selected)
+        assert outsider[0].id not in {c.candidate.id for c in got}
+
+
+def test_realistic_world_many_locations():
+    """60 mirrors over the globe, partial ones, 300 client locations, several files: identical."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import world as bench_world
+
+    rng = random.Random(7)
+    cands = []
+    for m in bench_world.build_mirrors():
+        cands.append(Candidate(
+            id=m.id, name=m.name, http_url=m.http_url, enabled=True, http_up=True, https_up=m.id % 7 != 0,
+            score=m.score, latitude=m.latitude, longitude=m.longitude, continent_code=m.continent_code,
+            country_codes=m.country_codes, asnum=m.asnum, country_only=m.id % 11 == 0,
+            excluded_country_codes="FR" if m.id % 13 == 0 else ""))
+    sites = bench_world.SITES
+    checked = fast_paths = 0
+    for f in range(20):
+        carried = [c for c in cands if rng.random() < (1.0 if c.id % 2 else 0.6)]
+        world = [(c, MirrorFile(LOCAL_SIZE, LOCAL_MTIME if rng.random() < 0.95 else LOCAL_MTIME - 10**9))
+                 for c in carried]
+        for _ in range(15):
+            _, cc, cont, lat, lon = rng.choice(sites)
+            client = ClientLocation(cc, cont, rng.choice([0, 15169, 1299]), lat + rng.uniform(-2, 2),
+                                    lon + rng.uniform(-2, 2))
+            opts = dict(secure=rng.choice(list(Secure)), allow_outdated=(), fix_timezone_offsets=False,
+                        weight_distribution_range=1.5)
+            seed = rng.randrange(2**32)
+            ref = slow(world, client, opts, seed)
+            plan = plan_file(PATH, LOCAL_SIZE, LOCAL_MTIME, world, secure=opts["secure"])
+            pool = redirect_pool(plan, LocationPlan(client, cands), 1.5)
+            checked += 1
+            if pool is None:
+                assert sum(1 for c in ref.selected if c.weight > 0) <= 1
+                continue
+            fast_paths += 1
+            assert summary(draw_redirect(pool, random.Random(seed))) == summary(ref.selected), (f, client)
+    assert checked == 300
+    assert fast_paths > 150, fast_paths  # the fast path must be the common case here

@@ -524,14 +524,29 @@ def format_mirmon(mirrors: Iterable[Any], opts: ExportOptions | None = None,
     """
     opts = opts or ExportOptions()
     out = []
+    emails = []
     for m in mirrors:
         if not opts.disabled and not _bool(m, "enabled"):
             continue
         codes = _str(m, "countryCodes").split()
         country = codes[0] if codes else missing_country
         for url in _export_urls(m, opts):
-            out.append(f"{country}\t{url}\t{_str(m, 'adminEmail')}\n")
-    return tabulate("".join(out))
+            email = _str(m, "adminEmail")
+            out.append(f"{country}\t{url}\t{email}\n")
+            emails.append(email)
+    lines = tabulate("".join(out)).splitlines(keepends=True)
+    # Go's tab writer (padding 0) adds no TAB after a URL cell whose width is already a multiple of
+    # 8 when it is the widest one, so the e-mail was glued to the URL and mirmon read
+    # "http://host/path/ops@example.org" as the URL (spec §6 defect).  Keep Go's bytes where that
+    # is harmless (empty e-mail, case 45) and put one TAB back where the two would touch.
+    if len(lines) != len(emails):  # a newline inside a field: no reliable line mapping
+        return "".join(lines)
+    for i, email in enumerate(emails):
+        line = lines[i]
+        end = len(line) - 1 - len(email)  # the e-mail sits right before the newline
+        if email and line[end - 1] != "\t":
+            lines[i] = line[:end] + "\t" + line[end:]
+    return "".join(lines)
 
 
 def _unix_or_none(m: Any, field: str) -> str | None:

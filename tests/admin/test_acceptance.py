@@ -274,3 +274,33 @@ def test_daemon_command_line_errors(tmp_path: Path) -> None:
     misplaced = run("-debug", "daemon")
     assert (misplaced.returncode, misplaced.stdout) == (2, "Error: Command not found: daemon\n")
     assert misplaced.stderr.startswith("Usage: mirrorbits [OPTIONS] COMMAND [arg...]\n")
+
+
+def test_mirmon_reads_a_24_character_url_with_an_e_mail(daemon: AdminDaemon, tmp_path: Path) -> None:
+    """Spec §6 defect: Go glued the e-mail to a URL cell exactly 24 wide, and mirmon then took
+    ``http://127.0.0.1/repo12/ops@example.org`` for the URL.  Case 45 (empty e-mail) keeps Go's bytes."""
+    assert daemon.one("add", "-http", "http://127.0.0.1/repo12/", "-admin-email", "ops@example.org",
+                      "m12").code == 0
+    assert daemon.one("add", "-http", "http://127.0.0.2/repo12/", "m12b").code == 0
+    assert daemon.one("add", "-http", "http://127.0.0.1/r/", "-admin-email", "jane@example.org", "short").code == 0
+    export = daemon.one("export", "mirmon")
+    assert export.code == 0
+    assert sorted(export.out.splitlines()) == sorted([
+        "FR\thttp://127.0.0.1/repo12/\tops@example.org",  # Go: no TAB here
+        "FR\thttp://127.0.0.2/repo12/",                   # case 45: as Go
+        "FR\thttp://127.0.0.1/r/\tjane@example.org"])
+    if shutil.which("mirmon") is None:
+        print("SKIP mirmon check: Debian's mirmon is not installed (apt-get install -y mirmon)")
+        return
+    (tmp_path / "list").write_text(export.out)
+    (tmp_path / "state").write_text("")
+    (tmp_path / "mirmon.conf").write_text(
+        f"project_name test\nproject_url http://127.0.0.1/\nmirror_list {tmp_path / 'list'}\n"
+        f"state {tmp_path / 'state'}\nweb_page {tmp_path / 'index.html'}\n"
+        "countries /usr/share/mirmon/countries.list\nicons /icons\nprobe /bin/true %TIMEOUT% %URL%\n")
+    proc = subprocess.run(["mirmon", "-c", str(tmp_path / "mirmon.conf")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    added = sorted(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("added "))
+    # (Go's glued line gave "http://127.0.0.1/repo12/ops@example.org/" here.)
+    assert added == ["http://127.0.0.1/r/", "http://127.0.0.1/repo12/", "http://127.0.0.2/repo12/"]

@@ -181,7 +181,9 @@ class MirrorScanner:
         except Exception as e:
             message = _message(e)
             await tx.fail(message)
-            raise (e if isinstance(e, ScanError) else ScanError(message)) from None
+            if isinstance(e, ScanError) and str(e) == message:
+                raise
+            raise (ScanAborted(message) if isinstance(e, ScanAborted) else ScanError(message)) from None
         except BaseException:
             await tx.fail(ERR_ABORTED)
             raise
@@ -323,6 +325,14 @@ async def _quietly(d: defer.Deferred[Any]) -> None:
 
 
 def _message(e: BaseException) -> str:
+    """The error text logged and stored in the mirror log (event 1 ``Err``).
+
+    A mirror's garbage reaches error texts as lone surrogates (listings are decoded with
+    ``surrogateescape`` to keep names byte-exact); they are replaced by U+FFFD here, as Go's
+    JSON encoder does with invalid UTF-8, so the log line, the stored event and the error
+    returned to the caller say the same thing and nothing downstream meets an unencodable str.
+    """
     if isinstance(e, defer.CancelledError):
         return ERR_ABORTED
-    return str(e) or e.__class__.__name__
+    text = str(e) or e.__class__.__name__
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -99,7 +99,7 @@ class _ReplyQueue(txredisapi.ReplyQueue):
 
     def __init__(self) -> None:
         super().__init__()
-        self.waiting = deque()  # type: ignore[assignment]
+        self.waiting: deque[Any] = deque()  # type: ignore[assignment]
 
     def put(self, obj: Any) -> None:
         if self.waiting:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from mirrorbits.redis.connection import (
@@ -16,10 +16,7 @@ from mirrorbits.redis.connection import (
     parse_address,
 )
 from tests.fixtures.redis import RedisServer
-
-
-def sleep(seconds: float) -> defer.Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
+from tests.fixtures.trial import sleep
 
 
 async def eventually(check: Any, timeout: float = 10.0, step: float = 0.05) -> Any:

@@ -6,28 +6,13 @@ will, while the Redis commands themselves go over real sockets on the real react
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, reactor, task
-from twisted.trial import unittest
+from twisted.internet import defer, task
 
-from mirrorbits.redis.connection import NotReady, RedisClient, RedisSettings
+from mirrorbits.redis.connection import NotReady
 from mirrorbits.redis.locks import ClusterLock, GenericLock
-from tests.fixtures.redis import RedisServer
-
-
-def sleep(seconds: float) -> defer.Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> None:
-    waited = 0.0
-    while not check():
-        if waited > timeout:
-            raise AssertionError("condition not met in time")
-        await sleep(0.02)
-        waited += 0.02
+from tests.fixtures.trial import RedisClassTestCase, eventually, run, sleep
 
 
 async def settle() -> None:
@@ -36,37 +21,13 @@ async def settle() -> None:
     await sleep(0.15)
 
 
-def run(coro: Any) -> defer.Deferred[Any]:
-    return defer.Deferred.fromCoroutine(coro)
-
-
-class LockTestBase(unittest.TestCase):
+class LockTestBase(RedisClassTestCase):
     timeout = 30
-    server: RedisServer
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.cleanup()
 
     def setUp(self) -> None:
-        if self.server.proc is None:  # a test stopped it
-            self.server.start()
-        self.server.flush()
+        super().setUp()
         self.redis = self.server.client()
         self.client = self.new_client()
-
-    def new_client(self, ready: bool = True) -> RedisClient:
-        settings = RedisSettings(address=self.server.address)
-        client = RedisClient(lambda: settings)
-        client.start()
-        if ready:
-            client.set_ready()
-        self.addCleanup(lambda: run(client.stop()))
-        return client
 
 
 class GenericLockTests(LockTestBase):

@@ -13,18 +13,15 @@ import tempfile
 import time
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from mirrorbits.redis.connection import RedisClient, RedisSettings, RedisUnavailable, ResponseError
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
+from tests.fixtures.trial import sleep
 
 MASTER = "mirrorbits-test"
-
-
-def sleep(seconds: float) -> defer.Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 class Sentinel:

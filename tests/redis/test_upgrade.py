@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
@@ -27,15 +27,7 @@ from mirrorbits.redis.upgrade import (
 )
 from tests.fixtures.redis import RedisServer, redis_server_binary
 from tests.fixtures.servers import free_port
-
-
-def sleep(seconds: float) -> defer.Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-def run(coro: Any) -> defer.Deferred[Any]:
-    return defer.Deferred.fromCoroutine(coro)
-
+from tests.fixtures.trial import RedisClassTestCase, run, sleep
 
 Snapshot = dict[bytes, tuple[bytes, int]]
 
@@ -156,20 +148,11 @@ def build_v0(r: Any) -> None:
     r.hset(b"V2_MIRROR_1", b"junk", b"1")
 
 
-class UpgradeTestBase(unittest.TestCase):
+class UpgradeTestBase(RedisClassTestCase):
     timeout = 30
-    server: RedisServer
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.cleanup()
 
     def setUp(self) -> None:
-        self.server.flush()
+        super().setUp()
         self.r = self.server.client(decode=False)
         self.logs: list[str] = []
 

@@ -142,6 +142,7 @@ def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
     env = dict(os.environ, WORLD_DIR=world_dir)
     pids = pids or []
     cpu0 = cpu_seconds(pids)
+    each0 = [cpu_seconds([p]) for p in pids]
     rcpu0 = cpu_seconds([redis_pid]) if redis_pid else 0.0
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(HERE, "load.lua"),
@@ -153,6 +154,8 @@ def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
             vals[parts[0]] = float(parts[1])
     vals["RPS"] = vals["REQUESTS"] / (vals["DURATION_US"] / 1e6)
     vals["CPU_S"] = cpu_seconds(pids) - cpu0
+    for i, (p, c0) in enumerate(zip(pids, each0, strict=True)):
+        vals[f"CPU_S_{i}"] = cpu_seconds([p]) - c0  # how the work is split between processes
     vals["REDIS_CPU_S"] = (cpu_seconds([redis_pid]) - rcpu0) if redis_pid else 0.0
     vals["CPU_US_PER_REQ"] = vals["CPU_S"] * 1e6 / max(1.0, vals["REQUESTS"])
     vals["REDIS_US_PER_REQ"] = vals["REDIS_CPU_S"] * 1e6 / max(1.0, vals["REQUESTS"])
@@ -160,12 +163,16 @@ def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
 
 
 def report(label: str, res: dict[str, float], rss: int | None = None) -> None:
+    shares = [v for k, v in sorted(res.items()) if k.startswith("CPU_S_")]
+    split = ""
+    if len(shares) > 1:
+        split = "; split " + "/".join(f"{100 * v / max(1e-9, res['CPU_S']):.0f}%" for v in shares)
     errors = ", ".join(f"{k[7:].lower()} {int(v)}" for k, v in res.items()
                        if k.startswith("ERRORS_") and v)
     print(f"{label}: {res['RPS']:.0f} requests/s, p50 {res['LATENCY_P50_US'] / 1000:.2f} ms, "
           f"p99 {res['LATENCY_P99_US'] / 1000:.2f} ms, errors {int(res['ERRORS'])}"
           f"{' (' + errors + ')' if errors else ''}; CPU {res['CPU_US_PER_REQ']:.0f} us/request "
-          f"(Redis {res['REDIS_US_PER_REQ']:.1f})"
+          f"(Redis {res['REDIS_US_PER_REQ']:.1f}{split})"
           f"{f', RSS {rss / 1024:.0f} MiB (all processes)' if rss is not None else ''}; "
           f"load average {loadavg()}", flush=True)
 
@@ -284,7 +291,9 @@ def main() -> None:
                     help="run only the HTTP side (not `mirrorbits daemon`)")
     ap.add_argument("--world", help="build the world here once (Redis dump, tree, IPs) and reuse it")
     ap.add_argument("--runs", type=int, default=1, help="wrk runs against the same daemon")
+    ap.add_argument("--warmup", type=int, default=5, help="seconds of uncounted load first")
     ap.add_argument("--profile", help="py-spy flame graph (SVG) of one daemon process, first run")
+    ap.add_argument("--serve-script", help="(debugging) a script serving CONF instead of the daemon")
     ap.add_argument("--bare", action="store_true",
                     help="the floor: a bare twisted.web 302 server (--workers processes)")
     args = ap.parse_args()
@@ -324,7 +333,9 @@ def main() -> None:
         port = free_port()
         conf = write_config(tmp, repo, redis.address, port, args.workers)
         log = open(os.path.join(tmp, "daemon.log"), "w")
-        if args.standalone:
+        if args.serve_script:
+            cmd = [sys.executable, args.serve_script, conf]
+        elif args.standalone:
             cmd = [sys.executable, os.path.abspath(__file__), "--serve", conf]
         else:
             cmd = [sys.executable, "-c", "import sys; from mirrorbits.admin.cli import main; sys.exit(main())",
@@ -338,6 +349,9 @@ def main() -> None:
         time.sleep(5 if args.workers == 1 else 8)  # let the warm-up of all files finish
         print(f"daemon up and warm in {time.monotonic() - t1:.1f}s (+ settle)", flush=True)
         pids = descendants(daemon.pid)
+        if args.warmup:
+            # Uncounted: first sight of each client IP (GeoIP), location and file plans.
+            run_wrk(port, world_dir, args.warmup, args.threads, args.connections)
         for run in range(args.runs):
             spy = None
             if args.profile and run == 0:

@@ -192,7 +192,7 @@ class PathEntry:
     valid while ``gen`` equals the view's mirror generation.
     """
 
-    __slots__ = ("path", "info", "ids", "mfiles", "pairs", "gen")
+    __slots__ = ("path", "info", "ids", "mfiles", "pairs", "gen", "plans")
 
     def __init__(self, path: str, info: FileInfo | None = None) -> None:
         self.path = path
@@ -201,6 +201,8 @@ class PathEntry:
         self.mfiles: dict[int, MirrorFile | None] = {}
         self.pairs: tuple[tuple[Candidate, MirrorFile | None], ...] | None = None
         self.gen = -1
+        #: Free for the redirector: what it derived from ``pairs`` (it checks they are the same).
+        self.plans: Any = None
 
     @property
     def known(self) -> bool:

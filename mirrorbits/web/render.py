@@ -25,6 +25,7 @@ __all__ = [
     "file_info_document",
     "mirror_document",
     "plain_error",
+    "redirect_header_parts",
     "render_json",
     "render_redirect",
     "results_document",
@@ -82,23 +83,45 @@ def escape_location(url: str) -> bytes:
     return "".join([_LOC_ESCAPES[b] for b in raw]).encode("ascii")
 
 
-def render_redirect(request: Any, results: Results, max_link_headers: int) -> bytes:
-    """302 to the first mirror, ``Link`` alternatives for the next ``max_link_headers``, empty body."""
+def redirect_header_parts(ch: Chosen, rel: str) -> tuple[bytes, bytes, bytes]:
+    """(``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) for one chosen mirror."""
+    cc = ch.candidate.country_list
+    geo = cc[0].lower() if cc else ""
+    url = ch.absolute_url + rel
+    return (escape_location(url), f"<{url}>; rel=duplicate; pri=".encode("utf-8", "surrogateescape"),
+            f"; geo={geo}".encode("utf-8", "surrogateescape"))
+
+
+def render_redirect(request: Any, results: Results, max_link_headers: int,
+                    parts_cache: dict[Any, tuple[bytes, bytes, bytes]] | None = None) -> bytes:
+    """302 to the first mirror, ``Link`` alternatives for the next ``max_link_headers``, empty body.
+
+    ``parts_cache``: per-candidate header bytes (:func:`redirect_header_parts`) kept by the caller
+    for one file and one scheme option (the redirector keeps them on its file plan), so the hot
+    path formats no URL.
+    """
     path = results.file_info.path
     rel = path[1:] if path.startswith("/") else path
     mlist = results.mirror_list
+    cache: dict[Any, tuple[bytes, bytes, bytes]] = {} if parts_cache is None else parts_cache
     headers = request.responseHeaders
     if len(mlist) > 1 and max_link_headers > 0:
         links = []
-        for k, ch in enumerate(mlist[1:max_link_headers + 1], 1):
-            cc = ch.candidate.country_list
-            geo = cc[0].lower() if cc else ""
-            links.append(f"<{ch.absolute_url}{rel}>; rel=duplicate; pri={k}; geo={geo}"
-                         .encode("utf-8", "surrogateescape"))
+        k = 0
+        for ch in mlist[1:max_link_headers + 1]:
+            k += 1
+            p = cache.get(ch.candidate)
+            if p is None:
+                p = cache[ch.candidate] = redirect_header_parts(ch, rel)
+            links.append(b"%s%d%s" % (p[1], k, p[2]))
         headers.setRawHeaders(b"Link", links)
     request.setHeader(b"Content-Type", _TEXT_HTML)
     request.setHeader(b"Cache-Control", _NO_CACHE)
-    request.setHeader(b"Location", escape_location(mlist[0].absolute_url + rel))
+    first = mlist[0]
+    p = cache.get(first.candidate)
+    if p is None:
+        p = cache[first.candidate] = redirect_header_parts(first, rel)
+    request.setHeader(b"Location", p[0])
     request.setResponseCode(302)
     return b""
 

@@ -46,9 +46,14 @@ from mirrorbits.model import FileInfo
 from mirrorbits.selection import (
     Chosen,
     ClientLocation,
+    FilePlan,
+    LocationPlan,
     Secure,
     Selection,
+    draw_redirect,
     fallback_choices,
+    plan_file,
+    redirect_pool,
     select_mirrors,
 )
 from mirrorbits.web import clientinfo, paths
@@ -172,8 +177,11 @@ class RedirectorResource(resource.Resource):
     """The root of the site: every request comes here (see the module docstring)."""
 
     isLeaf = True
-    #: Entries of the redirect selection memo (see :meth:`_redirect_selection`); 0 disables it.
+    #: Entries of the redirect selection memo (see :meth:`_redirect_selection`); 0 disables the
+    #: fast path and the memo (every request runs the full selection).
     memo_size = 16384
+    #: Client locations whose :class:`LocationPlan` is kept (each ~60 small tuples).
+    location_plans = 4096
 
     def __init__(self, app: Any, *, rng: random.Random | None = None) -> None:
         super().__init__()
@@ -182,6 +190,7 @@ class RedirectorResource(resource.Resource):
         self._state: _ConfigState | None = None
         self._parts: dict[str, Any] = {}
         self._memo = LRU(self.memo_size)
+        self._loc_plans: dict[tuple[str, str, int, int], tuple[int, Any, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
         self.dispatch = {
@@ -385,8 +394,11 @@ class RedirectorResource(resource.Resource):
 
         # 6–7. Selection, then fallbacks or 503.
         sel = None
+        plan = None
         if rtype == REDIRECT and loc.valid and entry is not None and self.memo_size > 0:
-            sel = self._redirect_selection(path, info, entry, loc, secure, config, st)
+            fast = self._redirect_selection(path, info, entry, loc, secure, config, st)
+            if fast is not None:
+                sel, plan = fast
         if sel is None:
             sel = self._selection(path, info, entry, loc, secure, is_list, config, st)
         mlist = sel.selected
@@ -411,7 +423,8 @@ class RedirectorResource(resource.Resource):
         if rtype == JSON:
             body = render_json(request, results, "pretty" in ctx.query)
         else:
-            body = render_redirect(request, results, config.MaxLinkHeaders)
+            body = render_redirect(request, results, config.MaxLinkHeaders,
+                                   plan.extra if plan is not None and not fallback else None)
 
         # 11–12. Log line and download counting (engineer L's parts, when present).
         dlog = self._getter("get_download_log")
@@ -424,60 +437,62 @@ class RedirectorResource(resource.Resource):
         return body
 
     def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,
-                            secure: Secure, config: Any, st: _ConfigState) -> Selection | None:
-        """Selection for a redirect, from a memo of the deterministic part.
+                            secure: Secure, config: Any, st: _ConfigState
+                            ) -> tuple[Selection, FilePlan | None] | None:
+        """Selection for a redirect through the exact fast path of :mod:`mirrorbits.selection`.
 
-        Why: scoring ~50 mirrors costs ~60 us per request, and it is a pure function of the
-        file's view entry, the client's location and the config; only the weighted draw is
-        random.  The memo keeps, per (path, scheme option, client location), the weighted pool
-        (or the head of the list when fewer than 2 mirrors got a weight) and each request draws
-        from it exactly as :func:`select_mirrors` does (same distribution).  An entry is valid
-        while the view entry's composed pairs and the config are the very objects it was built
-        from, so every invalidation of the view and every reload applies at once.  Only
-        redirects use it (JSON and the mirror list need the full, unmemoised result).
+        Why: a full :func:`select_mirrors` costs ~60 us for 50 mirrors, and a realistic mix has
+        too many distinct (file, client location) pairs for a memo of whole selections (a 20 s
+        Zipf run meets ~35% new pairs).  So the file half of the filter is kept per view entry
+        (:class:`FilePlan`, per secure option), the client half per location
+        (:class:`LocationPlan`, per mirror generation of the view), and each request intersects
+        a short weighted list with the file's eligible mirrors, then draws (same rng calls as
+        select_mirrors).  Plans are valid while the view entry's composed pairs, the view's
+        mirror generation and the config are the very ones they were built from, so every
+        invalidation and every reload applies at once.
+
+        When fewer than two mirrors get a weight there is no draw: the sorted list is memoised
+        per (path, scheme option, client location), same validity rule.  Returns None to make
+        the caller run the full selection.
         """
         pairs = entry.pairs
         if pairs is None or info.mod_time_ns is None:
             return None
-        key = (path, secure, loc.country, loc.continent, loc.asnum, loc.geo_key)
+        plans = entry.plans
+        if plans is None or plans[0] is not pairs or plans[1] is not st:
+            plans = entry.plans = (pairs, st, {})
+        plan = plans[2].get(secure)
+        if plan is None:
+            plan = plans[2][secure] = plan_file(
+                path, info.size, info.mod_time_ns, pairs, secure=secure, allow_outdated=st.outdated,
+                fix_timezone_offsets=config.FixTimezoneOffsets)
+        lkey = (loc.country, loc.continent, loc.asnum, loc.geo_key)
+        view = self.view
+        gen = view.gen
+        lp_hit = self._loc_plans.get(lkey)
+        if lp_hit is None or lp_hit[0] != gen or lp_hit[1] is not view:
+            if len(self._loc_plans) >= self.location_plans:
+                self._loc_plans.clear()
+            lp_hit = (gen, view, LocationPlan(loc, view.mirrors().values()))
+            self._loc_plans[lkey] = lp_hit
+        pool = redirect_pool(plan, lp_hit[2], config.WeightDistributionRange)
+        if pool is not None:
+            return Selection(draw_redirect(pool, self.rng), []), plan
+
+        key = (path, secure, lkey)
         memo = self._memo
         hit = memo.get(key)
         if hit is None or hit[0] is not pairs or hit[1] is not st:
             self.memo_stats["misses"] += 1
-            full = self._selection(path, info, entry, loc, secure, True, config, st)
+            full = self._selection(path, info, entry, loc, secure, False, config, st)
             if full.error is not None:
                 return None
-            base = int(full.farthest)
-            weighted = [(ch, ch.computed_score - base) for ch in full.selected if ch.computed_score > base]
-            if len(weighted) > 1:
-                total = sum(w for _, w in weighted)
-                hit = (pairs, st, True, weighted, total)
-            else:
-                hit = (pairs, st, False, full.selected[:max(1, config.MaxLinkHeaders + 1)], 0)
+            hit = (pairs, st, full.selected[:max(1, config.MaxLinkHeaders + 1)])
             memo.set(key, hit)
         else:
             self.memo_stats["hits"] += 1
-        _, _, drawn, items, total = hit
-        if not drawn:
-            return Selection([Chosen(ch.candidate, ch.absolute_url, ch.distance, ch.computed_score,
-                                     ch.weight) for ch in items], [])
-        # Weighted draw without replacement, as select_mirrors does (§8.6), first min(5, n).
-        pool = list(items)
-        rest = total
-        randrange = self.rng.randrange
-        out = []
-        for _ in range(5 if len(pool) > 5 else len(pool)):
-            rv = randrange(rest)
-            acc = 0
-            k = 0
-            for k, (_ch, w) in enumerate(pool):  # noqa: B007 - k is the pick
-                acc += w
-                if acc > rv:
-                    break
-            ch, w = pool.pop(k)
-            rest -= w
-            out.append(Chosen(ch.candidate, ch.absolute_url, ch.distance, ch.computed_score, ch.weight))
-        return Selection(out, [])
+        return Selection([Chosen(ch.candidate, ch.absolute_url, ch.distance, ch.computed_score,
+                                 ch.weight) for ch in hit[2]], []), plan
 
     def _selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
                    secure: Secure, is_list: bool, config: Any, st: _ConfigState) -> Selection:

@@ -19,7 +19,7 @@ from mirrorbits.cache import PathEntry
 from mirrorbits.config import Config
 from mirrorbits.model import FileInfo
 from mirrorbits.redis import schema
-from mirrorbits.selection import Candidate, ClientLocation, MirrorFile, Secure
+from mirrorbits.selection import Candidate, ClientLocation, MirrorFile, Secure, select_mirrors
 from mirrorbits.web.resource import RedirectorResource, _ConfigState, parse_http_date, parse_query
 from mirrorbits.web.workers import spawn_workers
 from tests.web.test_http_cases import MODTIME, RedirectorTestCase, d, put_file, put_mirror, raw_http
@@ -181,53 +181,91 @@ def worlds(draw: Any) -> tuple[list[tuple[Candidate, MirrorFile | None]], Client
     return pairs, client, draw(st.sampled_from(list(Secure)))
 
 
-class MemoProperties(unittest.SynchronousTestCase):
+def _fake_view(cands: list[Candidate], gen: int = 0) -> SimpleNamespace:
+    """What the fast path asks of the view: its mirror generation and current mirrors."""
+    return SimpleNamespace(gen=gen, mirrors=lambda: {c.id: c for c in cands})
+
+
+def _app_with_view(config: Config, view: SimpleNamespace) -> SimpleNamespace:
+    return SimpleNamespace(config=config, get_cache=lambda: view)
+
+
+class FastPathProperties(unittest.SynchronousTestCase):
     @settings(max_examples=150, deadline=None)
     @given(worlds(), st.integers(0, 2**32))
-    def test_memo_draws_like_select_mirrors(self, world: Any, seed: int) -> None:
+    def test_redirect_selection_equals_select_mirrors(self, world: Any, seed: int) -> None:
+        """Same mirrors, same order, same weights as select_mirrors with the same rng, over
+        several requests (fast path, or memo miss then hits when there is no weighted draw)."""
         pairs, client, secure = world
         config = Config(Repository="/")
-        app = SimpleNamespace(config=config)
-        res = RedirectorResource(app, rng=random.Random(seed))
+        # The view also knows a mirror that does not carry the file: it must never be chosen.
+        outsider = Candidate(id=99, name="x", http_url="https://x.example/", enabled=True, http_up=True,
+                             https_up=True, latitude=client.latitude, longitude=client.longitude,
+                             country_codes=client.country)
+        view = _fake_view([c for c, _ in pairs] + [outsider])
+        res = RedirectorResource(_app_with_view(config, view), rng=random.Random(seed))
         state = _ConfigState(config)
         entry = PathEntry("/f", FileInfo("/f", 100, _LOCAL_NS))
         entry.pairs = tuple(pairs)
         ok = {c.id for c, mf in pairs if mf is not None and mf.size == 100 and mf.mod_time_ns == _LOCAL_NS}
-        full = res._selection("/f", entry.info, entry, client, secure, True, config, state)
-        base = int(full.farthest)
-        weighted = {ch.candidate.id for ch in full.selected if ch.computed_score > base}
-        for _ in range(3):  # miss, then hits
-            sel = res._redirect_selection("/f", entry.info, entry, client, secure, config, state)
-            ids = [ch.candidate.id for ch in sel.selected]
-            self.assertEqual(len(ids), len(set(ids)))
-            self.assertTrue(set(ids) <= ok)  # never a mirror with the file missing or outdated
-            self.assertTrue(set(ids) <= {ch.candidate.id for ch in full.selected})  # never excluded
-            if len(weighted) > 1:
-                self.assertEqual(len(ids), min(5, len(weighted)))
-                self.assertTrue(set(ids) <= weighted)
-                total = sum(ch.weight for ch in full.selected if ch.candidate.id in weighted)
-                self.assertAlmostEqual(total, 100.0, places=3)
-            else:
-                self.assertEqual(ids, [ch.candidate.id for ch in full.selected][:config.MaxLinkHeaders + 1])
-        self.assertEqual(res.memo_stats["misses"], 1)
+        ref_rng = random.Random(seed)
+        for _ in range(3):
+            out = res._redirect_selection("/f", entry.info, entry, client, secure, config, state)
+            ref = select_mirrors("/f", 100, _LOCAL_NS, entry.pairs, client, secure=secure, rng=ref_rng)
+            self.assertIsNotNone(out)
+            assert out is not None
+            sel, plan = out
+            got = [(ch.candidate.id, ch.absolute_url, ch.computed_score, ch.weight) for ch in sel.selected]
+            want = [(ch.candidate.id, ch.absolute_url, ch.computed_score, ch.weight) for ch in ref.selected]
+            self.assertEqual(got, want[:len(got)])
+            self.assertEqual(len(got), min(len(want), 5 if any(w[3] for w in want) and len(want) > 1
+                                           else config.MaxLinkHeaders + 1))
+            self.assertTrue({g[0] for g in got} <= ok)  # never a mirror with the file missing or outdated
+            self.assertIsNotNone(plan)
 
-    def test_memo_follows_the_view(self) -> None:
+    def test_plans_follow_the_view(self) -> None:
         config = Config(Repository="/")
-        res = RedirectorResource(SimpleNamespace(config=config), rng=random.Random(1))
-        state = _ConfigState(config)
-        client = ClientLocation("FR", "EU", 0, 48.85, 2.35)
+        client = ClientLocation("FR", "EU", 7, 48.85, 2.35)  # no ASN bonus (mirrors have ASN 0)
         a = Candidate(id=1, name="a", http_url="http://a/", enabled=True, http_up=True, https_up=True,
                       latitude=48.8, longitude=2.3, country_codes="FR")
         b = Candidate(id=2, name="b", http_url="http://b/", enabled=True, http_up=True, https_up=True,
                       latitude=40.7, longitude=-74.0, country_codes="US")
+        c = Candidate(id=3, name="c", http_url="http://c/", enabled=True, http_up=True, https_up=True,
+                      latitude=48.9, longitude=2.4, country_codes="FR")
+        view = _fake_view([a, b, c])
+        res = RedirectorResource(_app_with_view(config, view), rng=random.Random(1))
+        state = _ConfigState(config)
         entry = PathEntry("/f", FileInfo("/f", 100, _LOCAL_NS))
         entry.pairs = ((a, MirrorFile(100, _LOCAL_NS)), (b, MirrorFile(100, _LOCAL_NS)))
-        sel = res._redirect_selection("/f", entry.info, entry, client, Secure.UNDEFINED, config, state)
-        self.assertEqual(sel.selected[0].candidate.id, 1)
+
+        def ids() -> list[int]:
+            out = res._redirect_selection("/f", entry.info, entry, client, Secure.UNDEFINED, config, state)
+            assert out is not None
+            return [ch.candidate.id for ch in out[0].selected]
+
+        self.assertEqual(ids()[0], 1)
         entry.pairs = ((b, MirrorFile(100, _LOCAL_NS)),)  # the view recomposed: a new tuple
-        sel = res._redirect_selection("/f", entry.info, entry, client, Secure.UNDEFINED, config, state)
-        self.assertEqual([ch.candidate.id for ch in sel.selected], [2])
-        self.assertEqual(res.memo_stats["misses"], 2)
+        self.assertEqual(ids(), [2])
+        # a and c both near: a weighted draw between them (the fast path, no memo)
+        entry.pairs = ((a, MirrorFile(100, _LOCAL_NS)), (b, MirrorFile(100, _LOCAL_NS)),
+                       (c, MirrorFile(100, _LOCAL_NS)))
+        misses = res.memo_stats["misses"]
+        seen = set()
+        for _ in range(40):
+            first = ids()
+            self.assertEqual(sorted(first), [1, 3])
+            seen.add(first[0])
+        self.assertEqual(seen, {1, 3})
+        self.assertEqual(res.memo_stats["misses"], misses)
+        # A mirror record changes (new Candidate, new generation): c's replacement is far away.
+        c2 = Candidate(id=3, name="c", http_url="http://c/", enabled=True, http_up=True, https_up=True,
+                       latitude=-33.9, longitude=151.2, country_codes="AU")
+        view.gen = 1
+        view.mirrors = lambda: {m.id: m for m in (a, b, c2)}
+        entry.pairs = ((a, MirrorFile(100, _LOCAL_NS)), (b, MirrorFile(100, _LOCAL_NS)),
+                       (c2, MirrorFile(100, _LOCAL_NS)))
+        self.assertEqual(ids()[0], 1)
+        self.assertEqual(res.memo_stats["misses"], misses + 1)
 
 
 # -------------------------------------------------------------------------------------------------

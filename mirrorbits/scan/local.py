@@ -21,25 +21,42 @@ Where it differs from the Go original, on purpose:
   ones (e.g. one written by a Go node for an unchanged file) is left alone, so a no-change rescan
   writes nothing but ``FILES`` and every HTTP cache keeps its entries.
 * **Removed paths** are found a bounded ``SSCAN FILES`` step at a time (checked against
-  ``FILES_TMP`` inside a script) instead of one ``SDIFF``, and deleted *before* the ``RENAME``: if the process dies in between, ``FILES`` still lists them and
-  the next scan deletes them again, instead of leaving ``FILE_*`` orphans that look like live files.
+  ``FILES_TMP`` inside a script) instead of one ``SDIFF``, and deleted *before* the ``RENAME``: if
+  the process dies in between, ``FILES`` still lists them and the next scan deletes them again,
+  instead of leaving ``FILE_*`` orphans that look like live files.
 * **0 files** empties ``FILES`` (Go's ``RENAME`` of a missing ``FILES_TMP`` fails and leaves
   ``FILES`` stale).  Old sets are dropped with ``UNLINK`` where Redis has it (>= 4.0), so freeing a
   large set never blocks Redis.
 * **Only regular files** are indexed (Go hashes FIFOs and blocks forever); files are opened with
   ``O_NOFOLLOW|O_NONBLOCK`` and checked with ``fstat`` so a file swapped for a FIFO or a symlink
-  between the walk and the read is never followed or waited on.  A file that vanished between the
-  walk and the hash is dropped from the index (Go indexes it with empty hashes).
+  between the walk and the read is never followed or waited on; directories are entered with
+  ``O_NOFOLLOW`` relative to their parent, so one swapped for a symlink is not entered either.  A
+  file that vanished between the walk and the hash is dropped from the index (Go indexes it with
+  empty hashes).
 * If ``Repository`` itself is a symlink, it is followed (Go indexes 0 files and so wipes the whole
   index); symlinks *inside* the repository are skipped as in Go.
 * If the ``SOURCE_REPO_SYNC`` lock is lost during the commit, the commit stops ("lock lost") rather
-  than interleave with another node.
+  than interleave with another node, and the key (maybe another node's by now) is not deleted.
 
-The walk runs in a thread; hashing and the per-file comparison run in a small private thread pool
-(hashlib releases the GIL on large buffers, and small files are dominated by system calls, which also
-release it).  The reactor thread only talks to Redis.  A process pool (forkserver) was measured too:
-less CPU in this process but 2-3 s of start-up per scan and no measurable gain in reactor latency,
-so threads it is.
+**Where the work runs** (the daemon serves HTTP on the same reactor, so nothing may hold it or the
+GIL for long).  The scan is a pipeline: the walk runs in a reactor pool thread and hands over a
+chunk of :data:`READ_BATCH` files (path bytes, lstat size and mtime, and the ``modTime`` text they
+would get) as soon as it has one; the reactor sends the chunk's read script at once (two in flight,
+so Redis works while we compare) and compares each stored record with the new one *as text*, a few
+microseconds per file in ~1 ms slices; only the files that need a hash go to a private pool thread.
+So a no-change rescan costs about max(walk, Redis reads) instead of their sum.  The comparison used
+to run in the hashing thread: a pure-Python loop in a second thread makes the reactor wait up to
+the 5 ms switch interval for the GIL after *every* system call it makes (the "convoy effect"), which
+showed as 75 ms PING stalls.  The threads left (walk, hashing) make a system call every few
+microseconds and so hand the GIL back at once.  Measurements are in ``bench/README.md``.
+
+Bulk reads stay in a Lua script (one ``cjson`` reply per batch) even with the client's fast reply
+parser: for 100,000 files a pipeline of plain ``HMGET`` costs ~0.35 s of Redis CPU against ~0.65 s
+for the script, but ~3.7 s of our CPU against ~0.3 s (building 100,000 commands and parsing 500,000
+bulk strings in Python), and our process is the bottleneck.
+
+A process pool (forkserver) was measured for hashing too: less CPU in this process but 2-3 s of
+start-up per scan and no measurable gain in reactor latency, so threads it is.
 """
 
 from __future__ import annotations
@@ -47,16 +64,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import operator
 import os
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from mirrorbits import gocompat
@@ -70,13 +90,17 @@ log = Logger(namespace="mirrorbits.scan.local")
 
 #: Most files written (or removed) by one ``MULTI``; see the module docstring for the measurement.
 COMMIT_BATCH = 200
-#: ``HMGET`` reads per pipeline, and files handed to one worker task.
+#: Files per walk chunk, per ``HMGET`` read script and per hashing task.
 READ_BATCH = 250
+#: Read scripts (and write scripts) in flight at once: Redis works on the next batch while the
+#: reactor handles the reply of the previous one.  Redis runs a client's pipelined commands back
+#: to back, so this multiplies the longest stall (~2-3 ms per batch): keep it small.
+IN_FLIGHT = 2
 #: Paths per ``SSCAN`` reply.
 SSCAN_COUNT = 1000
 #: Hashing threads.  On small files one thread is as fast as two (the per-file work holds the GIL)
-#: and keeps the reactor's GIL waits shorter (bench: 20k files, 2.8 s vs 3.3 s); on large files one
-#: thread hashes at one core's speed and leaves the other core to the HTTP side and Redis.
+#: and keeps the reactor's GIL waits shorter; on large files one thread hashes at one core's speed
+#: and leaves the other core to the HTTP side and Redis.
 HASH_WORKERS = 1
 #: Read size for hashing (one read per chunk feeds every enabled algorithm).
 READ_SIZE = 1 << 20
@@ -113,18 +137,49 @@ class LockLost(LocalScanError):
         super().__init__(f"{schema.SOURCE_REPO_SYNC} lock lost during the commit")
 
 
+def _decode(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def _encode(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
+# ---------------------------------------------------------------------------------------------------
+# modTime text
+
+
+def _zone_suffix(offset: int, name: str | None) -> str:
+    minutes = abs(offset) // 60
+    num = f"{'-' if offset < 0 else '+'}{minutes // 60:02d}{minutes % 60:02d}"
+    return f" {num} {name or num}"
+
+
+def format_local_gts(mtime_ns: int, _localtime: Callable[..., Any] = time.localtime,
+                     _strftime: Callable[..., str] = time.strftime) -> str:
+    """:func:`mirrorbits.gocompat.format_gts` in the local zone, the fast way (one ``localtime`` and
+    one C ``strftime``: this runs once per file, ~2x cheaper than f-string formatting).
+    Byte-identical to gocompat's, which it falls back to outside years 1000-9999."""
+    secs, nsec = divmod(mtime_ns, 1_000_000_000)
+    try:
+        tm = _localtime(secs)
+    except (OverflowError, OSError, ValueError):
+        return gocompat.format_gts(mtime_ns, "local")
+    if not 1000 <= tm.tm_year <= 9999:
+        return gocompat.format_gts(mtime_ns, "local")
+    if nsec:
+        return (_strftime("%Y-%m-%d %H:%M:%S", tm) + f".{nsec:09d}".rstrip("0")
+                + _zone_suffix(tm.tm_gmtoff or 0, tm.tm_zone))
+    return _strftime("%Y-%m-%d %H:%M:%S", tm) + _zone_suffix(tm.tm_gmtoff or 0, tm.tm_zone)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Walk (blocking: runs in a thread)
 
-
-@dataclass(frozen=True, slots=True)
-class WalkedFile:
-    """A regular file found by the walk: repository-relative ``path`` (starts with ``/``, str decoded
-    with surrogateescape so non-UTF-8 names round-trip), lstat size and mtime in nanoseconds."""
-
-    path: str
-    size: int
-    mtime_ns: int
+#: A regular file found by the walk: (repository-relative path as bytes, starting with ``/``; lstat
+#: size; lstat mtime in ns; that mtime as the ``modTime`` text).  A plain tuple: one small object
+#: per file matters at 100,000 files.
+WalkedFile = tuple[bytes, int, int, str]
 
 
 @dataclass
@@ -134,24 +189,28 @@ class WalkResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _decode(b: bytes) -> str:
-    return b.decode("utf-8", "surrogateescape")
+_FIRST = operator.itemgetter(0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _encode(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape")
+def _sorted_entries(fd: int) -> list[tuple[bytes, os.DirEntry[str]]]:
+    """(name bytes, entry) of a directory, sorted by name bytes as Go's filepath.Walk does.
 
-
-def _sorted_entries(path: bytes) -> list[os.DirEntry[bytes]]:
-    with os.scandir(path) as it:
-        entries = list(it)
-    # Go's filepath.Walk sorts the names of each directory by their bytes.
-    entries.sort(key=lambda e: e.name)
+    scandir on a directory fd: each entry's lstat is an fstatat() relative to it (no path lookup
+    from the root for every file), but the names come as str: ``fsencode`` gives the bytes back.
+    scandir() works on a duplicate of ``fd``, which stays ours to close (after the entries' lstat).
+    """
+    enc = os.fsencode
+    with os.scandir(fd) as it:
+        entries = [(enc(e.name), e) for e in it]
+    entries.sort(key=_FIRST)
     return entries
 
 
-def walk_repository(repository: str, stop: threading.Event | None = None) -> WalkResult:
-    """Walk ``repository`` depth first in Go's lexical order and return its regular files.
+def walk_chunks(repository: str, chunk_size: int, emit: Callable[[list[WalkedFile]], Any],
+                stop: threading.Event | None = None) -> list[tuple[str, str]]:
+    """Walk ``repository`` depth first in Go's lexical order and hand its regular files to ``emit``
+    in chunks of ``chunk_size`` as they are found; returns the skipped entries (path, why).
 
     Directories and symlinks are not indexed (a symlinked directory is not entered); FIFOs,
     sockets and devices are skipped; unreadable directories and entries that vanish mid-walk are
@@ -160,49 +219,83 @@ def walk_repository(repository: str, stop: threading.Event | None = None) -> Wal
     root = _encode(repository)
     try:
         st = os.stat(root)  # follows a symlinked root, see the module docstring
+        if not stat.S_ISDIR(st.st_mode):
+            raise LocalScanError(f"{repository}: not a directory")
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise RepositoryMissing(repository) from None
     except OSError as e:
         raise LocalScanError(f"{repository}: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise LocalScanError(f"{repository}: not a directory")
-    result = WalkResult()
-    prefix = len(root)
+    skipped: list[tuple[str, str]] = []
+    chunk: list[WalkedFile] = []
+    fmt = format_local_gts
+    is_reg, is_dir, is_lnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
+    # (entries iterator, directory fd, path prefix) per open directory
+    stack: list[tuple[Iterator[tuple[bytes, os.DirEntry[str]]], int, bytes]] = []
     try:
-        stack: list[Iterator[os.DirEntry[bytes]]] = [iter(_sorted_entries(root))]
-    except OSError as e:
-        raise LocalScanError(f"{repository}: {e.strerror}") from None
-    count = 0
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        count += 1
-        if stop is not None and count % 1024 == 0 and stop.is_set():
-            raise ScanAborted()
         try:
-            est = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue  # vanished between readdir and lstat (Go skips it too)
-        mode = est.st_mode
-        if stat.S_ISREG(mode):
-            result.files.append(WalkedFile(_decode(entry.path[prefix:]), est.st_size, est.st_mtime_ns))
-        elif stat.S_ISDIR(mode):
-            try:
-                stack.append(iter(_sorted_entries(entry.path)))
-            except OSError as e:
-                # Go skips unreadable directories silently; a debug line helps the admin.
-                result.skipped.append((_decode(entry.path[prefix:]), f"unreadable directory: {e.strerror}"))
-        elif stat.S_ISLNK(mode):
-            continue
-        else:
-            result.skipped.append((_decode(entry.path[prefix:]), "not a regular file"))
+            stack.append((iter(_sorted_entries(root_fd)), root_fd, b"/"))
+        except OSError as e:
+            os.close(root_fd)
+            raise LocalScanError(f"{repository}: {e.strerror}") from None
+        while stack:
+            it, fd, prefix = stack[-1]
+            for name, entry in it:
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # vanished between readdir and lstat (Go skips it too)
+                mode = est.st_mode
+                if is_reg(mode):
+                    mtime = est.st_mtime_ns
+                    chunk.append((prefix + name, est.st_size, mtime, fmt(mtime)))
+                    if len(chunk) >= chunk_size:
+                        emit(chunk)
+                        chunk = []
+                        if stop is not None and stop.is_set():
+                            raise ScanAborted()
+                elif is_dir(mode):
+                    if stop is not None and stop.is_set():
+                        raise ScanAborted()
+                    path = prefix + name
+                    try:
+                        sub_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    except OSError as e:
+                        # Go skips unreadable directories silently; a debug line helps the admin.
+                        skipped.append((_decode(path), f"unreadable directory: {e.strerror}"))
+                        continue
+                    try:
+                        sub = _sorted_entries(sub_fd)
+                    except OSError as e:
+                        os.close(sub_fd)
+                        skipped.append((_decode(path), f"unreadable directory: {e.strerror}"))
+                        continue
+                    stack.append((iter(sub), sub_fd, path + b"/"))
+                    break
+                elif is_lnk(mode):
+                    continue
+                else:
+                    skipped.append((_decode(prefix + name), "not a regular file"))
+            else:
+                stack.pop()
+                os.close(fd)
+    finally:
+        for _, fd, _ in stack:
+            os.close(fd)
+    if chunk:
+        emit(chunk)
+    return skipped
+
+
+def walk_repository(repository: str, stop: threading.Event | None = None) -> WalkResult:
+    """The whole walk at once (see :func:`walk_chunks`)."""
+    result = WalkResult()
+    result.skipped = walk_chunks(repository, 1 << 16, result.files.extend, stop)
     return result
 
 
 # ---------------------------------------------------------------------------------------------------
-# Hashing and the per-file decision (blocking: runs in the worker pool)
+# Hashing (blocking: runs in the worker pool)
 
 
 def enabled_algorithms(config: Config) -> tuple[str, ...]:
@@ -211,12 +304,15 @@ def enabled_algorithms(config: Config) -> tuple[str, ...]:
     return tuple(a for a, on in zip(ALGORITHMS, (h.SHA1, h.SHA256, h.MD5), strict=True) if on)
 
 
-def _new_hasher(name: str) -> Any:
-    if name == "md5":
-        return hashlib.md5(usedforsecurity=False)
-    if name == "sha1":
-        return hashlib.sha1(usedforsecurity=False)
-    return hashlib.new(name)
+def _md5() -> Any:
+    return hashlib.md5(usedforsecurity=False)
+
+
+def _sha1() -> Any:
+    return hashlib.sha1(usedforsecurity=False)
+
+
+_CONSTRUCTORS: dict[str, Callable[[], Any]] = {"sha1": _sha1, "sha256": hashlib.sha256, "md5": _md5}
 
 
 class HashFailed(OSError):
@@ -232,50 +328,34 @@ def hash_file(fspath: bytes, algorithms: Sequence[str], buf: bytearray | None = 
     on a FIFO: anything that is not a regular file raises :class:`HashFailed`.
     """
     fd = os.open(fspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb", buffering=0, closefd=True) as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise HashFailed(errno.EINVAL, "not a regular file")
-        hashers = [_new_hasher(a) for a in algorithms]
+        hashers = [_CONSTRUCTORS[a]() for a in algorithms]
         if hashers:
             if buf is None:
                 buf = bytearray(READ_SIZE)
+            bufs = [buf]
             view = memoryview(buf)
             while True:
-                n = f.readinto(view)
+                n = os.readv(fd, bufs)
                 if not n:
                     break
                 chunk = view[:n]
                 for h in hashers:
                     h.update(chunk)
-        st2 = os.fstat(fd)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
     return ({a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)},
-            st2.st_size, st2.st_mtime_ns)
+            st.st_size, st.st_mtime_ns)
 
 
 def _go_error(op: str, path: str, e: OSError) -> str:
     """An OSError as Go prints a *PathError: ``open /srv/repo/x: permission denied``."""
     text = e.strerror or str(e)
     return f"{op} {path}: {text[:1].lower()}{text[1:]}"
-
-
-def format_local_gts(mtime_ns: int) -> str:
-    """:func:`mirrorbits.gocompat.format_gts` in the local zone, the fast way (one ``localtime``
-    call; this runs once per file).  Byte-identical to gocompat's, which it falls back to outside
-    years 1000-9999."""
-    secs, nsec = divmod(mtime_ns, 1_000_000_000)
-    try:
-        tm = time.localtime(secs)
-    except (OverflowError, OSError, ValueError):
-        return gocompat.format_gts(mtime_ns, "local")
-    if not 1000 <= tm.tm_year <= 9999:
-        return gocompat.format_gts(mtime_ns, "local")
-    off = tm.tm_gmtoff or 0
-    minutes = abs(off) // 60
-    num = f"{'-' if off < 0 else '+'}{minutes // 60:02d}{minutes % 60:02d}"
-    frac = ("." + f"{nsec:09d}".rstrip("0")) if nsec else ""
-    return (f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d} {tm.tm_hour:02d}:{tm.tm_min:02d}:"
-            f"{tm.tm_sec:02d}{frac} {num} {tm.tm_zone or num}")
 
 
 # Bulk Redis I/O goes through small Lua scripts that take ONE length-prefixed string per batch
@@ -354,21 +434,21 @@ return {r[1], table.concat(out)}
 """
 
 
-def _unpack_list(blob: str | bytes) -> list[str]:
+def _unpack_list(blob: str | bytes) -> list[bytes]:
     data = blob if isinstance(blob, bytes) else _encode(blob)
-    out: list[str] = []
+    out: list[bytes] = []
     pos = 0
     while pos < len(data):
         colon = data.index(b":", pos)
         n = int(data[pos:colon])
-        out.append(_decode(data[colon + 1:colon + 1 + n]))
+        out.append(data[colon + 1:colon + 1 + n])
         pos = colon + 1 + n
     return out
 
 
 def pack(values: Sequence[bytes]) -> bytes:
     """Values in the scripts' ``<len>:<bytes>`` form."""
-    return b"".join(b"%d:%s" % (len(v), v) for v in values)
+    return b"".join([b"%d:%s" % (len(v), v) for v in values])
 
 
 def unpack_stored(blob: str | bytes, count: int) -> list[list[str | None]]:
@@ -379,19 +459,9 @@ def unpack_stored(blob: str | bytes, count: int) -> list[list[str | None]]:
     return [[v if isinstance(v, str) else None for v in row] for row in rows]
 
 
-#: One FILE_ record to write: (path, packed path/size/modTime/sha1/sha256/md5 for WRITE_SCRIPT).
-Record = tuple[str, bytes]
-
-
-@dataclass
-class BatchOutcome:
-    indexed: list[str] = field(default_factory=list)
-    changed: list[Record] = field(default_factory=list)
-    hashed: int = 0
-    failed: int = 0
-    vanished: int = 0
-    #: (level, format, kwargs) to log on the reactor thread.
-    logs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+def _record(path: bytes, fields: Sequence[str]) -> bytes:
+    """One FILE_ record packed for WRITE_SCRIPT (path, size, modTime, sha1, sha256, md5)."""
+    return pack([path, *(_encode(v) for v in fields)])
 
 
 def needs_rehash(stored: FileInfo, size: int, mtime_ns: int, algorithms: Sequence[str],
@@ -408,54 +478,97 @@ def needs_rehash(stored: FileInfo, size: int, mtime_ns: int, algorithms: Sequenc
 
 _SUM_INDEX = {"sha1": 2, "sha256": 3, "md5": 4}
 
+#: A file that needs hashing: the walked file's four values, then its stored record's five (a str or
+#: None each).  One flat tuple of atomic values: the cyclic GC stops tracking those, so a backlog of
+#: 100,000 of them neither triggers nor slows full collections (nested lists did: 100-175 ms
+#: pauses of every thread, measured).
+HashJob = tuple[Any, ...]
 
-def process_batch(repository: str, files: Sequence[WalkedFile], stored: str | bytes | Sequence[Any],
-                  algorithms: Sequence[str], force: bool) -> BatchOutcome:
-    """Decide, hash where needed and build the records of one batch; pure apart from file reads.
 
-    ``stored`` is the READ_SCRIPT reply for ``files`` (or the already unpacked rows: the
-    ``HMGET FILE_<path> size modTime sha1 sha256 md5`` reply of each file).
-    """
-    rows = unpack_stored(stored, len(files)) if isinstance(stored, (str, bytes)) else stored
+@dataclass
+class BatchOutcome:
+    """What one batch contributes to the commit."""
+
+    indexed: list[bytes] = field(default_factory=list)
+    #: Packed WRITE_SCRIPT records of the FILE_ hashes to write.
+    changed: list[bytes] = field(default_factory=list)
+    to_hash: list[HashJob] = field(default_factory=list)
+    hashed: int = 0
+    failed: int = 0
+    vanished: int = 0
+    #: (level, format, kwargs) to log on the reactor thread.
+    logs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+
+def compare_batch(files: Sequence[WalkedFile], stored: str | bytes, algorithms: Sequence[str],
+                  force: bool) -> BatchOutcome:
+    """Decide for each file of a chunk from its stored record (the READ_SCRIPT reply): unchanged,
+    a record to rewrite without hashing, or a file to hash.  Runs on the reactor thread (a few
+    microseconds per file: the common case is two string comparisons)."""
+    rows = json.loads(stored)
+    if not isinstance(rows, list) or len(rows) != len(files):
+        raise ValueError("malformed FILE_ batch reply")
+    out = BatchOutcome()
+    indexed, changed = out.indexed, out.changed
+    enabled = [_SUM_INDEX[a] for a in algorithms]
+    for f, row in zip(files, rows, strict=True):
+        path, size, mtime_ns, gts = f
+        # The common case of a rescan: the same text as we would write, every enabled hash there.
+        # (cjson gives a missing field as false.)
+        if not force and row[1] == gts and row[0] == str(size):
+            for i in enabled:
+                if not row[i]:
+                    break
+            else:
+                indexed.append(path)
+                if False in row:  # a field missing, e.g. a disabled hash: complete the record
+                    changed.append(_record(path, [v or "" for v in row]))
+                continue
+        reply = tuple([v if isinstance(v, str) else None for v in row])
+        if force or needs_rehash(FileInfo.from_redis(_decode(path), reply), size, mtime_ns,
+                                 algorithms, force):
+            out.to_hash.append(f + reply)
+            continue
+        new = (str(size), gts, *(v or "" for v in reply[2:5]))
+        indexed.append(path)
+        if reply != new:
+            changed.append(_record(path, new))
+    return out
+
+
+def hash_batch(repository: str, jobs: Sequence[HashJob], algorithms: Sequence[str],
+               abort: threading.Event | None = None) -> BatchOutcome:
+    """Hash the files of ``jobs`` and build their records (blocking: runs in the hashing pool).
+    Raises :class:`ScanAborted` as soon as ``abort`` is set."""
     out = BatchOutcome()
     root = _encode(repository)
     buf = bytearray(READ_SIZE) if algorithms else None
-    enabled = [_SUM_INDEX[a] for a in algorithms]
-    for f, reply in zip(files, rows, strict=True):
-        reply = list(reply) if reply is not None else [None] * 5
-        size, mtime_ns = f.size, f.mtime_ns
-        gts = format_local_gts(mtime_ns)
-        # Fast path (the common case of a rescan): same text, nothing to decide.
-        if (not force and reply[0] == str(size) and reply[1] == gts
-                and all(reply[i] for i in enabled)):
-            rehash = False
-        else:
-            rehash = needs_rehash(FileInfo.from_redis(f.path, reply), size, mtime_ns, algorithms, force)
-        if rehash:
-            digests: dict[str, str] = {}
-            try:
-                digests, size2, mtime2 = hash_file(root + _encode(f.path), algorithms, buf)
-                out.hashed += 1
-                if (size2, mtime2) != (size, mtime_ns):  # changed during the scan: describe
-                    size, mtime_ns = size2, mtime2       # the content that was hashed
-                    gts = format_local_gts(mtime_ns)
-            except OSError as e:
-                if e.errno in (errno.ENOENT, errno.ENOTDIR):
-                    out.vanished += 1
-                    out.logs.append(("info", "{path}: vanished during the scan, not indexed",
-                                     {"path": f.path}))
-                    continue
-                out.failed += 1
-                err = e.strerror if isinstance(e, HashFailed) else _go_error(
-                    "open", repository + f.path, e)
-                out.logs.append(("warn", "{path}: hashing failed: {err}", {"path": f.path, "err": err}))
-            sums = [digests.get("sha1", ""), digests.get("sha256", ""), digests.get("md5", "")]
-        else:
-            sums = [v or "" for v in reply[2:5]]
-        new = [str(size), gts, *sums]
-        out.indexed.append(f.path)
-        if reply[:5] != new:
-            out.changed.append((f.path, pack([_encode(v) for v in (f.path, *new)])))
+    for job in jobs:
+        path, size, mtime_ns, gts = job[:4]
+        reply = job[4:]
+        if abort is not None and abort.is_set():
+            raise ScanAborted()
+        digests: dict[str, str] = {}
+        try:
+            digests, size2, mtime2 = hash_file(root + path, algorithms, buf)
+            out.hashed += 1
+            if (size2, mtime2) != (size, mtime_ns):  # changed during the scan: describe
+                size, mtime_ns = size2, mtime2       # the content that was hashed
+                gts = format_local_gts(mtime_ns)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                out.vanished += 1
+                out.logs.append(("info", "{path}: vanished during the scan, not indexed",
+                                 {"path": _decode(path)}))
+                continue
+            out.failed += 1
+            err = e.strerror if isinstance(e, HashFailed) else _go_error(
+                "open", repository + _decode(path), e)
+            out.logs.append(("warn", "{path}: hashing failed: {err}", {"path": _decode(path), "err": err}))
+        new = (str(size), gts, digests.get("sha1", ""), digests.get("sha256", ""), digests.get("md5", ""))
+        out.indexed.append(path)
+        if reply != new:
+            out.changed.append(_record(path, new))
     return out
 
 
@@ -479,6 +592,10 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield seq[i:i + n]
 
 
+#: Marks the end of the walk in the chunk queue.
+_END: list[WalkedFile] = []
+
+
 class LocalScanner:
     """Scans ``config().Repository`` into Redis.  One scan at a time per object (callers serialise;
     :class:`mirrorbits.scan.source_service.SourceScanService` does)."""
@@ -499,13 +616,18 @@ class LocalScanner:
         self.lock_attempts = lock_attempts
         self.lock_retry_delay = lock_retry_delay
         self._stop = threading.Event()
-        #: Test hook: awaited after the walk, before the hashing (e.g. to delete a file mid-scan).
-        self.after_walk: Callable[[WalkResult], Any] | None = None
+        #: Set to stop the threads of the running scan (on stop() or when the scan fails).
+        self._abort: threading.Event | None = None
+        #: Test hook: awaited with the paths (bytes) of each batch of files about to be hashed
+        #: (e.g. to delete a file mid-scan).
+        self.before_hash: Callable[[list[bytes]], Any] | None = None
 
     def stop(self) -> None:
         """Abort a running walk/hash phase and refuse new scans until :meth:`resume` (the daemon is
         stopping); a commit in progress finishes, it is bounded and short."""
         self._stop.set()
+        if self._abort is not None:
+            self._abort.set()
 
     def resume(self) -> None:
         self._stop.clear()
@@ -521,31 +643,13 @@ class LocalScanner:
         repository = config.Repository
         algorithms = enabled_algorithms(config)
         log.info("[source] Scanning the filesystem...")
-        walked: WalkResult = await threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), walk_repository, repository, self._stop)
-        for path, why in walked.skipped:
-            log.debug("[source] {path}: skipped ({why})", path=path, why=why)
-        if self.after_walk is not None:
-            await defer.maybeDeferred(self.after_walk, walked)
-        self._check_stop()
-
         pool = ThreadPool(minthreads=0, maxthreads=self.hash_workers, name="mirrorbits-hash")
         pool.start()
         try:
-            outcomes = await self._hash_all(pool, repository, walked.files, algorithms, rehash)
+            result, indexed, changed = await self._walk_and_compare(pool, repository, algorithms, rehash)
         finally:
             pool.stop()  # joins idle threads only: every task has finished here
         self._check_stop()
-        result = ScanResult(skipped=len(walked.skipped))
-        indexed: list[str] = []
-        changed: list[Record] = []
-        for o in outcomes:
-            indexed.extend(o.indexed)
-            changed.extend(o.changed)
-            result.hashed += o.hashed
-            result.failed += o.failed
-            result.vanished += o.vanished
-        del walked, outcomes
         # Go logs every digest at info level; for a large repository that is the whole log, so
         # only the counts are logged here.
         log.info("[source] Indexing the files... ({hashed} hashed, {changed} records to write)",
@@ -556,27 +660,85 @@ class LocalScanner:
         log.info("[source] Indexed {n} files, {k} removed", n=result.indexed, k=result.removed)
         return result
 
-    async def _hash_all(self, pool: ThreadPool, repository: str, files: list[WalkedFile],
-                        algorithms: tuple[str, ...], force: bool) -> list[BatchOutcome]:
-        """Read the stored records batch by batch and process them in the pool."""
-        outcomes: list[BatchOutcome] = []
-        batches = list(_chunks(files, self.read_batch))
-        # Two batches in flight at least, so the next read overlaps the current hashing.
-        for window in _chunks(batches, max(2, self.hash_workers)):
-            self._check_stop()
-            running = []
-            for batch in window:
-                paths = pack([_encode(f.path) for f in batch])
-                stored = await self.client.execute("EVAL", READ_SCRIPT, "0", FILE_PREFIX, paths)
-                running.append(threads.deferToThreadPool(
-                    self.reactor, pool, process_batch, repository, batch, stored, algorithms, force))
-            results = await defer.gatherResults(running, consumeErrors=True)
-            for o in results:
-                for level, fmt, kw in o.logs:
-                    getattr(log, level)(fmt, **kw)
-                o.logs = []
-                outcomes.append(o)
-        return outcomes
+    async def _walk_and_compare(self, pool: ThreadPool, repository: str, algorithms: tuple[str, ...],
+                                force: bool) -> tuple[ScanResult, list[bytes], list[bytes]]:
+        """The pipeline of the module docstring: walk thread -> read scripts -> comparison on the
+        reactor -> hashing pool.  Returns the figures, the indexed paths and the records to write."""
+        reactor = self.reactor
+        abort = self._abort = threading.Event()
+        if self._stop.is_set():
+            abort.set()
+        queue: defer.DeferredQueue[list[WalkedFile]] = defer.DeferredQueue()
+
+        def emit(chunk: list[WalkedFile]) -> None:  # walk thread
+            reactor.callFromThread(queue.put, chunk)
+
+        walk = threads.deferToThreadPool(reactor, reactor.getThreadPool(), walk_chunks,
+                                         repository, self.read_batch, emit, abort)
+        walked: list[Any] = []
+
+        def end(r: Any) -> None:  # queued after every chunk: callFromThread calls run in order
+            walked.append(r)
+            queue.put(_END)
+
+        walk.addBoth(end)
+
+        result = ScanResult()
+        indexed: list[bytes] = []
+        changed: list[bytes] = []
+        hashing: list[defer.Deferred[BatchOutcome]] = []
+        reads: deque[tuple[list[WalkedFile], defer.Deferred[Any]]] = deque()
+
+        def merge(o: BatchOutcome) -> None:
+            indexed.extend(o.indexed)
+            changed.extend(o.changed)
+            result.hashed += o.hashed
+            result.failed += o.failed
+            result.vanished += o.vanished
+            for level, fmt, kw in o.logs:
+                getattr(log, level)(fmt, **kw)
+
+        async def compare_oldest() -> None:
+            files, d = reads.popleft()
+            o = compare_batch(files, await d, algorithms, force)
+            merge(o)
+            if o.to_hash:
+                if self.before_hash is not None:
+                    await defer.maybeDeferred(self.before_hash, [j[0] for j in o.to_hash])
+                hashing.append(threads.deferToThreadPool(
+                    reactor, pool, hash_batch, repository, o.to_hash, algorithms, abort))
+
+        try:
+            while True:
+                files = await queue.get()
+                if files is _END:
+                    break
+                self._check_stop()
+                reads.append((files, defer.Deferred.fromCoroutine(self.client.execute(
+                    "EVAL", READ_SCRIPT, "0", FILE_PREFIX, pack([f[0] for f in files])))))
+                # Compare while the walk goes on; keep IN_FLIGHT reads queued in Redis.
+                while reads and (len(reads) >= IN_FLIGHT or not queue.pending):
+                    await compare_oldest()
+            while reads:
+                await compare_oldest()
+            if isinstance(walked[0], Failure):
+                walked[0].raiseException()
+            skipped: list[tuple[str, str]] = walked[0]
+            for o in await defer.gatherResults(hashing, consumeErrors=True):
+                merge(o)
+        except BaseException:
+            # Stop the walk and the hashing, and wait for the hash tasks (the caller stops their
+            # pool, which joins its threads) and the reads; the walk thread ends at its next
+            # check of ``abort``, nobody needs to wait for it.
+            abort.set()
+            await defer.DeferredList([*(d for _, d in reads), *hashing], consumeErrors=True)
+            raise
+        finally:
+            self._abort = None
+        for path, why in skipped:
+            log.debug("[source] {path}: skipped ({why})", path=path, why=why)
+        result.skipped = len(skipped)
+        return result, indexed, changed
 
     async def _acquire_lock(self) -> ClusterLock:
         for attempt in range(self.lock_attempts):
@@ -601,15 +763,35 @@ class LocalScanner:
             return "UNLINK"
         return "DEL"
 
-    async def _commit(self, indexed: list[str], changed: list[Record]) -> int:
+    async def _commit(self, indexed: list[bytes], changed: list[bytes]) -> int:
         """Write the index under ``SOURCE_REPO_SYNC`` in bounded transactions; returns #removed."""
         lock = await self._acquire_lock()
         try:
             return await self._commit_locked(lock, indexed, changed)
         finally:
+            if lock.lost:
+                # The key expired under us: it may be another node's lock by now, and its value
+                # (Go's "1") cannot tell; leave it to expire rather than delete someone else's.
+                lock.released = True
             await lock.release()
 
-    async def _commit_locked(self, lock: ClusterLock, indexed: list[str], changed: list[Record]) -> int:
+    async def _run_bounded(self, commands: Iterator[tuple[Any, ...]], check: Callable[[], None]) -> None:
+        """Send ``commands`` (each one bounded script) with up to IN_FLIGHT of them queued in Redis,
+        so Redis is not idle during each round trip; checks the lock before sending each."""
+        pending: deque[defer.Deferred[Any]] = deque()
+        try:
+            for cmd in commands:
+                check()
+                pending.append(defer.Deferred.fromCoroutine(self.client.execute(*cmd)))
+                if len(pending) >= IN_FLIGHT:
+                    await pending.popleft()
+            while pending:
+                await pending.popleft()
+        except BaseException:
+            await defer.DeferredList(list(pending), consumeErrors=True)
+            raise
+
+    async def _commit_locked(self, lock: ClusterLock, indexed: list[bytes], changed: list[bytes]) -> int:
         n = self.commit_batch
         unlink = await self._unlink_command()
 
@@ -619,40 +801,32 @@ class LocalScanner:
 
         # 1. FILES_TMP, built in bounded SADDs (nobody reads it but the lock holder).
         await self.client.execute(unlink, schema.FILES_TMP)
-        for chunk in _chunks(indexed, n):
-            check()
-            await self.client.execute("EVAL", ADD_SCRIPT, "1", schema.FILES_TMP,
-                                      pack([_encode(p) for p in chunk]))
+        await self._run_bounded((("EVAL", ADD_SCRIPT, "1", schema.FILES_TMP, pack(chunk))
+                                 for chunk in _chunks(indexed, n)), check)
         # 2. Changed records: HMSET + PUBLISH, one atomic script per batch.  One HMSET writes every
         #    field at once, so a reader never sees half a record.  Unchanged records are not
         #    rewritten (Go rewrites all of them; see the module docstring).
         channel = schema.CHANNEL_FILE_UPDATE
-        for chunk in _chunks(changed, n):
-            check()
-            blob = b"".join(packed for _, packed in chunk)
-            await self.client.execute("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, blob)
+        await self._run_bounded((("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, b"".join(chunk))
+                                 for chunk in _chunks(changed, n)), check)
         # 3. Removed paths: what FILES holds that FILES_TMP does not, a bounded SSCAN step at a
         #    time (Go: one SDIFF).  Consistent: only the lock holder writes FILES.
-        removed: list[str] = []
-        seen: set[str] = set()
+        removed: set[bytes] = set()
         cursor = "0"
         while True:
             check()
             cursor, blob = await self.client.execute(
                 "EVAL", REMOVED_SCRIPT, "2", schema.FILES, schema.FILES_TMP, cursor, str(SSCAN_COUNT))
-            for path in _unpack_list(blob):
-                if path not in seen:
-                    seen.add(path)
-                    removed.append(path)
+            removed.update(_unpack_list(blob))
             if str(cursor) == "0":
                 break
-        del seen
-        removed.sort(key=_encode)
-        for chunk in _chunks(removed, n):
+        gone = sorted(removed)
+        del removed
+        for chunk in _chunks(gone, n):
             check()
-            cmds: list[tuple[str, ...]] = []
+            cmds: list[tuple[Any, ...]] = []
             for path in chunk:
-                cmds.append(("DEL", schema.file_key(path)))
+                cmds.append(("DEL", FILE_PREFIX.encode() + path))
                 cmds.append(("PUBLISH", channel, path))
             self._raise_errors(await self.client.transaction(cmds))
         # 4. Swap FILES in.  With 0 files FILES_TMP does not exist: empty FILES instead (Go's
@@ -663,7 +837,7 @@ class LocalScanner:
         else:
             final = [(unlink, schema.FILES)]
         self._raise_errors(await self.client.transaction(final))
-        return len(removed)
+        return len(gone)
 
     @staticmethod
     def _raise_errors(replies: list[Any]) -> None:

@@ -307,14 +307,22 @@ class IndexTests(ScanTestBase):
 
     @defer.inlineCallbacks
     def test_file_deleted_mid_scan(self) -> Any:
-        """Deleted after the walk, before hashing: dropped from the index, its record removed."""
+        """Deleted after the walk, just before its hashing: dropped from the index, its record
+        removed."""
         write(os.path.join(self.repo, "keep"))
         write(os.path.join(self.repo, "vanish"), b"v1")
         scanner = self.scanner()
         yield run(scanner.scan())
         write(os.path.join(self.repo, "vanish"), b"version 2")  # changed: will be rehashed
-        scanner.after_walk = lambda walked: os.unlink(os.path.join(self.repo, "vanish"))
+        about_to_hash: list[list[bytes]] = []
+
+        def delete(paths: list[bytes]) -> None:
+            about_to_hash.append(paths)
+            os.unlink(os.path.join(self.repo, "vanish"))
+
+        scanner.before_hash = delete
         r = yield run(scanner.scan())
+        self.assertEqual(about_to_hash, [[b"/vanish"]])
         self.assertEqual((r.vanished, r.removed), (1, 1))
         self.assertEqual(self.files(), {b"/keep"})
         self.assertFalse(self.redis.exists("FILE_/vanish"))
@@ -332,8 +340,8 @@ class IndexTests(ScanTestBase):
         """Per directory, by name bytes, depth first: "a/z" comes before "a.txt" (Go Walk)."""
         for p in ("a.txt", "a/z", "B", "a/b/c", "a-", "\u00e9", "z"):
             write(os.path.join(self.repo, p))
-        paths = [f.path for f in walk_repository(self.repo).files]
-        self.assertEqual(paths, ["/B", "/a/b/c", "/a/z", "/a-", "/a.txt", "/z", "/\u00e9"])
+        paths = [f[0] for f in walk_repository(self.repo).files]
+        self.assertEqual(paths, [b"/B", b"/a/b/c", b"/a/z", b"/a-", b"/a.txt", b"/z", "/\u00e9".encode()])
 
     def test_unreadable_file_and_directory(self) -> None:
         """An unreadable file is indexed with empty hashes and logged; an unreadable directory is

@@ -55,7 +55,7 @@ class ScaleTests(unittest.TestCase):
 
     def slow_commands(self) -> list[tuple[float, str]]:
         entries = self.server.client().slowlog_get(10000)
-        return [(e["duration"] / 1000, str(e["command"])[:60]) for e in entries]
+        return [(e["duration"] / 1000, str(e["command"])[:20] + str(e["command"])[-80:]) for e in entries]
 
     @defer.inlineCallbacks
     def test_first_scan_rescan_and_one_percent_changed(self) -> Any:

@@ -94,6 +94,8 @@ class RedirectorService(service.Service):
     process with ``Workers`` > 1, the extra worker processes once the HTTP port listens."""
 
     name = "redirector"
+    #: Freeze the warm view out of the cyclic GC's full collections (see cache.freeze_long_lived).
+    freeze_gc = True
 
     def __init__(self, app: Any, *, spawn: bool = True) -> None:
         self.app = app
@@ -110,7 +112,9 @@ class RedirectorService(service.Service):
         self._geo_service = GeoIPService(geoip, clock=self.app.reactor)
         self._geo_service.startService()
         self.app.config_holder.subscribe(self._config_changed)
-        self.app.get_cache().start()
+        cache = self.app.get_cache()
+        cache.freeze_gc = self.freeze_gc
+        cache.start()
         if self.spawn and self.app.config.Workers > 1:
             self.app.reactor.callLater(0, self._start_workers)
 

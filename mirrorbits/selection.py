@@ -799,9 +799,11 @@ class LocationPlan:
 @dataclass(slots=True)
 class RedirectPool:
     """The weighted mirrors of one (file, client) in :func:`select_mirrors`' draw order (score
-    descending, then file order): ``items`` are (candidate, AbsoluteURL, distance, score, weight)."""
+    descending, then file order): ``items`` are (chosen, weight), each :class:`Chosen` already
+    carrying its AbsoluteURL, distance, score and percentage weight.  The Chosen objects are
+    shared by every draw from this pool: treat them as read-only."""
 
-    items: list[tuple[Candidate, str, float, int, int]]
+    items: list[tuple[Chosen, int]]
     total: int
 
 
@@ -829,33 +831,40 @@ def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: 
     for cand, d, cs in loc.weighted(closest, farthest, weight_distribution_range):
         e = eligible.get(cand)
         if e is not None:
-            items.append((-cs, e[0], cand, e[1], d, cs))
+            items.append((-cs, e[0], cand, e[1], d))
     if len(items) < 2:
         return None
     items.sort()  # (-score, position) are unique: the candidate is never compared
-    return RedirectPool([(it[2], it[3], it[4], it[5], it[5] - base) for it in items],
-                        sum(it[5] for it in items) - base * len(items))
+    total = -sum(it[0] for it in items) - base * len(items)
+    return RedirectPool([(Chosen(cand, url, d, -ncs, f32((-ncs - base) * 100 / total)), -ncs - base)
+                         for ncs, _, cand, url, d in items], total)
+
+
+def _below(rng: random.Random) -> Any:
+    """``rng.randrange(n)`` for n > 0 without its argument checks: CPython's randrange(n) is
+    ``_randbelow(n)``, so the same numbers come out (falls back to randrange elsewhere)."""
+    below = getattr(rng, "_randbelow", None)
+    return below if below is not None else rng.randrange
 
 
 def draw_redirect(pool: RedirectPool, rng: random.Random) -> list[Chosen]:
     """§8.6 for a redirect: up to 5 draws without replacement, proportional to weight — the same
     rng calls as :func:`select_mirrors`, so a seeded rng gives the same list."""
     items = list(pool.items)
-    total = pool.total
-    rest = total
-    randrange = rng.randrange
+    rest = pool.total
+    below = _below(rng)
     out = []
     for _ in range(5 if len(items) > 5 else len(items)):
-        rv = randrange(rest)
+        rv = below(rest)
         acc = 0
         k = 0
         for k in range(len(items)):  # noqa: B007 - k is the pick
-            acc += items[k][4]
+            acc += items[k][1]
             if acc > rv:
                 break
-        cand, url, d, cs, w = items.pop(k)
+        ch, w = items.pop(k)
         rest -= w
-        out.append(Chosen(cand, url, d, cs, f32(w * 100 / total)))
+        out.append(ch)
     return out
 
 

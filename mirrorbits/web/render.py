@@ -83,13 +83,20 @@ def escape_location(url: str) -> bytes:
     return "".join([_LOC_ESCAPES[b] for b in raw]).encode("ascii")
 
 
+def _header_safe(value: bytes) -> bytes:
+    """What twisted's ``setRawHeaders`` stores: CR/LF line breaks become single spaces."""
+    return b" ".join(value.splitlines()) if b"\r" in value or b"\n" in value else value
+
+
 def redirect_header_parts(ch: Chosen, rel: str) -> tuple[bytes, bytes, bytes]:
-    """(``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) for one chosen mirror."""
+    """(``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) for one chosen mirror,
+    already as twisted would store them (see :func:`render_redirect`)."""
     cc = ch.candidate.country_list
     geo = cc[0].lower() if cc else ""
     url = ch.absolute_url + rel
-    return (escape_location(url), f"<{url}>; rel=duplicate; pri=".encode("utf-8", "surrogateescape"),
-            f"; geo={geo}".encode("utf-8", "surrogateescape"))
+    return (_header_safe(escape_location(url)),
+            _header_safe(f"<{url}>; rel=duplicate; pri=".encode("utf-8", "surrogateescape")),
+            _header_safe(f"; geo={geo}".encode("utf-8", "surrogateescape")))
 
 
 def render_redirect(request: Any, results: Results, max_link_headers: int,
@@ -98,13 +105,15 @@ def render_redirect(request: Any, results: Results, max_link_headers: int,
 
     ``parts_cache``: per-candidate header bytes (:func:`redirect_header_parts`) kept by the caller
     for one file and one scheme option (the redirector keeps them on its file plan), so the hot
-    path formats no URL.
+    path formats no URL.  The values go straight into the response's header table under
+    twisted's canonical names (``setHeader`` would re-encode the name and re-check the value on
+    every request; the parts are checked once, when made).
     """
     path = results.file_info.path
     rel = path[1:] if path.startswith("/") else path
     mlist = results.mirror_list
     cache: dict[Any, tuple[bytes, bytes, bytes]] = {} if parts_cache is None else parts_cache
-    headers = request.responseHeaders
+    raw = request.responseHeaders._rawHeaders
     if len(mlist) > 1 and max_link_headers > 0:
         links = []
         k = 0
@@ -114,14 +123,14 @@ def render_redirect(request: Any, results: Results, max_link_headers: int,
             if p is None:
                 p = cache[ch.candidate] = redirect_header_parts(ch, rel)
             links.append(b"%s%d%s" % (p[1], k, p[2]))
-        headers.setRawHeaders(b"Link", links)
-    request.setHeader(b"Content-Type", _TEXT_HTML)
-    request.setHeader(b"Cache-Control", _NO_CACHE)
+        raw[b"Link"] = links
+    raw[b"Content-Type"] = [_TEXT_HTML]
+    raw[b"Cache-Control"] = [_NO_CACHE]
     first = mlist[0]
     p = cache.get(first.candidate)
     if p is None:
         p = cache[first.candidate] = redirect_header_parts(first, rel)
-    request.setHeader(b"Location", p[0])
+    raw[b"Location"] = [p[0]]
     request.setResponseCode(302)
     return b""
 

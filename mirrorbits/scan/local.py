@@ -445,18 +445,24 @@ end
 return cjson.encode(out)
 """
 
-#: For every (path, size, modTime, sha1, sha256, md5) packed in ARGV[3]:
-#: ``HMSET <ARGV[1]><path> size .. modTime .. sha1 .. sha256 .. md5 ..`` then
-#: ``PUBLISH <ARGV[2]> <path>``.
+#: For every (path, size, modTime, sha1, sha256, md5) packed in ARGV[3] whose stored record is not
+#: already exactly that: ``HMSET <ARGV[1]><path> size .. modTime .. sha1 .. sha256 .. md5 ..`` then
+#: ``PUBLISH <ARGV[2]> <path>``; returns how many were written.  The check is repeated here, under
+#: the lock, because the records were compared before it: when two nodes scan at once, the second
+#: to commit finds the first one's identical records and neither rewrites nor republishes them
+#: (each publish empties a file's entry in every node's cache).
 WRITE_SCRIPT = _UNPACKER + """
 local nextv, count = unpacker(ARGV[3]), 0
 local path = nextv()
 while path do
   local size, mt, s1, s256, m5 = nextv(), nextv(), nextv(), nextv(), nextv()
-  redis.call('HMSET', ARGV[1] .. path, 'size', size, 'modTime', mt, 'sha1', s1, 'sha256', s256,
-             'md5', m5)
-  redis.call('PUBLISH', ARGV[2], path)
-  count = count + 1
+  local key = ARGV[1] .. path
+  local cur = redis.call('HMGET', key, 'size', 'modTime', 'sha1', 'sha256', 'md5')
+  if cur[1] ~= size or cur[2] ~= mt or cur[3] ~= s1 or cur[4] ~= s256 or cur[5] ~= m5 then
+    redis.call('HMSET', key, 'size', size, 'modTime', mt, 'sha1', s1, 'sha256', s256, 'md5', m5)
+    redis.call('PUBLISH', ARGV[2], path)
+    count = count + 1
+  end
   path = nextv()
 end
 return count
@@ -707,8 +713,7 @@ class LocalScanner:
         log.info("[source] Indexing the files... ({hashed} hashed, {changed} records to write)",
                  hashed=result.hashed, changed=len(changed))
         result.indexed = len(indexed)
-        result.written = len(changed)
-        result.removed = await self._commit(indexed, changed)
+        result.removed, result.written = await self._commit(indexed, changed)
         log.info("[source] Indexed {n} files, {k} removed", n=result.indexed, k=result.removed)
         return result
 
@@ -815,8 +820,9 @@ class LocalScanner:
             return "UNLINK"
         return "DEL"
 
-    async def _commit(self, indexed: list[bytes], changed: list[bytes]) -> int:
-        """Write the index under ``SOURCE_REPO_SYNC`` in bounded transactions; returns #removed."""
+    async def _commit(self, indexed: list[bytes], changed: list[bytes]) -> tuple[int, int]:
+        """Write the index under ``SOURCE_REPO_SYNC`` in bounded transactions; returns the number of
+        paths removed and of records written."""
         lock = await self._acquire_lock()
         try:
             return await self._commit_locked(lock, indexed, changed)
@@ -827,23 +833,28 @@ class LocalScanner:
                 lock.released = True
             await lock.release()
 
-    async def _run_bounded(self, commands: Iterator[tuple[Any, ...]], check: Callable[[], None]) -> None:
+    async def _run_bounded(self, commands: Iterator[tuple[Any, ...]], check: Callable[[], None]
+                           ) -> list[Any]:
         """Send ``commands`` (each one bounded script) with up to IN_FLIGHT of them queued in Redis,
-        so Redis is not idle during each round trip; checks the lock before sending each."""
+        so Redis is not idle during each round trip; checks the lock before sending each.  Returns
+        the replies."""
         pending: deque[defer.Deferred[Any]] = deque()
+        replies: list[Any] = []
         try:
             for cmd in commands:
                 check()
                 pending.append(defer.Deferred.fromCoroutine(self.client.execute(*cmd)))
                 if len(pending) >= IN_FLIGHT:
-                    await pending.popleft()
+                    replies.append(await pending.popleft())
             while pending:
-                await pending.popleft()
+                replies.append(await pending.popleft())
         except BaseException:
             await defer.DeferredList(list(pending), consumeErrors=True)
             raise
+        return replies
 
-    async def _commit_locked(self, lock: ClusterLock, indexed: list[bytes], changed: list[bytes]) -> int:
+    async def _commit_locked(self, lock: ClusterLock, indexed: list[bytes], changed: list[bytes]
+                             ) -> tuple[int, int]:
         n = self.commit_batch
         unlink = await self._unlink_command()
 
@@ -859,8 +870,9 @@ class LocalScanner:
         #    field at once, so a reader never sees half a record.  Unchanged records are not
         #    rewritten (Go rewrites all of them; see the module docstring).
         channel = schema.CHANNEL_FILE_UPDATE
-        await self._run_bounded((("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, b"".join(chunk))
-                                 for chunk in _chunks(changed, n)), check)
+        written = sum(int(r) for r in await self._run_bounded(
+            (("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, b"".join(chunk))
+             for chunk in _chunks(changed, n)), check))
         # 3. Removed paths: what FILES holds that FILES_TMP does not, a bounded SSCAN step at a
         #    time (Go: one SDIFF).  Consistent: only the lock holder writes FILES.
         removed: set[bytes] = set()
@@ -889,7 +901,7 @@ class LocalScanner:
         else:
             final = [(unlink, schema.FILES)]
         self._raise_errors(await self.client.transaction(final))
-        return len(gone)
+        return len(gone), written
 
     @staticmethod
     def _raise_errors(replies: list[Any]) -> None:

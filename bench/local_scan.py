@@ -7,12 +7,20 @@ one in a separate process, which sees only Redis); the longest Redis command (SL
 throughput of ``sha256sum`` over the same files as the physical limit.
 
     python bench/local_scan.py                 # 100,000 files
+    python bench/local_scan.py --repo /tmp/benchrepo   # build once, reuse on later runs
+    python bench/local_scan.py --repo /tmp/spread --spread-mtimes   # mtimes spread over 10 years
     python bench/local_scan.py --files 20000 --sweep 100,250,500,1000,2000   # commit-batch sweep
+
+The process runs one full garbage collection before the first scan, as a long-running daemon has
+long done: otherwise the first full collection of this young process (every object created at
+import time, ~50 ms here) lands in the first scan whatever the scan does.  The GC pauses of each
+scan are printed (count of full collections and the longest pause).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import resource
@@ -58,6 +66,33 @@ def build_tree(root: str, n: int, seed: int = 1) -> None:
             os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, f"file-{i:06d}.bin"), "wb") as f:
             f.write(rnd.randbytes(rnd.randint(100, 4000)))
+
+
+def spread_mtimes(root: str, n: int, seed: int = 2) -> None:
+    """Random mtimes over ten years (nanoseconds too): no two files share a minute, the worst case
+    of the scan's per-minute modTime text cache."""
+    rnd = random.Random(seed)
+    for i in range(n):
+        p = os.path.join(root, f"d{i // PER_DIR:04d}", f"file-{i:06d}.bin")
+        ns = rnd.randrange(1_400_000_000, 1_715_000_000) * 1_000_000_000 + rnd.randrange(1_000_000_000)
+        os.utime(p, ns=(ns, ns))
+
+
+class GcPauses:
+    """Full collections and the longest GC pause while installed."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.longest = 0.0
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+            return
+        self.longest = max(self.longest, time.perf_counter() - self._t)
+        if info["generation"] == 2:
+            self.full += 1
 
 
 def touch_percent(root: str, n: int, percent: float) -> int:
@@ -111,10 +146,16 @@ async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient
     await task.deferLater(reactor, 0.2, lambda: None)
     loop = PingLoop(ping_client, reactor)
     ld = defer.Deferred.fromCoroutine(loop.run())
+    load = os.getloadavg()[0]
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     t = time.perf_counter()
     cpu = time.process_time()
     redis_cpu = _redis_cpu(r)
-    result = await scanner.scan(rehash=rehash)
+    try:
+        result = await scanner.scan(rehash=rehash)
+    finally:
+        gc.callbacks.remove(pauses)
     elapsed = time.perf_counter() - t
     cpu = time.process_time() - cpu
     redis_cpu = _redis_cpu(r) - redis_cpu
@@ -130,6 +171,7 @@ async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient
         "indexed": result.indexed, "removed": result.removed, "rss_mb": peak_rss_mb(),
         "ping_reactor_ms": loop.worst * 1000, "ping_external_ms": ext_worst * 1000,
         "slowest_cmd_ms": (worst_cmd["duration"] / 1000) if worst_cmd else 0.0,
+        "load": load, "gc_full": pauses.full, "gc_longest_ms": pauses.longest * 1000,
         "slowest_cmd": (worst_cmd["command"][:40].decode("utf-8", "replace")
                         if worst_cmd and isinstance(worst_cmd["command"], bytes)
                         else (str(worst_cmd["command"])[:40] if worst_cmd else "")),
@@ -138,7 +180,9 @@ async def timed_scan(label: str, scanner: LocalScanner, ping_client: RedisClient
           f"{result.indexed / elapsed:7.0f} files/s  hashed={result.hashed:<6} "
           f"written={result.written:<6} removed={result.removed:<4} peakRSS={row['rss_mb']:.0f}MB  "
           f"PING worst: reactor {row['ping_reactor_ms']:.1f}ms, external {row['ping_external_ms']:.1f}ms  "
-          f"slowest Redis cmd {row['slowest_cmd_ms']:.2f}ms ({row['slowest_cmd']})", flush=True)
+          f"slowest Redis cmd {row['slowest_cmd_ms']:.2f}ms ({str(row['slowest_cmd']).split()[0] if row['slowest_cmd'] else ''})  "
+          f"GC: {pauses.full} full, longest pause {pauses.longest * 1000:.1f}ms  load {load:.2f}",
+          flush=True)
     return row
 
 
@@ -166,11 +210,15 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             if not os.path.isdir(repo):
                 os.makedirs(repo)
                 build_tree(repo, args.files)
+                if args.spread_mtimes:
+                    spread_mtimes(repo, args.files)
         else:
             repo = os.path.join(tmp, "repo")
             os.makedirs(repo)
             t = time.perf_counter()
             build_tree(repo, args.files)
+            if args.spread_mtimes:
+                spread_mtimes(repo, args.files)
             print(f"built {args.files} files in {time.perf_counter() - t:.1f}s under {repo}", flush=True)
         subprocess.run(["sync"], check=False)
         print(f"sha256sum: {sha256sum_rate(repo, args.files, 1):.0f} files/s (1 process), "
@@ -185,6 +233,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             return c
 
         cfg = Config(Repository=repo)
+        gc.collect()  # see the module docstring
         ping_client = new_client()
         batches = [int(x) for x in args.sweep.split(",")] if args.sweep else [args.batch]
         for batch in batches:
@@ -213,6 +262,8 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=HASH_WORKERS, help="hashing threads")
     parser.add_argument("--repo", default="", help="reuse (or build once) the tree in this directory; "
                         "the 1%% change run modifies it")
+    parser.add_argument("--spread-mtimes", action="store_true",
+                        help="give the files random mtimes over ten years when building the tree")
     parser.add_argument("--sweep", default="", help="comma-separated commit batch sizes (first scan only)")
     opts = parser.parse_args()
     task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, opts)))

@@ -81,7 +81,6 @@ from twisted.python.threadpool import ThreadPool
 
 from mirrorbits import gocompat
 from mirrorbits.config import Config
-from mirrorbits.model import FileInfo
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
@@ -522,16 +521,27 @@ def _record(path: bytes, fields: Sequence[str]) -> bytes:
     return pack([path, *(_encode(v) for v in fields)])
 
 
-def needs_rehash(stored: FileInfo, size: int, mtime_ns: int, algorithms: Sequence[str],
+def needs_rehash(stored: Sequence[str | None], size: int, mtime_ns: int, enabled: Sequence[int],
                  force: bool) -> bool:
-    """Spec §8.1: forced, an enabled hash is empty, the size differs, or the stored modTime is not
-    the same instant (unparseable counts as different)."""
+    """Spec §8.1 for one stored record (``HMGET … size modTime sha1 sha256 md5``, None = missing):
+    forced, an enabled hash (``enabled``: its indexes in the record) is empty, the size differs, or
+    the stored modTime is not the same instant (unparseable counts as different).  Read as
+    :meth:`mirrorbits.model.FileInfo.from_redis` reads it (an invalid size is 0); the cheap tests
+    first, so a file whose size changed costs no modTime parsing."""
     if force:
         return True
-    for a in algorithms:
-        if not getattr(stored, a):
+    for i in enabled:
+        if not stored[i]:
             return True
-    return stored.size != size or stored.mod_time_ns != mtime_ns
+    size_text = stored[0] or ""
+    if size_text != str(size):
+        try:
+            stored_size = gocompat.parse_go_int(size_text, 64)
+        except ValueError:
+            stored_size = 0
+        if stored_size != size:
+            return True
+    return gocompat.parse_gts(stored[1] or "") != mtime_ns
 
 
 _SUM_INDEX = {"sha1": 2, "sha256": 3, "md5": 4}
@@ -583,8 +593,7 @@ def compare_batch(files: Sequence[WalkedFile], stored: str | bytes, algorithms: 
                     changed.append(_record(path, [v or "" for v in row]))
                 continue
         reply = tuple([v if isinstance(v, str) else None for v in row])
-        if force or needs_rehash(FileInfo.from_redis(_decode(path), reply), size, mtime_ns,
-                                 algorithms, force):
+        if needs_rehash(reply, size, mtime_ns, enabled, force):
             out.to_hash.append(f + reply)
             continue
         new = (str(size), gts, *(v or "" for v in reply[2:5]))

@@ -80,6 +80,7 @@ class Lifecycle(service.Service):
         self._log_reopeners: list[Callable[[], object]] = []
         self._before_upgrade: list[Callable[[], Awaitable[object] | object]] = []
         self._upgrade_failed: list[Callable[[], object]] = []
+        self._forwarders: list[Callable[[int], object]] = []
         self._upgrade_timer: Any = None
         self._released: list[Any] = []
         self._trigger: Any = None
@@ -100,6 +101,19 @@ class Lifecycle(service.Service):
             self._before_upgrade.append(before)
         if failed is not None:
             self._upgrade_failed.append(failed)
+
+    def forward_signals(self, forward: Callable[[int], object]) -> None:
+        """``forward(SIGHUP)`` after each reload (signal or RPC) and ``forward(SIGUSR1)`` on SIGUSR1:
+        the HTTP worker processes keep their own config, GeoIP and ``downloads.log`` handle, so
+        they must reload and reopen too."""
+        self._forwarders.append(forward)
+
+    def _forward(self, signum: int) -> None:
+        for forward in list(self._forwarders):
+            try:
+                forward(signum)
+            except Exception:
+                log.failure("forwarding {name} failed", name=signal.Signals(signum).name)
 
     # -- service --------------------------------------------------------------------------------
 
@@ -184,6 +198,7 @@ class Lifecycle(service.Service):
                     await self.http.rebind(address)
             self._reload_parts()
             self.reopen_logs()
+            self._forward(signal.SIGHUP)
             return changed
         finally:
             systemd.ready()
@@ -213,6 +228,7 @@ class Lifecycle(service.Service):
     def _on_sigusr1(self) -> None:
         log.info("SIGUSR1 Received: Re-opening logs...")
         self.reopen_logs()
+        self._forward(signal.SIGUSR1)
 
     def reopen_logs(self) -> None:
         """The runtime log file (``-log``) and ``downloads.log`` (logrotate's postrotate)."""

@@ -237,6 +237,8 @@ class ConnectionTracker:
         self.reactor = reactor
         self.factory = factory
         self._live: set[Any] = set()
+        #: Connections seen since start (a worker logs it when it stops).
+        self.accepted = 0
         self._draining = False
         self._emptied: list[defer.Deferred[None]] = []
         original = factory.buildProtocol
@@ -258,6 +260,7 @@ class ConnectionTracker:
 
     def _track(self, proto: Any) -> None:
         self._live.add(proto)
+        self.accepted += 1
         channel = self._channel(proto)
         lost = channel.connectionLost
 
@@ -449,6 +452,8 @@ class HTTPListener(service.Service):
         self.fatal = fatal
         self.drain_timeout = drain_timeout
         self.idle_grace = idle_grace
+        #: Longest wait for the sharers (:meth:`add_sharer`) before closing the socket anyway.
+        self.sharer_timeout = 20.0
         self.tracker = ConnectionTracker(factory, reactor)
         #: When set, the socket lives on in the next process: never unlink a Unix path.
         self.handing_over = False
@@ -456,6 +461,7 @@ class HTTPListener(service.Service):
         self._current: _Listening | None = None
         self._endpoint_port: Any = None
         self._rebind_listeners: list[Callable[[Any], None]] = []
+        self._sharers: list[Callable[[], defer.Deferred[Any]]] = []
         # Named as StreamServerEndpointService's: the redirector's worker start-up waits on it.
         self._waitingForPort: defer.Deferred[Any] = defer.Deferred()
 
@@ -490,6 +496,14 @@ class HTTPListener(service.Service):
     def on_rebind(self, listener: Callable[[Any], None]) -> None:
         """``listener(new_port)`` after a changed ``ListenAddress`` moved us to a new socket."""
         self._rebind_listeners.append(listener)
+
+    def add_sharer(self, stop: Callable[[], defer.Deferred[Any]]) -> None:
+        """Other processes accept on our socket (HTTP workers); ``stop()`` stops them and fires once
+        they are gone.  On a final stop they go first and this process closes the socket last, so
+        the connections waiting in its accept queue are served here instead of being reset when the
+        last process sharing the socket closes it.  When handing over to the next generation (the
+        socket lives on) they stop alongside this process."""
+        self._sharers.append(stop)
 
     # -- start / stop ----------------------------------------------------------------------------
 
@@ -575,6 +589,11 @@ class HTTPListener(service.Service):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        sharers = [defer.maybeDeferred(stop) for stop in self._sharers]
+        if sharers and not self.handing_over:
+            # We keep accepting meanwhile: the load the sharers leave is ours until we close.
+            await _first(self.reactor, defer.DeferredList(sharers, consumeErrors=True),
+                         self.sharer_timeout)
         await self.stop_accepting()
         await self.tracker.drain(self.drain_timeout, self.idle_grace)
 

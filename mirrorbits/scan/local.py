@@ -19,7 +19,8 @@ Where it differs from the Go original, on purpose:
 * **Only changed records are written and published.**  Go rewrites and republishes every
   ``FILE_*`` on every scan; here a record whose five stored fields are byte-identical to the new
   ones (e.g. one written by a Go node for an unchanged file) is left alone, so a no-change rescan
-  writes nothing but ``FILES`` and every HTTP cache keeps its entries.
+  writes nothing but ``FILES`` and every HTTP cache keeps its entries.  The write script checks
+  again under the lock, so when two nodes scan at once the second commits no duplicate writes.
 * **Removed paths** are found a bounded ``SSCAN FILES`` step at a time (checked against
   ``FILES_TMP`` inside a script) instead of one ``SDIFF``, and deleted *before* the ``RENAME``: if
   the process dies in between, ``FILES`` still lists them and the next scan deletes them again,
@@ -43,12 +44,15 @@ GIL for long).  The scan is a pipeline: the walk runs in a reactor pool thread a
 chunk of :data:`READ_BATCH` files (path bytes, lstat size and mtime, and the ``modTime`` text they
 would get) as soon as it has one; the reactor sends the chunk's read script at once (two in flight,
 so Redis works while we compare) and compares each stored record with the new one *as text*, a few
-microseconds per file in ~1 ms slices; only the files that need a hash go to a private pool thread.
-So a no-change rescan costs about max(walk, Redis reads) instead of their sum.  The comparison used
-to run in the hashing thread: a pure-Python loop in a second thread makes the reactor wait up to
-the 5 ms switch interval for the GIL after *every* system call it makes (the "convoy effect"), which
-showed as 75 ms PING stalls.  The threads left (walk, hashing) make a system call every few
-microseconds and so hand the GIL back at once.  Measurements are in ``bench/README.md``.
+microseconds per file (1-4 ms per 250-file batch on the loaded test VM, 1 ms when unchanged); only
+the files that need a hash go to a private pool thread.  So a no-change rescan costs about
+max(walk, Redis reads) instead of their sum.  No pure-Python loop runs in a second thread (the
+comparison used to run in the hashing thread, where it competes with the reactor for the GIL); the
+threads left (walk, hashing) make a system call every few microseconds and so hand the GIL back at
+once.  The other cause of stalls was the cyclic GC: with one tracked object per walked file living
+through the scan, the old code triggered two full collections per scan (100-170 ms each, every
+thread stopped); files now travel as tuples of atomic values, which the GC stops tracking, and the
+bench sees no full collection during a scan.  Measurements are in ``bench/README.md``.
 
 Bulk reads stay in a Lua script (one ``cjson`` reply per batch) even with the client's fast reply
 parser: for 100,000 files a pipeline of plain ``HMGET`` costs ~0.35 s of Redis CPU against ~0.65 s
@@ -72,6 +76,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from twisted.internet import defer, task, threads
@@ -172,54 +177,74 @@ def format_local_gts(mtime_ns: int, _localtime: Callable[..., Any] = time.localt
     return _strftime("%Y-%m-%d %H:%M:%S", tm) + _zone_suffix(tm.tm_gmtoff or 0, tm.tm_zone)
 
 
-_SECONDS = tuple(f"{i:02d}" for i in range(60))
+#: "HH:" and "MM:SS" texts, so a time of day is two table lookups.
+_HOURS = tuple(f"{h:02d}:" for h in range(24))
+_MINUTES_SECONDS = tuple(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
+#: ``date.toordinal()`` of 1970-01-01.
+_EPOCH_ORDINAL = 719163
 
 
 def gts_formatter() -> Callable[[int], str]:
-    """A :func:`format_local_gts` for one walk that reuses the date, hour, minute and zone text of a
-    minute it has seen twice (files of a repository often share a minute: a release, an rsync
-    run): ~3x cheaper per file then, ~15% dearer for a file alone in its minute (measured).  A
-    minute is reused only if local time runs through it linearly (seconds 0 to 59, one offset and
-    zone name): not across an offset change, nor with a historic offset of odd seconds."""
-    minutes: dict[int, tuple[str, str] | bool] = {}
+    """A :func:`format_local_gts` for one walk, with the zone looked up once per UTC day instead of
+    once per file: within a day without an offset change, the local wall clock is plain
+    arithmetic (UTC + offset), and the date text is cached per local day.  Measured ~2x cheaper
+    per file than ``localtime`` + ``strftime`` even when every file has its own day.
+
+    A day is used this way only if ``localtime`` agrees with the arithmetic at both of its ends
+    (same offset and zone name, same wall clock): not on a day with a DST or other offset change,
+    nor in a leap-second ("right/") zone; those files take the plain way."""
+    days: dict[int, tuple[int, str] | None] = {}
+    dates: dict[int, str] = {}
     zones: dict[tuple[int, str | None], str] = {}
     plain = format_local_gts
     localtime = time.localtime
-    seconds = _SECONDS
+    hours, minutes_seconds = _HOURS, _MINUTES_SECONDS
 
-    def minute(m: int) -> tuple[str, str] | bool:
+    def wall(secs: int) -> tuple[int, int, int, int, int, int]:
+        day, tod = divmod(secs, 86400)
+        d = date.fromordinal(day + _EPOCH_ORDINAL)
+        h, rest = divmod(tod, 3600)
+        return (d.year, d.month, d.day, h, *divmod(rest, 60))
+
+    def utc_day(day: int) -> tuple[int, str] | None:
+        start = day * 86400
         try:
-            a, b = localtime(m * 60), localtime(m * 60 + 59)
+            a, b = localtime(start), localtime(start + 86399)
+            off = a.tm_gmtoff or 0
+            if (off != (b.tm_gmtoff or 0) or a.tm_zone != b.tm_zone
+                    or a[:6] != wall(start + off) or b[:6] != wall(start + 86399 + off)
+                    or not 1000 <= a.tm_year <= 9999 or not 1000 <= b.tm_year <= 9999):
+                return None
         except (OverflowError, OSError, ValueError):
-            return False
-        if (a.tm_sec != 0 or b.tm_sec != 59 or a.tm_gmtoff != b.tm_gmtoff or a.tm_zone != b.tm_zone
-                or not 1000 <= a.tm_year <= 9999):
-            return False
-        key = (a.tm_gmtoff or 0, a.tm_zone)
+            return None
+        key = (off, a.tm_zone)
         suffix = zones.get(key)
         if suffix is None:
             suffix = zones[key] = _zone_suffix(*key)
-        return (time.strftime("%Y-%m-%d %H:%M:", a), suffix)
+        return off, suffix
 
     def fmt(mtime_ns: int) -> str:
         secs, nsec = divmod(mtime_ns, 1_000_000_000)
-        m, s = divmod(secs, 60)
-        e = minutes.get(m)
-        if e.__class__ is not tuple:
-            if e is None:  # first time: remember the minute, format the plain way
-                if len(minutes) >= 8192:
-                    minutes.clear()
-                minutes[m] = True
-                return plain(mtime_ns)
-            if e is False:  # not reusable
-                return plain(mtime_ns)
-            e = minutes[m] = minute(m)
-            if e is False:
-                return plain(mtime_ns)
-        prefix, suffix = e  # type: ignore[misc]
+        day = secs // 86400
+        try:
+            e = days[day]
+        except KeyError:
+            if len(days) >= 65536:
+                days.clear()
+                dates.clear()
+            e = days[day] = utc_day(day)
+        if e is None:
+            return plain(mtime_ns)
+        off, suffix = e
+        local_day, tod = divmod(secs + off, 86400)
+        text = dates.get(local_day)
+        if text is None:
+            d = date.fromordinal(local_day + _EPOCH_ORDINAL)
+            text = dates[local_day] = f"{d.year:04d}-{d.month:02d}-{d.day:02d} "
+        h, rest = divmod(tod, 3600)
         if nsec:
-            return prefix + seconds[s] + f".{nsec:09d}".rstrip("0") + suffix
-        return prefix + seconds[s] + suffix
+            return text + hours[h] + minutes_seconds[rest] + f".{nsec:09d}".rstrip("0") + suffix
+        return text + hours[h] + minutes_seconds[rest] + suffix
 
     return fmt
 

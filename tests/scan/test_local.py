@@ -3,6 +3,7 @@ data-and-scanning §2.1-§2.2, §5.2, §8.1, cases 24-28)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hypothesis import given, settings
@@ -45,6 +46,21 @@ def write(path: str | bytes, data: bytes = b"0123456789") -> None:
     os.makedirs(d, exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def tz(zone: str) -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
 
 
 class Collector:
@@ -515,26 +531,42 @@ class FormatTests(unittest.SynchronousTestCase):
 
     @settings(max_examples=150, deadline=None)
     @given(st.integers(min_value=-2_500_000_000 * 10**9, max_value=4_000_000_000 * 10**9),
-           st.lists(st.integers(min_value=0, max_value=7_200 * 10**9), min_size=1, max_size=40),
+           st.lists(st.integers(min_value=0, max_value=3 * 86_400 * 10**9), min_size=1, max_size=40),
            st.sampled_from(["UTC", "Europe/Paris", "Europe/Amsterdam", "America/St_Johns",
-                            "Asia/Kolkata", "Australia/Lord_Howe", "Africa/Monrovia"]))
-    def test_minute_cache_matches_gocompat(self, base: int, deltas: list[int], zone: str) -> None:
-        """The per-walk formatter reuses a minute's text: files close in time (within two hours of
-        each other, so across DST changes, odd historic offsets and minute edges) give the
-        same bytes as gocompat, each one twice (the second time from the cache)."""
-        old = os.environ.get("TZ")
-        os.environ["TZ"] = zone
-        time.tzset()
-        try:
+                            "Asia/Kolkata", "Australia/Lord_Howe", "Africa/Monrovia", "Pacific/Apia"]))
+    def test_day_cache_matches_gocompat(self, base: int, deltas: list[int], zone: str) -> None:
+        """The per-walk formatter computes the wall clock of a cached day by arithmetic: files close
+        in time (within three days, so across DST changes, odd historic offsets, a skipped day and
+        day edges) give the same bytes as gocompat, each one twice (the second time cached)."""
+        with tz(zone):
             fmt = local.gts_formatter()
             for ns in [base + d for d in deltas] * 2:
                 self.assertEqual(fmt(ns), gocompat.format_gts(ns, "local"))
-        finally:
-            if old is None:
-                os.environ.pop("TZ", None)
-            else:
-                os.environ["TZ"] = old
-            time.tzset()
+
+    def test_day_cache_across_offset_changes(self) -> None:
+        """Every 7 minutes through days with an offset change (DST both ways, Lord Howe's half
+        hour, Samoa skipping 2011-12-30): those days are formatted the plain way, their
+        neighbours by arithmetic, all byte-identical to gocompat."""
+        for zone, day in (("Europe/Paris", "2023-03-26"), ("Europe/Paris", "2023-10-29"),
+                          ("Australia/Lord_Howe", "2023-04-02"), ("America/St_Johns", "2023-11-05"),
+                          ("Pacific/Apia", "2011-12-30")):
+            start = int(time.mktime(time.strptime(day, "%Y-%m-%d"))) - 2 * 86400
+            with tz(zone):
+                fmt = local.gts_formatter()
+                for i in range(0, 5 * 86400, 7 * 60):
+                    ns = (start + i) * 10**9 + 5
+                    self.assertEqual(fmt(ns), gocompat.format_gts(ns, "local"), (zone, day, i))
+
+    def test_day_cache_in_a_leap_second_zone(self) -> None:
+        """A "right/" zone counts leap seconds: its days are never computed by arithmetic."""
+        if not os.path.exists("/usr/share/zoneinfo/right/Europe/Paris"):
+            print("SKIPPED-CHECK: no right/ zones installed; nothing to compare")
+            return
+        with tz("right/Europe/Paris"):
+            fmt = local.gts_formatter()
+            for ns in [1_700_000_000_000_000_000 + i * 3_600_000_000_123 for i in range(200)] * 2:
+                self.assertEqual(fmt(ns), format_local_gts(ns))
+            self.assertNotEqual(format_local_gts(1_700_000_000 * 10**9)[17:19], "20")  # 27 s shift
 
     def test_unpack_stored(self) -> None:
         rows = local.unpack_stored('[["10","t",false,"ab\\/c",""],[false,false,false,false,false]]', 2)

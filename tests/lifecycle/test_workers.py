@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,78 @@ def test_worker_exits_when_its_parent_dies(tmp_path: Path, redis: RedisServer) -
             kill_all(workers)
     assert codes == [0, 0], d.output()[-3000:]
     assert "parent is gone" in d.output()
+
+
+def unix_head(path: str) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(b"HEAD /testy.tgz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return data.split(b"\r\n", 1)[0]
+
+
+def test_workers_on_a_unix_socket_leave_it_to_the_next_generation(tmp_path: Path,
+                                                                   redis: RedisServer) -> None:
+    """A stopping worker must neither shutdown() the shared socket nor unlink its path."""
+    sock_path = str(tmp_path / "http.sock")
+    conf = write_config(tmp_path, 0, redis, "Workers: 2\n")
+    conf.write_text(conf.read_text().replace("ListenAddress: 127.0.0.1:0", f"ListenAddress: unix:{sock_path}"))
+    pidfile = tmp_path / "mirrorbits.pid"
+    pids: list[int] = []
+    workers: list[int] = []
+    with subreaper():
+        d = Daemon(go_style(conf, pidfile), tmp_path, pidfile=pidfile)
+        pids.append(d.proc.pid)
+        try:
+            workers += worker_pids(d.proc.pid)
+            d.wait_log("HTTP worker 1 serving")
+            assert unix_head(sock_path) == b"HTTP/1.1 302 Found"
+            os.kill(d.proc.pid, signal.SIGUSR2)
+            child = d.wait_pid_change(d.proc.pid)
+            pids.append(child)
+            workers += worker_pids(child)
+            assert d.proc.wait(20) == 0
+            d.wait_log("HTTP worker 1 serving", count=2)
+            assert not alive(workers[0])
+            assert os.path.exists(sock_path)
+            answers = [unix_head(sock_path) for _ in range(40)]
+            os.kill(child, signal.SIGTERM)
+            assert wait_exit(child) == 0
+            left = [w for w in workers if alive(w)]
+        finally:
+            kill_all(pids + workers)
+    out = d.output()
+    assert set(answers) == {b"HTTP/1.1 302 Found"}, (answers, out[-3000:])
+    assert len(set(workers)) == 2 and not left, (workers, left)
+    assert set(served_by_workers(out)) == set(workers), out[-3000:]
+    assert not os.path.exists(sock_path)  # the last process cleans up
+
+
+def test_a_worker_that_dies_is_started_again(tmp_path: Path, redis: RedisServer) -> None:
+    port = free_port()
+    conf = write_config(tmp_path, port, redis, "Workers: 2\n")
+    pidfile = tmp_path / "mirrorbits.pid"
+    d = Daemon(go_style(conf, pidfile), tmp_path, pidfile=pidfile)
+    workers: list[int] = []
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        workers += worker_pids(d.proc.pid)
+        d.wait_log("HTTP worker 1 serving")
+        os.kill(workers[0], signal.SIGKILL)
+        d.wait_log("HTTP worker 1 serving", count=2)
+        workers += [w for w in worker_pids(d.proc.pid) if w not in workers]
+        assert redirects(port)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 0
+        left = [w for w in workers if alive(w)]
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+        kill_all(workers)
+    out = d.output()
+    assert len(workers) == 2 and not left, (workers, left, out[-3000:])
+    assert "HTTP worker 1 died (-9); starting it again" in out
+    assert set(served_by_workers(out)) == {workers[1]}, out[-3000:]

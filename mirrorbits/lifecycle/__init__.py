@@ -2,8 +2,8 @@
 
 Entry point for other parts: :func:`get_lifecycle` gives the running daemon's
 :class:`~mirrorbits.lifecycle.control.Lifecycle` (``reload()``, ``upgrade()``, ``reopen_logs()``,
-``on_upgrade(before, failed)``,
-``forward_signals(forward)`` for HTTP worker processes), or None when the app was built without the HTTP daemon (tests, CLI).
+``on_upgrade(before, failed)``, ``forward_signals(forward)`` for HTTP worker processes), or None
+when the app was built without the HTTP daemon (tests, CLI).
 """
 
 from __future__ import annotations

@@ -19,10 +19,12 @@ so that clients reusing a connection never see it closed under their request.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
 import stat
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -348,6 +350,34 @@ async def _first(reactor: Any, d: defer.Deferred[Any], timeout: float) -> None:
         call.cancel()
 
 
+#: Linux ``SO_ATTACH_FILTER`` (asm-generic/socket.h), and a classic BPF program of one
+#: instruction, ``ret #0``: drop every packet.
+SO_ATTACH_FILTER = 26
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Make a TCP listening socket drop new SYNs, so its accept queue stops growing.
+
+    Why: closing the last fd of a listening socket resets the connections still in its accept
+    queue, and under load new ones keep arriving between the last ``accept()`` and the ``close()``.
+    With SYNs dropped the queue can be emptied for good before the close; those clients retry the
+    SYN ~1 s later and are then refused cleanly (never reset after having sent their request).
+    Only for the last process holding the socket: the filter applies to everyone sharing it.
+    Returns False where it is not possible (Unix sockets, non-Linux).
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    fprog = struct.pack("@HP", 1, ctypes.addressof(program))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    except OSError as e:
+        log.debug("cannot attach the drop-all filter: {e}", e=e)
+        return False
+    return True
+
+
 def adopt_listening_socket(reactor: Any, fd: int, family: int, factory: Any) -> Any:
     """``reactor.adoptStreamPort`` made safe for a socket other processes share (HTTP workers, the
     next generation): stopping the port never ``shutdown()``s the socket nor unlinks a Unix path.
@@ -381,16 +411,21 @@ class _Listening:
         self.name = socket_name(sock)
         self.unix_inode = unix_inode
 
-    def close(self, *, unlink: bool, last: bool = False) -> defer.Deferred[Any]:
+    def close(self, *, unlink: bool, last: bool = False,
+              refuse_new: bool = False) -> defer.Deferred[Any]:
         """Stop accepting and close our fds, without ``shutdown()`` (the socket may live on in
         another process) and without Twisted's unlink of a Unix path (unless ``unlink``).
 
         ``last``: nobody takes the socket over, so the connections already waiting in its accept
-        queue would be reset by the close: accept and serve them first.
+        queue would be reset by the close: accept and serve them first.  ``refuse_new``: also stop
+        new connections from joining the queue meanwhile (:func:`refuse_new_connections`; only
+        when no other process accepts on the socket any more).
         """
         port = self.port
         port.stopReading()
         if last:
+            if refuse_new:
+                refuse_new_connections(self.sock)
             self._accept_backlog()
             # Close now, not on Twisted's next turn: until the last fd closes the kernel keeps
             # queueing connections that the close would then reset.
@@ -577,7 +612,8 @@ class HTTPListener(service.Service):
         """Close the listening socket(s) in this process; connections already accepted go on."""
         ds = []
         if self._current is not None:
-            ds.append(self._current.close(unlink=not self.handing_over, last=not self.handing_over))
+            final = not self.handing_over
+            ds.append(self._current.close(unlink=final, last=final, refuse_new=final))
             self._current = None
         if self._endpoint_port is not None:
             ds.append(defer.maybeDeferred(self._endpoint_port.stopListening))

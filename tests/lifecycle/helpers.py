@@ -321,6 +321,9 @@ def burst(port: int, n: int, concurrency: int = 50, path: str = FILE,
             except ConnectionRefusedError as e:
                 results.error("refused", str(e))
                 continue
+            except OSError as e:  # e.g. reset during the handshake: counted, not a crash
+                results.error("connect", f"{type(e).__name__}: {e}")
+                continue
             try:
                 writer.write(client.request_bytes(close=True))
                 status, headers, body = await asyncio.wait_for(

@@ -13,6 +13,7 @@ from mirrorbits.lifecycle import systemd
 from mirrorbits.lifecycle.listener import (
     bind_socket,
     parse_listen_address,
+    refuse_new_connections,
     socket_from_fd,
     socket_name,
 )
@@ -184,3 +185,31 @@ def test_pidfile_go_format_and_removal(tmp_path: Path) -> None:
     path.write_text(str(os.getpid()))
     remove_pidfile(str(path))
     assert not path.exists()
+
+
+def test_refuse_new_connections_freezes_the_accept_queue() -> None:
+    """The last process closing a shared socket first stops the queue growing (new SYNs dropped),
+    empties it, then closes: the late client is refused, never reset after its request."""
+    sock = bind_socket(parse_listen_address("127.0.0.1:0"))
+    port = sock.getsockname()[1]
+    early = socket.create_connection(("127.0.0.1", port), timeout=2)
+    early.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    assert refuse_new_connections(sock)
+    late = socket.socket()
+    late.settimeout(0.3)
+    with pytest.raises(TimeoutError):  # SYN dropped: not queued
+        late.connect(("127.0.0.1", port))
+    conn, _ = sock.accept()
+    assert conn.recv(100).startswith(b"GET / ")  # the queued one is intact
+    with pytest.raises(BlockingIOError):
+        sock.accept()
+    sock.close()
+    again = socket.socket()
+    again.settimeout(3)
+    with pytest.raises(ConnectionRefusedError):
+        again.connect(("127.0.0.1", port))
+    for s in (early, late, conn, again):
+        s.close()
+    unix = socket.socket(socket.AF_UNIX)
+    assert not refuse_new_connections(unix)
+    unix.close()

@@ -106,6 +106,8 @@ SSCAN_COUNT = 1000
 #: and keeps the reactor's GIL waits shorter; on large files one thread hashes at one core's speed
 #: and leaves the other core to the HTTP side and Redis.
 HASH_WORKERS = 1
+#: Hash tasks (of up to READ_BATCH files) queued per hashing thread: one running, one ready.
+HASH_QUEUE = 2
 #: Read size for hashing (one read per chunk feeds every enabled algorithm).
 READ_SIZE = 1 << 20
 #: ``SOURCE_REPO_SYNC`` acquisition: 10 attempts, 1 s apart (Go).
@@ -777,7 +779,10 @@ class LocalScanner:
         result = ScanResult()
         indexed: list[bytes] = []
         changed: list[bytes] = []
-        hashing: list[defer.Deferred[BatchOutcome]] = []
+        # Hash tasks handed to the pool, oldest first; at most HASH_QUEUE per thread, so the
+        # comparison waits for the hashing rather than piling up tasks (and their Deferreds,
+        # which would live long enough to drive full GC collections).
+        hashing: deque[defer.Deferred[BatchOutcome]] = deque()
         reads: deque[tuple[list[WalkedFile], defer.Deferred[Any]]] = deque()
 
         def merge(o: BatchOutcome) -> None:
@@ -798,6 +803,8 @@ class LocalScanner:
                     await defer.maybeDeferred(self.before_hash, [j[0] for j in o.to_hash])
                 hashing.append(threads.deferToThreadPool(
                     reactor, pool, hash_batch, repository, o.to_hash, algorithms, abort))
+                while len(hashing) > HASH_QUEUE * self.hash_workers:
+                    merge(await hashing.popleft())
 
         try:
             while True:
@@ -815,8 +822,8 @@ class LocalScanner:
             if isinstance(walked[0], Failure):
                 walked[0].raiseException()
             skipped: list[tuple[str, str]] = walked[0]
-            for o in await defer.gatherResults(hashing, consumeErrors=True):
-                merge(o)
+            while hashing:
+                merge(await hashing.popleft())
         except BaseException:
             # Stop the walk and the hashing, and wait for the hash tasks (the caller stops their
             # pool, which joins its threads) and the reads; the walk thread ends at its next

@@ -406,17 +406,20 @@ class CommitTests(ScanTestBase):
     """Bounded transactions, the SOURCE_REPO_SYNC lock, and two scanners on one Redis."""
 
     def monitor(self) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+        """MONITOR on a redis-py thread; ``finish()`` returns once every command sent before it has
+        been seen (the thread may lag behind Redis: it stops at an ECHO of a marker, not at
+        whatever command it happens to read when asked to stop)."""
         seen: list[dict[str, Any]] = []
-        stop = threading.Event()
         ready = threading.Event()
+        marker = f"end-of-monitor-{os.getpid()}-{time.monotonic_ns()}"
 
         def loop() -> None:
             with self.server.client().monitor() as m:
                 ready.set()
                 for cmd in m.listen():
-                    seen.append(cmd)
-                    if stop.is_set():
+                    if marker in cmd["command"]:
                         break
+                    seen.append(cmd)
 
         t = threading.Thread(target=loop, daemon=True)
         t.start()
@@ -424,9 +427,9 @@ class CommitTests(ScanTestBase):
         time.sleep(0.1)
 
         def finish() -> None:
-            stop.set()
-            self.server.client().ping()  # wakes the monitor loop
-            t.join(5)
+            self.server.client().echo(marker)
+            t.join(10)
+            self.assertFalse(t.is_alive(), "MONITOR never saw the end marker")
 
         return seen, finish
 

@@ -187,18 +187,20 @@ def finish_refresh(proc: subprocess.Popen[str], daemon: ScanDaemon, timeout: flo
 
 
 class Monitor:
-    """``MONITOR`` on a redis-py thread: (server time, client, command) of every command run."""
+    """``MONITOR`` on a redis-py thread: (server time, client, command) of every command run.
+    :meth:`stop` returns once every command sent before it has been seen (the thread may lag
+    behind Redis: it stops at an ECHO of a marker)."""
 
     def __init__(self, server: RedisServer) -> None:
         self.entries: list[tuple[float, str, str]] = []
-        self._stop = threading.Event()
+        self._marker = f"end-of-monitor-{os.getpid()}-{time.monotonic_ns()}"
         ready = threading.Event()
 
         def loop() -> None:
             with server.client().monitor() as m:
                 ready.set()
                 for c in m.listen():
-                    if self._stop.is_set():
+                    if self._marker in c["command"]:
                         break
                     who = c["client_type"] if c["client_type"] in ("unix", "lua") else \
                         f"{c['client_address']}:{c['client_port']}"
@@ -211,9 +213,9 @@ class Monitor:
         time.sleep(0.2)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._server.client().ping()  # one more command wakes the loop up
-        self._thread.join(10)
+        self._server.client().echo(self._marker)
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "MONITOR never saw the end marker"
 
 
 def is_read_script(command: str) -> bool:

@@ -554,8 +554,11 @@ def main(argv: list[str] | None = None) -> int:
 
         holder = ConfigHolder(Config(Repository="/"))
     app = Mirrorbits(holder, reactor, monitor=False)
-    base = RedisSettings.from_config(holder.current)
-    app.redis_settings = lambda: replace(base, address=opts.redis, sentinels=())  # type: ignore[method-assign]
+    if not opts.config:
+        base = RedisSettings.from_config(holder.current)
+        app.redis_settings = lambda: replace(base, address=opts.redis, sentinels=())  # type: ignore[method-assign]
+    # With the config, the worker finds Redis as the parent does (embedded socket in DataDir, or the
+    # Sentinel discovery and failover handling), rather than pinning the master the parent saw at spawn.
     redis = app.get_redis()
     redis.start()
 

@@ -370,7 +370,7 @@ def test_two_daemons_commit_one_after_the_other(
         finish_refresh(rb, b)
     finally:
         monitor.stop()
-    log = [(who(c), cmd) for _, c, cmd in monitor.entries if who(c) is not None]
+    log = [(name, cmd) for _, c, cmd in monitor.entries if (name := who(c)) is not None]
     # MONITOR shows a script's own commands (client "lua") right after its EVAL; scripts are atomic.
     inner: dict[str, list[str]] = {"A": [], "B": []}
     caller = None

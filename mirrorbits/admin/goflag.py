@@ -21,6 +21,8 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mirrorbits import gocompat
+
 __all__ = [
     "FlagDef",
     "FlagSet",
@@ -141,17 +143,12 @@ def parse_go_int(s: str, bits: int = 64) -> int:
     return -un if neg else un
 
 
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
 def parse_go_bool(s: str) -> bool:
-    """``strconv.ParseBool``: the twelve spellings Go accepts, nothing else."""
-    if s in _TRUE:
-        return True
-    if s in _FALSE:
-        return False
-    raise _NumError(_ERR_PARSE)
+    """``strconv.ParseBool``: the twelve spellings Go accepts, nothing else (``flag``'s error kind)."""
+    try:
+        return gocompat.parse_go_bool(s)
+    except ValueError:
+        raise _NumError(_ERR_PARSE) from None
 
 
 def go_quote(s: str) -> str:

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mirrorbits.config import Config
+from mirrorbits.deferutil import follow
 from mirrorbits.model import EmptyMirrorHash, Mirror
 from mirrorbits.monitor.cluster import Cluster
 from mirrorbits.monitor.health import HealthChecker
@@ -199,7 +200,7 @@ class Monitor:
         await self.scanner.stop()
         for d in list(self._tasks):
             try:
-                await _follow(d)
+                await follow(d, consume=True)
             except BaseException:
                 pass
 
@@ -353,7 +354,7 @@ class Monitor:
             d = defer.Deferred.fromCoroutine(self._check(tracked))
             self._tasks.add(d)
             try:
-                await _follow(d)
+                await follow(d, consume=True)
             except defer.CancelledError:
                 raise
             except Exception:
@@ -427,22 +428,6 @@ class Monitor:
             except (RedisUnavailable, ResponseError) as e:
                 log.error("[{name}] cannot record the health state: {err}", name=mirror.name,
                           err=e)
-
-
-def _follow(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    """Wait for ``d`` without being able to cancel it (it may be waiting for a Redis reply)."""
-    follower: defer.Deferred[Any] = defer.Deferred()
-
-    def forward(result: Any) -> Any:
-        if not follower.called:
-            if isinstance(result, Failure):
-                follower.errback(result)
-            else:
-                follower.callback(result)
-        return None
-
-    d.addBoth(forward)
-    return follower
 
 
 def _hash_keys(reply: Any) -> list[str]:

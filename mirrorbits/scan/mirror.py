@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mirrorbits.config import Config
+from mirrorbits.deferutil import follow
 from mirrorbits.model import SCANNER_FTP, SCANNER_RSYNC, FileInfo, Mirror
 from mirrorbits.monitor.health import HttpClient
 from mirrorbits.redis import schema
@@ -116,13 +117,13 @@ class MirrorScanner:
         """Fetch the trace file of ``mirror`` unless a fetch for it is already running."""
         running = self._traces.get(mirror.id)
         if running is not None and not running.called:
-            return _follow(running)
+            return follow(running)
         d = defer.Deferred.fromCoroutine(
             fetch_trace(self.redis, self.http, mirror, self.config.TraceFileLocation))
         d.addErrback(lambda f: None if f.check(defer.CancelledError) else log.failure("trace fetch", f))
         self._traces[mirror.id] = d
         d.addBoth(lambda r: self._traces.pop(mirror.id, None) and r)
-        return _follow(d)
+        return follow(d)
 
     # -- the monitor entry point -------------------------------------------------------------
 
@@ -296,25 +297,9 @@ class MirrorScanner:
         self.abort_listers()
         self.http.cancel_all()
         for d in list(self._scans):
-            await _quietly(_follow(d))
+            await _quietly(follow(d))
         for d in list(self._traces.values()):
-            await _quietly(_follow(d))
-
-
-def _follow(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    """A new Deferred with ``d``'s result, leaving ``d``'s own chain untouched."""
-    follower: defer.Deferred[Any] = defer.Deferred()
-
-    def forward(result: Any) -> Any:
-        if not follower.called:
-            if isinstance(result, Failure):
-                follower.errback(result)
-            else:
-                follower.callback(result)
-        return result
-
-    d.addBoth(forward)
-    return follower
+            await _quietly(follow(d))
 
 
 async def _quietly(d: defer.Deferred[Any]) -> None:

@@ -208,6 +208,10 @@ class ClusterLock:
             return
         self.released = True
         self._stop_loop()
+        if self.lost:
+            # The key expired or vanished while we held it: it may be another node's lock by now.
+            # (Go deletes it anyway; deleting someone else's lock would let a third node in.)
+            return
         try:
             await self.client.execute("DEL", self.key, unblocked=True)
         except (RedisUnavailable, ResponseError) as e:

@@ -168,6 +168,13 @@ class ClusterLockTests(LockTestBase):
         self.assertTrue(lock.held)  # the holder may carry on (spec §5.2)
         # The renewal did not re-create the key.
         self.assertEqual(self.redis.exists("SOURCE_REPO_SYNC"), 0)
+        # Another node takes the lock; releasing ours must not delete theirs.
+        other = ClusterLock(self.new_client(), "SOURCE_REPO_SYNC", clock=task.Clock())
+        self.assertTrue(await other.acquire())
+        await lock.release()
+        self.assertEqual(self.redis.get("SOURCE_REPO_SYNC"), "1")
+        await other.release()
+        self.assertEqual(self.redis.exists("SOURCE_REPO_SYNC"), 0)
 
     def test_disappeared_lock_stops_renewing(self) -> defer.Deferred[Any]:
         return run(self._disappears())

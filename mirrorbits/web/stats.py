@@ -150,6 +150,8 @@ class DownloadStats(Service):
         self._idle_waiters: list[defer.Deferred[None]] = []
         self._dedupes: set[defer.Deferred[None]] = set()
         self._downgraded = False
+        self._day_start = float("inf")  # no day cached yet
+        self._day_cached: Day = (1970, 1, 1)
 
     # -- hot path ------------------------------------------------------------------------------
 
@@ -163,10 +165,14 @@ class DownloadStats(Service):
         cand = mlist[0].candidate
         mirror_id = None if results.fallback or getattr(cand, "source", None) is None else cand.id
         headers = request.requestHeaders
+        info = results.file_info
+        if not headers.hasHeader(b"range"):
+            # Client IP and User-Agent only matter to the Range de-duplication.
+            self.count(info.path, mirror_id, info.size)
+            return
         agents = headers.getRawHeaders(b"user-agent")
         agent = agents[0].decode("utf-8", "surrogateescape") if agents else ""
-        self.count(results.file_info.path, mirror_id, results.file_info.size, results.ip, agent,
-                   headers.hasHeader(b"range"))
+        self.count(info.path, mirror_id, info.size, results.ip, agent, True)
 
     def count(self, path: str, mirror_id: int | None, size: int, client_ip: str = "",
               user_agent: str = "", ranged: bool = False) -> None:
@@ -175,8 +181,11 @@ class DownloadStats(Service):
         if not path:
             return  # Go: "stats: file parameter is empty"
         now = self.clock()
+        if not ranged:  # the common case: no config look-up at all
+            self._add(now, path, mirror_id, size)
+            return
         interval = int(getattr(self.config(), "SameDownloadInterval", 0) or 0)
-        if not ranged or interval <= 0:
+        if interval <= 0:
             self._add(now, path, mirror_id, size)
             return
         d = defer.Deferred.fromCoroutine(
@@ -185,8 +194,17 @@ class DownloadStats(Service):
         d.addErrback(lambda f: log.failure("download de-duplication failed", f))
         d.addBoth(lambda _: self._dedupes.discard(d))
 
+    def _day(self, now: float) -> Day:
+        """``utc_day(now)``, computed once per UTC day (a UTC day is always 86400 POSIX seconds)."""
+        start = self._day_start
+        if start <= now < start + 86400:
+            return self._day_cached
+        self._day_start = now - now % 86400
+        self._day_cached = utc_day(now)
+        return self._day_cached
+
     def _add(self, now: float, path: str, mirror_id: int | None, size: int) -> None:
-        day = utc_day(now)
+        day = self._day(now)
         k = (day, path)
         self._files[k] = self._files.get(k, 0) + 1
         if mirror_id is not None:

@@ -206,3 +206,148 @@ class Outage(CountingBase):
             # retries trips over a deferLater it already fired: connection.Subscription.stop).
             await h.wait_for(lambda: h.view.subscribed, timeout=10)
         return d(run())
+
+
+class _Conf:
+    SameDownloadInterval = 0
+
+
+def _levels(fn: Any, day: tuple[int, int, int]) -> list[bytes]:
+    y, m, dd = day
+    return [k.encode() for k in (fn(y, m, dd), fn(y, m), fn(y), fn())]
+
+
+class FlushScript(RedirectorTestCase):
+    """The flush is one Lua script: same keys, fields and sums as one HINCRBY per (key, field) would
+    write, one script per flush whatever the number of requests, MULTI's error semantics."""
+
+    def direct(self, now: list[float]) -> DownloadStats:
+        from mirrorbits.redis.connection import RedisClient, RedisSettings
+
+        client = RedisClient(lambda: RedisSettings(address=self.redis.address), reactor)
+        client.start()
+        client.set_ready()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(client.stop()))
+        return DownloadStats(client, lambda: _Conf(), reactor, clock=lambda: now[0])
+
+    def test_same_writes_as_one_hincrby_per_key_and_field(self) -> defer.Deferred[None]:
+        import random
+        from collections import Counter
+
+        midnight = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC
+        self.assertEqual(time.gmtime(midnight)[3:6], (0, 0, 0))
+        paths = ["/a.iso", "/12:34", "/d:1:x/3:y", "/ünï/ço dé.tar", "/bad\udcff.bin", "/z" * 40]
+        sizes = {p: (i * 1000 + 7 if i else 0) for i, p in enumerate(paths)}  # /a.iso: size 0
+        rng = random.Random(5)
+        now = [midnight - 1.5]
+        stats = self.direct(now)
+        expected: Counter[tuple[bytes, bytes]] = Counter()
+        total = 0
+        # Evening of one day, morning of the next, then a clock stepped back to the first day.
+        for t in (midnight - 1.5, midnight - 0.001, midnight, midnight + 3600, midnight - 30):
+            now[0] = t
+            day = utc_day(t)
+            for _ in range(40):
+                p = rng.choice(paths)
+                mid = rng.choice([1, 42, 1000, None])
+                stats.count(p, mid, sizes[p])
+                total += 1
+                for k in _levels(schema.stats_file_key, day):
+                    expected[(k, p.encode("utf-8", "surrogateescape"))] += 1
+                if mid is not None:
+                    for k in _levels(schema.stats_mirror_key, day):
+                        expected[(k, b"%d" % mid)] += 1
+                    if sizes[p]:
+                        for k in _levels(schema.stats_mirror_bytes_key, day):
+                            expected[(k, b"%d" % mid)] += sizes[p]
+
+        # A mirror that only served empty files: a download count, no bytes field at all (the
+        # per-command flush skipped zero increments).
+        for _ in range(2):
+            stats.count("/a.iso", 7, 0)
+            total += 1
+            for k in _levels(schema.stats_file_key, utc_day(now[0])):
+                expected[(k, b"/a.iso")] += 1
+            for k in _levels(schema.stats_mirror_key, utc_day(now[0])):
+                expected[(k, b"7")] += 1
+
+        async def run() -> None:
+            evals, multis = cmdstat(self.redis, "eval"), cmdstat(self.redis, "multi")
+            self.assertTrue(await stats.flush())
+            self.assertEqual(stats.pending(), 0)
+            self.assertEqual(cmdstat(self.redis, "eval"), evals + 1)  # one script for both days
+            self.assertEqual(cmdstat(self.redis, "multi"), multis)
+            self.assertTrue(await stats.flush())  # nothing pending: nothing sent
+            self.assertEqual(cmdstat(self.redis, "eval"), evals + 1)
+            rb = self.redis.client(decode=False)
+            got: dict[tuple[bytes, bytes], int] = {}
+            for key in rb.keys(b"STATS_*"):
+                if key == schema.STATS_TOTAL.encode():
+                    continue
+                for field, value in rb.hgetall(key).items():
+                    got[(key, field)] = int(value)
+            self.assertEqual(got, dict(expected))
+            self.assertEqual(rb.get(schema.STATS_TOTAL), b"%d" % total)
+            self.assertNotIn((schema.stats_mirror_bytes_key().encode(), b"7"), got)
+        return d(run())
+
+    def test_redis_work_follows_distinct_keys_not_requests(self) -> defer.Deferred[None]:
+        now = [time.time()]
+        stats = self.direct(now)
+
+        async def run() -> None:
+            before = cmdstat(self.redis, "hincrby"), cmdstat(self.redis, "incrby")
+            for i in range(3000):
+                stats.count(f"/f{i % 3}", 40 + i % 2, 10)
+            self.assertTrue(await stats.flush())
+            # 3 paths x 4 levels + 2 mirrors x 4 levels x (count, bytes); one INCRBY of the total.
+            self.assertEqual(cmdstat(self.redis, "hincrby") - before[0], 3 * 4 + 2 * 4 * 2)
+            self.assertEqual(cmdstat(self.redis, "incrby") - before[1], 1)
+            self.assertEqual(self.r.get(schema.STATS_TOTAL), "3000")
+            self.assertEqual(self.r.hget(schema.stats_mirror_bytes_key(), "41"), "15000")
+        return d(run())
+
+    def test_a_key_of_the_wrong_type_loses_only_its_own_increments(self) -> defer.Deferred[None]:
+        now = [time.time()]
+        y, m, _ = utc_day(now[0])
+        stats = self.direct(now)
+        bad = schema.stats_file_key(y, m)
+        self.r.set(bad, "not a hash")
+        self.r.hset(schema.STATS_TOTAL, "x", "1")  # the script's very first write fails too
+
+        async def run() -> None:
+            for _ in range(3):
+                stats.count("/testy.tgz", 42, 48)
+            self.assertTrue(await stats.flush())
+            self.assertEqual(stats.pending(), 0)  # not retried: that would count the rest twice
+            self.assertTrue(await stats.flush())
+            self.assertEqual(self.r.get(bad), "not a hash")
+            self.assertEqual(self.r.hgetall(schema.STATS_TOTAL), {"x": "1"})
+            self.r.delete(bad, schema.STATS_TOTAL)
+            c = counters(self.r)
+            self.assertEqual(c["file"], ["3", None, "3", "3"])
+            self.assertEqual(c["mirror"], ["3"] * 4)
+            self.assertEqual(c["bytes"], ["144"] * 4)
+        return d(run())
+
+    def test_refused_before_any_write_keeps_everything_for_the_retry(self) -> defer.Deferred[None]:
+        now = [time.time()]
+        stats = self.direct(now)
+        self.r.set("filler", "x" * 1000)
+        self.r.config_set("maxmemory", "1")  # every write is refused: OOM (noeviction)
+        self.addCleanup(self.r.config_set, "maxmemory", "0")
+
+        async def run() -> None:
+            for _ in range(5):
+                stats.count("/testy.tgz", 42, 48)
+            self.assertFalse(await stats.flush())
+            self.assertEqual(stats.pending(), 5)
+            self.assertEqual(self.r.keys("STATS_*"), [])
+            stats.count("/testy.tgz", 42, 48)
+            self.r.config_set("maxmemory", "0")
+            self.assertTrue(await stats.flush())
+            c = counters(self.r)
+            self.assertEqual(c["total"], "6")
+            self.assertEqual(c["file"], ["6"] * 4)
+            self.assertEqual(c["bytes"], ["288"] * 4)
+        return d(run())

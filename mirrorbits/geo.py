@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from maxminddb.errors import InvalidDatabaseError
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from mirrorbits.gocompat import f32
 
 __all__ = [
     "ASN_DB",
@@ -53,13 +54,10 @@ DEFAULT_CACHE_SIZE = 16384
 DEFAULT_CHECK_INTERVAL = 30.0
 _EXPECTED_TYPES = {CITY_DB: ("City", "Enterprise"), ASN_DB: ("ASN", "ISP")}
 
-_F32 = struct.Struct("<f")
 _intern = sys.intern
 
 
-def _f32(value: float) -> float:
-    """Round a float64 to the nearest float32, as Go's ``float32(x)`` does."""
-    return _F32.unpack(_F32.pack(value))[0]
+_f32 = f32
 
 
 @dataclass(frozen=True, slots=True)

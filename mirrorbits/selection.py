@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from mirrorbits.gocompat import format_duration
+from mirrorbits.gocompat import f32, format_duration
 
 __all__ = [
     "Candidate",
@@ -55,17 +55,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # float32 helpers (spec §0.1)
 
-_F32 = struct.Struct("<f")
-_f32_pack = _F32.pack
-_f32_unpack = _F32.unpack
-
-
-def f32(x: float) -> float:
-    """Round a Python float to the nearest IEEE-754 binary32 value (Go's ``float32(x)``)."""
-    try:
-        return _f32_unpack(_f32_pack(x))[0]
-    except OverflowError:  # beyond float32: Go gives ±Inf, struct refuses; array rounds like C
-        return array("f", (x,))[0]
 
 
 def _f32_many(values: list[float]) -> list[float]:

@@ -21,12 +21,12 @@ import io
 import json
 import math
 import re
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from mirrorbits import gocompat
 from mirrorbits.admin.goflag import parse_go_int, parse_go_uint
 from mirrorbits.admin.tabwriter import tabulate
 
@@ -920,12 +920,7 @@ def fatal_line(message: str, now: datetime | None = None) -> str:
 # float32 text (strconv.FormatFloat(f, 'g', -1, 32))
 
 
-def _to_float32(x: float) -> float:
-    """Round a Python float to the nearest float32 (as Go's float32(x) does)."""
-    try:
-        return float(struct.unpack("<f", struct.pack("<f", x))[0])
-    except OverflowError:
-        return math.copysign(math.inf, x)
+_to_float32 = gocompat.f32
 
 
 def _shortest_digits(x: float) -> tuple[str, int]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import bisect
 import random
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import task
 from twisted.logger import Logger
 
+from mirrorbits.gocompat import f32
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError, Subscription
 
@@ -37,8 +37,7 @@ def make_node_id(hostname: str | None = None, rng: random.Random | None = None) 
     return f"{host or 'unknown'}-{n:05d}"
 
 
-def _f32(x: float) -> float:
-    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+_f32 = f32
 
 
 def per_node(mirror_count: int, node_total: int) -> int:

@@ -89,6 +89,8 @@ from mirrorbits.config import Config
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
+from mirrorbits.redis.packing import LUA_UNPACKER as _UNPACKER
+from mirrorbits.redis.packing import pack, unpack
 
 log = Logger(namespace="mirrorbits.scan.local")
 
@@ -444,19 +446,6 @@ def _go_error(op: str, path: str, e: OSError) -> str:
 # READ_BATCH files).  The FILE_ key names are built inside the scripts from the prefix and the
 # packed paths rather than passed as KEYS (Redis Cluster is not supported by Mirrorbits anyway).
 
-_UNPACKER = """
-local function unpacker(blob)
-  local pos = 1
-  return function()
-    if pos > #blob then return nil end
-    local c = string.find(blob, ':', pos, true)
-    local n = tonumber(string.sub(blob, pos, c - 1))
-    local v = string.sub(blob, c + 1, c + n)
-    pos = c + n + 1
-    return v
-  end
-end
-"""
 
 #: ``HMGET <ARGV[1]><path> size modTime sha1 sha256 md5`` for every path packed in ARGV[2], as one
 #: JSON array (cjson is C, much cheaper than building a string in Lua; the values are ASCII text,
@@ -519,20 +508,7 @@ return {r[1], table.concat(out)}
 
 
 def _unpack_list(blob: str | bytes) -> list[bytes]:
-    data = blob if isinstance(blob, bytes) else _encode(blob)
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        colon = data.index(b":", pos)
-        n = int(data[pos:colon])
-        out.append(data[colon + 1:colon + 1 + n])
-        pos = colon + 1 + n
-    return out
-
-
-def pack(values: Sequence[bytes]) -> bytes:
-    """Values in the scripts' ``<len>:<bytes>`` form."""
-    return b"".join([b"%d:%s" % (len(v), v) for v in values])
+    return unpack(blob if isinstance(blob, bytes) else _encode(blob))
 
 
 def unpack_stored(blob: str | bytes, count: int) -> list[list[str | None]]:

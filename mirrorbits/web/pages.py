@@ -35,7 +35,7 @@ from twisted.web import server
 from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
 from mirrorbits import VERSION
-from mirrorbits.gocompat import Float32, format_duration, format_rfc1123, go_json_marshal
+from mirrorbits.gocompat import Float32, f32, format_duration, format_rfc1123, go_json_marshal
 from mirrorbits.model import Mirror
 from mirrorbits.redis import schema
 from mirrorbits.web.checksum import FileInfoLoader, render_checksum
@@ -417,10 +417,7 @@ def _int(v: Any) -> int:
         return 0
 
 
-def _f32(x: float) -> float:
-    import struct
-
-    return float(struct.unpack("f", struct.pack("f", x))[0])
+_f32 = f32
 
 
 def build_stats_rows(mirrors: Sequence[Mirror], downloads: dict[int, int], sizes: dict[int, int],

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 
 from mirrorbits.gocompat import redis_version_number
 from mirrorbits.redis import schema
+from mirrorbits.redis.packing import LUA_UNPACKER
 
 __all__ = ["DownloadStats", "FLUSH_INTERVAL", "utc_day"]
 
@@ -59,18 +60,7 @@ Day = tuple[int, int, int]
 # what MULTI rejects at queueing time, EXECABORT) fails the whole flush, nothing written, so the
 # counts are retried without double counting; a per-key data error (WRONGTYPE, not an integer,
 # overflow) skips that one increment and the rest is written (returned as a list, for the log).
-_FLUSH_SCRIPT = b"""
-local function unpacker(blob)
-  local pos = 1
-  return function()
-    if pos > #blob then return nil end
-    local c = string.find(blob, ':', pos, true)
-    local n = tonumber(string.sub(blob, pos, c - 1))
-    local v = string.sub(blob, c + 1, c + n)
-    pos = c + n + 1
-    return v
-  end
-end
+_FLUSH_SCRIPT = LUA_UNPACKER.encode() + b"""
 local wrote, fatal, skipped = false, nil, {}
 local function call(cmd, key, a, b)
   local r

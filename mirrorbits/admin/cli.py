@@ -310,6 +310,18 @@ async def _resolve(io: CliIO, admin: Any, pattern: str) -> Any:
     return refs[0]
 
 
+async def _one_mirror(io: CliIO, s: Session, name: str,
+                      args: Sequence[str]) -> tuple[ParseResult, Any, Any]:
+    """The common start of the commands taking exactly one IDENTIFIER: flags, usage check, the
+    connection, and the mirror the identifier designates."""
+    p = _parse(io, name, args)
+    if len(p.args) != 1:
+        raise _usage(io, name)
+    admin = await s.admin(name)
+    ref = await _resolve(io, admin, p.args[0])
+    return p, admin, ref
+
+
 def _yes(line: str | None) -> bool:
     return bool(line) and line[0] in "yY"  # type: ignore[index]
 
@@ -364,11 +376,7 @@ async def cmd_add(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_remove(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    p = _parse(io, "remove", args)
-    if len(p.args) != 1:
-        raise _usage(io, "remove")
-    admin = await s.admin("remove")
-    ref = await _resolve(io, admin, p.args[0])
+    p, admin, ref = await _one_mirror(io, s, "remove", args)
     if not p.get_bool("f"):
         io.out(f"Removing {ref.name}, are you sure? [y/N]")
         if not _yes(await io.readline()):
@@ -448,11 +456,7 @@ async def cmd_edit(io: CliIO, s: Session, args: Sequence[str]) -> int:
     editor = _find_editor(io.env)
     if editor is None:
         raise _fatal(io, "No text editor found, please set the EDITOR environment variable")
-    p = _parse(io, "edit", args)
-    if len(p.args) != 1:
-        raise _usage(io, "edit")
-    admin = await s.admin("edit")
-    ref = await _resolve(io, admin, p.args[0])
+    p, admin, ref = await _one_mirror(io, s, "edit", args)
     try:
         current = await admin.mirror_info(ref.id)
     except Exception as e:
@@ -509,11 +513,7 @@ async def _retry(io: CliIO, error: str) -> bool:
 
 
 async def cmd_geoupdate(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    p = _parse(io, "geoupdate", args)
-    if len(p.args) != 1:
-        raise _usage(io, "geoupdate")
-    admin = await s.admin("geoupdate")
-    ref = await _resolve(io, admin, p.args[0])
+    p, admin, ref = await _one_mirror(io, s, "geoupdate", args)
     try:
         r = await admin.geo_update_mirror(ref.id)
     except Exception as e:
@@ -541,11 +541,7 @@ async def cmd_geoupdate(io: CliIO, s: Session, args: Sequence[str]) -> int:
 async def cmd_show(io: CliIO, s: Session, args: Sequence[str]) -> int:
     from mirrorbits.admin.formatting import format_show
 
-    p = _parse(io, "show", args)
-    if len(p.args) != 1:
-        raise _usage(io, "show")
-    admin = await s.admin("show")
-    ref = await _resolve(io, admin, p.args[0])
+    p, admin, ref = await _one_mirror(io, s, "show", args)
     try:
         m = await admin.mirror_info(ref.id)
     except Exception as e:
@@ -556,11 +552,7 @@ async def cmd_show(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 async def _status(io: CliIO, s: Session, args: Sequence[str], enable: bool) -> int:
     name = "enable" if enable else "disable"
-    p = _parse(io, name, args)
-    if len(p.args) != 1:
-        raise _usage(io, name)
-    admin = await s.admin(name)
-    ref = await _resolve(io, admin, p.args[0])
+    p, admin, ref = await _one_mirror(io, s, name, args)
     try:
         await admin.change_status(ref.id, enable)
     except Exception as e:
@@ -641,11 +633,7 @@ async def cmd_stats(io: CliIO, s: Session, args: Sequence[str]) -> int:
 async def cmd_logs(io: CliIO, s: Session, args: Sequence[str]) -> int:
     from mirrorbits.admin.formatting import format_logs
 
-    p = _parse(io, "logs", args)
-    if len(p.args) != 1:
-        raise _usage(io, "logs")
-    admin = await s.admin("logs")
-    ref = await _resolve(io, admin, p.args[0])
+    p, admin, ref = await _one_mirror(io, s, "logs", args)
     try:
         lines = await admin.mirror_logs(ref.id, p.get_int("l"))
     except Exception as e:

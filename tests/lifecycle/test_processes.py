@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,20 +23,11 @@ from tests.lifecycle.helpers import (
     go_style,
     kill_all,
     redirects,
-    seed_world,
     subreaper,
     twistd,
     wait_exit,
     write_config,
 )
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    seed_world(server.client())
-    yield server
-    server.cleanup()
 
 
 def refused(port: int) -> bool:

@@ -12,7 +12,7 @@ from mirrorbits.cache import LRU, MirrorView
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisSettings
 from mirrorbits.selection import ClientLocation, select_mirrors
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.trial import RedisClassTestCase
 
 MODTIME = "2025-06-01 06:00:00.123456789 +0200 CEST"
 PATH = "/test/file.tgz"
@@ -53,20 +53,12 @@ class LRUTests(unittest.SynchronousTestCase):
         self.assertEqual(lru.size, 8)
 
 
-class ViewTestCase(unittest.TestCase):
-    redis: RedisServer
+class ViewTestCase(RedisClassTestCase):
     timeout = 30
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.redis = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.redis.cleanup()
-
     def setUp(self) -> None:
-        self.redis.flush()
+        super().setUp()  # the class's redis-server, restarted if a test stopped it, flushed
+        self.redis = self.server
         self.r = self.redis.client()
         self.client = RedisClient(lambda: RedisSettings(address=self.redis.address), reactor)
         self.client.start()

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, reactor, task, threads
-from twisted.trial import unittest
 
 from mirrorbits.app import Mirrorbits
 from mirrorbits.config import Config, ConfigHolder, Fallback
 from mirrorbits.redis import schema
 from mirrorbits.web.site import make_site
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.trial import RedisClassTestCase
 
 MODTIME = "2025-06-01 06:00:00.123456789 +0000 UTC"
 SHA256 = "1235a5b376903794b373d84ed615bb36013e70ed6aebf30b2f4823321d5182ec"
@@ -150,24 +150,14 @@ def put_mirror(r: Any, mid: int, http: str, *, countries: str = "", path: str = 
     r.hset(schema.file_info_key(mid, path), mapping={"size": str(size), "modTime": modtime})
 
 
-class RedirectorTestCase(unittest.TestCase):
+class RedirectorTestCase(RedisClassTestCase):
     """One redis-server per class; a fresh repository, DB and harness per test."""
 
-    redis: RedisServer
     timeout = 30
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.redis = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.redis.cleanup()
-
     def setUp(self) -> None:
-        if self.redis.proc is None:
-            self.redis.start()
-        self.redis.flush()
+        super().setUp()  # the class's redis-server, restarted if a test stopped it, flushed
+        self.redis = self.server
         self.tmp = tempfile.mkdtemp(prefix="mirrorbits-redirector-")
         self.repo = os.path.join(self.tmp, "repo")
         os.makedirs(self.repo)

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -23,7 +24,7 @@ from mirrorbits.gocompat import format_gts  # noqa: E402
 from mirrorbits.model import Mirror  # noqa: E402
 from mirrorbits.redis import schema  # noqa: E402
 
-GEOIP_DIR = "/work/shared/testdata/geoip"
+GEOIP_DIR = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "geoip")
 
 #: (city, country, continent, latitude, longitude): where the mirrors are.
 SITES = [

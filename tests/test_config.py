@@ -20,7 +20,7 @@ from mirrorbits.config import (
     parse_yaml,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "config"
+CONFIG_SAMPLES = Path(__file__).resolve().parent / "data" / "config"
 
 
 def load_text(tmp_path: Path, text: str) -> Config:
@@ -49,7 +49,7 @@ def test_defaults_match_go() -> None:
 
 
 def test_all_keys_sample_loads() -> None:
-    c = load_config(str(SHARED / "mirrorbits.all-keys.conf"))
+    c = load_config(str(CONFIG_SAMPLES / "mirrorbits.all-keys.conf"))
     assert c.Repository == "/srv/repo"
     assert c.Templates == "/usr/share/mirrorbits/"
     assert c.LocalJSPath == ""
@@ -69,7 +69,7 @@ def test_all_keys_sample_loads() -> None:
 def test_shipped_sample_needs_repository() -> None:
     # Every key is commented out in the shipped sample: the only complaint is the required Repository.
     with pytest.raises(ConfigError, match="Repository"):
-        load_config(str(SHARED / "mirrorbits.sample.conf"))
+        load_config(str(CONFIG_SAMPLES / "mirrorbits.sample.conf"))
 
 
 @pytest.mark.parametrize("text,key", [

@@ -26,7 +26,7 @@ from mirrorbits.geo import (
     parse_ip,
 )
 
-DATA = Path("/work/shared/testdata/geoip")
+DATA = Path(__file__).resolve().parent / "data" / "geoip"
 CITY_SRC = DATA / "GeoLite2-City-Test.mmdb"
 ASN_SRC = DATA / "GeoLite2-ASN-Test.mmdb"
 BROKEN_CITY_SRC = DATA / "GeoIP2-City-Test-Broken-Double-Format.mmdb"

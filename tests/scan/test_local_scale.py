@@ -114,7 +114,7 @@ class ScaleTests(unittest.TestCase):
 # Real daemon processes (``mirrorbits daemon``) scanning a repository of DAEMON_FILES files.
 
 ROOT = Path(__file__).resolve().parents[2]
-GEOIP = Path("/work/shared/testdata/geoip")
+GEOIP = Path(__file__).resolve().parents[1] / "data" / "geoip"
 DAEMON_FILES = 5000
 #: Worst HTTP latency accepted while a scan runs.  The design target is 50 ms (bench/README.md has
 #: the measured figures); this bound is generous because the whole test suite may be running on

@@ -159,6 +159,11 @@ class Results:
     per_second: Counter[int] = field(default_factory=Counter)
     started: float = 0.0
     ended: float = 0.0
+    #: When (``time.monotonic()``) the server closed a reused keep-alive connection before sending
+    #: any byte of the next answer: clients retry such a request on a new connection (an idle
+    #: connection may be closed by the server at any time), so with ``retry_idle_close`` it is
+    #: recorded here and retried instead of counted as an error.
+    idle_closes: list[float] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -175,7 +180,9 @@ class Results:
 
 
 class _Closed(Exception):
-    pass
+    def __init__(self, message: str, partial: int) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 async def _read_response(reader: asyncio.StreamReader,
@@ -183,7 +190,8 @@ async def _read_response(reader: asyncio.StreamReader,
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as e:
-        raise _Closed(f"connection closed after {len(e.partial)} bytes of response") from None
+        raise _Closed(f"connection closed after {len(e.partial)} bytes of response",
+                      len(e.partial)) from None
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers = {}
@@ -203,8 +211,9 @@ class LoadClient:
 
     def __init__(self, port: int, path: str = FILE, *, rate: float = 600.0, keepalive: int = 4,
                  fresh: int = 4, timeout: float = 10.0, host: str = "127.0.0.1",
-                 method: str = "GET") -> None:
+                 method: str = "GET", retry_idle_close: bool = False) -> None:
         self.port = port
+        self.retry_idle_close = retry_idle_close
         self.method = method
         self.host = host
         self.path = path
@@ -230,17 +239,35 @@ class LoadClient:
 
     async def _keepalive_worker(self, interval: float, offset: float) -> None:
         reader = writer = None
+        reused = False  # the connection already carried an answer
+        retry = False
         next_at = time.monotonic() + offset
         while not self._stop.is_set():
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            next_at += interval
+            if not retry:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += interval
+            retry = False
             try:
                 if writer is None:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(self.host, self.port), self.timeout)
+                    reused = False
                 assert reader is not None
                 writer.write(self.request_bytes(close=False))
-                status, headers, body = await asyncio.wait_for(_read_response(reader), self.timeout)
+                try:
+                    status, headers, body = await asyncio.wait_for(_read_response(reader),
+                                                                   self.timeout)
+                except (_Closed, ConnectionResetError, BrokenPipeError) as e:
+                    if not (self.retry_idle_close and reused
+                            and getattr(e, "partial", 0) == 0):
+                        raise
+                    # closed by the server while idle: retried on a new connection, as clients do
+                    self.results.idle_closes.append(time.monotonic())
+                    writer.close()
+                    reader = writer = None
+                    retry = True
+                    continue
+                reused = True
                 self._record(status, headers, body)
                 if headers.get("connection", "").lower() == "close":
                     writer.close()

@@ -18,6 +18,7 @@ from mirrorbits.gocompat import (
     ZERO_GTS,
     ZERO_RFC3339,
     Float32,
+    NumError,
     days_from_civil,
     f32,
     format_duration,
@@ -30,12 +31,14 @@ from mirrorbits.gocompat import (
     go_fields,
     go_json_dumps,
     go_json_marshal,
+    go_quote,
     json_float32,
     json_float64,
     parse_duration,
     parse_go_bool,
     parse_go_float,
     parse_go_int,
+    parse_go_uint,
     parse_gts,
     parse_gts_offset,
     parse_rfc3339nano,
@@ -506,6 +509,55 @@ def test_go_fields() -> None:
     assert go_fields("  FR\tDE\u00a0BE\n") == ["FR", "DE", "BE"]
     assert go_fields("a\x1cb") == ["a\x1cb"]  # not a Go space
     assert go_fields("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0), ("10", 10), ("+7", 7), ("-7", -7), ("0x1F", 31), ("0X1f", 31), ("010", 8), ("0o17", 15),
+     ("0b101", 5), ("1_000", 1000), ("0x_1F", 31), ("-9223372036854775808", -(2**63))],
+)
+def test_parse_go_int_base0_accepts(text: str, value: int) -> None:
+    assert parse_go_int(text, base=0) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.5", "08", "_1", "1_", "1__0", "0x", "--1", "+-1", " 1", "-"])
+def test_parse_go_int_base0_rejects_syntax(text: str) -> None:
+    with pytest.raises(NumError, match="invalid syntax$") as info:
+        parse_go_int(text, base=0)
+    assert not info.value.out_of_range and info.value.func == "ParseInt"
+
+
+def test_parse_go_int_base0_range() -> None:
+    with pytest.raises(NumError, match="out of range$"):
+        parse_go_int("9223372036854775808", base=0)
+    with pytest.raises(NumError, match="out of range$"):
+        parse_go_int("-0x81", 8, base=0)
+    assert parse_go_int("-0x80", 8, base=0) == -128
+    assert parse_go_int("127", bits=8, base=0) == 127
+
+
+def test_parse_go_uint_bases() -> None:
+    assert parse_go_uint("18446744073709551615") == 2**64 - 1
+    assert parse_go_uint("0x10", base=0) == 16
+    assert parse_go_uint("010", base=0) == 8
+    assert parse_go_uint("010") == 10
+    assert parse_go_uint("1_000", base=0) == 1000
+    with pytest.raises(NumError, match="out of range$"):
+        parse_go_uint("18446744073709551616", base=0)
+    with pytest.raises(NumError, match="out of range$"):
+        parse_go_uint("256", 8)
+    for bad in ("-1", "+1", "", "1_000", "0x10"):
+        with pytest.raises(NumError, match=r'^strconv\.ParseUint: parsing ".*": invalid syntax$'):
+            parse_go_uint(bad)
+    for bad in ("-1", "+1", "", "1__0", "0x"):
+        with pytest.raises(NumError, match="invalid syntax$"):
+            parse_go_uint(bad, base=0)
+
+
+def test_go_quote() -> None:
+    assert go_quote("localhost") == '"localhost"'
+    assert go_quote('a"b\\c\n\t\x01\x7f') == '"a\\"b\\\\c\\n\\t\\x01\\x7f"'
+    assert go_quote("é") == '"é"'
 
 
 # --- Redis version -------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from mirrorbits import gocompat
-from mirrorbits.admin.goflag import parse_go_int, parse_go_uint
 from mirrorbits.admin.tabwriter import tabulate
+from mirrorbits.gocompat import parse_go_int, parse_go_uint
 
 __all__ = [
     "MIRROR_YAML_KEYS",
@@ -994,7 +994,7 @@ def _go_parse_float_ok(s: str) -> bool:
 def _go_int_ok(s: str) -> bool:
     for parse in (parse_go_int, parse_go_uint):
         try:
-            parse(s, 64)
+            parse(s, 64, base=0)
             return True
         except ValueError:
             pass

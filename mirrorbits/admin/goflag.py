@@ -21,17 +21,13 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mirrorbits import gocompat
+from mirrorbits.gocompat import NumError, go_quote, parse_go_bool, parse_go_int, parse_go_uint
 
 __all__ = [
     "FlagDef",
     "FlagSet",
     "ParseResult",
     "ParseStatus",
-    "go_quote",
-    "parse_go_int",
-    "parse_go_uint",
-    "parse_go_bool",
     "bool_flag",
     "string_flag",
     "int_flag",
@@ -42,148 +38,14 @@ FlagValue = bool | str | int
 
 _KINDS = ("bool", "string", "int", "uint")
 
+#: Go's flag package reports a strconv failure by its kind only.
 _ERR_PARSE = "parse error"
 _ERR_RANGE = "value out of range"
 
 
-class _NumError(ValueError):
-    """Mirror of Go's *strconv.NumError: only the kind (syntax or range) matters to ``flag``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _underscore_ok(s: str) -> bool:
-    """Port of strconv.underscoreOK: '_' only between digits (or after a base prefix)."""
-    saw = "^"
-    i = 0
-    if s[:1] in ("+", "-"):
-        s = s[1:]
-    hexa = False
-    if len(s) >= 2 and s[0] == "0" and s[1].lower() in "box":
-        i = 2
-        saw = "0"
-        hexa = s[1].lower() == "x"
-    while i < len(s):
-        c = s[i]
-        if "0" <= c <= "9" or (hexa and "a" <= c.lower() <= "f"):
-            saw = "0"
-        elif c == "_":
-            if saw != "0":
-                return False
-            saw = "_"
-        else:
-            if saw == "_":
-                return False
-            saw = "!"
-        i += 1
-    return saw != "_"
-
-
-def parse_go_uint(s: str, bits: int = 64) -> int:
-    """``strconv.ParseUint(s, 0, bits)``; raises ValueError('parse error'|'value out of range')."""
-    if s == "":
-        raise _NumError(_ERR_PARSE)
-    s0 = s
-    base = 10
-    if s[0] == "0":
-        if len(s) >= 3 and s[1].lower() == "b":
-            base, s = 2, s[2:]
-        elif len(s) >= 3 and s[1].lower() == "o":
-            base, s = 8, s[2:]
-        elif len(s) >= 3 and s[1].lower() == "x":
-            base, s = 16, s[2:]
-        else:
-            base, s = 8, s[1:]
-    max_val = (1 << bits) - 1
-    n = 0
-    underscores = False
-    for c in s:
-        if c == "_":
-            underscores = True
-            continue
-        if "0" <= c <= "9":
-            d = ord(c) - ord("0")
-        elif "a" <= c.lower() <= "z":
-            d = ord(c.lower()) - ord("a") + 10
-        else:
-            raise _NumError(_ERR_PARSE)
-        if d >= base:
-            raise _NumError(_ERR_PARSE)
-        n = n * base + d
-        if n > max_val:
-            raise _NumError(_ERR_RANGE)
-    if underscores and not _underscore_ok(s0):
-        raise _NumError(_ERR_PARSE)
-    return n
-
-
-def parse_go_int(s: str, bits: int = 64) -> int:
-    """``strconv.ParseInt(s, 0, bits)``; raises ValueError('parse error'|'value out of range')."""
-    if s == "":
-        raise _NumError(_ERR_PARSE)
-    neg = False
-    body = s
-    if s[0] == "+":
-        body = s[1:]
-    elif s[0] == "-":
-        neg, body = True, s[1:]
-    try:
-        un = parse_go_uint(body, bits)
-    except _NumError as exc:
-        if exc.message != _ERR_RANGE:
-            raise
-        raise _NumError(_ERR_RANGE) from None
-    cutoff = 1 << (bits - 1)
-    if not neg and un >= cutoff:
-        raise _NumError(_ERR_RANGE)
-    if neg and un > cutoff:
-        raise _NumError(_ERR_RANGE)
-    return -un if neg else un
-
-
-def parse_go_bool(s: str) -> bool:
-    """``strconv.ParseBool``: the twelve spellings Go accepts, nothing else (``flag``'s error kind)."""
-    try:
-        return gocompat.parse_go_bool(s)
-    except ValueError:
-        raise _NumError(_ERR_PARSE) from None
-
-
-def go_quote(s: str) -> str:
-    """Go's ``%q`` / strconv.Quote for the strings that appear in usage defaults."""
-    out = ['"']
-    for ch in s:
-        cp = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\v":
-            out.append("\\v")
-        elif cp < 0x20 or cp == 0x7F:
-            out.append(f"\\x{cp:02x}")
-        elif ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif cp < 0x10000:
-            out.append(f"\\u{cp:04x}")
-        else:
-            out.append(f"\\U{cp:08x}")
-    out.append('"')
-    return "".join(out)
+def _flag_error(exc: NumError) -> ValueError:
+    """``flag``'s ``numError``: ``value out of range`` for ``ErrRange``, else ``parse error``."""
+    return ValueError(_ERR_RANGE if exc.out_of_range else _ERR_PARSE)
 
 
 @dataclass(frozen=True)
@@ -225,11 +87,14 @@ class FlagDef:
         """Value.Set: raises ValueError whose message is Go's error text ('parse error', ...)."""
         if self.kind == "string":
             return text
-        if self.kind == "bool":
-            return parse_go_bool(text)
-        if self.kind == "int":
-            return parse_go_int(text, self.bits)
-        return parse_go_uint(text, self.bits)
+        try:
+            if self.kind == "bool":
+                return parse_go_bool(text)
+            if self.kind == "int":
+                return parse_go_int(text, self.bits, base=0)
+            return parse_go_uint(text, self.bits, base=0)
+        except NumError as exc:
+            raise _flag_error(exc) from None
 
     def unquote_usage(self) -> tuple[str, str]:
         """flag.UnquoteUsage: a back-quoted word in the usage names the argument; else the type name."""

@@ -9,11 +9,7 @@ from mirrorbits.admin.goflag import (
     FlagSet,
     ParseStatus,
     bool_flag,
-    go_quote,
     int_flag,
-    parse_go_bool,
-    parse_go_int,
-    parse_go_uint,
     string_flag,
     uint_flag,
 )
@@ -163,52 +159,13 @@ def test_print_defaults_layout() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("0", 0), ("10", 10), ("+7", 7), ("-7", -7), ("0x1F", 31), ("0X1f", 31), ("010", 8), ("0o17", 15),
-     ("0b101", 5), ("1_000", 1000), ("0x_1F", 31), ("-9223372036854775808", -(2**63))],
-)
-def test_parse_go_int_accepts(text: str, value: int) -> None:
-    assert parse_go_int(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "abc", "1.5", "08", "_1", "1_", "1__0", "0x", "--1", "+-1", " 1"])
-def test_parse_go_int_rejects_syntax(text: str) -> None:
-    with pytest.raises(ValueError, match="^parse error$"):
-        parse_go_int(text)
-
-
-def test_parse_go_int_range() -> None:
-    with pytest.raises(ValueError, match="out of range"):
-        parse_go_int("9223372036854775808")
-    with pytest.raises(ValueError, match="out of range"):
-        parse_go_int("300", bits=8)
-    assert parse_go_int("127", bits=8) == 127
-
-
-def test_parse_go_uint() -> None:
-    assert parse_go_uint("18446744073709551615") == 2**64 - 1
-    with pytest.raises(ValueError, match="out of range"):
-        parse_go_uint("18446744073709551616")
-    for bad in ("-1", "+1", ""):
-        with pytest.raises(ValueError, match="^parse error$"):
-            parse_go_uint(bad)
-
-
-def test_parse_go_bool() -> None:
-    for t in ("1", "t", "T", "TRUE", "true", "True"):
-        assert parse_go_bool(t) is True
-    for f in ("0", "f", "F", "FALSE", "false", "False"):
-        assert parse_go_bool(f) is False
-    for bad in ("yes", "tRuE", "", "2"):
-        with pytest.raises(ValueError):
-            parse_go_bool(bad)
-
-
-def test_go_quote() -> None:
-    assert go_quote("localhost") == '"localhost"'
-    assert go_quote('a"b\\c\n\t\x01') == '"a\\"b\\\\c\\n\\t\\x01"'
-    assert go_quote("é") == '"é"'
+def test_flag_errors_name_the_kind_only() -> None:
+    """Go's flag reports ``parse error`` or ``value out of range``, never strconv's own text."""
+    fs = FlagSet("t", (int_flag("n", 0, "n", bits=8), uint_flag("u", 0, "u"), bool_flag("b", False, "b")))
+    assert fs.parse(["-n", "300"]).error == 'invalid value "300" for flag -n: value out of range'
+    assert fs.parse(["-n", "0x1F"])["n"] == 31
+    assert fs.parse(["-u", "-1"]).error == 'invalid value "-1" for flag -u: parse error'
+    assert fs.parse(["-b=yes"]).error == 'invalid boolean value "yes" for -b: parse error'
 
 
 def test_flagdef_validation() -> None:

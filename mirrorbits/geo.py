@@ -1,4 +1,4 @@
-"""GeoIP lookups for the redirector and the admin commands (http.md §12).
+"""GeoIP lookups for the redirector and the admin commands.
 
 Two MaxMind databases are read from ``GeoipDatabasePath``: ``GeoLite2-City.mmdb`` and
 ``GeoLite2-ASN.mmdb``, each replaced by ``<name>.updated`` when that file exists. They are opened with
@@ -21,15 +21,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import NamedTuple
 
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -43,7 +44,9 @@ __all__ = [
     "GeoIPLoadError",
     "GeoIPService",
     "GeoRecord",
+    "HOW_TO_GET",
     "UPDATED_EXT",
+    "missing_databases_text",
     "parse_ip",
 ]
 
@@ -78,8 +81,8 @@ class GeoRecord:
         """Go ``IsValid``: a country code is known (a continent alone is not enough)."""
         return bool(self.country_code)
 
-    def go_fields(self) -> dict[str, Any]:
-        """The ``ClientInfo`` JSON object's keys and values, in Go's order (http.md §7)."""
+    def go_fields(self) -> dict[str, str | float | int]:
+        """The ``ClientInfo`` JSON object's keys and values, in Go's order."""
         return {
             "CountryCode": self.country_code,
             "ContinentCode": self.continent_code,
@@ -95,12 +98,50 @@ class GeoRecord:
 EMPTY_RECORD = GeoRecord()
 
 
-class GeoIPLoadError(Exception):
-    """Raised by :meth:`GeoIP.require_all` when a database is not loaded (admin ``add``)."""
+#: Where a newcomer gets the two files; named in every "GeoIP data missing" message.
+HOW_TO_GET = (
+    "Get them with MaxMind's geoipupdate and a free GeoLite2 account "
+    "(https://www.maxmind.com/en/geolite2/signup), or use a compatible free database that needs no "
+    "account, such as DB-IP Lite (https://db-ip.com/db/lite.php: the City and ASN files in MMDB "
+    "format), saved under those two names."
+)
 
-    def __init__(self, errors: tuple[str, ...] = ()) -> None:
-        super().__init__("One or more GeoIP database could not be loaded")
+
+def missing_databases_text(directory: str, missing: Sequence[str], errors: Sequence[str] = ()) -> str:
+    """What is missing, where it was looked for, under which config key, and how to get it.
+
+    A newcomer who has never installed GeoIP data must be able to fix the problem from this text
+    alone, whether it is read in the daemon log or in a ``mirrorbits add``/``geoupdate`` error.
+    """
+    where = directory or "."
+    if not os.path.isabs(where):
+        where = f"{where} (that is {os.path.abspath(where)})"
+    text = (f"GeoIP data missing: {' and '.join(missing)} not loaded from the directory {where} "
+            f"(configuration key GeoipDatabasePath). The daemon expects {CITY_DB} and {ASN_DB} there. "
+            + HOW_TO_GET)
+    if errors:
+        text += " Cause: " + "; ".join(errors) + "."
+    return text
+
+
+class GeoIPLoadError(Exception):
+    """Raised by :meth:`GeoIP.require_all` when a database is not loaded; the message says which,
+    where it was looked for and how to get it."""
+
+    def __init__(self, directory: str, missing: tuple[str, ...], errors: tuple[str, ...] = ()) -> None:
+        super().__init__(missing_databases_text(directory, missing, errors))
+        self.directory = directory
+        self.missing = missing
         self.errors = errors
+
+
+class CacheStats(NamedTuple):
+    """``functools.lru_cache`` statistics of the lookup cache."""
+
+    hits: int
+    misses: int
+    maxsize: int | None
+    currsize: int
 
 
 class _BadData(Exception):
@@ -125,7 +166,7 @@ def parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return addr
 
 
-def _str(value: Any) -> str:
+def _str(value: object) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -133,7 +174,7 @@ def _str(value: Any) -> str:
     return _intern(value)
 
 
-def _map(value: Any) -> dict[str, Any]:
+def _map(value: object) -> dict[str, object]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -141,7 +182,7 @@ def _map(value: Any) -> dict[str, Any]:
     return value
 
 
-def _float(value: Any) -> float:
+def _float(value: object) -> float:
     if value is None:
         return 0.0
     if not isinstance(value, float):  # Go decodes only double/float into a float64 field
@@ -149,7 +190,7 @@ def _float(value: Any) -> float:
     return _f32(value)
 
 
-def _uint(value: Any) -> int:
+def _uint(value: object) -> int:
     if value is None:
         return 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -163,7 +204,7 @@ class _Database:
 
     path: str
     signature: tuple[int, int, int, int]
-    reader: Any  # maxminddb.extension.Reader
+    reader: maxminddb.Reader
     build_epoch: int
     database_type: str
 
@@ -182,7 +223,7 @@ class GeoIP:
     """The City + ASN databases of one directory, with a cached ``lookup``.
 
     Loading never raises: a database that cannot be opened is reported in :attr:`errors` and simply
-    contributes nothing to lookups (spec §12 degraded mode). The service decides what to do when
+    contributes nothing to lookups (degraded mode). The service decides what to do when
     both are missing (:meth:`startup_report`).
     """
 
@@ -198,7 +239,7 @@ class GeoIP:
         self._failed: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}
         self._errors: dict[str, str] = {}
         self._cached: Callable[[str], GeoRecord] = self._new_cache()
-        self.reload()
+        self._load(force_retry=True)
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -255,15 +296,33 @@ class GeoIP:
                 out[name] = db.build_epoch
         return out
 
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """File names of the databases not loaded, City first."""
+        return tuple(name for name, db in ((CITY_DB, self._city), (ASN_DB, self._asn)) if db is None)
+
+    @property
+    def unusable(self) -> tuple[str, ...]:
+        """File names of the databases not loaded, or whose file in the directory fails to open
+        (an older copy may still be served), City first."""
+        return tuple(name for name in (CITY_DB, ASN_DB) if name in self._errors or self._current(name) is None)
+
+    def missing_text(self, names: Sequence[str] | None = None) -> str:
+        """:func:`missing_databases_text` for this directory (``names``: :attr:`missing` by default)."""
+        return missing_databases_text(self._directory, self.missing if names is None else names,
+                                      self.errors)
+
     def require_all(self) -> None:
-        """Raise :class:`GeoIPLoadError` unless both databases are loaded (admin ``add``)."""
+        """Raise :class:`GeoIPLoadError` unless both databases are loaded."""
         if self._city is None or self._asn is None:
-            raise GeoIPLoadError(self.errors)
+            raise GeoIPLoadError(self._directory, self.missing, self.errors)
 
     def startup_report(self, has_fallbacks: bool) -> bool:
         """Log Go's startup messages; return False when the process must exit (no DB, no fallback)."""
         for err in self.errors:
             self.log.critical("{error}", error=err)
+        if self.missing:
+            self.log.critical("{help}", help=self.missing_text())
         if self.all_failed:
             if not has_fallbacks:
                 self.log.critical(
@@ -286,21 +345,22 @@ class GeoIP:
     def reload(self) -> bool:
         """Re-open each database whose file changed; keep the old one on failure.
 
-        Returns True when a database was swapped (and the lookup cache therefore dropped).
+        Returns True when a database was swapped (and the lookup cache therefore dropped).  An
+        operator who reloads after a configuration change learns at once what is still missing.
         """
-        changed = False
-        for name in (CITY_DB, ASN_DB):
-            if self._reload_one(name, force_retry=True):
-                changed = True
-        if changed:
-            self._cached = self._new_cache()
+        changed = self._load(force_retry=True)
+        if self.unusable:
+            self.log.error("{help}", help=self.missing_text(self.unusable))
         return changed
 
     def check_for_update(self) -> bool:
         """Cheap periodic check (4 ``stat`` calls): reload what changed on disk since last time."""
+        return self._load(force_retry=False)
+
+    def _load(self, *, force_retry: bool) -> bool:
         changed = False
         for name in (CITY_DB, ASN_DB):
-            if self._reload_one(name, force_retry=False):
+            if self._reload_one(name, force_retry=force_retry):
                 changed = True
         if changed:
             self._cached = self._new_cache()
@@ -408,9 +468,9 @@ class GeoIP:
             return EMPTY_RECORD
         return GeoRecord(country_code, continent_code, city, country, latitude, longitude, as_name, as_num)
 
-    def cache_info(self) -> Any:
-        """``functools`` cache statistics of the current lookup cache (for tests and the manhole)."""
-        return self._cached.cache_info()  # type: ignore[attr-defined]
+    def cache_info(self) -> CacheStats:
+        """Statistics of the current lookup cache (for tests and the manhole)."""
+        return CacheStats(*self._cached.cache_info())  # type: ignore[attr-defined]
 
 
 def _open_error(path: str, exc: Exception) -> str:
@@ -433,7 +493,7 @@ class GeoIPService(Service):
         self,
         geoip: GeoIP,
         interval: float = DEFAULT_CHECK_INTERVAL,
-        clock: Any = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         """``clock`` is an ``IReactorTime`` provider (the global reactor when ``None``)."""
         self.geoip = geoip

@@ -161,7 +161,7 @@ def test_missing_asn_database_degrades(tmp_path: Path) -> None:
     assert geo.errors == (f"open {tmp_path / ASN_DB}: no such file or directory",)
     rec = geo.lookup("89.160.20.115")
     assert rec.country_code == "SE" and rec.as_num == 0 and rec.as_name == ""
-    with pytest.raises(GeoIPLoadError, match="^One or more GeoIP database could not be loaded$"):
+    with pytest.raises(GeoIPLoadError, match="^GeoIP data missing: GeoLite2-ASN.mmdb not loaded from the directory "):
         geo.require_all()
     with capturedLogs() as events:
         assert geo.startup_report(has_fallbacks=False)
@@ -184,6 +184,12 @@ def test_no_database_at_all(tmp_path: Path) -> None:
         assert geo.startup_report(has_fallbacks=False) is False
         assert geo.startup_report(has_fallbacks=True) is True
     assert sum("Can't load the GeoIP databases" in e["log_format"] for e in events) == 2
+    # ... and the log says where it looked, what it wants, under which key, and how to get it
+    helps = [e["help"] for e in events if "help" in e]
+    assert len(helps) == 2 and helps[0] == geo.missing_text()
+    for needle in (str(tmp_path / "nowhere"), CITY_DB, ASN_DB, "GeoipDatabasePath", "geoipupdate",
+                   "GeoLite2 account", "DB-IP Lite"):
+        assert needle in helps[0]
 
 
 def test_garbage_file_is_a_load_error(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ parse them.  Commands run against the daemon's admin channel (:mod:`mirrorbits.a
 When the daemon cannot be reached, the commands that only need Redis (list, show, add, edit, enable,
 disable, remove, geoupdate, logs, export, stats) run directly on Redis instead, after saying so on
 stderr.  The Redis settings then come from the configuration file named by ``$MIRRORBITS_CONFIG``,
-else ``/etc/mirrorbits.conf`` (the Go client never reads a config; with neither file the command fails
-as in Go with ``rpc: ...``).  ``refresh``, ``scan``, ``reload``, ``upgrade`` and the server half of
+else ``/etc/mirrorbits.conf`` (the Go client never reads a config; with neither file the command fails,
+saying that the daemon cannot be reached).  ``refresh``, ``scan``, ``reload``, ``upgrade`` and the server half of
 ``version`` always need the daemon.
 
 The same command runner serves the SSH manhole's non-interactive commands: it writes through a
@@ -192,8 +192,8 @@ class Session:
                 if local is not None:
                     self._admin = local
                     return local
-            self.io.err(f'rpc: connection error: desc = "transport: error while dialing: dial tcp '
-                        f'{self.host}:{self.port}: {reason}"\n')
+            self.io.err(f"mirrorbits: cannot reach the daemon at {self.host}:{self.port}: {reason} (is it "
+                        "running, and listening there? see RPCListenAddress in its configuration)\n")
             raise CliExit(1) from None
         try:
             await remote.ping()
@@ -254,11 +254,11 @@ class Session:
 def _dial_error(e: Exception) -> str:
     text = str(e)
     if "refused" in text.lower():
-        return "connect: connection refused"
+        return "connection refused"
     if "timeout" in text.lower() or "timed out" in text.lower():
-        return "i/o timeout"
+        return "no answer (timed out)"
     if "DNS" in text or "address" in text.lower():
-        return f"lookup: {text}"
+        return f"name lookup failed: {text}"
     return text
 
 
@@ -274,9 +274,10 @@ def _fatal(io: CliIO, message: str) -> CliExit:
 
 
 def _rpc(e: Exception) -> str:
+    """What went wrong, in plain words (Go wrapped it in ``rpc error: code = Unknown desc = ...``)."""
     from mirrorbits.admin.commands import AdminError
 
-    return e.rpc_text() if isinstance(e, AdminError) else str(e)
+    return e.message if isinstance(e, AdminError) else str(e)
 
 
 def _usage(io: CliIO, name: str) -> CliExit:
@@ -299,7 +300,7 @@ async def _resolve(io: CliIO, admin: Any, pattern: str) -> Any:
     try:
         refs = await admin.resolve(pattern)
     except AdminError as e:
-        io.err(f"mirror matching: {e.rpc_text()}\n")
+        io.err(f"mirror matching: {e.message}\n")
         raise CliExit(1) from None
     if not refs:
         io.err(f"No match for '{pattern}'\n")
@@ -674,7 +675,7 @@ async def cmd_version(io: CliIO, s: Session, args: Sequence[str]) -> int:
     try:
         server = await admin.version()
     except AdminError as e:
-        io.err(f"version error: {e.rpc_text()}\n")
+        io.err(f"version error: {e.message}\n")
         return 1
     if server.version:
         io.out("Server:\n" + format_version_block(server))

@@ -5,8 +5,8 @@ manhole all call :class:`AdminCommands`; none of them touches Redis itself.  The
 daemon's RPC methods (cli-and-admin.md §9.3) and they write exactly what the Go RPC writes
 (data-and-scanning.md §2.13), so Go and Python nodes can share one Redis.
 
-Errors are :class:`AdminError` with a gRPC-like code (``Unknown``, ``FailedPrecondition``,
-``Internal``, ``Unauthenticated``, ``Unavailable``) so the CLI can print Go's texts.
+Errors are :class:`AdminError`: a plain message (what the CLI prints) and a code that classifies
+the failure (``Unknown``, ``FailedPrecondition``, ``Internal``, ``Unauthenticated``, ``Unavailable``).
 
 Deliberate deviations from Go (spec §13), each noted where it is made:
 
@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from mirrorbits import VERSION
 from mirrorbits.admin.formatting import VersionInfo, mirror_yaml, stats_key_coverage, yaml_diff
 from mirrorbits.config import Config
+from mirrorbits.geo import CITY_DB, GeoIP, GeoRecord
 from mirrorbits.model import (
     LOG_ADDED,
     LOG_DISABLED,
@@ -77,16 +78,15 @@ DEFAULT_MAX_LOGS = 500
 
 
 class AdminError(Exception):
-    """An operation failed; ``code`` is the gRPC code name the Go daemon would have answered."""
+    """An operation failed: ``message`` says what went wrong in plain words, and is what the CLI
+    prints (the Go CLI printed ``rpc error: code = Unknown desc = <message>``; no script parses that
+    wrapper, and it only told users that a gRPC call they never made had failed).  ``code`` classifies
+    the failure for programs (``Unknown``, ``FailedPrecondition``, ``Unauthenticated``, ...)."""
 
     def __init__(self, message: str, code: str = "Unknown") -> None:
         super().__init__(message)
         self.message = message
         self.code = code
-
-    def rpc_text(self) -> str:
-        """How the Go CLI prints it: ``rpc error: code = <Code> desc = <message>``."""
-        return f"rpc error: code = {self.code} desc = {self.message}"
 
 
 def _fp(message: str) -> AdminError:
@@ -297,9 +297,7 @@ def version_info() -> VersionInfo:
     )
 
 
-def _default_geoip(directory: str) -> Any:
-    from mirrorbits.geo import GeoIP
-
+def _default_geoip(directory: str) -> GeoIP:
     return GeoIP(directory, cache_size=16)
 
 
@@ -340,7 +338,7 @@ class AdminCommands:
     mirror_scanner: MirrorScanner | None = None
     on_reload: Callable[[], Any] | None = None
     on_upgrade: Callable[[], Any] | None = None
-    geoip_factory: Callable[[str], Any] = _default_geoip
+    geoip_factory: Callable[[str], GeoIP] = _default_geoip
     resolver: Callable[[str], Awaitable[list[str]]] = _resolve_default
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     where: str = "daemon"
@@ -536,8 +534,11 @@ class AdminCommands:
         await self._log(mirror.id, LOG_ADDED if new else LOG_EDITED)
         return mirror
 
-    async def _geolocate(self, http_url: str) -> tuple[Any, list[str]]:
-        """DNS + GeoIP of the mirror's host, as Go's AddMirror/GeoUpdateMirror (with the port fix)."""
+    async def _geolocate(self, http_url: str) -> tuple[GeoRecord, list[str], GeoIP]:
+        """DNS + GeoIP of the mirror's host, as Go's AddMirror/GeoUpdateMirror (with the port fix).
+
+        Missing GeoIP data is not an error here (Go refused to add the mirror): the record is
+        whatever the loaded databases say, possibly nothing, and the caller decides what to tell."""
         warnings: list[str] = []
         host = url_host(http_url)
         try:
@@ -554,17 +555,17 @@ class AdminCommands:
             warnings.append("Warning: the hostname returned more than one address. "
                             "Assuming they're sharing the same location.")
         geo = await threads.deferToThread(self.geoip_factory, self.config().GeoipDatabasePath)
-        try:
-            geo.require_all()
-        except Exception:
-            raise AdminError("One or more GeoIP database could not be loaded") from None
         record = geo.lookup(addrs[0])
-        if not record.country_code:
+        if not record.country_code and CITY_DB not in geo.missing:
             warnings.append("Warning: unable to guess the geographic location of this mirror")
-        return record, warnings
+        return record, warnings, geo
 
     async def add_mirror(self, mirror: Mirror) -> AddResult:
-        """``AddMirror``: geolocate, then save as a new, disabled mirror (spec §3.2)."""
+        """``AddMirror``: geolocate, then save as a new, disabled mirror.
+
+        Deviation from Go: without GeoIP data the mirror is still added, without a location, and the
+        reply warns that ``geoupdate`` must run once the data is there (Go refused with "One or more
+        GeoIP database could not be loaded", which stopped every newcomer at the first mirror)."""
         if mirror.id != 0:
             raise _fp("unexpected ID")
         err = validate_add(mirror.name, mirror.http_url)
@@ -574,7 +575,11 @@ class AdminCommands:
         names = await self._names()
         if mirror.name in names.values():
             raise AdminError("name already taken")
-        record, warnings = await self._geolocate(mirror.http_url)
+        record, warnings, geo = await self._geolocate(mirror.http_url)
+        if geo.missing:
+            what = "has no location" if CITY_DB in geo.missing else "has no AS number"
+            warnings.append(f"Warning: this mirror {what} until 'mirrorbits geoupdate {mirror.name}' runs "
+                            f"with GeoIP data present. {geo.missing_text()}")
         mirror = replace(mirror, enabled=False)
         if record.country_code:
             mirror = replace(mirror, latitude=record.latitude, longitude=record.longitude,
@@ -600,7 +605,12 @@ class AdminCommands:
         old = await self._load(mirror_id)
         if old is None:
             raise AdminError("mirror not found")
-        record, warnings = await self._geolocate(old.http_url)
+        record, warnings, geo = await self._geolocate(old.http_url)
+        if CITY_DB in geo.missing:
+            # Nothing to compare with: saying "up to date" would be a lie.
+            raise AdminError(f"cannot locate mirror '{old.name}': {geo.missing_text()}", "FailedPrecondition")
+        if geo.missing:
+            warnings.append(f"Warning: the AS number stays unknown. {geo.missing_text()}")
         new = old
         if record.country_code:
             new = replace(old, latitude=record.latitude, longitude=record.longitude,
@@ -699,7 +709,8 @@ class AdminCommands:
                 try:
                     r = await d
                 except defer.TimeoutError:
-                    raise AdminError("context deadline exceeded", "DeadlineExceeded") from None
+                    raise AdminError(f"scanning {name} took longer than {timeout:g} s and was stopped",
+                                     "DeadlineExceeded") from None
                 reply = ScanReply(files_indexed=r.files_indexed, known_indexed=r.known_indexed,
                                   removed=r.removed, tz_offset_ms=r.tz_offset_ms)
                 break

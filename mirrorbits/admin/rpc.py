@@ -2,7 +2,7 @@
 
 One AMP command, :class:`AdminCall`, carries a method name of :class:`~mirrorbits.admin.commands.
 AdminCommands`, its keyword arguments as JSON and the password; the answer is JSON too (a value, or
-an error with the gRPC-like code the Go daemon would have used).  Values larger than AMP's 64 KiB
+an error: a plain message and a code).  Values larger than AMP's 64 KiB
 limit are split over several box keys (:class:`BigUnicode`), so ``list`` works with any number of
 mirrors.
 
@@ -179,7 +179,7 @@ class AdminProtocol(amp.AMP):
         except AdminError as e:
             payload = {"error": {"code": e.code, "message": e.message}}
         except defer.CancelledError:
-            payload = {"error": {"code": "Canceled", "message": "context canceled"}}
+            payload = {"error": {"code": "Canceled", "message": "cancelled: the caller went away"}}
         except Exception as e:
             log.failure("admin call {method} failed", method=method)
             payload = {"error": {"code": "Internal", "message": f"internal error: {e}"}}
@@ -277,12 +277,12 @@ class RemoteAdmin:
         try:
             reply = await d
         except defer.TimeoutError:
-            raise AdminError("context deadline exceeded", "DeadlineExceeded") from None
+            raise AdminError(f"the daemon did not answer within {deadline:g} s", "DeadlineExceeded") from None
         except amp.UnknownRemoteError as e:
-            raise AdminError(str(e), "Unknown") from None
+            raise AdminError(f"the daemon failed to answer: {e}", "Unknown") from None
         except Exception as e:  # connection lost...
-            raise AdminError("transport is closing" if "onnection" in str(e) else str(e),
-                             "Unavailable") from None
+            raise AdminError("the connection to the daemon was lost" if "onnection" in str(e)
+                             else f"the daemon could not be asked: {e}", "Unavailable") from None
         payload = json.loads(reply["result"])
         if "error" in payload:
             raise AdminError(payload["error"]["message"], payload["error"]["code"])

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Literal
 
 from mirrorbits.gocompat import (
     Float32,
@@ -31,7 +32,11 @@ from mirrorbits.gocompat import (
 )
 
 __all__ = [
+    "MIRROR_FIELDS",
+    "MIRROR_FIELD_BY_GO",
+    "MIRROR_FIELD_BY_REDIS",
     "EmptyMirrorHash",
+    "FieldKind",
     "FileInfo",
     "LOG_ADDED",
     "LOG_DISABLED",
@@ -42,6 +47,7 @@ __all__ = [
     "LOG_SCAN_STARTED",
     "LOG_STATE_CHANGED",
     "Mirror",
+    "MirrorField",
     "PROTO_HTTP",
     "PROTO_HTTPS",
     "PROTO_UNDEFINED",
@@ -96,7 +102,7 @@ def normalize_url(url: str) -> str:
     return url + "/" if url and not url.endswith("/") else url
 
 
-def _parse_unix(s: str) -> int:
+def _p_int64(s: str) -> int:
     return parse_go_int(s, 64)
 
 
@@ -170,13 +176,12 @@ class Mirror:
         kwargs: dict[str, object] = {}
         for key, value in h.items():
             field = _text(key)
-            spec = _FIELDS.get(field)
+            spec = MIRROR_FIELD_BY_REDIS.get(field)
             if spec is None:
                 continue
-            attr, parse = spec
             text = _text(value)
             try:
-                kwargs[attr] = parse(text)
+                kwargs[spec.attr] = spec.parse(text)
             except ValueError as exc:
                 raise ValueError(f"mirror field {field!r}: cannot parse {text!r}: {exc}") from None
         return cls(**kwargs)  # type: ignore[arg-type]
@@ -282,61 +287,94 @@ class Mirror:
         return go_fields(self.excluded_country_codes)
 
 
-def _p_str(s: str) -> str:
-    return s
-
-
-def _p_int(s: str) -> int:
-    return parse_go_int(s, 64)
-
-
-def _p_uint(s: str) -> int:
-    return parse_go_int(s, 64, signed=False)
+#: How a field's text is read and written: the Go type behind it.
+FieldKind = Literal["str", "bool", "int", "uint", "int8", "float32", "time", "redirects"]
 
 
 def _p_int8(s: str) -> int:
     return parse_go_int(s, 8)
 
 
-#: Redis field -> (attribute, parser); order = the Go struct's.
-_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "ID": ("id", _p_int),
-    "name": ("name", _p_str),
-    "http": ("http_url", _p_str),
-    "rsync": ("rsync_url", _p_str),
-    "ftp": ("ftp_url", _p_str),
-    "sponsorName": ("sponsor_name", _p_str),
-    "sponsorURL": ("sponsor_url", _p_str),
-    "sponsorLogo": ("sponsor_logo_url", _p_str),
-    "adminName": ("admin_name", _p_str),
-    "adminEmail": ("admin_email", _p_str),
-    "customData": ("custom_data", _p_str),
-    "continentOnly": ("continent_only", parse_go_bool),
-    "countryOnly": ("country_only", parse_go_bool),
-    "asOnly": ("as_only", parse_go_bool),
-    "score": ("score", _p_int),
-    "latitude": ("latitude", _parse_f32),
-    "longitude": ("longitude", _parse_f32),
-    "continentCode": ("continent_code", _p_str),
-    "countryCodes": ("country_codes", _p_str),
-    "excludedCountryCodes": ("excluded_country_codes", _p_str),
-    "asnum": ("asnum", _p_uint),
-    "comment": ("comment", _p_str),
-    "enabled": ("enabled", parse_go_bool),
-    "httpUp": ("http_up", parse_go_bool),
-    "httpsUp": ("https_up", parse_go_bool),
-    "httpDownReason": ("http_down_reason", _p_str),
-    "httpsDownReason": ("https_down_reason", _p_str),
-    "stateSince": ("state_since", _parse_unix),
-    "allowredirects": ("allow_redirects", _p_int),
-    "tzoffset": ("tz_offset", _p_int),
-    "lastSync": ("last_sync", _parse_unix),
-    "lastSuccessfulSync": ("last_successful_sync", _parse_unix),
-    "lastSuccessfulSyncProtocol": ("last_successful_sync_protocol", _p_int8),
-    "lastSuccessfulSyncPrecision": ("last_successful_sync_precision", _p_int),
-    "lastModTime": ("last_mod_time", _parse_unix),
+def _p_uint(s: str) -> int:
+    return parse_go_int(s, 64, signed=False)
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "str": str,
+    "bool": parse_go_bool,
+    "int": _p_int64,
+    "uint": _p_uint,
+    "int8": _p_int8,
+    "float32": _parse_f32,
+    "time": _p_int64,
+    "redirects": _p_int64,
 }
-_ATTR_TO_FIELD = {attr: field for field, (attr, _) in _FIELDS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorField:
+    """One field of the Go ``Mirror`` struct: its ``MIRROR_<id>`` hash field (``redis``), the
+    :class:`Mirror` attribute, the Go name (YAML key of ``show``/``edit``, JSON key of the
+    answers and exports) and its kind.  ``yaml`` marks the fields of the editable document."""
+
+    redis: str
+    attr: str
+    go: str
+    kind: FieldKind
+    yaml: bool = True
+
+    @property
+    def parse(self) -> Callable[[str], object]:
+        """The redigo reader of the field's text (ValueError when it does not parse)."""
+        return _PARSERS[self.kind]
+
+
+#: Every stored mirror field, in the Go struct's order: the one table the readers, the writers,
+#: the CLI documents and selection derive from.
+MIRROR_FIELDS: tuple[MirrorField, ...] = (
+    MirrorField("ID", "id", "ID", "int", yaml=False),
+    MirrorField("name", "name", "Name", "str"),
+    MirrorField("http", "http_url", "HttpURL", "str"),
+    MirrorField("rsync", "rsync_url", "RsyncURL", "str"),
+    MirrorField("ftp", "ftp_url", "FtpURL", "str"),
+    MirrorField("sponsorName", "sponsor_name", "SponsorName", "str"),
+    MirrorField("sponsorURL", "sponsor_url", "SponsorURL", "str"),
+    MirrorField("sponsorLogo", "sponsor_logo_url", "SponsorLogoURL", "str"),
+    MirrorField("adminName", "admin_name", "AdminName", "str"),
+    MirrorField("adminEmail", "admin_email", "AdminEmail", "str"),
+    MirrorField("customData", "custom_data", "CustomData", "str"),
+    MirrorField("continentOnly", "continent_only", "ContinentOnly", "bool"),
+    MirrorField("countryOnly", "country_only", "CountryOnly", "bool"),
+    MirrorField("asOnly", "as_only", "ASOnly", "bool"),
+    MirrorField("score", "score", "Score", "int"),
+    MirrorField("latitude", "latitude", "Latitude", "float32"),
+    MirrorField("longitude", "longitude", "Longitude", "float32"),
+    MirrorField("continentCode", "continent_code", "ContinentCode", "str"),
+    MirrorField("countryCodes", "country_codes", "CountryCodes", "str"),
+    MirrorField("excludedCountryCodes", "excluded_country_codes", "ExcludedCountryCodes", "str"),
+    MirrorField("asnum", "asnum", "ASNum", "uint"),
+    MirrorField("comment", "comment", "Comment", "str", yaml=False),
+    MirrorField("enabled", "enabled", "Enabled", "bool"),
+    MirrorField("httpUp", "http_up", "HttpUp", "bool", yaml=False),
+    MirrorField("httpsUp", "https_up", "HttpsUp", "bool", yaml=False),
+    MirrorField("httpDownReason", "http_down_reason", "HttpDownReason", "str", yaml=False),
+    MirrorField("httpsDownReason", "https_down_reason", "HttpsDownReason", "str", yaml=False),
+    MirrorField("stateSince", "state_since", "StateSince", "time", yaml=False),
+    MirrorField("allowredirects", "allow_redirects", "AllowRedirects", "redirects"),
+    MirrorField("tzoffset", "tz_offset", "TZOffset", "int", yaml=False),
+    MirrorField("lastSync", "last_sync", "LastSync", "time", yaml=False),
+    MirrorField("lastSuccessfulSync", "last_successful_sync", "LastSuccessfulSync", "time", yaml=False),
+    MirrorField("lastSuccessfulSyncProtocol", "last_successful_sync_protocol", "LastSuccessfulSyncProtocol",
+                "int8", yaml=False),
+    MirrorField("lastSuccessfulSyncPrecision", "last_successful_sync_precision", "LastSuccessfulSyncPrecision",
+                "int", yaml=False),
+    MirrorField("lastModTime", "last_mod_time", "LastModTime", "time", yaml=False),
+)
+#: Hash field -> its description.
+MIRROR_FIELD_BY_REDIS: dict[str, MirrorField] = {f.redis: f for f in MIRROR_FIELDS}
+#: Go name (YAML/JSON key) -> its description.
+MIRROR_FIELD_BY_GO: dict[str, MirrorField] = {f.go: f for f in MIRROR_FIELDS}
+_ATTR_TO_FIELD = {f.attr: f.redis for f in MIRROR_FIELDS}
 
 
 # ---------------------------------------------------------------------------------------------------

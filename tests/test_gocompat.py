@@ -98,6 +98,8 @@ def test_f32_rounds_to_binary32() -> None:
     (3.4028234663852886e38, "3.4028235e+38"),
     (1e-45, "1e-45"),
     (-0.0, "-0"),
+    (float("inf"), "+Inf"),
+    (1e39, "+Inf"),  # beyond float32: Go's float32(x) is +Inf
 ])
 def test_format_float32_redis_examples(value: float, text: str) -> None:
     assert format_float32(value) == text

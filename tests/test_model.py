@@ -264,6 +264,53 @@ def test_log_foreign_offset_is_numeric(local_tz: Callable[[str], None]) -> None:
     assert render_mirror_log(line) == "2024-01-02 03:04:05 +0100: Mirror enabled"
 
 
+def _entry(**kw: object) -> str:
+    return json.dumps({"MirrorID": 1, "Timestamp": "2026-11-26T03:22:54.463553452Z", **kw})
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        ({"Type": 1, "Err": "rsync: Error in socket I/O"}, "Error: rsync: Error in socket I/O"),
+        ({"Type": 2}, "Mirror added"),
+        ({"Type": 3}, "Mirror edited"),
+        ({"Type": 4}, "Mirror enabled"),
+        ({"Type": 5}, "Mirror disabled"),
+        ({"Type": 6, "Proto": 1, "Up": True, "Reason": ""}, "HTTP mirror is up"),
+        ({"Type": 6, "Proto": 2, "Up": False, "Reason": ""}, "HTTPS mirror is down"),
+        ({"Type": 6, "Proto": 1, "Up": False, "Reason": "Unreachable"}, "HTTP mirror is down: Unreachable"),
+        ({"Type": 6, "Proto": 0, "Up": True}, "Mirror is up"),
+        ({"Type": 7, "Typ": 0}, "RSYNC scan started"),
+        ({"Type": 7, "Typ": 1}, "FTP scan started"),
+        ({"Type": 7, "Typ": 9}, "Scan started using a unknown protocol"),
+        ({"Type": 8, "FilesIndexed": 3, "KnownIndexed": 2, "Removed": 0, "TZOffset": 0},
+         "Scan completed: 3 files (2 known), 0 removed"),
+        ({"Type": 8, "FilesIndexed": 3, "KnownIndexed": 2, "Removed": 1, "TZOffset": -1800000},
+         "Scan completed: 3 files (2 known), 1 removed (corrected timezone offset: -30m0s)"),
+    ],
+)
+def test_log_lines(fields: dict[str, object], text: str, local_tz: Callable[[str], None]) -> None:
+    local_tz("UTC")
+    assert render_mirror_log(_entry(**fields)) == f"2026-11-26 03:22:54 UTC: {text}"
+
+
+def test_log_skips_bad_entries() -> None:
+    assert render_mirror_log("not json") is None
+    assert render_mirror_log(_entry(Type=42)) is None
+    assert render_mirror_log(json.dumps([1, 2])) is None
+    assert render_mirror_log(_entry(Type="2")) is None
+
+
+def test_log_timestamp_zones(local_tz: Callable[[str], None]) -> None:
+    local_tz("Europe/Paris")
+    e = json.dumps({"Type": 2, "MirrorID": 1, "Timestamp": "2026-01-15T10:00:00.5+01:00"})
+    assert render_mirror_log(e) == "2026-01-15 10:00:00 CET: Mirror added"
+    e = json.dumps({"Type": 2, "MirrorID": 1, "Timestamp": "2026-07-15T10:00:00+02:00"})
+    assert render_mirror_log(e) == "2026-07-15 10:00:00 CEST: Mirror added"
+    e = json.dumps({"Type": 2, "MirrorID": 1, "Timestamp": "2026-07-15T10:00:00-03:30"})
+    assert render_mirror_log(e) == "2026-07-15 10:00:00 -0330: Mirror added"
+
+
 def test_gts_written_for_files_is_parseable_by_both_sides() -> None:
     # What the local scanner writes must read back as the same instant.
     t = 1_700_000_000 * NS + 1

@@ -14,43 +14,25 @@ Deliberate deviations from Go (the issue asks for validated edits): an unknown k
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import yaml
 
 from mirrorbits.admin.commands import go_url_parse_error
-from mirrorbits.model import Mirror
+from mirrorbits.model import MIRROR_FIELDS, Mirror
 
 __all__ = ["EditError", "apply_mirror_yaml", "validate_edited"]
 
-#: YAML key -> (Mirror attribute, kind)
-_KEYS: dict[str, tuple[str, str]] = {
-    "Name": ("name", "str"),
-    "HttpURL": ("http_url", "str"),
-    "RsyncURL": ("rsync_url", "str"),
-    "FtpURL": ("ftp_url", "str"),
-    "SponsorName": ("sponsor_name", "str"),
-    "SponsorURL": ("sponsor_url", "str"),
-    "SponsorLogoURL": ("sponsor_logo_url", "str"),
-    "AdminName": ("admin_name", "str"),
-    "AdminEmail": ("admin_email", "str"),
-    "CustomData": ("custom_data", "str"),
-    "ContinentOnly": ("continent_only", "bool"),
-    "CountryOnly": ("country_only", "bool"),
-    "ASOnly": ("as_only", "bool"),
-    "Score": ("score", "int"),
-    "Latitude": ("latitude", "float"),
-    "Longitude": ("longitude", "float"),
-    "ContinentCode": ("continent_code", "str"),
-    "CountryCodes": ("country_codes", "str"),
-    "ExcludedCountryCodes": ("excluded_country_codes", "str"),
-    "ASNum": ("asnum", "uint"),
-    "Enabled": ("enabled", "bool"),
-    "AllowRedirects": ("allow_redirects", "redirects"),
-}
+#: YAML key -> (Mirror attribute, kind): the editable fields of the model's table.
+_KEYS: dict[str, tuple[str, str]] = {f.go: (f.attr, f.kind) for f in MIRROR_FIELDS if f.yaml}
+
+#: A converted value: what a Mirror attribute of the document holds.
+_Value = str | bool | int | float
+
+#: Go's zero value of each kind (what ``null`` sets).
+_ZERO: dict[str, _Value] = {"str": "", "bool": False, "int": 0, "uint": 0, "float32": 0.0, "redirects": 0}
 
 _TAG = "tag:yaml.org,2002:"
-_GO_TYPE = {"str": "string", "bool": "bool", "int": "int", "uint": "uint", "float": "float32",
+_GO_TYPE = {"str": "string", "bool": "bool", "int": "int", "uint": "uint", "float32": "float32",
             "redirects": "bool"}
 
 
@@ -63,7 +45,7 @@ def _short_tag(node: yaml.Node) -> str:
     return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
 
 
-def _convert(node: yaml.Node, kind: str, line: int) -> tuple[Any, str | None]:
+def _convert(node: yaml.Node, kind: str, line: int) -> tuple[_Value | None, str | None]:
     """(value, error) for one value node."""
     if not isinstance(node, yaml.ScalarNode):
         kind_name = "!!seq" if isinstance(node, yaml.SequenceNode) else "!!map"
@@ -72,7 +54,7 @@ def _convert(node: yaml.Node, kind: str, line: int) -> tuple[Any, str | None]:
     value = node.value
     bad = f"line {line}: cannot unmarshal {tag} `{value}` into {_GO_TYPE[kind]}"
     if tag == "!!null":
-        return {"str": "", "bool": False, "int": 0, "uint": 0, "float": 0.0, "redirects": 0}[kind], None
+        return _ZERO[kind], None
     constructed = yaml.SafeLoader(" ").construct_object(node) if tag != "!!str" else value
     if kind == "str":
         return value, None
@@ -117,7 +99,7 @@ def apply_mirror_yaml(text: str, base: Mirror) -> Mirror:
         line = root.start_mark.line + 1
         raise EditError(f"yaml: unmarshal errors:\n  line {line}: cannot unmarshal {_short_tag(root)} "
                         f"into Mirror")
-    changes: dict[str, Any] = {}
+    changes: dict[str, object] = {}
     errors: list[str] = []
     seen: dict[str, int] = {}
     for key_node, value_node in root.value:
@@ -139,7 +121,7 @@ def apply_mirror_yaml(text: str, base: Mirror) -> Mirror:
         changes[attr] = value
     if errors:
         raise EditError("yaml: unmarshal errors:\n  " + "\n  ".join(errors))
-    return replace(base, **changes)
+    return replace(base, **changes)  # type: ignore[arg-type]  # values typed per field by _convert
 
 
 def validate_edited(m: Mirror) -> None:

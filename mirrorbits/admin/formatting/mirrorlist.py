@@ -1,0 +1,134 @@
+"""``mirrorbits list``: the mirrors table, their state texts and the down reasons.
+
+Scripts and the bash completion read the Go client's output, so the table goes through the same
+``text/tabwriter`` rules and keeps Go's trailing spaces; ``list -reason`` (our addition, off by
+default) adds why a mirror is down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from mirrorbits.admin.tabwriter import tabulate
+from mirrorbits.gocompat import NS_PER_SECOND, ZERO_TIME_NS, format_rfc1123
+from mirrorbits.model import Mirror
+
+__all__ = ["ListOptions", "format_list", "mirror_down_reason", "mirror_state"]
+
+
+def url_kind(http_url: str) -> str:
+    """``http`` or ``https`` for a URL with that scheme, ``both`` for a scheme-less one."""
+    if http_url.startswith("http://"):
+        return "http"
+    if http_url.startswith("https://"):
+        return "https"
+    return "both"
+
+
+def mirror_state(m: Mirror) -> str:
+    """The STATE text of ``list`` and ``stats mirror``: disabled, up, down, up/down or down/up."""
+    if not m.enabled:
+        return "disabled"
+    kind = url_kind(m.http_url)
+    if kind == "http":
+        return "up" if m.http_up else "down"
+    if kind == "https":
+        return "up" if m.https_up else "down"
+    if m.http_up == m.https_up:
+        return "up" if m.http_up else "down"
+    return f"{'up' if m.http_up else 'down'}/{'up' if m.https_up else 'down'}"
+
+
+def mirror_down_reason(m: Mirror) -> str:
+    """Why the mirror is (partly) down, from ``httpDownReason``/``httpsDownReason``; empty when up."""
+    kind = url_kind(m.http_url)
+    parts = []
+    if kind in ("http", "both") and not m.http_up:
+        parts.append(("HTTP", m.http_down_reason))
+    if kind in ("https", "both") and not m.https_up:
+        parts.append(("HTTPS", m.https_down_reason))
+    parts = [(p, r) for p, r in parts if r]
+    if not parts:
+        return ""
+    if len(parts) == 1 and kind != "both":
+        return parts[0][1]
+    return "; ".join(f"{p}: {r}" for p, r in parts)
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """The ``list`` flags (same names and defaults as Go), plus the opt-in ``show_reason`` column."""
+
+    http: bool = False
+    rsync: bool = False
+    ftp: bool = False
+    location: bool = False
+    score: bool = False
+    state: bool = True
+    disabled: bool = False
+    enabled: bool = False
+    down: bool = False
+    show_reason: bool = False
+
+    @classmethod
+    def from_flags(cls, values: Mapping[str, object], show_reason: bool = False) -> ListOptions:
+        """Build from the parsed ``list`` flags (e.g. ``ParseResult.values``)."""
+        names = ("http", "rsync", "ftp", "location", "score", "state", "disabled", "enabled", "down")
+        return cls(**{n: bool(values[n]) for n in names if n in values}, show_reason=show_reason)
+
+
+def _state_since_ns(m: Mirror) -> int:
+    """``StateSince`` as epoch ns; Go's zero time when the field is absent."""
+    return ZERO_TIME_NS if m.state_since is None else m.state_since * NS_PER_SECOND
+
+
+def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None) -> str:
+    """The stdout of ``list``: sorted by state change (newest first), filtered, through the tab writer."""
+    opts = opts or ListOptions()
+    rows = list(mirrors)
+    # Go sorts by StateSince descending with an unstable sort; ties are broken by name here so the
+    # output is deterministic.
+    rows.sort(key=lambda m: m.name)
+    rows.sort(key=_state_since_ns, reverse=True)
+    out = ["Identifier "]
+    if opts.score:
+        out.append("\tSCORE")
+    if opts.http:
+        out.append("\tHTTP ")
+    if opts.rsync:
+        out.append("\tRSYNC ")
+    if opts.ftp:
+        out.append("\tFTP ")
+    if opts.location:
+        out.append("\tLOCATION ")
+    if opts.state:
+        out.append("\tSTATE\tSINCE")
+        if opts.show_reason:
+            out.append("\tREASON")
+    out.append("\n")
+    for m in rows:
+        if opts.disabled and m.enabled:
+            continue
+        if opts.enabled and not m.enabled:
+            continue
+        if opts.down and (m.is_up() or not m.enabled):
+            continue
+        out.append(f"{m.name} ")
+        if opts.score:
+            out.append(f"\t{m.score} ")
+        if opts.http:
+            out.append(f"\t{m.http_url} ")
+        if opts.rsync:
+            out.append(f"\t{m.rsync_url} ")
+        if opts.ftp:
+            out.append(f"\t{m.ftp_url} ")
+        if opts.location:
+            country = m.country_codes.split(" ")[0]
+            out.append(f"\t{country} ({m.continent_code}) ")
+        if opts.state:
+            out.append(f"\t{mirror_state(m)} \t({format_rfc1123(_state_since_ns(m), 'UTC')})")
+            if opts.show_reason:
+                out.append(f"\t{mirror_down_reason(m) if m.enabled else ''}")
+        out.append("\n")
+    return tabulate("".join(out))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
 from tests.test_geo import _mmdb_encode
@@ -103,7 +103,7 @@ class AdminDaemon:
         self.env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.env.pop("MIRRORBITS_CONFIG", None)
         self._batch: subprocess.Popen[str] | None = None
-        self.proc = subprocess.Popen(
+        self.proc = processes.spawn(
             [sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(self.conf),
              "-monitor=false", "-p", str(tmp / "mirrorbits.pid")],
             cwd=tmp, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
@@ -152,9 +152,9 @@ class AdminDaemon:
     def _runner(self) -> subprocess.Popen[str]:
         """One long-lived process running CLI command lines (tests.admin.cli_batch --serve)."""
         if self._batch is None or self._batch.poll() is not None:
-            self._batch = subprocess.Popen([sys.executable, "-m", "tests.admin.cli_batch", "--serve"],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                           cwd=ROOT, env=self.env)
+            self._batch = processes.spawn([sys.executable, "-m", "tests.admin.cli_batch", "--serve"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                          cwd=ROOT, env=self.env)
         return self._batch
 
     def one(self, *argv: str, stdin: str = "", env: dict[str, str] | None = None,
@@ -169,31 +169,13 @@ class AdminDaemon:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def stop(self) -> None:
-        if self._batch is not None and self._batch.poll() is None:
-            assert self._batch.stdin is not None
-            self._batch.stdin.close()
-            try:
-                self._batch.wait(10)
-            except subprocess.TimeoutExpired:
-                self._batch.kill()
-                self._batch.wait()
-        # After an upgrade the daemon is the child named in the pid file: stop it too.
-        try:
-            pid = int((self.tmp / "mirrorbits.pid").read_text())
-        except (OSError, ValueError):
-            pid = 0
-        if pid and pid != self.proc.pid:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self._batch is not None:
+            assert self._batch.stdin is not None and self._batch.stdout is not None
+            self._batch.stdin.close()  # the runner's cue to exit
+            processes.stop(self._batch, grace=10)
+            self._batch.stdout.close()
+        # After an upgrade the daemon is the child named in the pid file, in the same process group.
+        processes.stop(self.proc, grace=20)
         self._log.close()
         self.redis.cleanup()
 

@@ -1,24 +1,32 @@
-"""The monitor loop (spec §7.1–§7.3): scans scheduled by ScanInterval within ConcurrentSync, a
-rescanned down mirror checked at once, removed mirrors forgotten, re-enabled mirrors re-checked."""
+"""The monitor loop: scans scheduled by ScanInterval within ConcurrentSync, a rescanned down mirror
+checked at once, removed mirrors forgotten, re-enabled mirrors re-checked.
+
+The monitor's schedule runs on a ``task.Clock`` (its ticks, resyncs and "now"), started at the wall
+time because the scanner stamps ``lastSync`` with it; Redis, the rsync daemon and the HTTP server are
+real and run on the real reactor, which the tests let run between two steps of the fake clock.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from mirrorbits.config import Config
+from mirrorbits.model import LOG_SCAN_STARTED, Mirror
 from mirrorbits.monitor.cluster import Cluster
 from mirrorbits.monitor.health import HealthChecker, HttpClient
-from mirrorbits.monitor.scheduler import Monitor
+from mirrorbits.monitor.scheduler import RESYNC_INTERVAL, Monitor
 from mirrorbits.redis import schema
-from mirrorbits.scan.mirror import MirrorScanner
+from mirrorbits.scan.mirror import MirrorScanner, ScanJobResult
 from tests.fixtures.rsyncd import start_rsyncd
 from tests.monitor.httpd import Answer, WebServer
-from tests.monitor.support import RedisTestCase, eventually, sleep
+from tests.monitor.support import RedisTestCase, sleep
 
 
 class SchedulerTests(RedisTestCase):
@@ -39,6 +47,10 @@ class SchedulerTests(RedisTestCase):
         self.r.sadd(schema.FILES, "/f")
         self.r.hset(schema.file_key("/f"), "size", "3")
         self.config = Config(Repository=str(self.tmp), ConcurrentSync=1)
+        self.clock = task.Clock()
+        self.clock.advance(time.time())
+        #: Mirror ids, one per scan the monitor started.
+        self.scans: list[int] = []
 
     def add_mirror(self, i: int, **fields: str) -> None:
         self.web.answer(f"/m{i}/f", Answer(200))
@@ -50,10 +62,37 @@ class SchedulerTests(RedisTestCase):
     def monitor(self) -> Monitor:
         http = HttpClient(reactor, timeout=3)
         scanner = MirrorScanner(self.client, lambda: self.config, http)
+        run_job = scanner.run_job
+
+        async def counted_run_job(mirror: Mirror) -> ScanJobResult:
+            self.scans.append(mirror.id)
+            return await run_job(mirror)
+
+        scanner.run_job = counted_run_job  # type: ignore[method-assign]
         mon = Monitor(self.client, lambda: self.config, Cluster(self.client, 0), HealthChecker(http),
-                      scanner, tick=0.1, cluster_settle=0, resync_interval=0.5)
+                      scanner, self.clock, clock=self.clock.seconds, cluster_settle=0)
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(mon.stop()))
         return mon
+
+    async def run_until(self, condition: Callable[[], object], step: float = 1.0,
+                        timeout: float = 20.0) -> float:
+        """Move the monitor's clock on by ``step`` at a time, letting the real I/O that each step
+        started run, until ``condition()`` holds; returns the fake seconds that passed."""
+        start = self.clock.seconds()
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met after {self.clock.seconds() - start:g} fake s")
+            self.clock.advance(step)
+            await sleep(0.01)
+        return self.clock.seconds() - start
+
+    async def advance(self, seconds: float, step: float = 1.0) -> None:
+        """Move the monitor's clock on by ``seconds``, one ``step`` at a time, with real I/O between."""
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end:
+            self.clock.advance(min(step, end - self.clock.seconds()))
+            await sleep(0)
 
     async def test_scans_bounded_then_down_mirror_checked(self) -> None:
         for i in (1, 2, 3):
@@ -70,18 +109,23 @@ class SchedulerTests(RedisTestCase):
         checked: list[int] = []
         mon.check_listeners.append(lambda mid, outs: checked.append(mid))
         await mon.start()
-        await eventually(lambda: all(self.r.hget(schema.mirror_key(i), "lastSuccessfulSync")
-                                     for i in (1, 2, 3)), timeout=20)
+        await self.run_until(lambda: all(self.r.hget(schema.mirror_key(i), "lastSuccessfulSync")
+                                         for i in (1, 2, 3)))
         self.assertEqual(peak[0], 1)  # ConcurrentSync = 1
         for i in (1, 2, 3):
             self.assertEqual(self.r.smembers(schema.handled_files_key(i)), {"/f"})
-        # Each was down before its scan: checked again after it (step 7), and now up.
-        await eventually(lambda: all(self.r.hget(schema.mirror_key(i), "httpUp") == "1"
-                                     for i in (1, 2, 3)), timeout=10)
-        # ScanInterval (30 min) has not passed: no second scan.
-        events = [e["Type"] for e in self.mirror_log(1)]
-        await sleep(0.5)
-        self.assertEqual(events.count(7), 1)
+        # Each was down before its scan: checked again after it, and now up.
+        await self.run_until(lambda: all(self.r.hget(schema.mirror_key(i), "httpUp") == "1"
+                                         for i in (1, 2, 3)))
+        self.assertEqual(sorted(self.scans), [1, 2, 3])
+        # For 29 minutes (ScanInterval is 30) the ticks, checks and resyncs go on: no second scan.
+        await self.advance(29 * 60)
+        self.assertEqual(sorted(self.scans), [1, 2, 3])
+        self.assertEqual([e["Type"] for e in self.mirror_log(1)].count(LOG_SCAN_STARTED), 1)
+        # Past ScanInterval a mirror is due again: a tick starts its second scan. (No more is checked
+        # here: the scanner stamps lastSync with the wall time, which the fake clock has left behind.)
+        waited = await self.run_until(lambda: len(self.scans) == 4)
+        self.assertLessEqual(waited, 2 * 60)
 
     async def test_removed_forgotten_and_reenabled_rechecked(self) -> None:
         self.config = self.config.replace(ConcurrentSync=0)
@@ -92,20 +136,29 @@ class SchedulerTests(RedisTestCase):
         checked: list[int] = []
         mon.check_listeners.append(lambda mid, outs: checked.append(mid))
         await mon.start()
-        await eventually(lambda: sorted(checked) == [1, 2])
+        started = self.clock.seconds()
+        await self.run_until(lambda: sorted(checked) == [1, 2], step=0)
         # Removal (as the RPC does it): the monitor forgets it and the cluster index shrinks.
         self.r.delete(schema.mirror_key(2))
         self.r.hdel(schema.MIRRORS, "2")
         self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "2")
-        await eventually(lambda: 2 not in mon.mirrors and mon.cluster.mirrors_index == [1])
-        # Disabled then enabled again: checked at once, not after CheckInterval.
+        await self.run_until(lambda: 2 not in mon.mirrors and mon.cluster.mirrors_index == [1], step=0)
+        # Disabled then enabled again: checked at the next tick, not after CheckInterval (a minute).
         self.r.hset(schema.mirror_key(1), "enabled", "0")
         self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "1")
-        await eventually(lambda: not mon.mirrors[1].mirror.enabled)
+        await self.run_until(lambda: not mon.mirrors[1].mirror.enabled, step=0)
         self.r.hset(schema.mirror_key(1), "enabled", "1")
         self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "1")
-        await eventually(lambda: checked.count(1) == 2, timeout=5)
-        # A mirror added while no message reached us is found by the periodic resync.
+        await self.run_until(lambda: mon.mirrors[1].mirror.enabled, step=0)
+        self.clock.advance(1)  # one tick
+        self.assertTrue(mon.mirrors[1].checking)
+        await self.run_until(lambda: checked.count(1) == 2, step=0)
+        # A mirror added while no message reached us is found by the periodic resync (a minute).
         self.add_mirror(3)
         self.r.sadd(schema.handled_files_key(3), "/f")
-        await eventually(lambda: 3 in checked, timeout=5)
+        since_start = self.clock.seconds() - started
+        await self.advance(RESYNC_INTERVAL - since_start % RESYNC_INTERVAL - 1)
+        self.assertNotIn(3, mon.mirrors)
+        self.clock.advance(1)
+        await self.run_until(lambda: 3 in mon.mirrors, step=0)
+        await self.run_until(lambda: 3 in checked)

@@ -330,6 +330,15 @@ def test_sentinel_runs_with_the_snippet(tmp_path: Path) -> None:
 # A real daemon with the production config, behind a real nginx and a real HAProxy
 
 
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class RunningDaemon:
     port: int
@@ -364,12 +373,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
         wait_for_port("127.0.0.1", port, timeout=30)
         yield RunningDaemon(port, tmp / "logs", process)
     finally:
-        process.proc.terminate()
-        try:
-            process.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            process.proc.kill()
-            process.proc.wait()
+        stop(process.proc, timeout=20)  # SIGTERM: the graceful stop
         redis.cleanup()
 
 
@@ -430,44 +434,28 @@ def start_proxy(args: list[str], tmp: Path, ports: Proxy) -> subprocess.Popen[by
     return proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture(scope="module")
-def nginx_proxy(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    nginx = tool("nginx", "nginx")
-    tmp = tmp_path_factory.mktemp("nginx")
+@pytest.fixture(scope="module", params=["nginx", "haproxy"])
+def proxy(request: pytest.FixtureRequest, daemon: RunningDaemon,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """The nginx or HAProxy snippet, run on loopback in front of the daemon."""
+    name: str = request.param
+    binary = tool(name, name)
+    tmp = tmp_path_factory.mktemp(name)
     ports = Proxy(free_port(), free_port())
-    site = tmp / "site.conf"
-    site.write_text(nginx_site(TEST_PEM, daemon_port=daemon.port, http_port=ports.http_port,
-                               https_port=ports.https_port))
-    proc = start_proxy(nginx_args(nginx, tmp, nginx_main(tmp, site)), tmp, ports)
+    placed = {"daemon_port": daemon.port, "http_port": ports.http_port, "https_port": ports.https_port}
+    conf = tmp / "proxy.conf"
+    if name == "nginx":
+        conf.write_text(nginx_site(TEST_PEM, **placed))
+        args = nginx_args(binary, tmp, nginx_main(tmp, conf))
+    else:
+        conf.write_text(haproxy_config(TEST_PEM, **placed))
+        args = [binary, "-db", "-f", str(conf)]
+    proc = start_proxy(args, tmp, ports)
     yield ports
     stop(proc)
 
 
-@pytest.fixture(scope="module")
-def haproxy_proxy(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    haproxy = tool("haproxy", "haproxy")
-    tmp = tmp_path_factory.mktemp("haproxy")
-    ports = Proxy(free_port(), free_port())
-    cfg = tmp / "haproxy.cfg"
-    cfg.write_text(haproxy_config(TEST_PEM, daemon_port=daemon.port, http_port=ports.http_port,
-                                  https_port=ports.https_port))
-    proc = start_proxy([haproxy, "-db", "-f", str(cfg)], tmp, ports)
-    yield ports
-    stop(proc)
-
-
-@pytest.mark.parametrize("proxy_fixture", ["nginx_proxy", "haproxy_proxy"])
-def test_proxy_forwards_the_client_and_its_scheme(proxy_fixture: str, request: pytest.FixtureRequest) -> None:
-    proxy: Proxy = request.getfixturevalue(proxy_fixture)
+def test_proxy_forwards_the_client_and_its_scheme(proxy: Proxy) -> None:
     # Plain HTTP: the client's own address, not what it claimed nor the proxy's; any mirror will do.
     answer = ask(proxy.http_port)
     assert answer["IP"] == CLIENT_IP

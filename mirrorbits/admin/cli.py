@@ -35,13 +35,16 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mirrorbits.admin import usage
 from mirrorbits.admin.goflag import ParseResult
+
+if TYPE_CHECKING:
+    from mirrorbits.admin.interface import AdminAPI
 
 __all__ = ["CliIO", "StdIO", "main", "run", "entry_point"]
 
@@ -643,24 +646,25 @@ async def cmd_logs(io: CliIO, s: Session, args: Sequence[str]) -> int:
     return 0
 
 
-async def _signal_command(io: CliIO, s: Session, args: Sequence[str], name: str) -> int:
+async def _signal_command(io: CliIO, s: Session, args: Sequence[str], name: str,
+                          operation: Callable[[AdminAPI], Awaitable[None]]) -> int:
     p = _parse(io, name, args)
     if p.args:
         raise _usage(io, name)
     admin = await s.admin(name)
     try:
-        await getattr(admin, name)()
+        await operation(admin)
     except Exception as e:
         raise _fatal(io, f"{name} error: {_rpc(e)}") from None
     return 0
 
 
 async def cmd_reload(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    return await _signal_command(io, s, args, "reload")
+    return await _signal_command(io, s, args, "reload", lambda admin: admin.reload())
 
 
 async def cmd_upgrade(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    return await _signal_command(io, s, args, "upgrade")
+    return await _signal_command(io, s, args, "upgrade", lambda admin: admin.upgrade())
 
 
 async def cmd_version(io: CliIO, s: Session, args: Sequence[str]) -> int:

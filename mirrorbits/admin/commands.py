@@ -2,13 +2,13 @@
 
 The CLI (directly, when the daemon is down), the AMP admin channel inside the daemon and the SSH
 manhole all call :class:`AdminCommands`; none of them touches Redis itself.  The operations are the Go
-daemon's RPC methods (cli-and-admin.md §9.3) and they write exactly what the Go RPC writes
-(data-and-scanning.md §2.13), so Go and Python nodes can share one Redis.
+daemon's RPC methods and they write exactly what the Go RPC writes, so Go and Python nodes can share
+one Redis.
 
 Errors are :class:`AdminError`: a plain message (what the CLI prints) and a code that classifies
 the failure (``Unknown``, ``FailedPrecondition``, ``Internal``, ``Unauthenticated``, ``Unavailable``).
 
-Deliberate deviations from Go (spec §13), each noted where it is made:
+Deliberate deviations from Go, each noted where it is made:
 
 * an exact (case-insensitive) name wins over a substring match (:meth:`AdminCommands.resolve`);
 * ``add``/``geoupdate`` geolocate a URL with an explicit port (Go passed ``host:port`` to DNS);
@@ -26,13 +26,25 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from mirrorbits import VERSION
 from mirrorbits.admin.formatting import VersionInfo, mirror_yaml, stats_key_coverage, yaml_diff
+from mirrorbits.admin.interface import (
+    PROTOCOL_ALL,
+    PROTOCOL_FTP,
+    PROTOCOL_RSYNC,
+    AddResult,
+    AdminAPI,
+    AdminError,
+    GeoUpdateResult,
+    MirrorRef,
+    ScanReply,
+    StatsMirrorReply,
+)
 from mirrorbits.config import Config
 from mirrorbits.geo import CITY_DB, GeoIP, GeoRecord
 from mirrorbits.model import (
@@ -46,7 +58,15 @@ from mirrorbits.model import (
     render_mirror_log,
 )
 from mirrorbits.redis import schema
-from mirrorbits.redis.connection import NotReady, RedisUnavailable
+from mirrorbits.redis.connection import NotReady, RedisClient, RedisUnavailable
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from mirrorbits.app import Mirrorbits
+
+#: An argument of a Redis command.
+RedisArg = str | int | float | bytes
 
 __all__ = [
     "AddResult",
@@ -68,83 +88,16 @@ __all__ = [
 
 log = Logger(namespace="mirrorbits.admin")
 
-#: ``ScanMirrorRequest.Protocol`` (proto enum values).
-PROTOCOL_ALL = 0
-PROTOCOL_FTP = 1
-PROTOCOL_RSYNC = 2
-
 #: Max log lines returned when the caller asks for 0 or less (Go default).
 DEFAULT_MAX_LOGS = 500
-
-
-class AdminError(Exception):
-    """An operation failed: ``message`` says what went wrong in plain words, and is what the CLI
-    prints (the Go CLI printed ``rpc error: code = Unknown desc = <message>``; no script parses that
-    wrapper, and it only told users that a gRPC call they never made had failed).  ``code`` classifies
-    the failure for programs (``Unknown``, ``FailedPrecondition``, ``Unauthenticated``, ...)."""
-
-    def __init__(self, message: str, code: str = "Unknown") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 def _fp(message: str) -> AdminError:
     return AdminError(message, "FailedPrecondition")
 
 
-@dataclass(frozen=True)
-class MirrorRef:
-    """A mirror's id and name (``MatchMirror`` reply entry)."""
-
-    id: int
-    name: str
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """``AddMirrorReply``: where GeoIP put the mirror, and the warnings to print."""
-
-    id: int = 0
-    latitude: float = 0.0
-    longitude: float = 0.0
-    country: str = ""
-    continent: str = ""
-    asn: str = ""
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class GeoUpdateResult:
-    """``GeoUpdateMirrorReply``: the would-be record (not saved), its diff and the warnings."""
-
-    mirror: Mirror
-    diff: str
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ScanReply:
-    """``ScanMirrorReply``."""
-
-    enabled: bool = False
-    files_indexed: int = 0
-    known_indexed: int = 0
-    removed: int = 0
-    tz_offset_ms: int = 0
-
-
-@dataclass(frozen=True)
-class StatsMirrorReply:
-    """``StatsMirrorReply``: the mirror and its counters over the period."""
-
-    mirror: Mirror
-    requests: int = 0
-    bytes: int = 0
-
-
 class MirrorScanner(Protocol):
-    """What the mirror scan code (engineer B's ``mirrorbits.scan``) must offer to ``scan``.
+    """What the mirror scan code (``mirrorbits.scan``) must offer to ``scan``.
 
     ``protocol`` is ``"rsync"`` or ``"ftp"``; the scanner takes the ``SCANNING_<id>`` lock itself and
     returns a :class:`ScanReply` (without ``enabled``) or raises with the cause as message.
@@ -154,7 +107,7 @@ class MirrorScanner(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Validation helpers (Go's url.Parse leniency, §3.2)
+# Validation helpers (Go's url.Parse leniency)
 
 _HEX = set("0123456789abcdefABCDEF")
 # Go's shouldEscape(c, encodeHost) is false for these (plus letters and digits).
@@ -226,7 +179,7 @@ def go_url_parse_error(url: str) -> str | None:
 
 
 def validate_add(identifier: str, http_url: str) -> str | None:
-    """The ``add`` client-side checks, in Go's order (§3.2); returns the error text or None."""
+    """The ``add`` client-side checks, in Go's order; returns the error text or None."""
     if " " in identifier:
         return "The identifier cannot contain a space"
     if not http_url:
@@ -248,7 +201,7 @@ def url_host(http_url: str) -> str:
     host = authority.rpartition("@")[2]
     if host.startswith("["):
         return host[1:host.find("]")] if "]" in host else host[1:]
-    # Fix of the Go bug (§3.2): the port is not part of the name to resolve.
+    # Fix of a Go bug: the port is not part of the name to resolve.
     colon = host.rfind(":")
     if colon >= 0 and host.count(":") == 1:
         host = host[:colon]
@@ -283,7 +236,7 @@ def regexp_compile(pattern: str) -> re.Pattern[str]:
 
 
 def version_info() -> VersionInfo:
-    """This process' build information, in the six Go labels (spec §12 Python mapping)."""
+    """This process' build information, in the six Go labels (Python and Twisted as "GoVersion")."""
     import twisted
 
     return VersionInfo(
@@ -311,11 +264,11 @@ async def _resolve_default(host: str) -> list[str]:
     return out
 
 
-def _to_int(v: Any) -> int:
+def _to_int(v: object) -> int:
     if v is None:
         return 0
     try:
-        return int(v)
+        return int(v)  # type: ignore[call-overload]  # a Redis integer or numeric string
     except (TypeError, ValueError):
         return 0
 
@@ -324,20 +277,20 @@ def _to_int(v: Any) -> int:
 
 
 @dataclass
-class AdminCommands:
-    """The admin operations on one Redis.  Daemon-only hooks are optional: without them the
+class AdminCommands(AdminAPI):
+    """The admin operations (:class:`~mirrorbits.admin.interface.AdminAPI`) on one Redis.  Daemon-only hooks are optional: without them the
     operation fails with a clear error (e.g. ``refresh`` from a CLI running without the daemon).
 
     ``refresher(rehash)`` runs the local scan; ``mirror_scanner`` the mirror scans; ``on_reload``
     and ``on_upgrade`` are the daemon's SIGHUP/SIGUSR2 actions; ``now`` is the clock (tests).
     """
 
-    redis: Any
+    redis: RedisClient
     config: Callable[[], Config]
-    refresher: Callable[[bool], Awaitable[Any]] | None = None
+    refresher: Callable[[bool], Awaitable[object]] | None = None
     mirror_scanner: MirrorScanner | None = None
-    on_reload: Callable[[], Any] | None = None
-    on_upgrade: Callable[[], Any] | None = None
+    on_reload: Callable[[], None] | None = None
+    on_upgrade: Callable[[], None] | None = None
     geoip_factory: Callable[[str], GeoIP] = _default_geoip
     resolver: Callable[[str], Awaitable[list[str]]] = _resolve_default
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -345,7 +298,7 @@ class AdminCommands:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    async def _exec(self, *args: Any) -> Any:
+    async def _exec(self, *args: RedisArg) -> object:
         try:
             return await self.redis.execute(*args)
         except NotReady:
@@ -353,7 +306,7 @@ class AdminCommands:
         except RedisUnavailable as e:
             raise AdminError(f"database error: {e}", "Unavailable") from None
 
-    async def _transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def _transaction(self, commands: Sequence[Sequence[RedisArg]]) -> list[object]:
         try:
             return list(await self.redis.transaction(commands))
         except NotReady:
@@ -416,7 +369,7 @@ class AdminCommands:
     async def resolve(self, pattern: str) -> list[MirrorRef]:
         """``match_mirror`` with the exact-name preference of v0.3 (#19), lost by Go in v0.5.
 
-        Deviation from Go (spec §2.3): when one name equals ``pattern`` case-insensitively, only that
+        Deviation from Go: when one name equals ``pattern`` case-insensitively, only that
         mirror is returned, so a mirror named ``mirror`` can be designated next to ``mirror1``.
         """
         refs = await self.match_mirror(pattern)
@@ -464,7 +417,7 @@ class AdminCommands:
         except AdminError as e:
             raise AdminError(f"mirror logs error: {e.message}", e.code) from None
         lines = []
-        for item in raw or []:
+        for item in _strings(raw):
             text = render_mirror_log(item)
             if text is None:
                 log.warn("Skipping a log entry of mirror {id}: {item!r}", id=mirror_id, item=item)
@@ -473,7 +426,7 @@ class AdminCommands:
         return lines
 
     async def stats_file(self, pattern: str, start: datetime, end: datetime) -> dict[str, int]:
-        """Downloads per matching path over [start, end] (``StatsFile``, spec §7.3)."""
+        """Downloads per matching path over [start, end] (``StatsFile``)."""
         rx = regexp_compile(pattern)
         suffixes = stats_key_coverage(start, end)
         replies = await self.redis.pipeline([("HGETALL", "STATS_FILE_" + s) for s in suffixes])
@@ -509,14 +462,14 @@ class AdminCommands:
     # -- writes ---------------------------------------------------------------------------------
 
     async def _save(self, mirror: Mirror, *, new: bool) -> Mirror:
-        """The Go save path (spec §5.3 / data §2.13): unique name, id, normalise, one MULTI."""
+        """The Go save path: unique name, id, normalise, one MULTI."""
         names = await self._names()
         for other_id, other_name in names.items():
             if other_name == mirror.name and other_id != mirror.id:
                 raise AdminError("name already taken")
         if new:
             try:
-                mirror_id = int(await self._exec("INCR", schema.LAST_MID))
+                mirror_id = _to_int(await self._exec("INCR", schema.LAST_MID))
             except AdminError as e:
                 raise AdminError(f"failed creating a new id: {e.message}", e.code) from None
             mirror = replace(mirror, id=mirror_id)
@@ -622,7 +575,7 @@ class AdminCommands:
     async def change_status(self, mirror_id: int, enabled: bool) -> None:
         """``ChangeStatus``: enable or disable, publish, log (no idempotence check, as in Go)."""
         self._check_id(mirror_id)
-        # Deviation (spec §9.3): Go wrote a stray MIRROR_<id> holding only ``enabled``.
+        # Deviation: Go wrote a stray MIRROR_<id> holding only ``enabled``.
         if not await self._exec("EXISTS", schema.mirror_key(mirror_id)):
             raise AdminError("mirror not found")
         await self._exec("HMSET", schema.mirror_key(mirror_id), "enabled", "1" if enabled else "0")
@@ -630,7 +583,7 @@ class AdminCommands:
         await self._log(mirror_id, LOG_ENABLED if enabled else LOG_DISABLED)
 
     async def remove_mirror(self, mirror_id: int) -> None:
-        """``RemoveMirror`` (spec §3.3): disable, drop every key of the mirror; stats are kept."""
+        """``RemoveMirror``: disable, drop every key of the mirror; stats are kept."""
         self._check_id(mirror_id)
         try:
             await self.change_status(mirror_id, False)
@@ -638,10 +591,10 @@ class AdminCommands:
             if e.message != "mirror not found":
                 raise AdminError(f"unable to disable the mirror: {e.message}", e.code) from None
         try:
-            files = await self._exec("SMEMBERS", schema.mirror_files_key(mirror_id)) or []
+            files = _strings(await self._exec("SMEMBERS", schema.mirror_files_key(mirror_id)))
         except AdminError as e:
             raise AdminError(f"unable to fetch the file list: {e.message}", e.code) from None
-        cmds: list[Sequence[Any]] = []
+        cmds: list[Sequence[RedisArg]] = []
         for path in files:
             cmds.append(("DEL", schema.file_info_key(mirror_id, path)))
             cmds.append(("SREM", schema.file_mirrors_key(path), str(mirror_id)))
@@ -674,7 +627,7 @@ class AdminCommands:
 
     async def scan_mirror(self, mirror_id: int, auto_enable: bool = False,
                           protocol: int = PROTOCOL_ALL, timeout: float | None = None) -> ScanReply:
-        """``ScanMirror`` (spec §3.4): checks, then the scan itself through ``mirror_scanner``.
+        """``ScanMirror``: checks, then the scan itself through ``mirror_scanner``.
 
         ``timeout`` (seconds, ``scan -timeout``) aborts a scan that takes longer, as the Go daemon
         did when the caller's deadline passed."""
@@ -736,23 +689,30 @@ class AdminCommands:
 
     async def upgrade(self) -> None:
         """``Upgrade``: what SIGUSR2 does; the hook must act on a later reactor turn so that the
-        caller gets its answer first (fix of spec §3.14)."""
+        caller gets its answer first (Go's daemon died before answering)."""
         if self.on_upgrade is None:
             raise AdminError(f"upgrade is not available in the {self.where}", "Unavailable")
         self.on_upgrade()
 
 
-def _pairs(raw: Any) -> dict[str, str]:
+def _pairs(raw: object) -> dict[str, str]:
     """HGETALL reply (flat list or dict) as a dict of str."""
-    if raw is None:
-        return {}
     if isinstance(raw, Mapping):
         return {str(k): str(v) for k, v in raw.items()}
-    items = list(raw)
-    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+    items = _strings(raw)
+    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
-def upgrade_by_signal(reactor: Any) -> Callable[[], None]:
+def _strings(raw: object) -> list[str]:
+    """A multi-bulk reply (LRANGE, SMEMBERS; None for nothing) as a list of str."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list | tuple | set):
+        raise AdminError(f"unexpected database reply: {raw!r}")
+    return [x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x) for x in raw]
+
+
+def upgrade_by_signal(reactor: IReactorTime) -> Callable[[], None]:
     """The daemon's ``upgrade`` hook until the lifecycle code offers one: SIGUSR2 to ourselves, a
     moment later so the caller gets its answer first.  Refused when nothing handles SIGUSR2 (its
     default action would kill the daemon)."""
@@ -768,16 +728,14 @@ def upgrade_by_signal(reactor: Any) -> Callable[[], None]:
     return upgrade
 
 
-def admin_for_app(app: Any) -> AdminCommands:
+def admin_for_app(app: Mirrorbits) -> AdminCommands:
     """The daemon's AdminCommands, wired to the app's Redis, config, local and mirror scans and the
     lifecycle's reload/upgrade (``mirrorbits.lifecycle.get_lifecycle``; without one — tests, no HTTP
     daemon — reload is the config holder's and upgrade is refused unless SIGUSR2 is handled)."""
     from mirrorbits.lifecycle import get_lifecycle
 
-    scanner_getter = getattr(app, "get_mirror_scanner", None)
-
-    async def refresh(rehash: bool) -> Any:
-        return await app.get_source_scanner().refresh(rehash)
+    async def refresh(rehash: bool) -> None:
+        await app.get_source_scanner().refresh(rehash)
 
     def reload() -> None:
         lifecycle = get_lifecycle(app)
@@ -797,14 +755,14 @@ def admin_for_app(app: Any) -> AdminCommands:
             # A failure is logged by the lifecycle ("Relaunch failed: ..."); the daemon keeps serving.
             lifecycle.upgrade().addErrback(lambda f: None)
 
-        # Answer the caller first, then hand over (fix of spec §3.14's false "transport is closing").
+        # Answer the caller first, then hand over (Go's daemon died mid-answer: "transport is closing").
         app.reactor.callLater(0.1, start)
 
     return AdminCommands(
         app.get_redis(),
         lambda: app.config,
         refresher=refresh,
-        mirror_scanner=scanner_getter() if scanner_getter is not None else None,
+        mirror_scanner=app.get_mirror_scanner(),
         on_reload=reload,
         on_upgrade=upgrade,
     )

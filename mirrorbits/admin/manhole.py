@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.application import strports
 from twisted.application.service import Service
@@ -34,12 +34,18 @@ from twisted.conch.ssh import keys
 from twisted.cred import portal
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mirrorbits.admin import cli
+from mirrorbits.admin.interface import AdminAPI
 from mirrorbits.endpoints import listen_description
+from mirrorbits.reactor import IDaemonReactor, default_reactor
+
+if TYPE_CHECKING:
+    from mirrorbits.app import Mirrorbits
 
 __all__ = ["AuthorizedKeysFile", "ManholeService", "Text", "host_key", "make_namespace",
            "manhole_factory", "manhole_service"]
@@ -111,11 +117,11 @@ def host_key(data_dir: str) -> keys.Key:
 class _DirectSession(cli.Session):
     """A CLI session whose admin end is the daemon's own AdminCommands (no channel, no password)."""
 
-    def __init__(self, io: cli.CliIO, admin: Any, reactor: Any) -> None:
+    def __init__(self, io: cli.CliIO, admin: AdminAPI, reactor: IDaemonReactor) -> None:
         super().__init__(io, "", 0, "", reactor)
         self._direct = admin
 
-    async def admin(self, command: str) -> Any:
+    async def admin(self, command: str) -> AdminAPI:
         return self._direct
 
     async def close(self) -> None:
@@ -146,14 +152,17 @@ class _BufferIO:
         return 1
 
 
-async def run_command(argv: list[str], io: cli.CliIO, admin: Any, reactor: Any) -> int:
+async def run_command(argv: list[str], io: cli.CliIO, admin: AdminAPI, reactor: IDaemonReactor) -> int:
     """One CLI command line run against ``admin``; ``mirrorbits`` as first word is optional."""
     if argv and os.path.basename(argv[0]) == "mirrorbits":
         argv = argv[1:]
     return await cli.run(argv, io, reactor, session=_DirectSession(io, admin, reactor))
 
 
-def _flags(kwargs: Mapping[str, Any]) -> list[str]:
+FlagValue = str | int | float | bool
+
+
+def _flags(kwargs: Mapping[str, FlagValue]) -> list[str]:
     out = []
     for k, v in kwargs.items():
         name = "-" + k.replace("_", "-")
@@ -164,11 +173,28 @@ def _flags(kwargs: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def make_namespace(app: Any) -> dict[str, Any]:
-    """The manhole's globals: CLI commands as functions, ``cli()``, and the live parts."""
-    from twisted.internet import reactor as default_reactor
+CommandFunction = Callable[..., defer.Deferred[Text]]
 
-    reactor = getattr(app, "reactor", None) or default_reactor
+
+def cli_functions(call: Callable[[list[str]], defer.Deferred[Text]]) -> dict[str, CommandFunction]:
+    """Every CLI command as a function (``enable("m1")``, ``list(down=True)``) that runs the command
+    line through ``call``: derived from the CLI's command table, so the manhole offers each command
+    the CLI has, and nothing else."""
+
+    def command(name: str) -> CommandFunction:
+        def run(*args: object, **flags: FlagValue) -> defer.Deferred[Text]:
+            return call([name, *_flags(flags), *(str(a) for a in args)])
+
+        run.__name__ = name
+        run.__doc__ = f"mirrorbits {name} [flags as keyword arguments] [args]; returns its output."
+        return run
+
+    return {name: command(name) for name in cli.COMMAND_FUNCTIONS}
+
+
+def make_namespace(app: Mirrorbits) -> dict[str, object]:
+    """The manhole's globals: CLI commands as functions, ``cli()``, and the live parts."""
+    reactor = app.reactor
     admin = app.get_admin()
 
     def call(argv: list[str]) -> defer.Deferred[Text]:
@@ -183,27 +209,19 @@ def make_namespace(app: Any) -> dict[str, Any]:
 
         return defer.Deferred.fromCoroutine(go())
 
-    def command(name: str) -> Callable[..., defer.Deferred[Text]]:
-        def run(*args: Any, **flags: Any) -> defer.Deferred[Text]:
-            return call([name, *_flags(flags), *(str(a) for a in args)])
-
-        run.__name__ = name
-        run.__doc__ = f"mirrorbits {name} [flags as keyword arguments] [args]; returns its output."
-        return run
-
-    ns: dict[str, Any] = {name: command(name) for name in cli.COMMAND_FUNCTIONS}
+    ns: dict[str, object] = dict(cli_functions(call))
     ns["cli"] = lambda line: call(shlex.split(line))
     ns["admin"] = admin
     ns["app"] = app
     ns["config"] = app.config
     ns["redis"] = app.get_redis()
-    for part in ("cache", "monitor", "cluster"):
-        getter = getattr(app, f"get_{part}", None)
-        if getter is not None:
-            try:
-                ns[part] = getter()
-            except Exception as e:  # noqa: BLE001 - a missing part must not close the manhole
-                ns[part] = f"<unavailable: {e}>"
+    parts: dict[str, Callable[[], object]] = {"cache": app.get_cache, "monitor": app.get_monitor,
+                                              "cluster": app.get_cluster}
+    for part, getter in parts.items():
+        try:
+            ns[part] = getter()
+        except Exception as e:  # noqa: BLE001 - a missing part must not close the manhole
+            ns[part] = f"<unavailable: {e}>"
     return ns
 
 
@@ -229,14 +247,14 @@ class _StdinTransport:
     def loseConnection(self) -> None:  # noqa: N802
         self.io.feed_eof()
 
-    def signalProcess(self, signal: Any) -> None:  # noqa: N802
+    def signalProcess(self, signal: str | int) -> None:  # noqa: N802
         self.io.feed_eof()
 
 
 class _ChannelIO:
     """A CLI command's streams on an SSH exec channel."""
 
-    def __init__(self, proto: Any) -> None:
+    def __init__(self, proto: ProcessProtocol) -> None:
         self.proto = proto
         self.env: Mapping[str, str] = {}
         self._buffer = b""
@@ -287,14 +305,14 @@ class _Session(manhole_ssh.TerminalSession):
 
     width = 80
     height = 24
-    app: Any = None
-    reactor: Any = None
+    app: Mirrorbits
+    reactor: IDaemonReactor
 
-    def __init__(self, original: Any) -> None:
+    def __init__(self, original: manhole_ssh.TerminalUser) -> None:
         super().__init__(original)
         self._exec_io: _ChannelIO | None = None
 
-    def execCommand(self, proto: Any, cmd: bytes) -> None:  # noqa: N802
+    def execCommand(self, proto: ProcessProtocol, cmd: bytes) -> None:  # noqa: N802
         io = _ChannelIO(proto)
         self._exec_io = io
         proto.makeConnection(_StdinTransport(io))
@@ -316,17 +334,17 @@ class _Session(manhole_ssh.TerminalSession):
         # On a later turn: the channel request must be answered before any data is sent.
         self.reactor.callLater(0, start)
 
-    def _crashed(self, failure: Failure, proto: Any, io: _ChannelIO) -> None:
+    def _crashed(self, failure: Failure, proto: ProcessProtocol, io: _ChannelIO) -> None:
         log.failure("manhole command failed", failure)
         io.err(f"internal error: {failure.getErrorMessage()}\n")
         self._finish(proto, 1)
 
     @staticmethod
-    def _finish(proto: Any, code: int) -> None:
+    def _finish(proto: ProcessProtocol, code: int) -> None:
         reason = ProcessDone(0) if code == 0 else ProcessTerminated(exitCode=code)
         proto.processEnded(Failure(reason))
 
-    def windowChanged(self, newWindowSize: Any) -> None:  # noqa: N802
+    def windowChanged(self, newWindowSize: object) -> None:  # noqa: N802
         pass
 
     def eofReceived(self) -> None:  # noqa: N802
@@ -335,12 +353,12 @@ class _Session(manhole_ssh.TerminalSession):
 
 
 class _Realm(manhole_ssh.TerminalRealm):
-    def __init__(self, app: Any, reactor: Any) -> None:
+    def __init__(self, app: Mirrorbits, reactor: IDaemonReactor) -> None:
         super().__init__()
         self.app = app
         self.reactor = reactor
 
-        def session_factory(original: Any) -> _Session:
+        def session_factory(original: manhole_ssh.TerminalUser) -> _Session:
             s = _Session(original)
             s.app = app
             s.reactor = reactor
@@ -353,11 +371,10 @@ class _Realm(manhole_ssh.TerminalRealm):
         self.chainedProtocolFactory = terminal  # type: ignore[assignment]
 
 
-def manhole_factory(app: Any, reactor: Any = None) -> manhole_ssh.ConchFactory:
+def manhole_factory(app: Mirrorbits, reactor: IDaemonReactor | None = None) -> manhole_ssh.ConchFactory:
     """The SSH factory: public-key authentication against ``ManholeAuthorizedKeys`` only."""
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
+        reactor = default_reactor()
     config = app.config
     checker = SSHPublicKeyChecker(AuthorizedKeysFile(config.ManholeAuthorizedKeys))
     factory = manhole_ssh.ConchFactory(portal.Portal(_Realm(app, reactor), [checker]))  # type: ignore[arg-type]
@@ -372,7 +389,7 @@ class ManholeService(Service):
 
     name = "manhole"
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Mirrorbits) -> None:
         self.app = app
         self._inner: Service | None = None
 
@@ -388,13 +405,13 @@ class ManholeService(Service):
         self._inner.startService()
         log.info("SSH manhole listening on {address}", address=address)
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802
         super().stopService()
         inner, self._inner = self._inner, None
         return inner.stopService() if inner is not None else None
 
 
-def manhole_service(app: Any) -> ManholeService | None:
+def manhole_service(app: Mirrorbits) -> ManholeService | None:
     """The manhole service, or None when ``ManholeListenAddress`` is empty (the default)."""
     if not app.config.ManholeListenAddress:
         return None

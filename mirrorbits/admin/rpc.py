@@ -1,12 +1,12 @@
 """The admin channel between the ``mirrorbits`` CLI and the daemon: Twisted AMP over TCP.
 
-One AMP command, :class:`AdminCall`, carries a method name of :class:`~mirrorbits.admin.commands.
-AdminCommands`, its keyword arguments as JSON and the password; the answer is JSON too (a value, or
+One AMP command, :class:`AdminCall`, carries the name of an operation of
+:class:`~mirrorbits.admin.interface.AdminAPI`, its keyword arguments as JSON and the password; the answer is JSON too (a value, or
 an error: a plain message and a code).  Values larger than AMP's 64 KiB
 limit are split over several box keys (:class:`BigUnicode`), so ``list`` works with any number of
 mirrors.
 
-Security (spec §9.2): the password is compared, in constant time, with the *current*
+Security: the password is compared, in constant time, with the *current*
 ``RPCPassword`` on every call, so ``reload`` changes it live; a call without a password is refused
 with ``Unauthenticated``/``access denied`` (the Go daemon crashed on it).  Nothing a client sends can
 stop the daemon: unknown methods, bad JSON and unexpected exceptions become error answers.
@@ -20,30 +20,26 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import cast
 
 from twisted.application import strports
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
-from mirrorbits.admin.commands import (
-    AddResult,
-    AdminCommands,
-    AdminError,
-    GeoUpdateResult,
-    MirrorRef,
-    ScanReply,
-    StatsMirrorReply,
-)
+from mirrorbits.admin import interface as api
 from mirrorbits.admin.formatting import VersionInfo
+from mirrorbits.admin.interface import OPERATIONS, AdminAPI, AdminError
 from mirrorbits.config import Config
 from mirrorbits.endpoints import listen_description
 from mirrorbits.model import Mirror
+from mirrorbits.reactor import IDaemonReactor, default_reactor
 
 __all__ = [
     "AdminCall",
@@ -58,12 +54,11 @@ __all__ = [
 
 log = Logger(namespace="mirrorbits.admin.rpc")
 
-#: Methods of AdminCommands a client may call.
-METHODS = frozenset({
-    "ping", "version", "match_mirror", "resolve", "list_mirrors", "mirror_info", "mirror_logs",
-    "stats_file", "stats_mirror", "add_mirror", "update_mirror", "geo_update_mirror", "change_status",
-    "remove_mirror", "refresh", "scan_mirror", "reload", "upgrade",
-})
+#: Methods of the daemon's AdminAPI a client may call: every declared operation, nothing else.
+METHODS = frozenset(OPERATIONS)
+
+#: A value as JSON carries it.
+JSON = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
 
 _CHUNK = 60000
 
@@ -71,15 +66,15 @@ _CHUNK = 60000
 class BigUnicode(amp.Argument):
     """A text value of any size: split over ``name``, ``name.1``, ``name.2``... box keys."""
 
-    def toBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any],  # noqa: N802
-              proto: Any) -> None:
+    def toBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, object],  # noqa: N802
+              proto: amp.AMP) -> None:
         data = str(objects[name.decode()]).encode("utf-8", "surrogateescape")
         strings[name] = data[:_CHUNK]
         for i, start in enumerate(range(_CHUNK, len(data), _CHUNK), 1):
             strings[name + b".%d" % i] = data[start:start + _CHUNK]
 
-    def fromBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any],  # noqa: N802
-                proto: Any) -> None:
+    def fromBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, object],  # noqa: N802
+                proto: amp.AMP) -> None:
         if name not in strings:
             objects[name.decode()] = None
             return
@@ -105,14 +100,14 @@ class AdminCall(amp.Command):
 # ---------------------------------------------------------------------------------------------------
 # JSON encoding of the values the commands take and return
 
-_TYPES: dict[str, type] = {t.__name__: t for t in (
-    Mirror, MirrorRef, AddResult, GeoUpdateResult, ScanReply, StatsMirrorReply, VersionInfo)}
+#: The dataclasses the operations take or return, derived from their signatures.
+_TYPES: dict[str, type] = {t.__name__: t for t in api.wire_types()}
 
 
-def encode_value(value: Any) -> Any:
+def encode_value(value: object) -> JSON:
     """A JSON-able form of arguments/results (dataclasses and datetimes tagged with their type)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {"__type__": type(value).__name__}
+        out: dict[str, JSON] = {"__type__": type(value).__name__}
         for f in dataclasses.fields(value):
             out[f.name] = encode_value(getattr(value, f.name))
         return out
@@ -124,24 +119,26 @@ def encode_value(value: Any) -> Any:
         return {str(k): encode_value(v) for k, v in value.items()}
     if isinstance(value, float):
         return float(value)
-    return value
+    if value is None or isinstance(value, str | int):
+        return value
+    raise TypeError(f"cannot send a {type(value).__name__} over the admin channel")
 
 
-def decode_value(value: Any) -> Any:
+def decode_value(value: JSON) -> object:
     """Inverse of :func:`encode_value`; unknown type tags raise ValueError."""
     if isinstance(value, list):
         return [decode_value(v) for v in value]
     if isinstance(value, dict):
         if "__datetime__" in value:
-            return datetime.fromisoformat(value["__datetime__"])
+            return datetime.fromisoformat(str(value["__datetime__"]))
         if "__type__" in value:
-            cls = _TYPES.get(value["__type__"])
+            cls = _TYPES.get(str(value["__type__"]))
             if cls is None:
                 raise ValueError(f"unknown type {value['__type__']!r}")
             names = {f.name for f in dataclasses.fields(cls)}
             kwargs = {k: decode_value(v) for k, v in value.items() if k in names}
-            if "warnings" in kwargs:
-                kwargs["warnings"] = tuple(kwargs["warnings"])
+            if isinstance(kwargs.get("warnings"), list):
+                kwargs["warnings"] = tuple(kwargs["warnings"])  # type: ignore[arg-type]
             return cls(**kwargs)
         return {k: decode_value(v) for k, v in value.items()}
     return value
@@ -155,27 +152,30 @@ class AdminProtocol(amp.AMP):
     """One admin connection in the daemon.  Calls still running when it drops are cancelled (a scan
     whose CLI went away stops, as the Go daemon aborted on the caller's deadline)."""
 
-    def __init__(self, admin: AdminCommands, config: Callable[[], Config]) -> None:
+    def __init__(self, admin: AdminAPI, config: Callable[[], Config]) -> None:
         super().__init__()
         self.admin = admin
         self.config = config
-        self._running: set[defer.Deferred[Any]] = set()
+        self._running: set[defer.Deferred[dict[str, str]]] = set()
 
     @AdminCall.responder
-    def call(self, method: str, password: str | None = None, args: str | None = None) -> Any:
+    def call(self, method: str, password: str | None = None,
+             args: str | None = None) -> defer.Deferred[dict[str, str]]:
         d = defer.Deferred.fromCoroutine(self._call(method, password, args))
         self._running.add(d)
-        d.addBoth(self._done, d)
+
+        def done(result: dict[str, str] | Failure) -> dict[str, str] | Failure:
+            self._running.discard(d)
+            return result
+
+        d.addBoth(done)
         return d
 
-    def _done(self, result: Any, d: defer.Deferred[Any]) -> Any:
-        self._running.discard(d)
-        return result
-
     async def _call(self, method: str, password: str | None, args: str | None) -> dict[str, str]:
+        payload: dict[str, JSON]
         try:
             value = await self._dispatch(method, password, args)
-            payload: dict[str, Any] = {"ok": encode_value(value)}
+            payload = {"ok": encode_value(value)}
         except AdminError as e:
             payload = {"error": {"code": e.code, "message": e.message}}
         except defer.CancelledError:
@@ -185,27 +185,26 @@ class AdminProtocol(amp.AMP):
             payload = {"error": {"code": "Internal", "message": f"internal error: {e}"}}
         return {"result": json.dumps(payload)}
 
-    async def _dispatch(self, method: str, password: str | None, args: str | None) -> Any:
+    async def _dispatch(self, method: str, password: str | None, args: str | None) -> object:
         expected = self.config().RPCPassword
-        # A missing password is refused, never a crash (Go panicked, spec §9.2 defect 1).
+        # A missing password is refused, never a crash (Go panicked on it).
         if password is None or not hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
                                                        expected.encode("utf-8", "surrogateescape")):
             raise AdminError("access denied", "Unauthenticated")
-        if method not in METHODS:
+        op = OPERATIONS.get(method)
+        if op is None:
             raise AdminError(f"unknown method {method!r}", "Unimplemented")
         try:
             kwargs = decode_value(json.loads(args)) if args else {}
             if not isinstance(kwargs, dict):
                 raise ValueError("arguments must be an object")
-        except ValueError as e:
+            op.signature.bind(self.admin, **kwargs)
+        except (ValueError, TypeError) as e:
             raise AdminError(f"bad arguments: {e}", "InvalidArgument") from None
-        try:
-            coro = getattr(self.admin, method)(**kwargs)
-        except TypeError as e:
-            raise AdminError(f"bad arguments: {e}", "InvalidArgument") from None
-        return await coro
+        bound: Callable[..., Awaitable[object]] = getattr(self.admin, method)
+        return await bound(**kwargs)
 
-    def connectionLost(self, reason: Any = None) -> None:  # type: ignore[override]  # noqa: N802
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]  # noqa: N802
         super().connectionLost(reason)
         for d in list(self._running):
             d.cancel()
@@ -214,11 +213,11 @@ class AdminProtocol(amp.AMP):
 class _AdminFactory(protocol.Factory):
     noisy = False
 
-    def __init__(self, admin: AdminCommands, config: Callable[[], Config]) -> None:
+    def __init__(self, admin: AdminAPI, config: Callable[[], Config]) -> None:
         self.admin = admin
         self.config = config
 
-    def buildProtocol(self, addr: Any) -> AdminProtocol:  # noqa: N802
+    def buildProtocol(self, addr: IAddress | None) -> AdminProtocol:  # noqa: N802
         p = AdminProtocol(self.admin, self.config)
         p.factory = self
         return p
@@ -229,7 +228,8 @@ class RpcService(Service):
 
     name = "rpc"
 
-    def __init__(self, admin: AdminCommands, config: Callable[[], Config], reactor: Any = None) -> None:
+    def __init__(self, admin: AdminAPI, config: Callable[[], Config],
+                 reactor: IDaemonReactor | None = None) -> None:
         self.admin = admin
         self.config = config
         self.reactor = reactor
@@ -242,11 +242,11 @@ class RpcService(Service):
         self._inner = strports.service(desc, _AdminFactory(self.admin, self.config), reactor=self.reactor)
         self._inner.startService()
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802
         super().stopService()
         inner, self._inner = self._inner, None
         if inner is not None:
-            return inner.stopService()
+            return inner.stopService()  # type: ignore[no-any-return]
         return None
 
 
@@ -254,22 +254,19 @@ class RpcService(Service):
 # Client side
 
 
-class RemoteAdmin:
-    """The daemon's AdminCommands seen through the channel: same method names and results.
+class RemoteAdmin(AdminAPI):
+    """The daemon's :class:`~mirrorbits.admin.interface.AdminAPI` seen through the channel: same
+    methods, same results, with each operation's declared deadline (the Go client's: 10 s by default,
+    60 s for remove, none for refresh and scan unless asked)."""
 
-    ``timeouts`` are the Go client deadlines (spec §2.5): 10 s by default, 60 s for remove, none for
-    scan (unless asked) and refresh.
-    """
-
-    DEFAULT_TIMEOUT = 10.0
-
-    def __init__(self, proto: amp.AMP, password: str, reactor: Any) -> None:
+    def __init__(self, proto: amp.AMP, password: str, reactor: IReactorTime) -> None:
         self.proto = proto
         self.password = password
         self.reactor = reactor
         self.where = "daemon"
 
-    async def _call(self, method: str, deadline: float | None = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
+    async def _call(self, method: str, *, deadline: float | None = None, **kwargs: object) -> object:
+        deadline = deadline or OPERATIONS[method].deadline
         d = self.proto.callRemote(AdminCall, method=method, password=self.password,
                                   args=json.dumps(encode_value(kwargs)))
         if deadline:
@@ -292,56 +289,54 @@ class RemoteAdmin:
         await self._call("ping")
 
     async def version(self) -> VersionInfo:
-        return await self._call("version")  # type: ignore[no-any-return]
+        return cast(VersionInfo, await self._call("version"))
 
-    async def match_mirror(self, pattern: str) -> list[MirrorRef]:
-        return await self._call("match_mirror", pattern=pattern)  # type: ignore[no-any-return]
+    async def match_mirror(self, pattern: str) -> list[api.MirrorRef]:
+        return cast("list[api.MirrorRef]", await self._call("match_mirror", pattern=pattern))
 
-    async def resolve(self, pattern: str) -> list[MirrorRef]:
-        return await self._call("resolve", pattern=pattern)  # type: ignore[no-any-return]
+    async def resolve(self, pattern: str) -> list[api.MirrorRef]:
+        return cast("list[api.MirrorRef]", await self._call("resolve", pattern=pattern))
 
     async def list_mirrors(self) -> list[Mirror]:
-        return await self._call("list_mirrors")  # type: ignore[no-any-return]
+        return cast("list[Mirror]", await self._call("list_mirrors"))
 
     async def mirror_info(self, mirror_id: int) -> Mirror:
-        return await self._call("mirror_info", mirror_id=mirror_id)  # type: ignore[no-any-return]
+        return cast(Mirror, await self._call("mirror_info", mirror_id=mirror_id))
 
     async def mirror_logs(self, mirror_id: int, max_results: int = 500) -> list[str]:
-        return await self._call("mirror_logs", mirror_id=mirror_id,  # type: ignore[no-any-return]
-                                max_results=max_results)
+        return cast("list[str]", await self._call("mirror_logs", mirror_id=mirror_id, max_results=max_results))
 
     async def stats_file(self, pattern: str, start: datetime, end: datetime) -> dict[str, int]:
-        return await self._call("stats_file", pattern=pattern,  # type: ignore[no-any-return]
-                                start=start, end=end)
+        return cast("dict[str, int]", await self._call("stats_file", pattern=pattern, start=start, end=end))
 
-    async def stats_mirror(self, mirror_id: int, start: datetime, end: datetime) -> StatsMirrorReply:
-        return await self._call("stats_mirror", mirror_id=mirror_id,  # type: ignore[no-any-return]
-                                start=start, end=end)
+    async def stats_mirror(self, mirror_id: int, start: datetime, end: datetime) -> api.StatsMirrorReply:
+        return cast(api.StatsMirrorReply, await self._call("stats_mirror", mirror_id=mirror_id, start=start,
+                                                       end=end))
 
-    async def add_mirror(self, mirror: Mirror) -> AddResult:
-        return await self._call("add_mirror", mirror=mirror)  # type: ignore[no-any-return]
+    async def add_mirror(self, mirror: Mirror) -> api.AddResult:
+        return cast(api.AddResult, await self._call("add_mirror", mirror=mirror))
 
     async def update_mirror(self, mirror: Mirror) -> str:
-        return await self._call("update_mirror", mirror=mirror)  # type: ignore[no-any-return]
+        return cast(str, await self._call("update_mirror", mirror=mirror))
 
-    async def geo_update_mirror(self, mirror_id: int) -> GeoUpdateResult:
-        return await self._call("geo_update_mirror", mirror_id=mirror_id)  # type: ignore[no-any-return]
+    async def geo_update_mirror(self, mirror_id: int) -> api.GeoUpdateResult:
+        return cast(api.GeoUpdateResult, await self._call("geo_update_mirror", mirror_id=mirror_id))
 
     async def change_status(self, mirror_id: int, enabled: bool) -> None:
         await self._call("change_status", mirror_id=mirror_id, enabled=enabled)
 
     async def remove_mirror(self, mirror_id: int) -> None:
-        await self._call("remove_mirror", deadline=60.0, mirror_id=mirror_id)
+        await self._call("remove_mirror", mirror_id=mirror_id)
 
     async def refresh(self, rehash: bool = False) -> None:
-        await self._call("refresh", deadline=None, rehash=rehash)
+        await self._call("refresh", rehash=rehash)
 
-    async def scan_mirror(self, mirror_id: int, auto_enable: bool = False, protocol: int = 0,
-                          timeout: float | None = None) -> ScanReply:
+    async def scan_mirror(self, mirror_id: int, auto_enable: bool = False, protocol: int = api.PROTOCOL_ALL,
+                          timeout: float | None = None) -> api.ScanReply:
         # The daemon enforces the deadline (and aborts the scan); ours is a safety net behind it.
-        return await self._call("scan_mirror", deadline=timeout + 5 if timeout else None,  # type: ignore[no-any-return]
-                                mirror_id=mirror_id, auto_enable=auto_enable, protocol=protocol,
-                                timeout=timeout)
+        return cast(api.ScanReply, await self._call("scan_mirror", deadline=timeout + 5 if timeout else None,
+                                                mirror_id=mirror_id, auto_enable=auto_enable,
+                                                protocol=protocol, timeout=timeout))
 
     async def reload(self) -> None:
         await self._call("reload")
@@ -354,13 +349,11 @@ class RemoteAdmin:
             self.proto.transport.loseConnection()
 
 
-async def connect(host: str, port: int, password: str, reactor: Any = None,
+async def connect(host: str, port: int, password: str, reactor: IDaemonReactor | None = None,
                   timeout: float = 10.0) -> RemoteAdmin:
-    """Dial the daemon (plain TCP, like Go's gRPC without TLS).  Raises ConnectError subclasses."""
+    """Dial the daemon (plain TCP).  Raises ConnectError subclasses."""
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
-    endpoint = HostnameEndpoint(reactor, host, port,
-                                timeout=timeout)
+        reactor = default_reactor()
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
     proto = await endpoint.connect(protocol.Factory.forProtocol(amp.AMP))
-    return RemoteAdmin(proto, password, reactor)  # type: ignore[arg-type]
+    return RemoteAdmin(cast(amp.AMP, proto), password, reactor)

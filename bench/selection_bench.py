@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
+from mirrorbits.model import Mirror  # noqa: E402
 from mirrorbits.selection import Candidate, ClientLocation, MirrorFile, Secure, select_mirrors  # noqa: E402
 
 COUNTRIES = [
@@ -34,7 +35,7 @@ def build_world(rng: random.Random, n: int = 60) -> list[tuple[Candidate, Mirror
         cc, cont, lat, lon = rng.choice(COUNTRIES)
         extra = rng.choice(["", "", " " + rng.choice(COUNTRIES)[0]])
         scheme = rng.choice(["https://", "http://", ""])
-        cand = Candidate(
+        cand = Candidate(Mirror(
             id=i,
             name=f"mirror{i}",
             http_url=f"{scheme}mirror{i}.example.org/pub/",
@@ -48,8 +49,8 @@ def build_world(rng: random.Random, n: int = 60) -> list[tuple[Candidate, Mirror
             country_codes=cc + extra,
             asnum=rng.randint(1, 200),
             country_only=rng.random() < 0.05,
-            last_successful_sync_precision_ns=1_000_000_000,
-        )
+            last_successful_sync_precision=1_000_000_000,
+        ))
         out.append((cand, MirrorFile(1234, 1_700_000_000 * 10**9)))
     return out
 

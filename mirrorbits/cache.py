@@ -175,29 +175,7 @@ class MirrorSource:
 
 def candidate_from_mirror(m: Mirror) -> Candidate:
     """A selection Candidate with every per-mirror value precomputed, from a parsed record."""
-    return Candidate(
-        id=m.id,
-        name=m.name,
-        http_url=m.http_url,
-        enabled=m.enabled,
-        http_up=m.http_up,
-        https_up=m.https_up,
-        http_down_reason=m.http_down_reason,
-        https_down_reason=m.https_down_reason,
-        continent_only=m.continent_only,
-        country_only=m.country_only,
-        as_only=m.as_only,
-        score=m.score,
-        latitude=m.latitude,
-        longitude=m.longitude,
-        continent_code=m.continent_code,
-        country_codes=m.country_codes,
-        excluded_country_codes=m.excluded_country_codes,
-        asnum=m.asnum,
-        tz_offset_ms=m.tz_offset,
-        last_successful_sync_precision_ns=m.last_successful_sync_precision,
-        source=MirrorSource(m),
-    )
+    return Candidate(m, source=MirrorSource(m))
 
 
 class PathEntry:
@@ -708,7 +686,7 @@ class MirrorView:
                 self.gen += 1
             return
         old = self._mirrors.get(mirror_id)
-        if old is not None and old.source is not None and old.source.mirror == m:
+        if old is not None and old.mirror == m:
             return  # unchanged (most health-check messages): keep the candidate and its memo
         self._mirrors[mirror_id] = candidate_from_mirror(m)
         self._mirror_errors.pop(mirror_id, None)

@@ -192,7 +192,7 @@ class ViewCases(ViewTestCase):
             gen = self.view.gen
             self.r.hset(schema.mirror_key(1), "enabled", "0")
             self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "1")
-            await self.wait_for(lambda: not self.view.get_mirror(1).enabled)
+            await self.wait_for(lambda: not self.view.get_mirror(1).mirror.enabled)
             self.assertGreater(self.view.gen, gen)
             # An unchanged record (a health check) keeps the candidate object and the generation.
             cand, gen = self.view.get_mirror(2), self.view.gen

@@ -12,6 +12,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mirrorbits.model import Mirror
 from mirrorbits.selection import (
     Candidate,
     ClientLocation,
@@ -98,11 +99,11 @@ def test_realistic_world_many_locations():
     rng = random.Random(7)
     cands = []
     for m in bench_world.build_mirrors():
-        cands.append(Candidate(
+        cands.append(Candidate(Mirror(
             id=m.id, name=m.name, http_url=m.http_url, enabled=True, http_up=True, https_up=m.id % 7 != 0,
             score=m.score, latitude=m.latitude, longitude=m.longitude, continent_code=m.continent_code,
             country_codes=m.country_codes, asnum=m.asnum, country_only=m.id % 11 == 0,
-            excluded_country_codes="FR" if m.id % 13 == 0 else ""))
+            excluded_country_codes="FR" if m.id % 13 == 0 else "")))
     sites = bench_world.SITES
     checked = fast_paths = 0
     for f in range(20):

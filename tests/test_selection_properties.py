@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mirrorbits.gocompat import format_duration
+from mirrorbits.model import Mirror
 from mirrorbits.selection import (
     Candidate,
     ClientLocation,
@@ -138,7 +139,7 @@ class GoReference:
 
     def filter_one(self, m, c, f, compare_size, max_out, valid):
         cl = self.client
-        if not c.enabled:
+        if not c.mirror.enabled:
             return "Disabled"
 
         def ensure(url, scheme):
@@ -148,16 +149,16 @@ class GoReference:
             m["url"] = ensure(c.http_url, "https")
             if c.http_url.startswith("http://"):
                 return "Not HTTPS"
-            if not c.https_up:
-                return c.https_down_reason or "Down"
+            if not c.mirror.https_up:
+                return c.mirror.https_down_reason or "Down"
             return ""
 
         def plain():
             m["url"] = ensure(c.http_url, "http")
             if c.http_url.startswith("https://"):
                 return "Not HTTP"
-            if not c.http_up:
-                return c.http_down_reason or "Down"
+            if not c.mirror.http_up:
+                return c.mirror.http_down_reason or "Down"
             return ""
 
         if self.secure == Secure.WITH_TLS:
@@ -181,7 +182,7 @@ class GoReference:
         if f.mod_time_ns is not None:
             mt = f.mod_time_ns
             if self.fix_tz:
-                mt += c.tz_offset_ms * 1_000_000
+                mt += c.tz_offset_ns
             p = c.last_successful_sync_precision_ns
             delta = go_truncate(LOCAL_MTIME, p) - go_truncate(mt, p)
             if delta < 0 or delta > max_out:
@@ -192,7 +193,7 @@ class GoReference:
             return "Country only"
         if c.as_only and (not valid or cl.asnum != c.asnum):
             return "AS only"
-        if valid and cl.country in c.excluded_country_codes.split():
+        if valid and cl.country in c.mirror.excluded_country_codes.split():
             return "User's country restriction"
         return ""
 
@@ -246,7 +247,7 @@ def candidates(draw, ident, healthy=False, center=None):
 
     pick = draw(st.tuples(*(st.integers(0, 7) for _ in range(8))))
     ccs = ["FR", "DE", "US", "JP", "AU", "GB", "FR DE", "GB FR US"][pick[0]]
-    return Candidate(
+    return Candidate(Mirror(
         id=ident,
         name=f"m{ident}",
         http_url=["http://a/", "https://b/", "c/"][pick[1] % 3] + f"{ident}/",
@@ -265,9 +266,9 @@ def candidates(draw, ident, healthy=False, center=None):
         country_codes="" if pick[4] == 7 else ccs,
         excluded_country_codes=["", "", "", "", "FR", "DE US", "JP", ""][pick[5]],
         asnum=[0, 1, 4444, 0, 1, 4444, 0, 1][pick[6]],
-        tz_offset_ms=[0, 0, 3_600_000, -3_600_000][pick[7] % 4],
-        last_successful_sync_precision_ns=[0, 0, SEC, 1_000_000, 7 * SEC, 0, SEC, 0][pick[7]],
-    )
+        tz_offset=[0, 0, 3_600_000, -3_600_000][pick[7] % 4],
+        last_successful_sync_precision=[0, 0, SEC, 1_000_000, 7 * SEC, 0, SEC, 0][pick[7]],
+    ))
 
 
 @st.composite
@@ -327,7 +328,7 @@ def file_ok(f, c, opts) -> bool:
         return False
     if f.mod_time_ns is None:
         return True
-    mt = f.mod_time_ns + (c.tz_offset_ms * 1_000_000 if opts["fix_timezone_offsets"] else 0)
+    mt = f.mod_time_ns + (c.tz_offset_ns if opts["fix_timezone_offsets"] else 0)
     p = c.last_successful_sync_precision_ns
     delta = go_truncate(LOCAL_MTIME, p) - go_truncate(mt, p)
     return 0 <= delta <= (rule or 0) * 60 * SEC
@@ -353,7 +354,7 @@ def test_invariants(w, mirrorlist, seed):
     for cid in chosen:
         c, f = files[cid]
         assert file_ok(f, c, opts), "a mirror with a missing, resized or outdated copy was chosen"
-        assert c.enabled
+        assert c.mirror.enabled
     for ch in sel.selected:
         if opts["secure"] == Secure.WITH_TLS:
             assert ch.absolute_url.startswith("https://")
@@ -420,8 +421,8 @@ def test_distance_matches_the_go_port_and_is_symmetric(p, q):
 def test_memoised_distances_equal_fresh_ones():
     """The per-candidate memo must never serve a distance computed for another client location."""
     rng = random.Random(3)
-    cands = [Candidate(id=i, http_url="https://x/", enabled=True, https_up=True,
-                       latitude=rng.uniform(-80, 80), longitude=rng.uniform(-179, 179)) for i in range(20)]
+    cands = [Candidate(Mirror(id=i, http_url="https://x/", enabled=True, https_up=True,
+                       latitude=rng.uniform(-80, 80), longitude=rng.uniform(-179, 179))) for i in range(20)]
     world = [(c, MirrorFile(LOCAL_SIZE, LOCAL_MTIME)) for c in cands]
     for _ in range(200):
         client = ClientLocation(country="FR", latitude=rng.uniform(-80, 80), longitude=rng.uniform(-179, 179))
@@ -434,9 +435,9 @@ def test_memoised_distances_equal_fresh_ones():
 def test_weighted_draw_frequencies_follow_the_weights():
     """Without replacement, proportional to weight: the first pick's frequency is weight/total."""
     here = ClientLocation(country="FR", continent="EU", asnum=9, latitude=48.8567, longitude=2.3508)
-    near = [Candidate(id=i, http_url="https://x/", enabled=True, https_up=True, country_codes="FR",
-                      latitude=57.9 + 0.3 * i, longitude=2.3508) for i in range(1, 4)]
-    far = Candidate(id=9, http_url="https://x/", enabled=True, https_up=True, latitude=-33.86, longitude=151.2)
+    near = [Candidate(Mirror(id=i, http_url="https://x/", enabled=True, https_up=True, country_codes="FR",
+                      latitude=57.9 + 0.3 * i, longitude=2.3508)) for i in range(1, 4)]
+    far = Candidate(Mirror(id=9, http_url="https://x/", enabled=True, https_up=True, latitude=-33.86, longitude=151.2))
     world = [(c, MirrorFile(LOCAL_SIZE, LOCAL_MTIME)) for c in [*near, far]]
     ml = select_mirrors(PATH, LOCAL_SIZE, LOCAL_MTIME, world, here, for_mirrorlist=True, rng=random.Random(0))
     expected = {ch.candidate.id: ch.weight / 100 for ch in ml.selected if ch.weight > 0}

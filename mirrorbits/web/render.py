@@ -187,7 +187,7 @@ def mirror_document(ch: Chosen | Excluded) -> dict[str, Any]:
     if src is not None and hasattr(src, "json_cache"):
         parts = src.json_cache.get("parts")
         if parts is None:
-            parts = src.json_cache["parts"] = _mirror_head_tail(src.mirror)
+            parts = src.json_cache["parts"] = _mirror_head_tail(ch.candidate.mirror)
     else:
         parts = _mirror_head_tail(_pseudo_mirror(ch))
     head, tail = parts

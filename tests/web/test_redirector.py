@@ -17,7 +17,7 @@ from twisted.trial import unittest
 
 from mirrorbits.cache import PathEntry
 from mirrorbits.config import Config
-from mirrorbits.model import FileInfo
+from mirrorbits.model import FileInfo, Mirror
 from mirrorbits.redis import schema
 from mirrorbits.selection import Candidate, ClientLocation, MirrorFile, Secure, select_mirrors
 from mirrorbits.web.resource import RedirectorResource, _ConfigState, parse_http_date, parse_query
@@ -166,12 +166,12 @@ def worlds(draw: Any) -> tuple[list[tuple[Candidate, MirrorFile | None]], Client
     n = draw(st.integers(0, 12))
     pairs = []
     for i in range(n):
-        cand = Candidate(
+        cand = Candidate(Mirror(
             id=i + 1, name=f"m{i}", http_url=draw(_ABS) + f"m{i}.example/",
             enabled=draw(st.booleans()), http_up=draw(st.booleans()), https_up=draw(st.booleans()),
             latitude=draw(st.floats(-80, 80)), longitude=draw(st.floats(-179, 179)),
             country_codes=draw(st.sampled_from(["FR", "DE FR", "US", ""])),
-            asnum=draw(st.sampled_from([0, 1, 2])), score=draw(st.integers(-50, 50)))
+            asnum=draw(st.sampled_from([0, 1, 2])), score=draw(st.integers(-50, 50))))
         kind = draw(st.sampled_from(["same", "same", "missing", "size", "old"]))
         mf = {"same": MirrorFile(100, _LOCAL_NS), "missing": None, "size": MirrorFile(99, _LOCAL_NS),
               "old": MirrorFile(100, _LOCAL_NS - 10**10)}[kind]
@@ -199,9 +199,9 @@ class FastPathProperties(unittest.SynchronousTestCase):
         pairs, client, secure = world
         config = Config(Repository="/")
         # The view also knows a mirror that does not carry the file: it must never be chosen.
-        outsider = Candidate(id=99, name="x", http_url="https://x.example/", enabled=True, http_up=True,
+        outsider = Candidate(Mirror(id=99, name="x", http_url="https://x.example/", enabled=True, http_up=True,
                              https_up=True, latitude=client.latitude, longitude=client.longitude,
-                             country_codes=client.country)
+                             country_codes=client.country))
         view = _fake_view([c for c, _ in pairs] + [outsider])
         res = RedirectorResource(_app_with_view(config, view), rng=random.Random(seed))
         state = _ConfigState(config)
@@ -226,12 +226,12 @@ class FastPathProperties(unittest.SynchronousTestCase):
     def test_plans_follow_the_view(self) -> None:
         config = Config(Repository="/")
         client = ClientLocation("FR", "EU", 7, 48.85, 2.35)  # no ASN bonus (mirrors have ASN 0)
-        a = Candidate(id=1, name="a", http_url="http://a/", enabled=True, http_up=True, https_up=True,
-                      latitude=48.8, longitude=2.3, country_codes="FR")
-        b = Candidate(id=2, name="b", http_url="http://b/", enabled=True, http_up=True, https_up=True,
-                      latitude=40.7, longitude=-74.0, country_codes="US")
-        c = Candidate(id=3, name="c", http_url="http://c/", enabled=True, http_up=True, https_up=True,
-                      latitude=48.9, longitude=2.4, country_codes="FR")
+        a = Candidate(Mirror(id=1, name="a", http_url="http://a/", enabled=True, http_up=True, https_up=True,
+                      latitude=48.8, longitude=2.3, country_codes="FR"))
+        b = Candidate(Mirror(id=2, name="b", http_url="http://b/", enabled=True, http_up=True, https_up=True,
+                      latitude=40.7, longitude=-74.0, country_codes="US"))
+        c = Candidate(Mirror(id=3, name="c", http_url="http://c/", enabled=True, http_up=True, https_up=True,
+                      latitude=48.9, longitude=2.4, country_codes="FR"))
         view = _fake_view([a, b, c])
         res = RedirectorResource(_app_with_view(config, view), rng=random.Random(1))
         state = _ConfigState(config)
@@ -258,8 +258,8 @@ class FastPathProperties(unittest.SynchronousTestCase):
         self.assertEqual(seen, {1, 3})
         self.assertEqual(res.memo_stats["misses"], misses)
         # A mirror record changes (new Candidate, new generation): c's replacement is far away.
-        c2 = Candidate(id=3, name="c", http_url="http://c/", enabled=True, http_up=True, https_up=True,
-                       latitude=-33.9, longitude=151.2, country_codes="AU")
+        c2 = Candidate(Mirror(id=3, name="c", http_url="http://c/", enabled=True, http_up=True, https_up=True,
+                       latitude=-33.9, longitude=151.2, country_codes="AU"))
         view.gen = 1
         view.mirrors = lambda: {m.id: m for m in (a, b, c2)}
         entry.pairs = ((a, MirrorFile(100, _LOCAL_NS)), (b, MirrorFile(100, _LOCAL_NS)),

@@ -1,20 +1,20 @@
 """Answers of the mirror handler: the 302 redirect, the JSON document, Go's plain errors.
 
 Why a module of its own: the byte-level details (header sets, Go JSON field order and number
-formats, Location escaping) are the compatibility contract with existing clients (http.md §6, §7),
-and they are shared by the mirror-list page and the download log (engineer L), which take the same
-:class:`Results`.
+formats, Location escaping) are the compatibility contract with existing clients, and they are
+shared by the mirror-list page and the download log, which take the same :class:`Results`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from twisted.web.iweb import IRequest
 
 from mirrorbits.geo import EMPTY_RECORD, GeoRecord
 from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_json_dumps
 from mirrorbits.model import FileInfo, Mirror
-from mirrorbits.selection import Chosen, Excluded
+from mirrorbits.selection import Candidate, Chosen, Excluded
 
 __all__ = [
     "REDIRECT",
@@ -37,9 +37,10 @@ JSON = "JSON"
 MIRRORLIST = "MIRRORLIST"
 
 _TEXT_PLAIN = b"text/plain; charset=utf-8"
-_TEXT_HTML = b"text/html; charset=utf-8"
+_TEXT_HTML = [b"text/html; charset=utf-8"]
 _APPLICATION_JSON = b"application/json; charset=utf-8"
-_NO_CACHE = b"private, no-cache"
+_NO_CACHE = [b"private, no-cache"]
+_NO_CACHE_VALUE = _NO_CACHE[0]
 
 
 @dataclass(slots=True)
@@ -61,7 +62,7 @@ class Results:
     error: str | None = None
 
 
-def plain_error(request: Any, code: int, text: str) -> bytes:
+def plain_error(request: IRequest, code: int, text: str) -> bytes:
     """Go's ``http.Error``: text/plain, nosniff, body ``<text>\\n``."""
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", _TEXT_PLAIN)
@@ -70,7 +71,7 @@ def plain_error(request: Any, code: int, text: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# Redirect (§6.1)
+# Redirect
 
 _LOC_ESCAPES = tuple(chr(b) if b < 0x80 else f"%{b:02x}" for b in range(256))
 
@@ -88,7 +89,11 @@ def _header_safe(value: bytes) -> bytes:
     return b" ".join(value.splitlines()) if b"\r" in value or b"\n" in value else value
 
 
-def redirect_header_parts(ch: Chosen, rel: str) -> tuple[bytes, bytes, bytes]:
+#: (``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) of one mirror for one file.
+HeaderParts = tuple[bytes, bytes, bytes]
+
+
+def redirect_header_parts(ch: Chosen, rel: str) -> HeaderParts:
     """(``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) for one chosen mirror,
     already as twisted would store them (see :func:`render_redirect`)."""
     cc = ch.candidate.country_list
@@ -99,21 +104,19 @@ def redirect_header_parts(ch: Chosen, rel: str) -> tuple[bytes, bytes, bytes]:
             _header_safe(f"; geo={geo}".encode("utf-8", "surrogateescape")))
 
 
-def render_redirect(request: Any, results: Results, max_link_headers: int,
-                    parts_cache: dict[Any, tuple[bytes, bytes, bytes]] | None = None) -> bytes:
+def render_redirect(request: IRequest, results: Results, max_link_headers: int,
+                    parts_cache: dict[Candidate, HeaderParts] | None = None) -> bytes:
     """302 to the first mirror, ``Link`` alternatives for the next ``max_link_headers``, empty body.
 
     ``parts_cache``: per-candidate header bytes (:func:`redirect_header_parts`) kept by the caller
     for one file and one scheme option (the redirector keeps them on its file plan), so the hot
-    path formats no URL.  The values go straight into the response's header table under
-    twisted's canonical names (``setHeader`` would re-encode the name and re-check the value on
-    every request; the parts are checked once, when made).
+    path formats no URL.
     """
     path = results.file_info.path
     rel = path[1:] if path.startswith("/") else path
     mlist = results.mirror_list
-    cache: dict[Any, tuple[bytes, bytes, bytes]] = {} if parts_cache is None else parts_cache
-    raw = request.responseHeaders._rawHeaders
+    cache: dict[Candidate, HeaderParts] = {} if parts_cache is None else parts_cache
+    headers = request.responseHeaders
     if len(mlist) > 1 and max_link_headers > 0:
         links = []
         k = 0
@@ -123,20 +126,20 @@ def render_redirect(request: Any, results: Results, max_link_headers: int,
             if p is None:
                 p = cache[ch.candidate] = redirect_header_parts(ch, rel)
             links.append(b"%s%d%s" % (p[1], k, p[2]))
-        raw[b"Link"] = links
-    raw[b"Content-Type"] = [_TEXT_HTML]
-    raw[b"Cache-Control"] = [_NO_CACHE]
+        headers.setRawHeaders(b"Link", links)
+    headers.setRawHeaders(b"Content-Type", _TEXT_HTML)
+    headers.setRawHeaders(b"Cache-Control", _NO_CACHE)
     first = mlist[0]
     p = cache.get(first.candidate)
     if p is None:
         p = cache[first.candidate] = redirect_header_parts(first, rel)
-    raw[b"Location"] = [p[0]]
+    headers.setRawHeaders(b"Location", [p[0]])
     request.setResponseCode(302)
     return b""
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON (§6.2, §7)
+# JSON
 
 
 def _time(secs: int | None) -> str:
@@ -146,8 +149,8 @@ def _time(secs: int | None) -> str:
     return format_rfc3339nano(secs * 1_000_000_000, "local")
 
 
-def _mirror_head_tail(m: Mirror) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-    head: list[tuple[str, Any]] = [
+def _mirror_head_tail(m: Mirror) -> tuple[list[tuple[str, object]], list[tuple[str, object]]]:
+    head: list[tuple[str, object]] = [
         ("ID", m.id), ("Name", m.name), ("HttpURL", m.http_url), ("RsyncURL", m.rsync_url),
         ("FtpURL", m.ftp_url), ("SponsorName", m.sponsor_name), ("SponsorURL", m.sponsor_url),
         ("SponsorLogoURL", m.sponsor_logo_url), ("AdminName", m.admin_name),
@@ -165,7 +168,7 @@ def _mirror_head_tail(m: Mirror) -> tuple[list[tuple[str, Any]], list[tuple[str,
     head.append(("StateSince", _time(m.state_since)))
     if m.allow_redirects:
         head.append(("AllowRedirects", m.allow_redirects))
-    tail: list[tuple[str, Any]] = [
+    tail: list[tuple[str, object]] = [
         ("LastSync", _time(m.last_sync)), ("LastSuccessfulSync", _time(m.last_successful_sync)),
         ("LastSuccessfulSyncProtocol", m.last_successful_sync_protocol),
         ("LastSuccessfulSyncPrecision", m.last_successful_sync_precision),
@@ -181,8 +184,8 @@ def _pseudo_mirror(ch: Chosen | Excluded) -> Mirror:
                   continent_code=c.continent_code)
 
 
-def mirror_document(ch: Chosen | Excluded) -> dict[str, Any]:
-    """One Mirror object in Go's field order (§7)."""
+def mirror_document(ch: Chosen | Excluded) -> dict[str, object]:
+    """One Mirror object in Go's field order."""
     src = ch.candidate.source
     if src is not None and hasattr(src, "json_cache"):
         parts = src.json_cache.get("parts")
@@ -202,8 +205,8 @@ def mirror_document(ch: Chosen | Excluded) -> dict[str, Any]:
     return doc
 
 
-def file_info_document(fi: FileInfo) -> dict[str, Any]:
-    doc: dict[str, Any] = {"Path": fi.path}
+def file_info_document(fi: FileInfo) -> dict[str, object]:
+    doc: dict[str, object] = {"Path": fi.path}
     if fi.size:
         doc["Size"] = fi.size
     doc["ModTime"] = fi.mod_time_rfc3339()
@@ -216,7 +219,7 @@ def file_info_document(fi: FileInfo) -> dict[str, Any]:
     return doc
 
 
-def _client_document(rec: GeoRecord) -> dict[str, Any]:
+def _client_document(rec: GeoRecord) -> dict[str, object]:
     return {
         "CountryCode": rec.country_code, "ContinentCode": rec.continent_code, "City": rec.city,
         "Country": rec.country, "Latitude": Float32(rec.latitude),
@@ -224,9 +227,9 @@ def _client_document(rec: GeoRecord) -> dict[str, Any]:
     }
 
 
-def results_document(results: Results) -> dict[str, Any]:
-    """The JSON renderer's document, keys in Go's order (§7)."""
-    doc: dict[str, Any] = {
+def results_document(results: Results) -> dict[str, object]:
+    """The JSON renderer's document, keys in Go's order."""
+    doc: dict[str, object] = {
         "FileInfo": file_info_document(results.file_info),
         "IP": results.ip,
         "ClientInfo": _client_document(results.client),
@@ -240,10 +243,10 @@ def results_document(results: Results) -> dict[str, Any]:
     return doc
 
 
-def render_json(request: Any, results: Results, pretty: bool) -> bytes:
-    """200 with the Results document; ``?pretty`` is indented and gets a Content-Length (§6.2)."""
+def render_json(request: IRequest, results: Results, pretty: bool) -> bytes:
+    """200 with the Results document; ``?pretty`` is indented and gets a Content-Length."""
     body = go_json_dumps(results_document(results), pretty=pretty).encode("utf-8", "surrogateescape")
     request.setHeader(b"Content-Type", _APPLICATION_JSON)
-    request.setHeader(b"Cache-Control", _NO_CACHE)
+    request.setHeader(b"Cache-Control", _NO_CACHE_VALUE)
     request.setResponseCode(200)
     return body

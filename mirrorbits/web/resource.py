@@ -272,7 +272,7 @@ class RedirectorResource(resource.Resource):
         location = paths.canonical_location(url_path, target.raw_query)
         if location is not None:
             return self._moved_permanently(request, location)
-        request.responseHeaders._rawHeaders[b"Server"] = [st.server]  # = setHeader, checked once
+        request.responseHeaders.setRawHeaders(b"Server", [st.server])
         query = parse_query(target.raw_query)
         rtype = request_type(query)
         ctx = RequestContext(url_path, query, st.config, rtype)

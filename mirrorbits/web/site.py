@@ -1,34 +1,45 @@
 """The HTTP front: a ``twisted.web`` Site whose root resource dispatches every request.
 
-Why a lean request class: a redirect is a few microseconds of our own work, and twisted.web's
-generic per-request machinery (query parsing into ``request.args``, resource traversal, the
-default ``Server``/``Date`` headers, a ``getsockname`` call for ``request.host``, several header
-look-ups on the way out) cost more than the redirect itself (measured: a bare twisted.web 302
-spends ~140 us of CPU per request on the 2-core VM, a plain Twisted protocol ~45 us).
-:class:`LeanRequest` keeps the twisted.web API (everything a resource or a test may use still
-works, lazily where possible) and takes a short path for what the redirector does: a leaf root
-resource that returns the whole body at once.  Anything else (a non-leaf root, a POST form, an
-unusual response: cookies, ETag, ``lastModified``) takes twisted's own path unchanged.
+Why a lean request and channel: a redirect is a few microseconds of our own work, and twisted.web's
+generic per-request machinery (resource traversal, the default ``Server``/``Date`` headers, a
+``getsockname`` call for ``request.host``, a separate write for the headers and the body) cost more
+than the redirect itself (measured: a bare twisted.web 302 spends ~140 us of CPU per request on the
+2-core VM, a plain Twisted protocol ~45 us).
+
+Only public twisted.web API is used, so a new Twisted release cannot break serving silently:
+
+* :class:`LeanChannel` overrides the documented ``HTTPChannel`` hooks ``getHost`` (asked once per
+  connection instead of once per request) and ``checkPersistence`` (a stopping daemon answers the
+  connection's current request with ``Connection: close``: :meth:`LeanChannel.wind_down`);
+* :class:`LeanRequest` overrides ``process``, the method twisted.web documents for subclasses: for
+  a leaf root resource that returns its whole body at once (the redirector) it writes status line,
+  headers and body in one transport write and ends with the public ``finish``.  Anything else (a
+  non-leaf root, ``NOT_DONE_YET``, an unusual response: cookies, ETag, ``lastModified``) takes
+  twisted's own ``render``/``write``/``finish`` path unchanged.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
-from urllib.parse import unquote_to_bytes
+from typing import TYPE_CHECKING, cast
 
-from twisted.web import http, resource, server
-from twisted.web.http import parse_qs
-from twisted.web.http_headers import Headers
+from twisted.internet.interfaces import IAddress
+from twisted.python import failure
+from twisted.web import http, pages, resource, server
+from twisted.web.iweb import IRequest
 
 from mirrorbits import VERSION
 
-__all__ = ["LeanRequest", "NotFoundRoot", "make_site", "plain_error"]
+if TYPE_CHECKING:
+    from mirrorbits.app import Mirrorbits
+
+__all__ = ["LeanChannel", "LeanRequest", "NotFoundRoot", "make_site", "plain_error"]
 
 _NO_BODY = (http.NOT_MODIFIED, http.NO_CONTENT)
+_CONNECTION_CLOSE = [b"close"]
 
 
-def plain_error(request: Any, code: int, text: str) -> bytes:
+def plain_error(request: IRequest, code: int, text: str) -> bytes:
     """Go's ``http.Error``: text/plain, nosniff, ``<text>\\n``."""
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
@@ -39,138 +50,109 @@ def plain_error(request: Any, code: int, text: str) -> bytes:
 class NotFoundRoot(resource.Resource):
     isLeaf = True
 
-    def render(self, request: Any) -> bytes:
+    def render(self, request: server.Request) -> bytes:
         request.setHeader(b"Server", f"Mirrorbits/{VERSION}".encode())
         return plain_error(request, 404, "Not Found")
 
 
-class _DateCache:
+class DateCache:
     """The ``Date`` header value, formatted once per second (twisted formats it per request)."""
 
     __slots__ = ("second", "value")
 
     def __init__(self) -> None:
         self.second = -1
-        self.value = b""
+        self.value = [b""]
 
-    def now(self) -> bytes:
+    def now(self) -> list[bytes]:
         t = int(time.time())
         if t != self.second:
-            self.value = http.datetimeToString(t)
+            self.value = [http.datetimeToString(t)]
             self.second = t
         return self.value
+
+
+class LeanChannel(http.HTTPChannel):
+    """One HTTP/1.x connection: its local address asked once, and a "last request" mode for stops.
+
+    Why not twisted's default protocol factory (``_GenericHTTPChannelProtocol``): it only adds
+    HTTP/2 negotiation over TLS, which needs the optional ``h2`` package the daemon does not
+    install, and a proxy layer on every call of the hot path.
+    """
+
+    #: Set by :meth:`wind_down`: every request from now on is this connection's last.
+    last_request = False
+    #: The connection's local address (``getsockname``), asked on first use.
+    local_address: IAddress | None = None
+    #: Set by ``Site.buildProtocol``.
+    site: server.Site
+
+    def getHost(self) -> IAddress:  # noqa: N802 - twisted's name
+        host = self.local_address
+        if host is None:
+            assert self.transport is not None
+            host = self.local_address = self.transport.getHost()
+        return host
+
+    def checkPersistence(self, request: http.Request, version: bytes) -> bool:  # noqa: N802
+        if self.last_request:
+            request.responseHeaders.setRawHeaders(b"Connection", _CONNECTION_CLOSE)
+            return False
+        persistent: bool = super().checkPersistence(request, version)
+        return persistent
+
+    @property
+    def idle(self) -> bool:
+        """No request received and not answered yet."""
+        return not self.requests
+
+    def wind_down(self) -> None:
+        """No keep-alive from now on: the current request (if any) is the connection's last."""
+        self.last_request = True
+        for request in self.requests:
+            if not request.startedWriting and self.persistent:
+                request.responseHeaders.setRawHeaders(b"Connection", _CONNECTION_CLOSE)
+                self.persistent = False
 
 
 class LeanRequest(server.Request):
     """A ``server.Request`` with a short path for a leaf root resource (see the module docstring).
 
-    Differences a caller could notice: ``args``, ``postpath`` and ``host`` are computed on first
-    use; twisted's default ``Server: TwistedWeb/…`` header is not added (every response of the
-    redirector sets its own ``Server`` or, like Go's 400/301, none).
+    Differences a caller could notice: ``postpath`` is empty on the short path (a leaf resource
+    reads ``path``); twisted's default ``Server: TwistedWeb/…`` header is not added (every response
+    of the redirector sets its own ``Server`` or, like Go's 400/301, none).
     """
 
-    _dates = _DateCache()  # one per process; only ever touched from the reactor thread
-
-    def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
-        # http.Request.__init__ without the getsockname() for ``host`` (see the ``host`` property),
-        # and Componentized.__init__.
-        self.notifications = []
-        self.channel = channel
-        self.client = channel.getPeer()
-        self.requestHeaders = Headers()
-        self.received_cookies = {}
-        self.responseHeaders = Headers()
-        self.cookies = []
-        self.transport = channel.transport
-        self.queued = False
-        self._parsePOSTFormSubmission = channel.site._parsePOSTFormSubmission
-        self._adapterCache = {}
-
-    # -- lazily computed attributes ------------------------------------------------------------
-
-    @property  # type: ignore[override]
-    def host(self) -> Any:
-        h = self.__dict__.get("_host")
-        if h is None:
-            h = self.__dict__["_host"] = self.transport.getHost()  # type: ignore[union-attr]
-        return h
-
-    @host.setter
-    def host(self, value: Any) -> None:
-        self.__dict__["_host"] = value
-
-    @property  # type: ignore[override]
-    def args(self) -> Any:
-        a = self.__dict__.get("_args")
-        if a is None:
-            uri = self.uri
-            q = uri.find(b"?")
-            a = self.__dict__["_args"] = parse_qs(uri[q + 1:], 1) if q >= 0 else {}
-        return a
-
-    @args.setter
-    def args(self, value: Any) -> None:
-        self.__dict__["_args"] = value
-
-    @property  # type: ignore[override]
-    def postpath(self) -> Any:
-        p = self.__dict__.get("_postpath")
-        if p is None and self.path is not None:
-            p = self.__dict__["_postpath"] = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
-        return p
-
-    @postpath.setter
-    def postpath(self, value: Any) -> None:
-        self.__dict__["_postpath"] = value
-
-    # -- request side --------------------------------------------------------------------------
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
-        """As twisted's, minus the eager query parsing (``args`` is lazy); POST goes the old way
-        (form bodies are merged into ``args`` there)."""
-        if command == b"POST":
-            server.Request.requestReceived(self, command, path, version)
-            return
-        self.content.seek(0, 0)  # type: ignore[union-attr]
-        self.method = command
-        self.uri = path
-        self.clientproto = version
-        q = path.find(b"?")
-        self.path = path if q < 0 else path[:q]
-        self.process()
+    dates = DateCache()  # one per process; only ever touched from the reactor thread
 
     def process(self) -> None:
-        site = self.site = self.channel.site  # type: ignore[attr-defined]
+        site = self.site = cast(LeanChannel, self.channel).site
         root = site.resource
-        if not getattr(root, "isLeaf", False) or self.path == b"*":
+        if not root.isLeaf or self.path == b"*":
             server.Request.process(self)
             return
-        self.responseHeaders._rawHeaders[b"Date"] = [self._dates.now()]
+        self.responseHeaders.setRawHeaders(b"Date", self.dates.now())
         self.prepath = []
+        self.postpath = []
         self.sitepath: list[bytes] = []
         try:
-            self._render_leaf(root)
+            body = root.render(self)
+            if body is server.NOT_DONE_YET:
+                return
+            if (not isinstance(body, bytes) or self.cookies or self.etag is not None
+                    or self.lastModified is not None):
+                self._finish_like_twisted(body)
+            else:
+                self._write_whole(body)
         except BaseException:
-            from twisted.python import failure
-
             self.processingFailed(failure.Failure())
 
-    def _render_leaf(self, root: Any) -> None:
-        body = root.render(self)
-        if body is server.NOT_DONE_YET:
-            return
-        if (not isinstance(body, bytes) or self._disconnected or self.cookies
-                or self.etag is not None or self.lastModified is not None
-                or self._encoder is not None):
-            self._finish_like_twisted(body, root)
-            return
-        self._write_whole(body)
-
-    def _finish_like_twisted(self, body: Any, root: Any) -> None:
+    def _finish_like_twisted(self, body: object) -> None:
         """What ``server.Request.render`` does with a returned body."""
         if not isinstance(body, bytes):
-            body = resource._UnsafeErrorPage(  # type: ignore[attr-defined]
-                http.INTERNAL_SERVER_ERROR, "Request did not return bytes", "").render(self)
+            body = pages.errorPage(http.INTERNAL_SERVER_ERROR, "Request did not return bytes",
+                                   "").render(self)
+            assert isinstance(body, bytes)
         if self.method == b"HEAD":
             if body:
                 self.setHeader(b"Content-Length", b"%d" % (len(body),))
@@ -181,49 +163,50 @@ class LeanRequest(server.Request):
         self.finish()
 
     def _write_whole(self, body: bytes) -> None:
-        """Status line, headers and body in one transport write, then twisted's finish steps.
+        """Status line, headers and body in one transport write, then twisted's ``finish``.
 
         Same bytes as twisted's ``render``/``write``/``finish`` chain: ``Content-Length`` for a
         non-HEAD answer (HEAD: only when a body was produced; so never chunked), the default
         ``Content-Type`` when none is set and the length is not 0, no body for HEAD, 204 and 304.
         """
-        raw = self.responseHeaders._rawHeaders
+        headers = self.responseHeaders
         code = self.code
         head = self.method == b"HEAD"
+        length = None
         if not head or body:
-            raw[b"Content-Length"] = [b"%d" % len(body)]
-        if (code not in _NO_BODY and b"Content-Type" not in raw and self.defaultContentType is not None
-                and raw.get(b"Content-Length", (None,))[0] != b"0"):
-            raw[b"Content-Type"] = [self.defaultContentType]
+            length = b"%d" % len(body)
+            headers.setRawHeaders(b"Content-Length", [length])
+        if (code not in _NO_BODY and self.defaultContentType is not None and length != b"0"
+                and not headers.hasHeader(b"Content-Type")):
+            headers.setRawHeaders(b"Content-Type", [self.defaultContentType])
         parts = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
-        for name, values in raw.items():
+        for name, values in headers.getAllRawHeaders():
             for value in values:
                 parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
         if body and not head and code not in http.NO_BODY_CODES:
             parts.append(body)
             self.sentLength = len(body)
-        self.startedWriting = 1
-        self.channel.transport.write(b"".join(parts))  # type: ignore[union-attr]
-        factory = getattr(self.channel, "factory", None)
-        if factory is not None:
-            factory.log(self)
-        self.finished = 1
-        self._cleanup()
+        self.startedWriting = 1  # ``finish`` then writes nothing more (never chunked: see above)
+        transport = self.channel.transport
+        assert transport is not None
+        transport.write(b"".join(parts))
+        self.finish()
 
 
-class _Site(server.Site):
+class LeanSite(server.Site):
     """No per-request access log: the Go original writes none (its download log is separate), and
     formatting one line per request costs ~15% of a redirect's CPU time."""
 
     requestFactory = LeanRequest
+    # twisted types the attribute as its HTTP/2-negotiating factory; any HTTPChannel serves.
+    protocol = LeanChannel  # type: ignore[assignment]
 
-    def log(self, request: Any) -> None:
+    def log(self, request: object) -> None:
         pass
 
 
-def make_site(app: Any) -> server.Site:
-    root = app.get_web_root() if hasattr(app, "get_web_root") else NotFoundRoot()
-    site = _Site(root)
+def make_site(app: Mirrorbits) -> server.Site:
+    site = LeanSite(app.get_web_root())
     site.displayTracebacks = False
     return site

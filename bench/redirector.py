@@ -207,11 +207,12 @@ def serve_bare(fd: int | None, port: int, children: int) -> None:
         for _ in range(children):
             subprocess.Popen([sys.executable, os.path.abspath(__file__), "--bare-serve", str(fd)],
                              pass_fds=(fd,))
-    p = reactor.adoptStreamPort(fd, socket.AF_INET, Site(Bare()))  # type: ignore[attr-defined]
-    if children or not port:
-        from mirrorbits.web.workers import fair_accept
+    if children or not port:  # shared by several processes: one accept per wake-up
+        from mirrorbits.lifecycle.listener import adopt_listening_socket
 
-        fair_accept(p)
+        adopt_listening_socket(reactor, fd, socket.AF_INET, Site(Bare()))  # type: ignore[arg-type]
+    else:
+        reactor.adoptStreamPort(fd, socket.AF_INET, Site(Bare()))  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 
 

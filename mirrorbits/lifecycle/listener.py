@@ -27,13 +27,34 @@ import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, task
+from twisted.internet import defer, endpoints, error, task
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IReadDescriptor,
+    ITCPTransport,
+)
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from twisted.protocols import policies
+from twisted.python import failure
+from twisted.web import http
+from zope.interface import implementer
+
+from mirrorbits.web.site import wind_down
+
+if TYPE_CHECKING:
+    from mirrorbits.reactor import IDaemonReactor
 
 log = Logger(namespace="mirrorbits.listener")
+
+_T = TypeVar("_T")
 
 #: listen(2) backlog; the kernel caps it at net.core.somaxconn (4096 on current kernels).  A deep
 #: queue absorbs bursts while one generation hands over to the next.
@@ -123,7 +144,7 @@ def parse_listen_address(address: str) -> ListenSpec:
     return ListenSpec(address, socket.AF_INET, host=host, port=int(port))
 
 
-def _resolve(spec: ListenSpec) -> tuple[int, tuple[Any, ...]]:
+def _resolve(spec: ListenSpec) -> tuple[int, tuple[object, ...]]:
     """Family and sockaddr; a host name is looked up (start-up/reload only: rare and short)."""
     try:
         socket.inet_pton(spec.family, spec.host)
@@ -228,117 +249,96 @@ def socket_name(sock: socket.socket) -> str:
 # Connections: track them so that a stop can drain them
 
 
-class ConnectionTracker:
-    """Knows the open HTTP connections of a ``Site``, so a stop can let them finish.
+class ConnectionTracker(policies.WrappingFactory):
+    """Knows the open connections of a factory (a ``Site``), so a stop can let them finish.
 
-    Installed by wrapping the factory's ``buildProtocol`` (instance attribute, no subclassing:
-    the Site comes from the web part).  Also usable by HTTP worker processes.
+    Listen with the tracker instead of the wrapped factory: it is a ``WrappingFactory`` whose
+    ``registerProtocol``/``unregisterProtocol`` hooks see every connection come and go.  Also used
+    by the HTTP worker processes.
     """
 
-    def __init__(self, factory: Any, reactor: Any) -> None:
+    def __init__(self, factory: IProtocolFactory, reactor: IReactorTime) -> None:
+        super().__init__(factory)
         self.reactor = reactor
-        self.factory = factory
-        self._live: set[Any] = set()
         #: Connections seen since start (a worker logs it when it stops).
         self.accepted = 0
-        self._draining = False
-        self._emptied: list[defer.Deferred[None]] = []
-        original = factory.buildProtocol
-
-        def build(addr: Any) -> Any:
-            proto = original(addr)
-            if proto is not None:
-                self._track(proto)
-            return proto
-
-        factory.buildProtocol = build
+        self.draining = False
+        self.emptied: list[defer.Deferred[None]] = []
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self.protocols)
+
+    def registerProtocol(self, p: policies.ProtocolWrapper) -> None:  # noqa: N802 - Twisted's name
+        super().registerProtocol(p)
+        self.accepted += 1
+        if self.draining:
+            self._wind_down(p)
+
+    def unregisterProtocol(self, p: policies.ProtocolWrapper) -> None:  # noqa: N802
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiters, self.emptied = self.emptied, []
+            for d in waiters:
+                d.callback(None)
 
     @staticmethod
-    def _channel(proto: Any) -> Any:
-        return getattr(proto, "_channel", proto)
+    def _channel(p: policies.ProtocolWrapper) -> http.HTTPChannel | None:
+        proto = p.wrappedProtocol
+        return proto if isinstance(proto, http.HTTPChannel) else None
 
-    def _track(self, proto: Any) -> None:
-        self._live.add(proto)
-        self.accepted += 1
-        channel = self._channel(proto)
-        lost = channel.connectionLost
+    def _idle(self, p: policies.ProtocolWrapper) -> bool:
+        """Nothing received and not answered yet (not known for a non-HTTP protocol)."""
+        channel = self._channel(p)
+        return channel is not None and not channel.requests
 
-        def connection_lost(reason: Any) -> Any:
-            self._live.discard(proto)
-            try:
-                return lost(reason)
-            finally:
-                if not self._live:
-                    waiters, self._emptied = self._emptied, []
-                    for d in waiters:
-                        d.callback(None)
-
-        channel.connectionLost = connection_lost
-        if self._draining:
-            self._wind_down(proto)
-
-    @classmethod
-    def _idle(cls, proto: Any) -> bool:
-        return not getattr(cls._channel(proto), "requests", None)
-
-    def _wind_down(self, proto: Any) -> None:
-        """No keep-alive from now on: the current request (if any) is the connection's last."""
-        channel = self._channel(proto)
-
-        def last_request(request: Any, version: bytes) -> bool:
-            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-            return False
-
-        channel.checkPersistence = last_request
-        for request in list(getattr(channel, "requests", ())):
-            if not getattr(request, "startedWriting", True) and getattr(channel, "persistent", False):
-                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-                channel.persistent = False
+    def _wind_down(self, p: policies.ProtocolWrapper) -> None:
+        channel = self._channel(p)
+        if channel is not None:
+            wind_down(channel)
 
     def _wait_empty(self) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
-        if not self._live:
+        if not self.protocols:
             d.callback(None)
         else:
-            self._emptied.append(d)
+            self.emptied.append(d)
         return d
 
     async def drain(self, timeout: float = 5.0, idle_grace: float = 1.0) -> int:
         """Let open connections finish; returns how many had to be cut at ``timeout``."""
-        self._draining = True
-        for proto in list(self._live):
-            self._wind_down(proto)
-        if not self._live:
+        self.draining = True
+        for p in list(self.protocols):
+            self._wind_down(p)
+        if not self.protocols:
             return 0
         empty = self._wait_empty()
         await _first(self.reactor, empty, min(idle_grace, timeout))
-        for proto in list(self._live):
-            transport = self._channel(proto).transport
-            if self._idle(proto) and transport is not None:
-                transport.loseConnection()  # sent nothing since the stop began
-        if self._live:
+        for p in list(self.protocols):
+            if self._idle(p) and p.transport is not None:
+                p.transport.loseConnection()  # sent nothing since the stop began
+        if self.protocols:
             await _first(self.reactor, self._wait_empty(), max(0.0, timeout - idle_grace))
         cut = 0
-        for proto in list(self._live):
-            transport = self._channel(proto).transport
+        for p in list(self.protocols):
+            transport = p.transport
             if transport is not None:
                 cut += 1
-                transport.abortConnection()
+                if ITCPTransport.providedBy(transport):  # TCP and Unix connections
+                    transport.abortConnection()
+                else:
+                    transport.loseConnection()
         if cut:
             log.warn("Stopped with {n} request(s) still running after {t}s", n=cut, t=timeout)
         return cut
 
 
-async def _first(reactor: Any, d: defer.Deferred[Any], timeout: float) -> None:
+async def _first(reactor: IReactorTime, d: defer.Deferred[_T], timeout: float) -> None:
     """Wait for ``d`` or ``timeout`` seconds, whichever comes first (``d`` is not cancelled)."""
     if d.called or timeout <= 0:
         return
     waiter: defer.Deferred[None] = defer.Deferred()
 
-    def wake(result: Any = None) -> Any:
+    def wake(result: object = None) -> object:
         if not waiter.called:
             waiter.callback(None)
         return result
@@ -378,23 +378,129 @@ def refuse_new_connections(sock: socket.socket) -> bool:
     return True
 
 
-def adopt_listening_socket(reactor: Any, fd: int, family: int, factory: Any) -> Any:
-    """``reactor.adoptStreamPort`` made safe for a socket other processes share (HTTP workers, the
-    next generation): stopping the port never ``shutdown()``s the socket nor unlinks a Unix path.
+@implementer(IReadDescriptor, IListeningPort)
+class AcceptingPort:
+    """A listening socket other processes may share (HTTP workers, the next generation), served
+    through the public reactor API: ``addReader`` for readiness, ``adoptStreamConnection`` for each
+    accepted connection.
 
-    The port dup()s ``fd``; the caller keeps (and closes) its own.
+    Why not ``reactor.adoptStreamPort``: Twisted's ports ``shutdown()`` the socket when they stop
+    (for every process sharing it: all their connections refused), a Unix port unlinks its path
+    (which the other processes still serve on) and listens again with a backlog of 50, and a port
+    accepts up to 100+ connections per wake-up, so with several processes on one socket the first
+    one awake would take a whole burst (a load balancer's or wrk's 64 connections) and keep it.
+    This port accepts one connection per wake-up, and stopping it only closes its own fd.
+
+    The port works on a ``dup()`` of the caller's fd; the caller keeps (and closes) its own.
     """
-    port = reactor.adoptStreamPort(fd, family, factory)
-    # tcp.Port clears this for an adopted socket, unix.Port does not: its close would then
-    # shutdown() the socket for every process sharing it (all their connections refused).
-    port._shouldShutdown = False
-    if family == socket.AF_UNIX:
-        from twisted.internet import tcp
 
-        # unix.Port.connectionLost unlinks the path, which the other processes still serve on.
-        port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
-        # unix.Port.startListening listen()s again with its backlog of 50
-        port.socket.listen(BACKLOG)
+    def __init__(self, reactor: IDaemonReactor, fd: int, family: int,
+                 factory: IProtocolFactory) -> None:
+        self.reactor = reactor
+        self.family = socket.AddressFamily(family)
+        self.factory = factory
+        self.socket: socket.socket | None = socket.fromfd(fd, family, socket.SOCK_STREAM)
+        self.socket.setblocking(False)
+        self.reading = False
+        factory.doStart()
+
+    # -- IListeningPort ------------------------------------------------------------------------------
+
+    def startListening(self) -> None:  # noqa: N802 - Twisted's name
+        self.startReading()
+
+    def stopListening(self) -> defer.Deferred[None]:  # noqa: N802
+        """Stop accepting and close this port's fd (no ``shutdown()``, no unlink)."""
+        self.close_now()
+        return defer.succeed(None)
+
+    def getHost(self) -> IAddress:  # noqa: N802
+        if self.socket is None:
+            raise error.NotListeningError("the port is closed")
+        name = self.socket.getsockname()
+        if self.family == socket.AF_UNIX:
+            return UNIXAddress(name if isinstance(name, str) else name.decode(errors="replace"))
+        if self.family == socket.AF_INET6:
+            return IPv6Address("TCP", name[0], name[1], name[2], name[3])
+        return IPv4Address("TCP", name[0], name[1])
+
+    # -- IReadDescriptor ------------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self.socket.fileno() if self.socket is not None else -1
+
+    def logPrefix(self) -> str:  # noqa: N802
+        return "AcceptingPort"
+
+    def doRead(self) -> None:  # noqa: N802
+        """One connection per wake-up (see the class docstring)."""
+        self._accept_one()
+
+    def connectionLost(self, reason: failure.Failure) -> None:  # noqa: N802
+        """The reactor gave up on our fd (it was closed under us)."""
+        self.close_now()
+
+    # -- ours -------------------------------------------------------------------------------------------
+
+    def startReading(self) -> None:  # noqa: N802 - as Twisted's descriptors
+        if not self.reading and self.socket is not None:
+            self.reading = True
+            self.reactor.addReader(self)
+
+    def stopReading(self) -> None:  # noqa: N802
+        if self.reading:
+            self.reading = False
+            self.reactor.removeReader(self)
+
+    def close_now(self) -> None:
+        """Stop accepting and close this port's fd at once (not on the reactor's next turn: until
+        the last fd closes, the kernel keeps queueing connections that the close would reset)."""
+        self.stopReading()
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+            self.factory.doStop()
+
+    def accept_waiting(self) -> int:
+        """Accept and serve every connection waiting in the accept queue; returns how many."""
+        taken = 0
+        while self._accept_one():
+            taken += 1
+        return taken
+
+    def _accept_one(self) -> bool:
+        if self.socket is None:
+            return False
+        try:
+            conn, _ = self.socket.accept()
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            # Out of fds or buffers, or a connection reset before we took it: the client sees a
+            # reset; the socket stays ours to accept on once the condition passes.
+            log.warn("accept() failed: {e}", e=e)
+            return False
+        try:
+            conn.setblocking(False)
+            # twisted annotates ``ServerFactory``; it documents (and only uses) IProtocolFactory
+            self.reactor.adoptStreamConnection(conn.fileno(), self.family,
+                                               cast(ServerFactory, self.factory))
+        except Exception:  # noqa: BLE001 - e.g. out of fds: the client sees a reset
+            log.failure("cannot serve an accepted connection")
+        finally:
+            conn.close()  # adoptStreamConnection dup()ed it
+        return True
+
+
+def adopt_listening_socket(reactor: IDaemonReactor, fd: int, family: int,
+                           factory: IProtocolFactory) -> AcceptingPort:
+    """Serve ``factory`` on the listening socket ``fd`` (an :class:`AcceptingPort`, accepting).
+
+    Stopping the port never ``shutdown()``s the socket nor unlinks a Unix path: other processes
+    may share it.  The port dup()s ``fd``; the caller keeps (and closes) its own.
+    """
+    port = AcceptingPort(reactor, fd, family, factory)
+    port.startListening()
     return port
 
 
@@ -403,18 +509,18 @@ def adopt_listening_socket(reactor: Any, fd: int, family: int, factory: Any) -> 
 
 
 class _Listening:
-    """One adopted socket: our ``socket.socket`` (the fd we hand over) and Twisted's port."""
+    """One adopted socket: our ``socket.socket`` (the fd we hand over) and the accepting port."""
 
-    def __init__(self, sock: socket.socket, port: Any, unix_inode: int | None) -> None:
+    def __init__(self, sock: socket.socket, port: AcceptingPort, unix_inode: int | None) -> None:
         self.sock = sock
         self.port = port
         self.name = socket_name(sock)
         self.unix_inode = unix_inode
 
     def close(self, *, unlink: bool, last: bool = False,
-              refuse_new: bool = False) -> defer.Deferred[Any]:
+              refuse_new: bool = False) -> defer.Deferred[None]:
         """Stop accepting and close our fds, without ``shutdown()`` (the socket may live on in
-        another process) and without Twisted's unlink of a Unix path (unless ``unlink``).
+        another process) and without removing a Unix path (unless ``unlink``).
 
         ``last``: nobody takes the socket over, so the connections already waiting in its accept
         queue would be reset by the close: accept and serve them first.  ``refuse_new``: also stop
@@ -426,11 +532,10 @@ class _Listening:
         if last:
             if refuse_new:
                 refuse_new_connections(self.sock)
-            self._accept_backlog()
-            # Close now, not on Twisted's next turn: until the last fd closes the kernel keeps
-            # queueing connections that the close would then reset.
-            port.socket.close()
-        d = defer.maybeDeferred(port.stopListening)
+            taken = port.accept_waiting()
+            if taken:
+                log.info("Serving {n} connection(s) that were waiting in the accept queue", n=taken)
+        d = port.stopListening()
         path = self.name if self.sock.family == socket.AF_UNIX else ""
         self.sock.close()
         if unlink and path and self.unix_inode is not None:
@@ -440,28 +545,6 @@ class _Listening:
             except OSError:
                 pass
         return d
-
-
-    def _accept_backlog(self) -> None:
-        factory = self.port.factory
-        reactor = self.port.reactor
-        taken = 0
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-            try:
-                reactor.adoptStreamConnection(conn.fileno(), self.sock.family, factory)
-                taken += 1
-            except Exception:  # noqa: BLE001 - e.g. out of fds: the client sees a reset
-                log.failure("cannot serve a connection accepted while closing")
-            finally:
-                conn.close()  # adoptStreamConnection dup()ed it
-        if taken:
-            log.info("Serving {n} connection(s) that were waiting in the accept queue", n=taken)
 
 
 class HTTPListener(service.Service):
@@ -475,7 +558,7 @@ class HTTPListener(service.Service):
 
     name = "http"
 
-    def __init__(self, factory: Any, address: Callable[[], str], reactor: Any, *,
+    def __init__(self, factory: IProtocolFactory, address: Callable[[], str], reactor: IDaemonReactor, *,
                  inherited: socket.socket | None = None, paused: bool = False,
                  fatal: Callable[[str], None] | None = None, drain_timeout: float = 5.0,
                  idle_grace: float = 1.0) -> None:
@@ -494,11 +577,11 @@ class HTTPListener(service.Service):
         self.handing_over = False
         self.bound_address = ""
         self._current: _Listening | None = None
-        self._endpoint_port: Any = None
-        self._rebind_listeners: list[Callable[[Any], None]] = []
-        self._sharers: list[Callable[[], defer.Deferred[Any]]] = []
+        self._endpoint_port: IListeningPort | None = None
+        self._rebind_listeners: list[Callable[[IListeningPort], None]] = []
+        self._sharers: list[Callable[[], defer.Deferred[None]]] = []
         # Named as StreamServerEndpointService's: the redirector's worker start-up waits on it.
-        self._waitingForPort: defer.Deferred[Any] = defer.Deferred()
+        self._waitingForPort: defer.Deferred[IListeningPort] = defer.Deferred()
 
     # -- what others may ask ---------------------------------------------------------------------
 
@@ -511,28 +594,28 @@ class HTTPListener(service.Service):
         return sock.fileno() if sock is not None else None
 
     @property
-    def port(self) -> Any:
+    def port(self) -> IListeningPort | None:
         """Twisted's listening port (``getHost()``...), or None when not listening."""
         if self._current is not None:
             return self._current.port
         return self._endpoint_port
 
-    def when_listening(self) -> defer.Deferred[Any]:
+    def when_listening(self) -> defer.Deferred[IListeningPort]:
         """Fires with the port once listening (at once if already)."""
-        d: defer.Deferred[Any] = defer.Deferred()
+        d: defer.Deferred[IListeningPort] = defer.Deferred()
 
-        def relay(port: Any) -> Any:
+        def relay(port: IListeningPort) -> IListeningPort:
             d.callback(port)
             return port
 
         self._waitingForPort.addCallback(relay)
         return d
 
-    def on_rebind(self, listener: Callable[[Any], None]) -> None:
+    def on_rebind(self, listener: Callable[[IListeningPort], None]) -> None:
         """``listener(new_port)`` after a changed ``ListenAddress`` moved us to a new socket."""
         self._rebind_listeners.append(listener)
 
-    def add_sharer(self, stop: Callable[[], defer.Deferred[Any]]) -> None:
+    def add_sharer(self, stop: Callable[[], defer.Deferred[None]]) -> None:
         """Other processes accept on our socket (HTTP workers); ``stop()`` stops them and fires once
         they are gone.  On a final stop they go first and this process closes the socket last, so
         the connections waiting in its accept queue are served here instead of being reset when the
@@ -584,16 +667,16 @@ class HTTPListener(service.Service):
                 inode = os.lstat(socket_name(sock)).st_ino
             except OSError:
                 inode = None
-        port = adopt_listening_socket(self.reactor, sock.fileno(), sock.family, self.factory)
+        port = adopt_listening_socket(self.reactor, sock.fileno(), sock.family, self.tracker)
         return _Listening(sock, port, inode)
 
     def _listen_endpoint(self, spec: ListenSpec) -> None:
         log.warn("Listening through the endpoint {d!r}: a seamless upgrade cannot hand it over",
                  d=spec.description)
         ep = endpoints.serverFromString(self.reactor, spec.description)
-        d = ep.listen(self.factory)
+        d = ep.listen(self.tracker)
 
-        def listening(port: Any) -> Any:
+        def listening(port: IListeningPort) -> IListeningPort:
             self._endpoint_port = port
             self.bound_address = spec.text
             log.info("Service listening on {address}", address=spec.text)
@@ -608,15 +691,16 @@ class HTTPListener(service.Service):
         if self._current is not None:
             self._current.port.startReading()
 
-    def stop_accepting(self) -> defer.Deferred[Any]:
+    def stop_accepting(self) -> defer.Deferred[list[tuple[bool, None]]]:
         """Close the listening socket(s) in this process; connections already accepted go on."""
-        ds = []
+        ds: list[defer.Deferred[None]] = []
         if self._current is not None:
             final = not self.handing_over
             ds.append(self._current.close(unlink=final, last=final, refuse_new=final))
             self._current = None
         if self._endpoint_port is not None:
-            ds.append(defer.maybeDeferred(self._endpoint_port.stopListening))
+            stopped = self._endpoint_port.stopListening()
+            ds.append(stopped if stopped is not None else defer.succeed(None))
             self._endpoint_port = None
         return defer.DeferredList(ds)
 

@@ -15,6 +15,7 @@ from mirrorbits.geo import EMPTY_RECORD, GeoRecord
 from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_json_dumps
 from mirrorbits.model import FileInfo, Mirror
 from mirrorbits.selection import Candidate, Chosen, Excluded
+from mirrorbits.twistedcompat import header_table
 
 __all__ = [
     "REDIRECT",
@@ -37,10 +38,9 @@ JSON = "JSON"
 MIRRORLIST = "MIRRORLIST"
 
 _TEXT_PLAIN = b"text/plain; charset=utf-8"
-_TEXT_HTML = [b"text/html; charset=utf-8"]
+_TEXT_HTML = b"text/html; charset=utf-8"
 _APPLICATION_JSON = b"application/json; charset=utf-8"
-_NO_CACHE = [b"private, no-cache"]
-_NO_CACHE_VALUE = _NO_CACHE[0]
+_NO_CACHE = b"private, no-cache"
 
 
 @dataclass(slots=True)
@@ -110,13 +110,14 @@ def render_redirect(request: IRequest, results: Results, max_link_headers: int,
 
     ``parts_cache``: per-candidate header bytes (:func:`redirect_header_parts`) kept by the caller
     for one file and one scheme option (the redirector keeps them on its file plan), so the hot
-    path formats no URL.
+    path formats no URL.  The values go straight into the response's header table
+    (:func:`~mirrorbits.twistedcompat.header_table`): they were checked when made.
     """
     path = results.file_info.path
     rel = path[1:] if path.startswith("/") else path
     mlist = results.mirror_list
     cache: dict[Candidate, HeaderParts] = {} if parts_cache is None else parts_cache
-    headers = request.responseHeaders
+    headers = header_table(request.responseHeaders)
     if len(mlist) > 1 and max_link_headers > 0:
         links = []
         k = 0
@@ -126,14 +127,14 @@ def render_redirect(request: IRequest, results: Results, max_link_headers: int,
             if p is None:
                 p = cache[ch.candidate] = redirect_header_parts(ch, rel)
             links.append(b"%s%d%s" % (p[1], k, p[2]))
-        headers.setRawHeaders(b"Link", links)
-    headers.setRawHeaders(b"Content-Type", _TEXT_HTML)
-    headers.setRawHeaders(b"Cache-Control", _NO_CACHE)
+        headers[b"Link"] = links
+    headers[b"Content-Type"] = [_TEXT_HTML]
+    headers[b"Cache-Control"] = [_NO_CACHE]
     first = mlist[0]
     p = cache.get(first.candidate)
     if p is None:
         p = cache[first.candidate] = redirect_header_parts(first, rel)
-    headers.setRawHeaders(b"Location", [p[0]])
+    headers[b"Location"] = [p[0]]
     request.setResponseCode(302)
     return b""
 
@@ -247,6 +248,6 @@ def render_json(request: IRequest, results: Results, pretty: bool) -> bytes:
     """200 with the Results document; ``?pretty`` is indented and gets a Content-Length."""
     body = go_json_dumps(results_document(results), pretty=pretty).encode("utf-8", "surrogateescape")
     request.setHeader(b"Content-Type", _APPLICATION_JSON)
-    request.setHeader(b"Cache-Control", _NO_CACHE_VALUE)
+    request.setHeader(b"Cache-Control", _NO_CACHE)
     request.setResponseCode(200)
     return body

@@ -56,6 +56,7 @@ from mirrorbits.selection import (
     redirect_pool,
     select_mirrors,
 )
+from mirrorbits.twistedcompat import header_table
 from mirrorbits.web import clientinfo, paths
 from mirrorbits.web.render import (
     JSON,
@@ -272,7 +273,7 @@ class RedirectorResource(resource.Resource):
         location = paths.canonical_location(url_path, target.raw_query)
         if location is not None:
             return self._moved_permanently(request, location)
-        request.responseHeaders.setRawHeaders(b"Server", [st.server])
+        header_table(request.responseHeaders)[b"Server"] = [st.server]  # checked once
         query = parse_query(target.raw_query)
         rtype = request_type(query)
         ctx = RequestContext(url_path, query, st.config, rtype)

@@ -9,8 +9,8 @@ than the redirect itself (measured: a bare twisted.web 302 spends ~140 us of CPU
 Only public twisted.web API is used, so a new Twisted release cannot break serving silently:
 
 * :class:`LeanChannel` overrides the documented ``HTTPChannel`` hooks ``getHost`` (asked once per
-  connection instead of once per request) and ``checkPersistence`` (a stopping daemon answers the
-  connection's current request with ``Connection: close``: :meth:`LeanChannel.wind_down`);
+  connection instead of once per request) and ``checkPersistence`` (a stopping daemon answers
+  every later request with ``Connection: close``: :func:`wind_down`);
 * :class:`LeanRequest` overrides ``process``, the method twisted.web documents for subclasses: for
   a leaf root resource that returns its whole body at once (the redirector) it writes status line,
   headers and body in one transport write and ends with the public ``finish``.  Anything else (a
@@ -29,11 +29,12 @@ from twisted.web import http, pages, resource, server
 from twisted.web.iweb import IRequest
 
 from mirrorbits import VERSION
+from mirrorbits.twistedcompat import header_table
 
 if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
 
-__all__ = ["LeanChannel", "LeanRequest", "NotFoundRoot", "make_site", "plain_error"]
+__all__ = ["LeanChannel", "LeanRequest", "LeanSite", "NotFoundRoot", "make_site", "plain_error", "wind_down"]
 
 _NO_BODY = (http.NOT_MODIFIED, http.NO_CONTENT)
 _CONNECTION_CLOSE = [b"close"]
@@ -80,7 +81,7 @@ class LeanChannel(http.HTTPChannel):
     install, and a proxy layer on every call of the hot path.
     """
 
-    #: Set by :meth:`wind_down`: every request from now on is this connection's last.
+    #: Set by :func:`wind_down`: every request from now on is this connection's last.
     last_request = False
     #: The connection's local address (``getsockname``), asked on first use.
     local_address: IAddress | None = None
@@ -101,18 +102,21 @@ class LeanChannel(http.HTTPChannel):
         persistent: bool = super().checkPersistence(request, version)
         return persistent
 
-    @property
-    def idle(self) -> bool:
-        """No request received and not answered yet."""
-        return not self.requests
 
-    def wind_down(self) -> None:
-        """No keep-alive from now on: the current request (if any) is the connection's last."""
-        self.last_request = True
-        for request in self.requests:
-            if not request.startedWriting and self.persistent:
-                request.responseHeaders.setRawHeaders(b"Connection", _CONNECTION_CLOSE)
-                self.persistent = False
+
+def wind_down(channel: http.HTTPChannel) -> None:
+    """No keep-alive from now on: the channel's current request (if any) is its last.
+
+    A request being answered gets ``Connection: close`` unless its headers are already out (then
+    the connection closes after it all the same); on a :class:`LeanChannel` every later request
+    is answered the same way.
+    """
+    if isinstance(channel, LeanChannel):
+        channel.last_request = True
+    for request in channel.requests:
+        if not request.startedWriting and channel.persistent:
+            request.responseHeaders.setRawHeaders(b"Connection", _CONNECTION_CLOSE)
+            channel.persistent = False
 
 
 class LeanRequest(server.Request):
@@ -131,7 +135,7 @@ class LeanRequest(server.Request):
         if not root.isLeaf or self.path == b"*":
             server.Request.process(self)
             return
-        self.responseHeaders.setRawHeaders(b"Date", self.dates.now())
+        header_table(self.responseHeaders)[b"Date"] = self.dates.now()
         self.prepath = []
         self.postpath = []
         self.sitepath: list[bytes] = []
@@ -169,18 +173,18 @@ class LeanRequest(server.Request):
         non-HEAD answer (HEAD: only when a body was produced; so never chunked), the default
         ``Content-Type`` when none is set and the length is not 0, no body for HEAD, 204 and 304.
         """
-        headers = self.responseHeaders
+        headers = header_table(self.responseHeaders)
         code = self.code
         head = self.method == b"HEAD"
         length = None
         if not head or body:
             length = b"%d" % len(body)
-            headers.setRawHeaders(b"Content-Length", [length])
+            headers[b"Content-Length"] = [length]
         if (code not in _NO_BODY and self.defaultContentType is not None and length != b"0"
-                and not headers.hasHeader(b"Content-Type")):
-            headers.setRawHeaders(b"Content-Type", [self.defaultContentType])
+                and b"Content-Type" not in headers):
+            headers[b"Content-Type"] = [self.defaultContentType]
         parts = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
-        for name, values in headers.getAllRawHeaders():
+        for name, values in headers.items():
             for value in values:
                 parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")

@@ -43,7 +43,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ["RedirectorService", "WorkerProcess", "fair_accept", "main", "spawn_workers"]
+__all__ = ["RedirectorService", "WorkerProcess", "main", "spawn_workers"]
 
 log = Logger(namespace="mirrorbits.workers")
 
@@ -66,25 +66,6 @@ RESPAWN_DELAY = 1.0
 RESPAWN_DELAY_MAX = 30.0
 #: A worker that ran at least this long counts as healthy: the respawn delay starts over.
 HEALTHY_RUN = 10.0
-
-
-def fair_accept(port: Any) -> Any:
-    """Make a listening port accept one connection per wake-up.
-
-    Twisted accepts up to 100+ connections per readable event; with several processes on one
-    socket the first one awake would take a whole burst (a load balancer's or wrk's 64
-    connections) and keep them.  One accept per wake-up spreads them.
-    """
-    cls = port.__class__
-    if getattr(cls, "_mirrorbits_fair", False):
-        return port
-
-    fair = type("Fair" + cls.__name__, (cls,), {
-        "_mirrorbits_fair": True,
-        "numberAccepts": property(lambda self: 1, lambda self, value: None),
-    })
-    port.__class__ = fair
-    return port
 
 
 class WorkerProcess(protocol.ProcessProtocol):
@@ -257,7 +238,6 @@ class RedirectorService(service.Service):
         def listening(port: Any) -> Any:
             if self._stopping:
                 return port
-            fair_accept(port)
             count = self.app.config.Workers - 1
             self.workers = self._spawn(self._listen_fd(port), range(1, count + 1))
             log.info("Started {n} extra HTTP worker processes", n=count)
@@ -451,8 +431,7 @@ class _Worker:
         sock = socket_from_fd(self.fd)
         site = make_site(self.app)
         self.tracker = ConnectionTracker(site, self.reactor)
-        port = adopt_listening_socket(self.reactor, sock.fileno(), sock.family, site)
-        fair_accept(port)
+        port = adopt_listening_socket(self.reactor, sock.fileno(), sock.family, self.tracker)
         self._listening = _Listening(sock, port, None)
         log.info("HTTP worker {i} serving", i=self.index)
 

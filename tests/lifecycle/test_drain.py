@@ -11,6 +11,7 @@ from twisted.trial import unittest
 from twisted.web import resource, server
 
 from mirrorbits.lifecycle.listener import HTTPListener
+from mirrorbits.web.site import LeanSite
 from tests.fixtures.servers import free_port
 
 
@@ -65,7 +66,7 @@ def refused(port: int) -> bool:
 
 class DrainTests(unittest.TestCase):
     def listener(self, port: int, **kw: Any) -> HTTPListener:
-        site = server.Site(Slow())
+        site = LeanSite(Slow())  # the daemon's site: its channel can be wound down
         http = HTTPListener(site, lambda: f"127.0.0.1:{port}", reactor, **kw)
         http.startService()
         self.addCleanup(lambda: http.stopService() if http.running else None)
@@ -173,7 +174,7 @@ class DrainTests(unittest.TestCase):
         blocker.listen(1)
         self.addCleanup(blocker.close)
         fatal: list[str] = []
-        site = server.Site(Slow())
+        site = LeanSite(Slow())  # the daemon's site: its channel can be wound down
         http = HTTPListener(site, lambda: f"127.0.0.1:{blocker.getsockname()[1]}", reactor,
                             fatal=fatal.append)
         http.startService()

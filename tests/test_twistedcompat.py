@@ -1,0 +1,156 @@
+"""Canary: what the daemon relies on in Twisted, checked against the installed release.
+
+If one of these fails after a Twisted upgrade, serving would break (or answer different bytes):
+fix :mod:`mirrorbits.twistedcompat` or the lean request first, then widen the Twisted bound in
+setup.cfg.  The first test covers the one internal (``Headers._rawHeaders``); the others cover the
+public behaviours the lean request, the channel and the listener build on.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.web import resource, server
+from twisted.web.http_headers import Headers
+
+from mirrorbits.lifecycle.listener import ConnectionTracker, adopt_listening_socket
+from mirrorbits.twistedcompat import header_table
+from mirrorbits.web.site import LeanChannel, LeanSite, wind_down
+
+
+def test_header_table_is_the_live_canonical_table() -> None:
+    headers = Headers()
+    headers.setRawHeaders(b"content-type", [b"text/plain"])
+    table = header_table(headers)
+    assert table == {b"Content-Type": [b"text/plain"]}  # keys are the canonical names
+    table[b"Location"] = [b"http://example.org/"]
+    table[b"Link"] = [b"<a>; pri=1", b"<b>; pri=2"]
+    assert headers.getRawHeaders(b"location") == [b"http://example.org/"]
+    assert headers.hasHeader(b"Link")
+    assert list(headers.getAllRawHeaders()) == [
+        (b"Content-Type", [b"text/plain"]), (b"Location", [b"http://example.org/"]),
+        (b"Link", [b"<a>; pri=1", b"<b>; pri=2"])]
+    headers.removeHeader(b"LOCATION")
+    assert b"Location" not in table
+
+
+class Leaf(resource.Resource):
+    """Answers as ``spec`` says: (code, headers, body, cookie)."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, headers: dict[bytes, bytes], body: bytes, cookie: bool) -> None:
+        super().__init__()
+        self.spec = (code, headers, body, cookie)
+
+    def render(self, request: server.Request) -> bytes:
+        code, headers, body, cookie = self.spec
+        request.setResponseCode(code)
+        for name, value in headers.items():
+            request.setHeader(name, value)
+        if cookie:
+            request.addCookie(b"k", b"v")
+        return body
+
+
+def answer(site: server.Site, raw: bytes) -> tuple[bytes, bool]:
+    """The bytes a site writes for ``raw`` minus ``Date``/``Server``, and whether it closed."""
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    assert channel is not None
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+    channel.makeConnection(transport)
+    channel.dataReceived(raw)
+    lines = transport.value().split(b"\r\n")
+    kept = [line for line in lines if not line.startswith((b"Date: ", b"Server: "))]
+    return b"\r\n".join(kept), transport.disconnecting
+
+
+@pytest.mark.parametrize("method,version", [(b"GET", b"HTTP/1.1"), (b"HEAD", b"HTTP/1.1"),
+                                            (b"GET", b"HTTP/1.0")])
+@pytest.mark.parametrize("code,headers,body,cookie", [
+    (302, {b"Location": b"http://m.example/f", b"Cache-Control": b"private, no-cache"}, b"", False),
+    (200, {b"Content-Type": b"application/json"}, b'{"a": 1}\n', False),
+    (200, {}, b"<p>default content type</p>", False),
+    (404, {b"Content-Type": b"text/plain; charset=utf-8"}, b"Not Found\n", False),
+    (204, {}, b"", False),
+    (304, {}, b"", False),
+    (200, {}, b"with a cookie: twisted's own path", True),
+])
+def test_lean_answer_is_twisteds_answer(method: bytes, version: bytes, code: int,
+                                        headers: dict[bytes, bytes], body: bytes,
+                                        cookie: bool) -> None:
+    """The one-write answer of the lean request (status line and headers built by us, then
+    ``Request.finish``) is byte for byte what twisted.web's own render/write/finish writes."""
+    raw = method + b" /some/file.iso HTTP/1.1\r\nHost: x\r\n\r\n".replace(b"HTTP/1.1", version, 1)
+    root = Leaf(code, headers, body, cookie)
+    twisted_site = server.Site(root)
+    twisted_site.log = lambda request: None  # type: ignore[method-assign]
+    assert answer(LeanSite(root), raw) == answer(twisted_site, raw)
+
+
+def test_keep_alive_then_wind_down_closes_after_the_next_answer() -> None:
+    """``checkPersistence`` is asked for each request (the channel's hook for a stopping daemon)."""
+    site = LeanSite(Leaf(302, {b"Location": b"http://m.example/f"}, b"", False))
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    assert isinstance(channel, LeanChannel)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    request = b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n"
+    channel.dataReceived(request)
+    assert b"Connection: close" not in transport.value() and not transport.disconnecting
+    transport.clear()
+    wind_down(channel)
+    channel.dataReceived(request)
+    assert transport.value().startswith(b"HTTP/1.1 302 ")
+    assert b"\r\nConnection: close\r\n" in transport.value()
+    assert transport.disconnecting
+
+
+def test_tracker_sees_connections_come_and_go() -> None:
+    """``WrappingFactory`` calls ``registerProtocol``/``unregisterProtocol`` per connection."""
+    tracker = ConnectionTracker(LeanSite(resource.Resource()), Clock())
+    wrapper = tracker.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    assert wrapper is not None
+    wrapper.makeConnection(StringTransport())
+    assert len(tracker) == 1 and tracker.accepted == 1
+    emptied = tracker._wait_empty()
+    assert not emptied.called
+    wrapper.connectionLost(None)  # type: ignore[arg-type]
+    assert len(tracker) == 0 and emptied.called
+
+
+def test_accepting_port_takes_one_connection_per_wake_up_and_never_shuts_down() -> None:
+    """One accept per readable event; stopping closes only the port's own fd (the socket goes on
+    listening for whoever else holds it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.setblocking(False)
+    address = sock.getsockname()
+    clients = [socket.create_connection(address, timeout=2) for _ in range(3)]
+    reactor = MemoryReactor()
+    try:
+        port = adopt_listening_socket(reactor, sock.fileno(), sock.family,  # type: ignore[arg-type]
+                                      LeanSite(resource.Resource()))
+        assert port in reactor.readers
+        assert port.getHost() == IPv4Address("TCP", *address)
+        port.doRead()
+        assert len(reactor.adoptedStreamConnections) == 1
+        assert port.accept_waiting() == 2
+        assert len(reactor.adoptedStreamConnections) == 3
+        port.stopListening()
+        assert port not in reactor.readers
+        late = socket.create_connection(address, timeout=2)  # still listening: not shut down
+        sock.settimeout(2)
+        conn, _ = sock.accept()
+        conn.close()
+        late.close()
+    finally:
+        for c in clients:
+            c.close()
+        sock.close()

@@ -88,14 +88,14 @@ def test_lean_answer_is_twisteds_answer(method: bytes, version: bytes, code: int
     ``Request.finish``) is byte for byte what twisted.web's own render/write/finish writes."""
     raw = method + b" /some/file.iso HTTP/1.1\r\nHost: x\r\n\r\n".replace(b"HTTP/1.1", version, 1)
     root = Leaf(code, headers, body, cookie)
-    twisted_site = server.Site(root)
+    twisted_site = server.Site(root, reactor=Clock())
     twisted_site.log = lambda request: None  # type: ignore[method-assign]
-    assert answer(LeanSite(root), raw) == answer(twisted_site, raw)
+    assert answer(LeanSite(root, reactor=Clock()), raw) == answer(twisted_site, raw)
 
 
 def test_keep_alive_then_wind_down_closes_after_the_next_answer() -> None:
     """``checkPersistence`` is asked for each request (the channel's hook for a stopping daemon)."""
-    site = LeanSite(Leaf(302, {b"Location": b"http://m.example/f"}, b"", False))
+    site = LeanSite(Leaf(302, {b"Location": b"http://m.example/f"}, b"", False), reactor=Clock())
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     assert isinstance(channel, LeanChannel)
     transport = StringTransport()
@@ -113,7 +113,7 @@ def test_keep_alive_then_wind_down_closes_after_the_next_answer() -> None:
 
 def test_tracker_sees_connections_come_and_go() -> None:
     """``WrappingFactory`` calls ``registerProtocol``/``unregisterProtocol`` per connection."""
-    tracker = ConnectionTracker(LeanSite(resource.Resource()), Clock())
+    tracker = ConnectionTracker(LeanSite(resource.Resource(), reactor=Clock()), Clock())
     wrapper = tracker.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     assert wrapper is not None
     wrapper.makeConnection(StringTransport())
@@ -136,7 +136,7 @@ def test_accepting_port_takes_one_connection_per_wake_up_and_never_shuts_down() 
     reactor = MemoryReactor()
     try:
         port = adopt_listening_socket(reactor, sock.fileno(), sock.family,  # type: ignore[arg-type]
-                                      LeanSite(resource.Resource()))
+                                      LeanSite(resource.Resource(), reactor=Clock()))
         assert port in reactor.readers
         assert port.getHost() == IPv4Address("TCP", *address)
         port.doRead()

@@ -319,8 +319,7 @@ class GeoIP:
 
     def startup_report(self, has_fallbacks: bool) -> bool:
         """Log Go's startup messages; return False when the process must exit (no DB, no fallback)."""
-        for err in self.errors:
-            self.log.critical("{error}", error=err)
+        # The open errors were logged when the files were opened; the help repeats their causes.
         if self.missing:
             self.log.critical("{help}", help=self.missing_text())
         if self.all_failed:

@@ -76,6 +76,15 @@ def run(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 # -------------------------------------------------------------------------------------------------
 # The page and the files
 
@@ -292,9 +301,17 @@ def test_backup_script_copies_a_snapshot_that_restores(persistent_redis: int, tm
         restored.cleanup()
 
 
-def test_sentinel_runs_with_the_snippet(tmp_path: Path) -> None:
+@dataclass
+class RunningSentinel:
+    port: int
+    master: RedisServer
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[RunningSentinel]:
+    """A redis-sentinel with sentinel.conf, watching a real master; both on loopback."""
     binary = shutil.which("redis-sentinel")
-    sentinel_args = [binary] if binary else [tool("redis-server", "redis-sentinel"), "--sentinel"]
+    args = [binary] if binary else [tool("redis-server", "redis-sentinel"), "--sentinel"]
     master = RedisServer().start()
     port = free_port()
     text = (PRODUCTION / "sentinel.conf").read_text()
@@ -304,39 +321,48 @@ def test_sentinel_runs_with_the_snippet(tmp_path: Path) -> None:
                       rf"\1 127.0.0.1 {master.port} ")
     conf = tmp_path / "sentinel.conf"  # the sentinel rewrites its file: never the repository's
     conf.write_text(text + f"dir {tmp_path}\nlogfile {tmp_path / 'sentinel.log'}\n")
-    proc = subprocess.Popen([sentinel_args[0], str(conf), *sentinel_args[1:]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([args[0], str(conf), *args[1:]], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", port)
-        deadline = time.monotonic() + 10
-        while True:
-            state = redis_py.Redis(port=port, decode_responses=True).execute_command(
-                "SENTINEL", "MASTER", "mirrorbits")
-            fields = dict(zip(state[::2], state[1::2], strict=True)) if isinstance(state, list) else state
-            if fields.get("flags") == "master" or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert fields["flags"] == "master", fields  # watched and seen up
-        assert fields["port"] == str(master.port)
-        assert (fields["quorum"], fields["down-after-milliseconds"], fields["failover-timeout"],
-                fields["parallel-syncs"]) == ("2", "5000", "60000", "1")
+        yield RunningSentinel(port, master)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
         master.cleanup()
+
+
+def test_sentinel_runs_with_the_snippet(sentinel: RunningSentinel) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        state = redis_cli(sentinel.port, "SENTINEL", "MASTER", "mirrorbits")
+        fields = dict(zip(state[::2], state[1::2], strict=True)) if isinstance(state, list) else state
+        assert isinstance(fields, dict)
+        if fields.get("flags") == "master" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert fields["flags"] == "master", fields  # watched and seen up
+    assert fields["port"] == str(sentinel.master.port)
+    assert (fields["quorum"], fields["down-after-milliseconds"], fields["failover-timeout"],
+            fields["parallel-syncs"]) == ("2", "5000", "60000", "1")
+
+
+def test_daemon_finds_its_master_through_the_sentinels(sentinel: RunningSentinel, tmp_path: Path) -> None:
+    """mirrorbits-sentinel.conf in a real daemon: one sentinel of three answers, RedisAddress is dead."""
+    seed_world(sentinel.master.client())
+    port = free_port()
+    hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{sentinel.port}", f"127.0.0.1:{free_port()}"]
+    conf = production_config(tmp_path, port, f"127.0.0.1:{free_port()}", sentinels=hosts)
+    daemon = Daemon(go_style(conf, tmp_path / "mirrorbits.pid"), tmp_path)
+    try:
+        daemon.wait_log(f"Connected to redis master 127.0.0.1:{sentinel.master.port}", timeout=30)
+        wait_for_port("127.0.0.1", port)
+        assert served_from(ask(port)) == (["m1"], {})
+    finally:
+        stop(daemon.proc, timeout=20)
 
 
 # -------------------------------------------------------------------------------------------------
 # A real daemon with the production config, behind a real nginx and a real HAProxy
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass
@@ -346,16 +372,22 @@ class RunningDaemon:
     process: Daemon
 
 
-def production_config(tmp: Path, port: int, redis: RedisServer) -> Path:
-    """mirrorbits.conf with this machine's paths and ports; every other key as shipped."""
+def production_config(tmp: Path, port: int, redis_address: str, sentinels: list[str] | None = None) -> Path:
+    """mirrorbits.conf with this machine's paths and ports, every other key as shipped; with
+    ``sentinels``, followed by mirrorbits-sentinel.conf naming them."""
     repo = tmp / "repo"
     repo.mkdir()
     (repo / FILE.lstrip("/")).write_bytes(b"x" * 48)
     text = (PRODUCTION / "mirrorbits.conf").read_text()
     for key, value in {"Repository": repo, "LogDir": tmp / "logs", "GeoipDatabasePath": tmp / "nogeoip",
                        "ListenAddress": f"127.0.0.1:{port}", "RPCListenAddress": f"127.0.0.1:{free_port()}",
-                       "RedisAddress": redis.address}.items():
+                       "RedisAddress": redis_address}.items():
         text = substitute(text, rf"^{key}: .*$", f"{key}: {value}")
+    if sentinels is not None:
+        fragment = (PRODUCTION / "mirrorbits-sentinel.conf").read_text()
+        for i, host in enumerate(sentinels):
+            fragment = substitute(fragment, rf"^(\s*- Host:) 192\.0\.2\.{11 + i}:26379$", rf"\1 {host}")
+        text += fragment
     conf = tmp / "mirrorbits.conf"
     conf.write_text(text)
     return conf
@@ -368,7 +400,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     seed_world(redis.client())
     port = free_port()
     (tmp / "logs").mkdir()
-    process = Daemon(go_style(production_config(tmp, port, redis), tmp / "mirrorbits.pid"), tmp)
+    process = Daemon(go_style(production_config(tmp, port, redis.address), tmp / "mirrorbits.pid"), tmp)
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
         yield RunningDaemon(port, tmp / "logs", process)
@@ -502,7 +534,7 @@ def test_socket_unit_activates_the_daemon(tmp_path: Path) -> None:
     redis = RedisServer().start()
     seed_world(redis.client())
     port, configured_port = free_port(), free_port()
-    conf = production_config(tmp_path, configured_port, redis)
+    conf = production_config(tmp_path, configured_port, redis.address)
     daemon = Daemon([activate, "--listen", f"127.0.0.1:{port}", f"--fdname={names[0]}",
                      *go_style(conf, tmp_path / "mirrorbits.pid")], tmp_path)
     try:

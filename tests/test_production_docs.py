@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import redis as redis_py
 import twisted.test
 
 from mirrorbits.config import load_config
+from mirrorbits.redis.embedded import find_redis_server
 from tests.fixtures.redis import RedisServer, redis_server_binary
 from tests.fixtures.servers import free_port, wait_for_port
 from tests.lifecycle.helpers import FILE, Daemon, go_style, seed_world
@@ -522,6 +524,21 @@ def test_logrotate_rotates_and_the_daemon_reopens(daemon: RunningDaemon, tmp_pat
         time.sleep(0.05)
     assert "ip:198.51.100.7" not in rotated.read_text()
     assert daemon.process.proc.poll() is None
+
+
+def test_sigusr1_for_every_process_would_kill_an_embedded_redis(tmp_path: Path) -> None:
+    """Why logrotate signals the main process only (systemctl's default is every process of the
+    unit): the redis-server the daemon embeds does not handle SIGUSR1, and dies of it."""
+    port = free_port()
+    proc = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", str(tmp_path), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port)
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(10) == -signal.SIGUSR1
+    finally:
+        stop(proc)
 
 
 def test_socket_unit_activates_the_daemon(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ check. A system tool that is not installed makes its test skip with the Debian p
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import os
@@ -32,7 +33,10 @@ from pathlib import Path
 
 import pytest
 import redis as redis_py
-import twisted.test
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from mirrorbits.config import load_config
 from mirrorbits.redis.embedded import find_redis_server
@@ -49,8 +53,6 @@ SERVICE = ROOT / "contrib" / "mirrorbits.service"
 SNIPPET_RE = re.compile(r"<!-- snippet: (?P<path>\S+) -->\n```(?P<lang>[\w-]*)\n(?P<body>.*?)```\n", re.S)
 FENCE_RE = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$", re.S | re.M)
 
-#: A key and certificate (PEM, 2048-bit RSA, valid until 2123) that nginx and HAProxy can load.
-TEST_PEM = Path(twisted.test.__file__).with_name("server.pem")
 #: The client's own address in the proxy tests: not the proxy's, so a forwarded one can be told apart.
 CLIENT_IP = "127.0.0.3"
 #: What a client claims in its own X-Forwarded-For; the proxy must not pass it on.
@@ -85,6 +87,22 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tls_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-signed key and certificate in one PEM file, which nginx and HAProxy both load."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "download.example.org")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    pem = tmp_path_factory.mktemp("tls") / "download.example.org.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+                    + cert.public_bytes(serialization.Encoding.PEM))
+    return pem
 
 
 # -------------------------------------------------------------------------------------------------
@@ -182,10 +200,10 @@ def nginx_args(nginx: str, tmp: Path, conf: Path) -> list[str]:
     return [nginx, "-p", f"{tmp}/", "-e", str(tmp / "error.log"), "-c", str(conf)]
 
 
-def test_nginx_accepts_the_site(tmp_path: Path) -> None:
+def test_nginx_accepts_the_site(tmp_path: Path, tls_pem: Path) -> None:
     nginx = tool("nginx", "nginx")
     site = tmp_path / "site.conf"
-    site.write_text(nginx_site(TEST_PEM))
+    site.write_text(nginx_site(tls_pem))
     result = run(nginx_args(nginx, tmp_path, nginx_main(tmp_path, site)) + ["-t"])
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "test is successful" in output, output
@@ -204,10 +222,10 @@ def haproxy_config(cert: Path, *, daemon_port: int | None = None, http_port: int
     return text
 
 
-def test_haproxy_accepts_the_config(tmp_path: Path) -> None:
+def test_haproxy_accepts_the_config(tmp_path: Path, tls_pem: Path) -> None:
     haproxy = tool("haproxy", "haproxy")
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(haproxy_config(TEST_PEM))
+    cfg.write_text(haproxy_config(tls_pem))
     result = run([haproxy, "-c", "-f", str(cfg)])
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "valid" in output, output
@@ -470,7 +488,7 @@ def start_proxy(args: list[str], tmp: Path, ports: Proxy) -> subprocess.Popen[by
 
 @pytest.fixture(scope="module", params=["nginx", "haproxy"])
 def proxy(request: pytest.FixtureRequest, daemon: RunningDaemon,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+          tmp_path_factory: pytest.TempPathFactory, tls_pem: Path) -> Iterator[Proxy]:
     """The nginx or HAProxy snippet, run on loopback in front of the daemon."""
     name: str = request.param
     binary = tool(name, name)
@@ -479,10 +497,10 @@ def proxy(request: pytest.FixtureRequest, daemon: RunningDaemon,
     placed = {"daemon_port": daemon.port, "http_port": ports.http_port, "https_port": ports.https_port}
     conf = tmp / "proxy.conf"
     if name == "nginx":
-        conf.write_text(nginx_site(TEST_PEM, **placed))
+        conf.write_text(nginx_site(tls_pem, **placed))
         args = nginx_args(binary, tmp, nginx_main(tmp, conf))
     else:
-        conf.write_text(haproxy_config(TEST_PEM, **placed))
+        conf.write_text(haproxy_config(tls_pem, **placed))
         args = [binary, "-db", "-f", str(conf)]
     proc = start_proxy(args, tmp, ports)
     yield ports

@@ -27,6 +27,7 @@ from twisted.application import service
 from twisted.internet import defer, error, task
 from twisted.logger import Logger
 
+from mirrorbits.deferutil import wait_at_most
 from mirrorbits.lifecycle import systemd
 from mirrorbits.lifecycle.listener import HTTPListener
 from mirrorbits.lifecycle.pidfile import write_pidfile
@@ -158,15 +159,10 @@ class Lifecycle(service.Service):
         except Exception:  # noqa: BLE001 - no Redis configured: nothing to wait for
             redis = None
         if redis is not None and not getattr(redis, "ready", True):
-            ready = redis.when_ready()
-            timer = self.reactor.callLater(self.ready_timeout, ready.cancel)
             try:
-                await ready
-            except defer.CancelledError:
+                await wait_at_most(redis.when_ready(), self.ready_timeout, self.reactor)
+            except defer.TimeoutError:
                 log.warn("Redis not ready after {t}s; taking over anyway", t=self.ready_timeout)
-            finally:
-                if timer.active():
-                    timer.cancel()
         if self.stopping:
             return
         self.http.resume()

@@ -26,8 +26,9 @@ import socket
 import stat
 import struct
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, cast
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, error, task
@@ -47,14 +48,15 @@ from twisted.python import failure
 from twisted.web import http
 from zope.interface import implementer
 
+from mirrorbits.deferutil import wait_at_most
 from mirrorbits.web.site import wind_down
 
 if TYPE_CHECKING:
     from mirrorbits.reactor import IDaemonReactor
 
+
 log = Logger(namespace="mirrorbits.listener")
 
-_T = TypeVar("_T")
 
 #: listen(2) backlog; the kernel caps it at net.core.somaxconn (4096 on current kernels).  A deep
 #: queue absorbs bursts while one generation hands over to the next.
@@ -312,12 +314,14 @@ class ConnectionTracker(policies.WrappingFactory):
         if not self.protocols:
             return 0
         empty = self._wait_empty()
-        await _first(self.reactor, empty, min(idle_grace, timeout))
+        with suppress(defer.TimeoutError):
+            await wait_at_most(empty, min(idle_grace, timeout), self.reactor)
         for p in list(self.protocols):
             if self._idle(p) and p.transport is not None:
                 p.transport.loseConnection()  # sent nothing since the stop began
         if self.protocols:
-            await _first(self.reactor, self._wait_empty(), max(0.0, timeout - idle_grace))
+            with suppress(defer.TimeoutError):
+                await wait_at_most(self._wait_empty(), max(0.0, timeout - idle_grace), self.reactor)
         cut = 0
         for p in list(self.protocols):
             transport = p.transport
@@ -330,24 +334,6 @@ class ConnectionTracker(policies.WrappingFactory):
         if cut:
             log.warn("Stopped with {n} request(s) still running after {t}s", n=cut, t=timeout)
         return cut
-
-
-async def _first(reactor: IReactorTime, d: defer.Deferred[_T], timeout: float) -> None:
-    """Wait for ``d`` or ``timeout`` seconds, whichever comes first (``d`` is not cancelled)."""
-    if d.called or timeout <= 0:
-        return
-    waiter: defer.Deferred[None] = defer.Deferred()
-
-    def wake(result: object = None) -> object:
-        if not waiter.called:
-            waiter.callback(None)
-        return result
-
-    d.addBoth(wake)
-    call = reactor.callLater(timeout, wake)
-    await waiter
-    if call.active():
-        call.cancel()
 
 
 #: Linux ``SO_ATTACH_FILTER`` (asm-generic/socket.h), and a classic BPF program of one
@@ -712,8 +698,9 @@ class HTTPListener(service.Service):
         sharers = [defer.maybeDeferred(stop) for stop in self._sharers]
         if sharers and not self.handing_over:
             # We keep accepting meanwhile: the load the sharers leave is ours until we close.
-            await _first(self.reactor, defer.DeferredList(sharers, consumeErrors=True),
-                         self.sharer_timeout)
+            with suppress(defer.TimeoutError):
+                await wait_at_most(defer.DeferredList(sharers, consumeErrors=True), self.sharer_timeout,
+                                   self.reactor)
         await self.stop_accepting()
         await self.tracker.drain(self.drain_timeout, self.idle_grace)
 

@@ -1,4 +1,4 @@
-"""Recording a mirror's health and enabling/disabling it (spec §7.5, §2.6 events 4, 5 and 6).
+"""Recording a mirror's health and enabling/disabling it (mirror log events 4, 5 and 6).
 
 The Go original does ``HGET`` of the previous flag, ``HMSET`` of flag, reason and (on a change)
 ``stateSince``, then publishes ``_mirrorbits_mirror_update`` on *every* check.  Here the read and
@@ -21,20 +21,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from twisted.logger import Logger
-
+from mirrorbits.mirrorlog import append_log
 from mirrorbits.model import (
     LOG_DISABLED,
     LOG_ENABLED,
     LOG_STATE_CHANGED,
     PROTO_HTTP,
     PROTO_HTTPS,
-    mirror_log_json,
 )
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
-
-log = Logger(namespace="mirrorbits.monitor")
 
 #: KEYS[1] = MIRROR_<id>; ARGV = upField, reasonField, "1"/"0", reason, now.
 #: Returns {exists, previousUp, previousReason}; writes nothing when the hash is gone.
@@ -76,22 +72,9 @@ class StateChange:
     published: bool
 
 
-def _now_ns() -> int:
-    return time.time_ns()
-
-
-async def append_log(redis: RedisClient, mirror_id: int, type_: int, **extra: object) -> None:
-    """``RPUSH MIRRORLOGS_<id>`` one event in Go's JSON form (errors are logged, not raised)."""
-    entry = mirror_log_json(type_, mirror_id, _now_ns(), **extra)  # type: ignore[arg-type]
-    try:
-        await redis.execute("RPUSH", schema.mirror_logs_key(mirror_id), entry)
-    except Exception as e:
-        log.warn("Cannot write the mirror log of {id}: {err}", id=mirror_id, err=e)
-
-
 async def set_mirror_state(redis: RedisClient, mirror_id: int, proto: int, up: bool, reason: str,
                            now: int | None = None) -> StateChange:
-    """Record the health of one protocol (``PROTO_HTTP``/``PROTO_HTTPS``) of a mirror (§7.5)."""
+    """Record the health of one protocol (``PROTO_HTTP``/``PROTO_HTTPS``) of a mirror."""
     if proto == PROTO_HTTPS:
         up_field, reason_field = "httpsUp", "httpsDownReason"
     elif proto == PROTO_HTTP:

@@ -41,11 +41,11 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from mirrorbits import gocompat
+from mirrorbits.deferutil import follow
+from mirrorbits.mirrorlog import append_log
 from mirrorbits.model import LOG_ERROR, LOG_SCAN_COMPLETED, LOG_SCAN_STARTED
-from mirrorbits.monitor.state import append_log
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
@@ -191,7 +191,8 @@ class MirrorScanTransaction:
         entries, self._buffer = self._buffer, []
         d = defer.Deferred.fromCoroutine(self._write_staging(entries))
         self._pending = d
-        return shielded(d)
+        # The lister may be cancelled while it waits; the Redis write must not be.
+        return follow(d, consume=True)
 
     async def _write_staging(self, entries: list[str]) -> None:
         replies = await self.redis.pipeline([("RPUSH", self._staging, *entries),
@@ -222,7 +223,7 @@ class MirrorScanTransaction:
         """Phases 1–3 and the success mark.  Raises :class:`ScanError` (no files) after which the
         caller must :meth:`fail`; Redis errors propagate the same way."""
         if self._pending is not None and not self._pending.called:
-            await shielded(self._pending)
+            await follow(self._pending, consume=True)
         if self._buffer:
             await self._flush()
         if self.staged != self.files:  # a staging write failed
@@ -314,22 +315,3 @@ class MirrorScanTransaction:
                 pass
         await self.lock.release()
 
-
-def shielded(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    """A Deferred that fires with ``d``'s result but whose cancellation leaves ``d`` running.
-
-    Cancelling a Deferred that waits for a Redis reply would leave txredisapi's reply queue out of
-    step with the commands sent, so callers that may be cancelled (the FTP lister awaits our
-    staging writes) get this instead.  ``d``'s own failure is consumed here.
-    """
-    waiter: defer.Deferred[Any] = defer.Deferred()
-
-    def forward(result: Any) -> None:
-        if not waiter.called:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
-
-    d.addBoth(forward)
-    return waiter

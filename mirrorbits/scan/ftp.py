@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -29,6 +30,7 @@ from twisted.protocols.ftp import FTPClientBasic
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from mirrorbits.deferutil import wait_at_most
 from mirrorbits.scan.listing import (
     GO_ZERO_TIME_NS,
     PRECISION_MS,
@@ -47,6 +49,8 @@ log = Logger(namespace="mirrorbits.scan.ftp")
 CONNECT_TIMEOUT = 5.0
 #: Deadline of every single read/write on the control and data connections (Go: 30 s).
 IO_TIMEOUT = 30.0
+#: How long a polite QUIT may take before the connection is simply closed.
+QUIT_TIMEOUT = 2.0
 #: Longest listing line accepted (Go's bufio.Scanner limit); longer fails the listing.
 MAX_LISTING_LINE = 64 * 1024
 RFC3659_WARNING = (
@@ -813,12 +817,11 @@ class FtpSession:
     async def quit(self) -> None:
         """Polite QUIT, bounded in time; then close."""
         if self.proto.failure_reason is None and self.proto.transport is not None:
-            d = defer.ensureDeferred(self.proto.command("QUIT"))
-            d.addErrback(lambda _: None)
-            timer = self._reactor.callLater(2.0, d.cancel)
-            await d
-            if timer.active():
-                timer.cancel()
+            # Any answer, an error or none within the delay: the connection is closed below anyway,
+            # which ends the QUIT command too.
+            with suppress(Exception):
+                await wait_at_most(defer.ensureDeferred(self.proto.command("QUIT")), QUIT_TIMEOUT,
+                                   self._reactor, consume=True)
         self.abort()
 
     def abort(self) -> None:

@@ -9,9 +9,9 @@ cleans up and releases its lock before its Deferred fires.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -21,6 +21,7 @@ from mirrorbits.config import Config
 from mirrorbits.deferutil import follow
 from mirrorbits.model import SCANNER_FTP, SCANNER_RSYNC, FileInfo, Mirror
 from mirrorbits.monitor.health import HttpClient
+from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError
 from mirrorbits.scan import ftp, rsync, tzoffset
@@ -29,6 +30,8 @@ from mirrorbits.scan.listing import ListingOutcome, ScanAborted, ScanError
 from mirrorbits.scan.trace import fetch_trace
 
 log = Logger(namespace="mirrorbits.scan")
+
+T = TypeVar("T")
 
 ERR_NO_URL = "no suitable URL for the scan"
 ERR_ABORTED = "scan aborted"
@@ -52,7 +55,7 @@ class _Job:
 
     def __init__(self) -> None:
         self.aborted = False
-        self.lister: defer.Deferred[Any] | None = None
+        self.lister: defer.Deferred[ListingOutcome] | None = None
 
     def abort(self) -> None:
         self.aborted = True
@@ -72,22 +75,21 @@ class MirrorScanner:
     """Scans mirrors for this process (the monitor's workers and the admin ``scan`` command)."""
 
     def __init__(self, redis: RedisClient, config: Callable[[], Config], http: HttpClient,
-                 reactor: Any = None, *, batch: int = BATCH, rsync_timeout: float | None = None,
+                 reactor: IDaemonReactor | None = None, *, batch: int = BATCH,
+                 rsync_timeout: float | None = None,
                  ftp_timeout: float | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
         self.redis = redis
         self._config = config
         self.http = http
-        self.reactor = reactor
+        self.reactor = reactor if reactor is not None else default_reactor()
         self.batch = batch
         self.rsync_timeout = rsync_timeout
         self.ftp_timeout = ftp_timeout
         #: Scans with a listing running now.
         self._jobs: set[_Job] = set()
-        self._scans: set[defer.Deferred[Any]] = set()
-        self._traces: dict[int, defer.Deferred[Any]] = {}
+        #: One Deferred per scan started through :meth:`_abortable`, fired when it has cleaned up.
+        self._scans: set[defer.Deferred[None]] = set()
+        self._traces: dict[int, defer.Deferred[int | None]] = {}
         self.stopping = False
 
     @property
@@ -113,16 +115,21 @@ class MirrorScanner:
 
         return self._abortable(run)
 
-    def fetch_trace(self, mirror: Mirror) -> defer.Deferred[Any]:
+    def fetch_trace(self, mirror: Mirror) -> defer.Deferred[int | None]:
         """Fetch the trace file of ``mirror`` unless a fetch for it is already running."""
         running = self._traces.get(mirror.id)
         if running is not None and not running.called:
             return follow(running)
         d = defer.Deferred.fromCoroutine(
             fetch_trace(self.redis, self.http, mirror, self.config.TraceFileLocation))
-        d.addErrback(lambda f: None if f.check(defer.CancelledError) else log.failure("trace fetch", f))
+        d.addErrback(_log_trace_failure)
         self._traces[mirror.id] = d
-        d.addBoth(lambda r: self._traces.pop(mirror.id, None) and r)
+
+        def finished(result: int | None) -> int | None:
+            self._traces.pop(mirror.id, None)
+            return result
+
+        d.addCallback(finished)
         return follow(d)
 
     # -- the monitor entry point -------------------------------------------------------------
@@ -198,17 +205,14 @@ class MirrorScanner:
     async def _list(self, protocol: str, url: str, tx: MirrorScanTransaction, name: str,
                     job: _Job) -> ListingOutcome:
         if protocol == "rsync":
-            kwargs: dict[str, Any] = {}
-            if self.rsync_timeout is not None:
-                kwargs["timeout"] = self.rsync_timeout
-            d: defer.Deferred[Any] = defer.Deferred.fromCoroutine(rsync.list_rsync(url, tx.add, reactor=self.reactor,
-                                                              identifier=name, **kwargs))
+            listing: Coroutine[defer.Deferred[object], object, ListingOutcome] = rsync.list_rsync(
+                url, tx.add, reactor=self.reactor, identifier=name,
+                timeout=rsync.DEFAULT_IDLE_TIMEOUT if self.rsync_timeout is None else self.rsync_timeout)
         else:
-            kwargs = {}
-            if self.ftp_timeout is not None:
-                kwargs["timeout"] = self.ftp_timeout
-            d = defer.Deferred.fromCoroutine(ftp.list_ftp(url, tx.add, reactor=self.reactor,
-                                                          identifier=name, **kwargs))
+            listing = ftp.list_ftp(
+                url, tx.add, reactor=self.reactor, identifier=name,
+                timeout=ftp.IO_TIMEOUT if self.ftp_timeout is None else self.ftp_timeout)
+        d = defer.Deferred.fromCoroutine(listing)
         job.lister = d
         self._jobs.add(job)
         try:
@@ -268,24 +272,21 @@ class MirrorScanner:
 
     # -- stopping ----------------------------------------------------------------------------
 
-    def _abortable(self, factory: Callable[[_Job], Any]) -> defer.Deferred[Any]:
+    def _abortable(self, factory: Callable[[_Job], Coroutine[defer.Deferred[object], object, T]]) -> defer.Deferred[T]:
         """Run ``factory(job)``; cancelling the result aborts the job's listing only (see the
         module doc); the scan then cleans up in the background (:meth:`stop` waits for it)."""
         job = _Job()
         inner = defer.Deferred.fromCoroutine(factory(job))
-        self._scans.add(inner)
-        outer: defer.Deferred[Any] = defer.Deferred(lambda _: job.abort())
+        cleaned_up: defer.Deferred[None] = defer.Deferred()
+        self._scans.add(cleaned_up)
 
-        def forward(result: Any) -> None:
-            self._scans.discard(inner)
-            if not outer.called:
-                if isinstance(result, Failure):
-                    outer.errback(result)
-                else:
-                    outer.callback(result)
+        def finished(result: T | Failure) -> T | Failure:
+            self._scans.discard(cleaned_up)
+            cleaned_up.callback(None)
+            return result
 
-        inner.addBoth(forward)
-        return outer
+        inner.addBoth(finished)
+        return follow(inner, consume=True, on_cancel=job.abort)
 
     def abort_listers(self) -> None:
         for job in list(self._jobs):
@@ -296,13 +297,18 @@ class MirrorScanner:
         self.stopping = True
         self.abort_listers()
         self.http.cancel_all()
-        for d in list(self._scans):
-            await _quietly(follow(d))
-        for d in list(self._traces.values()):
-            await _quietly(follow(d))
+        for cleaned_up in list(self._scans):
+            await follow(cleaned_up)
+        for trace in list(self._traces.values()):
+            await _quietly(follow(trace))
 
 
-async def _quietly(d: defer.Deferred[Any]) -> None:
+def _log_trace_failure(failure: Failure) -> None:
+    if not failure.check(defer.CancelledError):
+        log.failure("trace fetch", failure)
+
+
+async def _quietly(d: defer.Deferred[T]) -> None:
     try:
         await d
     except BaseException:

@@ -41,6 +41,7 @@ from twisted.web import resource, server
 
 from mirrorbits import VERSION
 from mirrorbits.cache import LRU, MirrorView, PathEntry
+from mirrorbits.deferutil import wait_at_most
 from mirrorbits.geo import EMPTY_RECORD, GeoRecord
 from mirrorbits.model import FileInfo
 from mirrorbits.selection import (
@@ -337,8 +338,10 @@ class RedirectorResource(resource.Resource):
         error: str | None = None
         entry: PathEntry | None = None
         try:
-            entry = await _with_timeout(defer.Deferred.fromCoroutine(view.load(path)),
-                                        LOAD_TIMEOUT, self.app.reactor)
+            # The load goes on after a timeout: its result fills the view for the next request.
+            entry = await wait_at_most(defer.Deferred.fromCoroutine(view.load(path)), LOAD_TIMEOUT,
+                                       self.app.reactor, consume=True,
+                                       message=f"Redis did not answer within {LOAD_TIMEOUT}s")
         except Exception as exc:  # Redis down, loading, not ready, timeout: fallbacks
             error = str(exc) or exc.__class__.__name__
             log.debug("Cannot load {path}: {err}", path=path, err=error)
@@ -516,28 +519,3 @@ def _accepts_json(request: Any) -> bool:
     """``auto`` mode: the first ``Accept`` line contains ``application/json`` (no q-values)."""
     accept = _first(request, b"accept")
     return accept is not None and b"application/json" in accept
-
-
-async def _with_timeout(d: defer.Deferred[Any], seconds: float, reactor: Any) -> Any:
-    """Wait for ``d`` at most ``seconds``; the work itself goes on (its result fills the view)."""
-    out: defer.Deferred[Any] = defer.Deferred()
-
-    def done(result: Any) -> None:
-        if not out.called:
-            out.callback(result)
-
-    def failed(f: Any) -> None:
-        if not out.called:
-            out.errback(f)
-
-    d.addCallbacks(done, failed)
-    def expire() -> None:
-        if not out.called:
-            out.errback(defer.TimeoutError(f"Redis did not answer within {seconds}s"))
-
-    call = reactor.callLater(seconds, expire)
-    try:
-        return await out
-    finally:
-        if call.active():
-            call.cancel()

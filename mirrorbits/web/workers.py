@@ -34,6 +34,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Any
 
 from twisted.application import service
@@ -42,6 +43,8 @@ from twisted.internet import main as twisted_main
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from mirrorbits.deferutil import wait_at_most
 
 __all__ = ["RedirectorService", "WorkerProcess", "main", "spawn_workers"]
 
@@ -417,15 +420,10 @@ class _Worker:
         from mirrorbits.web.site import make_site
 
         await _open_gate(self.redis, self.reactor)
-        warm = self.app.get_cache().warm()
-        timeout = self.reactor.callLater(WARM_WAIT, warm.cancel)
-        try:
-            await warm
-        except defer.CancelledError:
-            pass
-        finally:
-            if timeout.active():
-                timeout.cancel()
+        # After WARM_WAIT the worker serves anyway; the warm-up goes on meanwhile, as in the main
+        # process.
+        with suppress(defer.TimeoutError):
+            await wait_at_most(self.app.get_cache().warm(), WARM_WAIT, self.reactor)
         if self.stopping:
             return
         sock = socket_from_fd(self.fd)

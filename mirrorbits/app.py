@@ -86,7 +86,7 @@ class Mirrorbits:
 
     def get_http_client(self) -> Any:
         """HTTP client of the health checks and trace fetches (``CheckTLSCAFile`` trusted if set)."""
-        from mirrorbits.monitor.health import HttpClient
+        from mirrorbits.httpclient import HttpClient
 
         return self._once("http_client", lambda: HttpClient(
             self.reactor, ca_file=getattr(self.config, "CheckTLSCAFile", "") or ""))

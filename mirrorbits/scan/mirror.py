@@ -19,8 +19,8 @@ from twisted.python.failure import Failure
 
 from mirrorbits.config import Config
 from mirrorbits.deferutil import follow
+from mirrorbits.httpclient import HttpClient
 from mirrorbits.model import SCANNER_FTP, SCANNER_RSYNC, FileInfo, Mirror
-from mirrorbits.monitor.health import HttpClient
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError

@@ -7,15 +7,13 @@ that, so a mirror answering with a huge page costs us nothing.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
+from mirrorbits.httpclient import HttpClient, describe_error, user_agent
 from mirrorbits.model import Mirror
-from mirrorbits.monitor.health import HttpClient, user_agent
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 
@@ -105,11 +103,11 @@ async def fetch_trace(redis: RedisClient, client: HttpClient, mirror: Mirror, lo
     try:
         _, body = await client.request("GET", url, user_agent("TRACE"),
                                        allow_redirect=lambda src, dst: True,
-                                       max_redirects=TRACE_MAX_REDIRECTS, on_response=_read_token)
+                                       max_redirects=TRACE_MAX_REDIRECTS, read_body=_read_token)
     except defer.CancelledError:
         raise
     except Exception as e:
-        log.warn("[{name}] fetching trace file failed: {err}", name=mirror.name, err=_describe(e))
+        log.warn("[{name}] fetching trace file failed: {err}", name=mirror.name, err=describe_error(e))
         return None
     token = first_token(body)
     try:
@@ -129,9 +127,3 @@ async def fetch_trace(redis: RedisClient, client: HttpClient, mirror: Mirror, lo
         return None
     return value
 
-
-def _describe(e: Any) -> str:
-    reasons = getattr(e, "reasons", None)
-    if reasons:
-        return "; ".join(str(r.value) for r in reasons)
-    return str(e) or e.__class__.__name__

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 
 from mirrorbits.config import Config
+from mirrorbits.httpclient import HttpClient
 from mirrorbits.monitor.cluster import Cluster, is_handled, make_node_id, per_node
-from mirrorbits.monitor.health import HealthChecker, HttpClient
+from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.redis import schema
 from mirrorbits.scan.mirror import MirrorScanner

@@ -10,9 +10,10 @@ from typing import Any
 
 from mirrorbits import VERSION
 from mirrorbits.config import Config
+from mirrorbits.httpclient import BadURL, HttpClient, escape_url
 from mirrorbits.model import LOG_DISABLED, LOG_STATE_CHANGED, PROTO_HTTP, PROTO_HTTPS, Mirror
 from mirrorbits.monitor.cluster import Cluster
-from mirrorbits.monitor.health import BadURL, HealthChecker, HttpClient, escape_url
+from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.monitor.state import set_mirror_state
 from mirrorbits.redis import schema

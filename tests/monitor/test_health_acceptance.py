@@ -12,8 +12,9 @@ from typing import Any
 from twisted.internet import defer, reactor
 
 from mirrorbits.config import Config
+from mirrorbits.httpclient import HttpClient
 from mirrorbits.monitor.cluster import Cluster
-from mirrorbits.monitor.health import HealthChecker, HttpClient
+from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.redis import schema
 from mirrorbits.scan.mirror import MirrorScanner

@@ -18,9 +18,10 @@ from pathlib import Path
 from twisted.internet import defer, reactor, task
 
 from mirrorbits.config import Config
+from mirrorbits.httpclient import HttpClient
 from mirrorbits.model import LOG_SCAN_STARTED, Mirror
 from mirrorbits.monitor.cluster import Cluster
-from mirrorbits.monitor.health import HealthChecker, HttpClient
+from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import RESYNC_INTERVAL, Monitor
 from mirrorbits.redis import schema
 from mirrorbits.scan.mirror import MirrorScanner, ScanJobResult

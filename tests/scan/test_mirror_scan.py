@@ -12,8 +12,8 @@ from twisted.internet import defer, reactor
 
 from mirrorbits.config import Config
 from mirrorbits.gocompat import format_gts
+from mirrorbits.httpclient import HttpClient
 from mirrorbits.model import LOG_ERROR, LOG_SCAN_COMPLETED, LOG_SCAN_STARTED, Mirror
-from mirrorbits.monitor.health import HttpClient
 from mirrorbits.redis import schema
 from mirrorbits.scan.listing import ScanError
 from mirrorbits.scan.mirror import ERR_ABORTED, MirrorScanner

@@ -29,8 +29,8 @@ from twisted.web.client import readBody
 
 from mirrorbits.config import Config
 from mirrorbits.gocompat import format_gts
+from mirrorbits.httpclient import HttpClient
 from mirrorbits.model import LOG_ERROR, LOG_SCAN_COMPLETED, LOG_SCAN_STARTED, Mirror
-from mirrorbits.monitor.health import HttpClient
 from mirrorbits.redis import schema
 from mirrorbits.scan.commit import handled_tmp_key, staging_key
 from mirrorbits.scan.mirror import MirrorScanner
@@ -212,7 +212,7 @@ class MisbehavingMirrorTests(RedisTestCase):
         t = time.monotonic()
         response, body = await self.http.request(
             "GET", f"{self.web.base()}/alive", "test", allow_redirect=lambda a, b: True,
-            on_response=readBody)
+            read_body=readBody)
         self.assertEqual((response.code, body), (200, b"yes"))
         return time.monotonic() - t
 

@@ -580,3 +580,15 @@ def test_redis_version_comparisons() -> None:
         assert redis_version_number(ok) >= minimum
     assert redis_version_number("6.0.0") >= redis_version_number("3.2")
     assert redis_version_number("3.2.100") > redis_version_number("6.0.0")  # kept Go quirk
+
+
+def test_civil_to_unix_ns_refuses_what_time_parse_refuses() -> None:
+    from mirrorbits.gocompat import ZERO_TIME_NS, civil_to_unix_ns
+
+    assert civil_to_unix_ns(1970, 1, 1) == 0
+    assert civil_to_unix_ns(2019, 3, 4, 12, 34, 56, 7) == 1551702896 * 10**9 + 7
+    assert civil_to_unix_ns(1, 1, 1) == ZERO_TIME_NS
+    assert civil_to_unix_ns(2000, 2, 29) == 951782400 * 10**9
+    for bad in ((1900, 2, 29), (2019, 4, 31), (2019, 13, 1), (2019, 1, 0), (2019, 1, 1, 24),
+                (2019, 1, 1, 0, 60), (2019, 1, 1, 0, 0, 60)):
+        assert civil_to_unix_ns(*bad) is None, bad

@@ -19,6 +19,7 @@ __all__ = [
     "ZERO_RFC3339",
     "ZERO_TIME_NS",
     "Zone",
+    "civil_to_unix_ns",
     "days_from_civil",
     "format_go_datetime",
     "format_gts",
@@ -57,6 +58,18 @@ def days_from_civil(y: int, m: int, d: int) -> int:
     doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
+
+
+def civil_to_unix_ns(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+                     nanos: int = 0) -> int | None:
+    """Unix ns of a UTC wall time, or ``None`` when a field is out of range (the checks of Go's
+    ``time.Parse``: a 31 April or a 24:00 is refused, not normalised as ``time.Date`` would)."""
+    if not (1 <= month <= 12 and 0 <= hour <= 23 and 0 <= minute <= 59 and 0 <= second <= 59):
+        return None
+    if not 1 <= day <= _days_in_month(year, month):
+        return None
+    secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+    return secs * NS_PER_SECOND + nanos
 
 
 def _civil_from_days(z: int) -> tuple[int, int, int]:

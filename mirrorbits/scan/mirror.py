@@ -24,7 +24,7 @@ from mirrorbits.model import SCANNER_FTP, SCANNER_RSYNC, FileInfo, Mirror
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError
-from mirrorbits.scan import ftp, rsync, tzoffset
+from mirrorbits.scan import ftp, ftp_client, rsync, tzoffset
 from mirrorbits.scan.commit import BATCH, ERR_IN_PROGRESS, MirrorScanTransaction, ScanInProgress, ScanResult
 from mirrorbits.scan.listing import ListingOutcome, ScanAborted, ScanError
 from mirrorbits.scan.trace import fetch_trace
@@ -211,7 +211,7 @@ class MirrorScanner:
         else:
             listing = ftp.list_ftp(
                 url, tx.add, reactor=self.reactor, identifier=name,
-                timeout=ftp.IO_TIMEOUT if self.ftp_timeout is None else self.ftp_timeout)
+                timeout=ftp_client.IO_TIMEOUT if self.ftp_timeout is None else self.ftp_timeout)
         d = defer.Deferred.fromCoroutine(listing)
         job.lister = d
         self._jobs.add(job)

@@ -24,6 +24,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mirrorbits.gocompat import civil_to_unix_ns
 from mirrorbits.scan.listing import (
     PRECISION_S,
     ListedFile,
@@ -31,7 +32,6 @@ from mirrorbits.scan.listing import (
     OnFile,
     ScanAborted,
     ScanError,
-    civil_to_unix_ns,
 )
 
 log = Logger(namespace="mirrorbits.scan.rsync")

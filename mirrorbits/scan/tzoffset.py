@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mirrorbits.scan.listing import GO_ZERO_TIME_NS
+from mirrorbits.gocompat import ZERO_TIME_NS
 
 #: How many paths the caller samples with SRANDMEMBER.
 SAMPLE_SIZE = 100
@@ -56,9 +56,9 @@ def to_unix_ms(mtime_ns: int | None, precision_ns: int) -> int:
     Go's Time.Truncate rounds down since the zero time; for 1 s and 1 ms steps that is the
     same as flooring Unix time, since the epoch lies a whole number of seconds after it.
     """
-    ns = GO_ZERO_TIME_NS if mtime_ns is None else mtime_ns
+    ns = ZERO_TIME_NS if mtime_ns is None else mtime_ns
     if precision_ns > 0:
-        ns -= (ns - GO_ZERO_TIME_NS) % precision_ns
+        ns -= (ns - ZERO_TIME_NS) % precision_ns
     ms = abs(ns) // 1_000_000
     return ms if ns >= 0 else -ms
 
@@ -71,7 +71,7 @@ def compute_tz_offset(sampled: int, samples: Iterable[TzSample], precision_ns: i
     """
     diffs: list[int] = []
     for s in samples:
-        if s.mirror_mtime_ns is None or s.mirror_mtime_ns == GO_ZERO_TIME_NS:
+        if s.mirror_mtime_ns is None or s.mirror_mtime_ns == ZERO_TIME_NS:
             continue
         if s.local_size != s.mirror_size:
             continue

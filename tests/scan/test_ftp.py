@@ -18,15 +18,13 @@ from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from mirrorbits.scan.ftp import (
-    RFC3659_WARNING,
+from mirrorbits.scan.ftp import RFC3659_WARNING, list_ftp
+from mirrorbits.scan.ftp_client import parse_ftp_url
+from mirrorbits.scan.ftp_parsers import (
     EntryType,
     FtpEntry,
     Precision,
-    list_ftp,
     parse_feat_reply,
-    parse_ftp_url,
-    parse_go_uint,
     parse_list_line,
     parse_mdtm_reply,
     reply_message,
@@ -168,15 +166,16 @@ def test_feat_reply() -> None:
     assert reply_message(["257 \"/pub\" is cwd"]) == '"/pub" is cwd'
 
 
-def test_go_uint() -> None:
-    assert parse_go_uint("1234") == 1234
-    assert parse_go_uint("0x10") == 16
-    assert parse_go_uint("010") == 8
-    assert parse_go_uint("1_000") == 1000
-    assert parse_go_uint("010", base0=False) == 10
-    for bad in ("", "-1", "1e3", "18446744073709551616", "_1", "0x", "1__0", "12a"):
-        assert parse_go_uint(bad) is None, bad
-    assert parse_go_uint("18446744073709551615") == 2**64 - 1
+def test_sizes_read_as_go_parse_uint() -> None:
+    # MLSD and ls sizes go through ParseUint base 0 (prefixes, "_"), DOS sizes base 10.
+    assert parse_list_line("type=file;size=0x10; f", 2019) == FtpEntry("f", EntryType.FILE, 16)
+    assert parse_list_line("type=file;size=1_000; f", 2019) == FtpEntry("f", EntryType.FILE, 1000)
+    assert parse_list_line("type=file;size=1__0; f", 2019) == FtpEntry("f", EntryType.FILE, 0)
+    ls = parse_list_line("-rw-r--r-- 1 u g 010 Mar  4  2019 f", 2019)
+    assert ls is not None and ls.size == 8
+    assert parse_list_line("-rw-r--r-- 1 u g 18446744073709551616 Mar  4  2019 f", 2019) is None
+    dos = parse_list_line("03-04-19  12:34PM                  010 f", 2019)
+    assert dos is not None and dos.size == 10
 
 
 def test_ftp_url() -> None:

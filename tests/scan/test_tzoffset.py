@@ -7,7 +7,8 @@ import calendar
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mirrorbits.scan.listing import GO_ZERO_TIME_NS, PRECISION_MS, PRECISION_NONE, PRECISION_S
+from mirrorbits.gocompat import ZERO_TIME_NS
+from mirrorbits.scan.listing import PRECISION_MS, PRECISION_NONE, PRECISION_S
 from mirrorbits.scan.tzoffset import TzSample, compute_tz_offset, to_unix_ms, tz_threshold
 
 BASE_NS = calendar.timegm((2024, 2, 4, 12, 0, 0)) * 1_000_000_000
@@ -39,7 +40,7 @@ def test_case_31_forty_valid_of_hundred_sampled() -> None:
     valid = [_pair(i, -HOUR_NS) for i in range(40)]
     wrong_size = [_pair(100 + i, -HOUR_NS, mirror_size=11) for i in range(30)]
     zero_time = [TzSample(10, BASE_NS, 10, None) for _ in range(15)]
-    go_zero = [TzSample(10, BASE_NS, 10, GO_ZERO_TIME_NS) for _ in range(15)]
+    go_zero = [TzSample(10, BASE_NS, 10, ZERO_TIME_NS) for _ in range(15)]
     result = compute_tz_offset(100, valid + wrong_size + zero_time + go_zero, PRECISION_S)
     assert result.valid_pairs == 40
     assert not result.detected and result.offset_ms == 0

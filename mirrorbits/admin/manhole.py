@@ -2,7 +2,7 @@
 
 Off by default; enabled by ``ManholeListenAddress`` (``host:port`` or a Twisted endpoint string) with
 ``ManholeAuthorizedKeys`` (an OpenSSH ``authorized_keys`` file, re-read at every login).  Public keys
-only: there is no password authentication at all.  Any user name is accepted; the key decides.
+only: there is no password authentication at all.  Every user name is accepted; the key decides.
 
 * ``ssh -p PORT admin@host`` opens a :class:`twisted.conch.manhole.ColoredManhole` whose namespace holds
   every CLI command as a function (``list()``, ``enable("mirror1")``, ``stats("file", ".*")``,

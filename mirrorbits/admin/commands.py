@@ -23,7 +23,8 @@ import platform
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -299,20 +300,12 @@ class AdminCommands(AdminAPI):
     # -- plumbing -----------------------------------------------------------------------------
 
     async def _exec(self, *args: RedisArg) -> object:
-        try:
+        with _redis_errors():
             return await self.redis.execute(*args)
-        except NotReady:
-            raise AdminError("database not ready", "Unavailable") from None
-        except RedisUnavailable as e:
-            raise AdminError(f"database error: {e}", "Unavailable") from None
 
     async def _transaction(self, commands: Sequence[Sequence[RedisArg]]) -> list[object]:
-        try:
+        with _redis_errors():
             return list(await self.redis.transaction(commands))
-        except NotReady:
-            raise AdminError("database not ready", "Unavailable") from None
-        except RedisUnavailable as e:
-            raise AdminError(f"database error: {e}", "Unavailable") from None
 
     async def _publish_mirror(self, mirror_id: int) -> None:
         await self._exec("PUBLISH", schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
@@ -349,7 +342,7 @@ class AdminCommands(AdminAPI):
         except EmptyMirrorHash:
             return None
         except ValueError as e:
-            raise AdminError(f"scan struct failed: {e}") from None
+            raise AdminError(f"the record of mirror {mirror_id} in Redis is unreadable: {e}") from None
 
     # -- read-only ------------------------------------------------------------------------------
 
@@ -385,22 +378,18 @@ class AdminCommands(AdminAPI):
         ids = sorted(names)
         if not ids:
             return []
-        try:
+        with _redis_errors():
             replies = await self.redis.pipeline([("HGETALL", schema.mirror_key(i)) for i in ids])
-        except NotReady:
-            raise AdminError("database not ready", "Unavailable") from None
-        except RedisUnavailable as e:
-            raise AdminError(f"database error: {e}", "Unavailable") from None
         out = []
         for mirror_id, raw in zip(ids, replies, strict=True):
             if isinstance(raw, Exception):
-                raise AdminError(f"database error: {raw}")
+                raise AdminError(f"Redis refused to read mirror {mirror_id}: {raw}")
             try:
                 out.append(Mirror.from_redis(_pairs(raw)))
             except EmptyMirrorHash:
                 continue  # removed meanwhile
             except ValueError as e:
-                raise AdminError(f"scan struct failed: mirror {mirror_id}: {e}") from None
+                raise AdminError(f"the record of mirror {mirror_id} in Redis is unreadable: {e}") from None
         return out
 
     async def mirror_info(self, mirror_id: int) -> Mirror:
@@ -693,6 +682,18 @@ class AdminCommands(AdminAPI):
         if self.on_upgrade is None:
             raise AdminError(f"upgrade is not available in the {self.where}", "Unavailable")
         self.on_upgrade()
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    """Redis being away, in words an operator can act on."""
+    try:
+        yield
+    except NotReady:
+        raise AdminError("Redis is not ready yet (the daemon is connecting to it or loading it); "
+                         "try again in a moment", "Unavailable") from None
+    except RedisUnavailable as e:
+        raise AdminError(f"Redis is unreachable: {e}", "Unavailable") from None
 
 
 def _pairs(raw: object) -> dict[str, str]:

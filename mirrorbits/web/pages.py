@@ -1,4 +1,4 @@
-"""The two HTML pages: ``?mirrorlist`` (one file) and ``?mirrorstats`` (the network), http.md §9.2, §14.
+"""The two HTML pages: ``?mirrorlist`` (one file) and ``?mirrorstats`` (the network).
 
 Why server-side: operators open these pages on hosts without internet access and with JavaScript
 off, so everything they need is in the HTML — tables, and the charts drawn here as inline SVG
@@ -12,7 +12,7 @@ when the configured directory holds files that do not parse as Twisted templates
 the Go originals), the bundled templates are used and the problem is logged.  They are reloaded on
 every config reload (SIGHUP); a failed reload keeps the old ones.
 
-Fixes over Go (spec §17 quirk 5): mirrorstats pairs counters with mirrors by mirror id, so a
+Fixes over Go: mirrorstats pairs counters with mirrors by mirror id, so a
 mirror that fails to load shifts nothing, and the bar percentages are 0, not NaN, when all
 counters are 0.
 """
@@ -26,22 +26,31 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web import server
-from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
+from twisted.web.iweb import IRequest
+from twisted.web.template import Element, Flattenable, Tag, XMLFile, flattenString, renderer, tags
 
 from mirrorbits import VERSION
+from mirrorbits.config import Config, ConfigHolder
 from mirrorbits.gocompat import Float32, f32, format_duration, format_rfc1123, go_json_marshal
 from mirrorbits.model import Mirror
 from mirrorbits.redis import schema
 from mirrorbits.web.checksum import FileInfoLoader, render_checksum
 from mirrorbits.web.filestats import render_file_stats
 from mirrorbits.web.mirrorsjson import fetch_mirrors, mirror_state, render_mirrors_json
-from mirrorbits.web.render import plain_error
+from mirrorbits.web.render import Results, plain_error
+
+if TYPE_CHECKING:
+    from mirrorbits.app import Mirrorbits
+    from mirrorbits.redis.connection import RedisClient
+    from mirrorbits.selection import Candidate
+    from mirrorbits.web.resource import RequestContext
 
 __all__ = [
     "Endpoints",
@@ -97,7 +106,7 @@ _MAP_SCRIPT = """
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers of the Go templates (spec §14)
+# Helpers of the Go templates
 
 
 def sizeof(n: int | float) -> str:
@@ -121,7 +130,7 @@ def concaturl(base: str, path: str) -> str:
 
 
 def fuzzy_time(seconds: float) -> str:
-    """Go ``FuzzyTimeStr`` of a duration (spec §9.2); N truncated, ``s`` added when N > 1."""
+    """Go ``FuzzyTimeStr`` of a duration; N truncated, ``s`` added when N > 1."""
     minutes = seconds / 60
     hours = seconds / 3600
 
@@ -149,7 +158,7 @@ def bundled_templates_dir() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
 
 
-def _svg(name: str, children: Iterable[Any] = (), **attrs: str) -> Tag:
+def _svg(name: str, children: Iterable[Flattenable] = (), **attrs: str) -> Tag:
     t = Tag(name, attributes={k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()})
     t.children.extend(children)
     return t
@@ -199,11 +208,26 @@ def bar(percent: float, color: str, title: str) -> Tag:
     ], xmlns=_SVG_NS, viewBox="0 0 100 10", preserveAspectRatio="none", class_="bar")
 
 
-def map_block(markers: list[dict[str, Any]], local_js_path: str, client: dict[str, Any] | None = None,
+class Marker(TypedDict):
+    """One point of the map (a mirror, or the client)."""
+
+    lat: float
+    lon: float
+    label: str
+    color: str
+
+
+class ClientMarker(TypedDict):
+    lat: float
+    lon: float
+    label: str
+
+
+def map_block(markers: list[Marker], local_js_path: str, client: ClientMarker | None = None,
               line: list[list[float]] | None = None) -> list[Tag]:
     """The hidden map container, its JSON data and the scripts that may draw it."""
     base = local_js_path.rstrip("/") + f"/leaflet/{LEAFLET_VERSION}" if local_js_path else LEAFLET_CDN
-    data: dict[str, Any] = {"markers": markers, "client": client, "line": line}
+    data: dict[str, object] = {"markers": markers, "client": client, "line": line}
     return [
         tags.link(rel="stylesheet", href=f"{base}/leaflet.css"),
         tags.div(id="map", hidden=""),
@@ -247,7 +271,7 @@ class _Base(Element):
     """``base.html``: header bar, headline, body, footer."""
 
     def __init__(self, templates: Templates, title: str, headline: str, body: Element,
-                 head: Sequence[Any] = ()) -> None:
+                 head: Sequence[Flattenable] = ()) -> None:
         super().__init__(templates.loaders["base.html"])
         self.title = title
         self.headline = headline
@@ -255,16 +279,16 @@ class _Base(Element):
         self.head_extra = list(head)
 
     @renderer
-    def head(self, request: Any, tag: Tag) -> Any:
+    def head(self, request: IRequest | None, tag: Tag) -> Flattenable:
         return self.head_extra
 
     @renderer
-    def body(self, request: Any, tag: Tag) -> Tag:
+    def body(self, request: IRequest | None, tag: Tag) -> Tag:
         return tag(self.content)
 
 
 async def _flatten(templates: Templates, title: str, headline: str, body: Element,
-                   head: Sequence[Any], hostname: str) -> bytes:
+                   head: Sequence[Flattenable], hostname: str) -> bytes:
     page = _Base(templates, title, headline, body, head)
     root = tags.transparent(page)
     root.fillSlots(title=title, headline=headline, version=VERSION, hostname=hostname)
@@ -284,7 +308,7 @@ def _selection(weight: float) -> str:
     return "n/a"
 
 
-def _candidate_label(cand: Any) -> str:
+def _candidate_label(cand: Candidate) -> str:
     src = getattr(cand, "source", None)
     sponsor = getattr(getattr(src, "mirror", None), "sponsor_name", "") if src is not None else ""
     return sponsor or cand.name
@@ -293,14 +317,14 @@ def _candidate_label(cand: Any) -> str:
 class MirrorListBody(Element):
     """``mirrorlist.html`` for one :class:`~mirrorbits.web.render.Results`."""
 
-    def __init__(self, templates: Templates, results: Any) -> None:
+    def __init__(self, templates: Templates, results: Results) -> None:
         super().__init__(templates.loaders["mirrorlist.html"])
         self.results = results
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: IRequest | None) -> Flattenable:
         r = self.results
         c = r.client
-        if getattr(c, "valid", bool(getattr(c, "country_code", ""))):
+        if c.valid:
             if c.city:
                 location = f"near {c.city} in {c.country}"
             else:
@@ -312,7 +336,7 @@ class MirrorListBody(Element):
             ip=r.ip or "unknown", network=network, location=location)
 
     @renderer
-    def file_details(self, request: Any, tag: Tag) -> Any:
+    def file_details(self, request: IRequest | None, tag: Tag) -> Flattenable:
         fi = self.results.file_info
         if fi.mod_time_ns is None:
             return tags.p("This file has not been scanned yet.", class_="muted")
@@ -320,20 +344,20 @@ class MirrorListBody(Element):
                              modified=format_rfc1123(fi.mod_time_ns, "UTC"))
 
     @renderer
-    def hashes(self, request: Any, tag: Tag) -> Iterator[Tag]:
+    def hashes(self, request: IRequest | None, tag: Tag) -> Iterator[Tag]:
         fi = self.results.file_info
         for name, value in (("MD5", fi.md5), ("SHA1", fi.sha1), ("SHA256", fi.sha256)):
             yield tag.clone().fillSlots(name=name, value=value or "N/A")
 
     @renderer
-    def pie(self, request: Any, tag: Tag) -> Tag:
+    def pie(self, request: IRequest | None, tag: Tag) -> Tag:
         slices = [(ch.candidate.name, ch.weight) for ch in self.results.mirror_list if ch.weight > 0]
         return pie_chart(slices or [("Random", 100.0)])
 
     @renderer
-    def map(self, request: Any, tag: Tag) -> Any:
+    def map(self, request: IRequest | None, tag: Tag) -> Flattenable:
         r = self.results
-        markers: list[dict[str, Any]] = []
+        markers: list[Marker] = []
         for i, ch in enumerate(r.mirror_list[:MAP_MIRRORS], 1):
             src = getattr(ch.candidate, "source", None)
             if src is None:
@@ -341,10 +365,10 @@ class MirrorListBody(Element):
             markers.append({"lat": Float32(ch.candidate.latitude), "lon": Float32(ch.candidate.longitude),
                             "label": f"{i}. {ch.candidate.name}",
                             "color": "#27ae60" if ch.weight > 0 else "#2980b9"})
-        client: dict[str, Any] | None = None
+        client: ClientMarker | None = None
         line: list[list[float]] | None = None
         c = r.client
-        if getattr(c, "valid", False):
+        if c.valid:
             lat, lon = Float32(c.latitude), Float32(c.longitude)
             client = {"lat": lat, "lon": lon, "label": "You"}
             if markers:
@@ -352,17 +376,17 @@ class MirrorListBody(Element):
         return map_block(markers, r.local_js_path, client, line)
 
     @renderer
-    def fallback(self, request: Any, tag: Tag) -> Any:
+    def fallback(self, request: IRequest | None, tag: Tag) -> Flattenable:
         return tag if self.results.fallback else ""
 
     @renderer
-    def mirrors(self, request: Any, tag: Tag) -> Any:
+    def mirrors(self, request: IRequest | None, tag: Tag) -> Flattenable:
         if not self.results.mirror_list:
             return tags.p(tags.em("No mirrors for this file"), id="no-mirrors")
         return tag
 
     @renderer
-    def mirror_row(self, request: Any, tag: Tag) -> Iterator[Tag]:
+    def mirror_row(self, request: IRequest | None, tag: Tag) -> Iterator[Tag]:
         path = self.results.file_info.path
         for i, ch in enumerate(self.results.mirror_list):
             cand = ch.candidate
@@ -374,11 +398,11 @@ class MirrorListBody(Element):
                 distance=f"{ch.distance:.0f} Km", selection=_selection(ch.weight))
 
     @renderer
-    def excluded(self, request: Any, tag: Tag) -> Any:
+    def excluded(self, request: IRequest | None, tag: Tag) -> Flattenable:
         return tag if self.results.excluded else ""
 
     @renderer
-    def excluded_row(self, request: Any, tag: Tag) -> Iterator[Tag]:
+    def excluded_row(self, request: IRequest | None, tag: Tag) -> Iterator[Tag]:
         # Plain byte-wise order of the reasons (Go sort by ExcludeReason); stable for ties.
         ordered = sorted(self.results.excluded,
                          key=lambda ex: ex.reason.encode("utf-8", "surrogateescape"))
@@ -408,8 +432,8 @@ class MirrorStatsRow:
     tz_offset: str = "0s"
 
 
-def _int(v: Any) -> int:
-    if v is None or v == "" or isinstance(v, Exception):
+def _int(v: object) -> int:
+    if not isinstance(v, (int, str, bytes)) or v == "":
         return 0
     try:
         return int(v)
@@ -462,14 +486,14 @@ class MirrorStatsBody(Element):
         self.local_js_path = local_js_path
         self.has_tz = any(r.mirror.tz_offset != 0 for r in rows)
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: IRequest | None) -> Flattenable:
         return tags.transparent(super().render(request)).fillSlots(
             downloads=str(sum(r.downloads for r in self.rows)),
             bytes=sizeof(sum(r.bytes for r in self.rows)), count=str(len(self.rows)))
 
     @renderer
-    def map(self, request: Any, tag: Tag) -> Any:
-        markers = []
+    def map(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        markers: list[Marker] = []
         for r in self.rows:
             m = r.mirror
             state = mirror_state(m)
@@ -478,21 +502,21 @@ class MirrorStatsBody(Element):
         return map_block(markers, self.local_js_path)
 
     @renderer
-    def mirrors(self, request: Any, tag: Tag) -> Any:
+    def mirrors(self, request: IRequest | None, tag: Tag) -> Flattenable:
         if not self.rows:
             return tags.p(tags.em("No mirrors"), id="no-mirrors")
         return tag
 
     @renderer
-    def tz_header(self, request: Any, tag: Tag) -> Any:
+    def tz_header(self, request: IRequest | None, tag: Tag) -> Flattenable:
         return tag if self.has_tz else ""
 
     @renderer
-    def tz_cell(self, request: Any, tag: Tag) -> Any:
+    def tz_cell(self, request: IRequest | None, tag: Tag) -> Flattenable:
         return tag if self.has_tz else ""
 
     @renderer
-    def mirror_row(self, request: Any, tag: Tag) -> Iterator[Tag]:
+    def mirror_row(self, request: IRequest | None, tag: Tag) -> Iterator[Tag]:
         for r in self.rows:
             bars = [bar(r.percent_d, "#4078C0", f"{r.downloads} downloads"),
                     bar(r.percent_b, "#7CA2D3", f"{sizeof(r.bytes)} transferred")]
@@ -509,11 +533,12 @@ class MirrorStatsBody(Element):
 class Pages:
     """Renders the pages for the redirector's dispatch (``get_pages()`` of the app).
 
-    ``config`` returns the current config (``Templates``, ``LocalJSPath``); when it has a
-    ``subscribe`` method (a ``ConfigHolder``) the templates are reloaded on every reload.
+    ``config`` returns the current config (``Templates``, ``LocalJSPath``); when it is a
+    ``ConfigHolder`` the templates are reloaded on every reload.
     """
 
-    def __init__(self, config: Callable[[], Any], redis: Any, clock: Callable[[], float] = time.time,
+    def __init__(self, config: Callable[[], Config], redis: RedisClient,
+                 clock: Callable[[], float] = time.time,
                  hostname: str | None = None) -> None:
         self.config = config
         self.redis = redis
@@ -522,12 +547,15 @@ class Pages:
         self.templates: Templates | None = None
         self._templates_dir: str | None = None
         self.reload_templates()
-        if hasattr(config, "subscribe"):
-            config.subscribe(lambda old, new: self.reload_templates())
+        if isinstance(config, ConfigHolder):
+            config.subscribe(self._config_changed)
+
+    def _config_changed(self, old: Config, new: Config) -> None:
+        self.reload_templates()
 
     def reload_templates(self) -> bool:
         """(Re)load the templates of the configured directory; on failure keep the old ones."""
-        directory = getattr(self.config(), "Templates", "") or bundled_templates_dir()
+        directory = self.config().Templates or bundled_templates_dir()
         try:
             self.templates = Templates.load(directory)
         except Exception as e:
@@ -536,8 +564,8 @@ class Pages:
         self._templates_dir = directory
         return True
 
-    async def render_mirrorlist(self, request: Any, results: Any) -> bytes:
-        """The MIRRORLIST renderer: status, headers and body for ``results`` (spec §6.3)."""
+    async def render_mirrorlist(self, request: IRequest, results: Results) -> bytes:
+        """The MIRRORLIST renderer: status, headers and body for ``results``."""
         templates = self.templates
         if templates is None:
             return plain_error(request, 500, NO_TEMPLATES)
@@ -553,8 +581,8 @@ class Pages:
         request.setHeader(b"Cache-Control", b"private, no-cache")
         return body
 
-    async def render_mirrorstats(self, request: Any) -> bytes:
-        """The MIRRORSTATS page (spec §9.2); the request path is ignored."""
+    async def render_mirrorstats(self, request: IRequest) -> bytes:
+        """The MIRRORSTATS page; the request path is ignored."""
         templates = self.templates
         if templates is None:
             return plain_error(request, 500, NO_TEMPLATES)
@@ -582,7 +610,7 @@ class Pages:
                 downloads[i] = _int(replies[2 * n] if 2 * n < len(replies) else None)
                 sizes[i] = _int(replies[2 * n + 1] if 2 * n + 1 < len(replies) else None)
         rows = build_stats_rows([m for _, _, m in mirrors if m is not None], downloads, sizes, now)
-        local_js = getattr(self.config(), "LocalJSPath", "") or ""
+        local_js = self.config().LocalJSPath
         try:
             body = await _flatten(templates, "Mirrorstats", "Mirrorstats",
                                   MirrorStatsBody(templates, rows, local_js), (), self.hostname)
@@ -598,9 +626,10 @@ class Pages:
 # The plug-ins of the redirector's dispatch (mirrorbits.web.resource)
 
 
-def _encode(request: Any, body: bytes, config: Any) -> bytes:
-    """§13.2 gzip, as the redirector does it (level 1, correct Content-Length: fix of quirk 6)."""
-    if not getattr(config, "Gzip", False) or request.code == 304:
+def _encode(request: server.Request, body: bytes, config: Config) -> bytes:
+    """Gzip, as the redirector does it (level 1, and a Content-Length that is the compressed
+    length: Go's is wrong there)."""
+    if not config.Gzip or request.code == 304:
         return body
     accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
     if not accept or not any(b"gzip" in a for a in accept):
@@ -609,12 +638,21 @@ def _encode(request: Any, body: bytes, config: Any) -> bytes:
     return gzip.compress(body, compresslevel=1, mtime=0)
 
 
-def deliver(request: Any, config: Any, work: Coroutine[Any, Any, bytes]) -> int:
+def deliver(request: server.Request, config: Config,
+            work: Coroutine[defer.Deferred[object], object, bytes]) -> int:
     """Run ``work`` (sets status and headers, returns the body) and finish ``request`` with it;
-    returns ``NOT_DONE_YET`` for the resource.  A bug answers a plain 500."""
+    returns ``NOT_DONE_YET`` for the resource.  A bug answers a plain 500.  A client gone
+    meanwhile (``notifyFinish`` fails) gets nothing."""
+    gone = False
+
+    def lost(failure: Failure) -> None:
+        nonlocal gone
+        gone = True
+
+    request.notifyFinish().addErrback(lost)
 
     def done(body: bytes) -> None:
-        if request.finished or getattr(request, "_disconnected", False):
+        if request.finished or gone:
             return
         body = _encode(request, body, config)
         if request.code not in (204, 304):
@@ -623,14 +661,15 @@ def deliver(request: Any, config: Any, work: Coroutine[Any, Any, bytes]) -> int:
             request.write(body)
         request.finish()
 
-    def failed(failure: Any) -> None:
-        log.failure("Request {uri!r} failed", failure, uri=getattr(request, "uri", b""))
-        if not request.finished and not getattr(request, "_disconnected", False):
+    def failed(failure: Failure) -> None:
+        log.failure("Request {uri!r} failed", failure, uri=request.uri)
+        if not request.finished and not gone:
             done(plain_error(request, 500, "Internal Server Error"))
 
     d = defer.Deferred.fromCoroutine(work)
     d.addCallbacks(done, failed)
-    return server.NOT_DONE_YET  # type: ignore[no-any-return]
+    not_done: int = server.NOT_DONE_YET
+    return not_done
 
 
 class Endpoints:
@@ -638,31 +677,30 @@ class Endpoints:
     checksum and ``?mirrors`` handlers (``handler(request, ctx)`` with the dispatch's
     :class:`~mirrorbits.web.resource.RequestContext`) and the synchronous mirror-list renderer."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Mirrorbits) -> None:
         self.app = app
         self.pages = Pages(app.config_holder, app.get_redis())
-        view_getter = getattr(app, "get_cache", None)
-        self.file_info = FileInfoLoader(app.get_redis(), view_getter)
+        self.file_info = FileInfoLoader(app.get_redis(), app.get_cache)
 
-    def file_stats(self, request: Any, ctx: Any) -> int:
+    def file_stats(self, request: server.Request, ctx: RequestContext) -> int:
         return deliver(request, ctx.config, render_file_stats(
             request, self.app.get_redis(), ctx.config.Repository, ctx.url_path, query=ctx.query))
 
-    def mirror_stats(self, request: Any, ctx: Any) -> int:
+    def mirror_stats(self, request: server.Request, ctx: RequestContext) -> int:
         return deliver(request, ctx.config, self.pages.render_mirrorstats(request))
 
-    def checksum(self, request: Any, ctx: Any) -> int:
+    def checksum(self, request: server.Request, ctx: RequestContext) -> int:
         return deliver(request, ctx.config, render_checksum(
             request, ctx.config.Repository, ctx.url_path, self.file_info, query=ctx.query))
 
-    def mirrors_json(self, request: Any, ctx: Any) -> int:
+    def mirrors_json(self, request: server.Request, ctx: RequestContext) -> int:
         return deliver(request, ctx.config,
                        render_mirrors_json(request, self.app.get_redis(), query=ctx.query))
 
-    def mirrorlist(self, request: Any, results: Any) -> bytes:
+    def mirrorlist(self, request: server.Request, results: Results) -> bytes:
         """The MIRRORLIST renderer, synchronous as the redirector wants it: the page has no
         asynchronous parts, so its flattening finishes at once."""
-        out: list[Any] = []
+        out: list[bytes | Failure] = []
         d = defer.Deferred.fromCoroutine(self.pages.render_mirrorlist(request, results))
         d.addBoth(out.append)
         if not out:
@@ -672,4 +710,4 @@ class Endpoints:
         if isinstance(result, bytes):
             return result
         log.failure("mirrorlist page failed", result)
-        return plain_error(request, 500, str(getattr(result, "value", result)))
+        return plain_error(request, 500, str(result.value))

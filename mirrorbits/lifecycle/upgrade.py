@@ -16,10 +16,11 @@ import socket
 import sys
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mirrorbits.lifecycle.listener import socket_from_fd, socket_name
 from mirrorbits.lifecycle.systemd import listen_fds
@@ -115,7 +116,7 @@ class SuccessorProcess(protocol.ProcessProtocol):
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         self.pid = getattr(self.transport, "pid", None)
 
-    def processEnded(self, reason: Any) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
         code = getattr(reason.value, "exitCode", None)
         sig = getattr(reason.value, "signal", None)
         self.ended.callback(code if sig is None else -sig)
@@ -132,7 +133,7 @@ class SuccessorProcess(protocol.ProcessProtocol):
             pass
 
 
-def spawn_successor(reactor: Any, sock: socket.socket, *, executable: str | None = None,
+def spawn_successor(reactor: IReactorProcess, sock: socket.socket, *, executable: str | None = None,
                     argv: Sequence[str] | None = None,
                     environ: dict[str, str] | None = None) -> SuccessorProcess:
     """Start the new process with ``sock`` at the same fd number (Go's ``ExtraFiles`` layout).

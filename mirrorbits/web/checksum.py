@@ -1,7 +1,7 @@
-"""``?md5`` / ``?sha1`` / ``?sha256``: the file's digest as plain text (http.md §9.3).
+"""``?md5`` / ``?sha1`` / ``?sha256``: the file's digest as plain text.
 
 Scripts fetch ``<file>?sha256`` and compare it with ``sha256sum`` output, so the body is exactly
-``<hex>␠␠<basename>`` with no newline, and the status rules are Go's (including quirk 10: the
+``<hex>␠␠<basename>`` with no newline, and the status rules are Go's (including its quirk: the
 first present parameter in md5 → sha1 → sha256 order decides, even when that digest is empty).
 """
 
@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
+from twisted.web.server import Request
 
 from mirrorbits.model import FileInfo
 from mirrorbits.redis import schema
 from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.paths import PathError, sanitize_path
 from mirrorbits.web.render import plain_error
+
+if TYPE_CHECKING:
+    from mirrorbits.cache import MirrorView
+    from mirrorbits.redis.connection import RedisClient
 
 __all__ = ["CHECKSUM_PARAMS", "FileInfoLoader", "chosen_hash", "render_checksum"]
 
@@ -33,7 +38,8 @@ class FileInfoLoader:
     ``HMGET FILE_<path> size modTime sha1 sha256 md5``.  Raises when Redis cannot answer and
     memory does not know the path."""
 
-    def __init__(self, redis: Any, view_getter: Callable[[], Any] | None = None) -> None:
+    def __init__(self, redis: RedisClient,
+                 view_getter: Callable[[], MirrorView | None] | None = None) -> None:
         self.redis = redis
         self.view_getter = view_getter
 
@@ -56,7 +62,7 @@ class FileInfoLoader:
         return FileInfo.from_redis(path, reply or [])
 
 
-def chosen_hash(request: Any, query: dict[str, list[str]] | None = None) -> str | None:
+def chosen_hash(request: Request, query: dict[str, list[str]] | None = None) -> str | None:
     """The first checksum parameter present (md5, sha1, sha256), or None."""
     for name in CHECKSUM_PARAMS:
         if (name in query) if query is not None else query_values(request, name) is not None:
@@ -64,7 +70,7 @@ def chosen_hash(request: Any, query: dict[str, list[str]] | None = None) -> str 
     return None
 
 
-async def render_checksum(request: Any, repository: str, url_path: str,
+async def render_checksum(request: Request, repository: str, url_path: str,
                           load: Callable[[str], Awaitable[FileInfo]],
                           query: dict[str, list[str]] | None = None) -> bytes:
     """Answer a CHECKSUM request: set status and headers on ``request``, return the body.

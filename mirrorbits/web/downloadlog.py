@@ -18,10 +18,15 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.logger import Logger
+
+from mirrorbits.config import Config
+
+if TYPE_CHECKING:
+    from mirrorbits.web.render import Results
 
 __all__ = ["DownloadLog", "format_line", "header", "prefix"]
 
@@ -59,7 +64,8 @@ def _distance(d: float) -> str:
     return f"{d:.2f}"
 
 
-def format_line(typ: str, status: int, method: str, results: Any, error: str | None = None) -> str:
+def format_line(typ: str, status: int, method: str, results: Results | None,
+                error: str | None = None) -> str:
     """The line body without prefix or newline (Go ``LogDownload``).
 
     ``results`` is the redirector's ``Results`` (``file_info.path``, ``ip``, ``client.as_num``,
@@ -77,7 +83,7 @@ def format_line(typ: str, status: int, method: str, results: Any, error: str | N
         first = mlist[0]
         cand = first.candidate
         fallback = " fallback:true" if results.fallback else ""
-        client_asn = getattr(results.client, "as_num", 0)
+        client_asn = results.client.as_num
         same = "same" if cand.asnum > 0 and cand.asnum == client_asn else ""
         countries = ",".join(cand.country_list)
         return (f"{head} mirror:{cand.name}{fallback} {same}asn:{cand.asnum} "
@@ -100,7 +106,7 @@ class DownloadLog(Service):
 
     name = "downloadlog"
 
-    def __init__(self, config: Callable[[], Any], clock: Callable[[], float] = time.time,
+    def __init__(self, config: Callable[[], Config], clock: Callable[[], float] = time.time,
                  install_signal: bool = True) -> None:
         self.config = config
         self.clock = clock
@@ -119,7 +125,7 @@ class DownloadLog(Service):
         """Open ``<LogDir>/downloads.log`` (append/create, mode 0664) and write the header when
         the file is new or empty.  An error is logged and leaves the log disabled."""
         self.close()
-        log_dir = getattr(self.config(), "LogDir", "") or ""
+        log_dir = self.config().LogDir
         if not log_dir:
             return
         path = os.path.join(log_dir, FILENAME)
@@ -149,7 +155,8 @@ class DownloadLog(Service):
         """Close and open again (log rotation, ``LogDir`` change)."""
         self.open()
 
-    def write(self, typ: str, status: int, method: str, results: Any, error: str | None = None) -> None:
+    def write(self, typ: str, status: int, method: str, results: Results | None,
+              error: str | None = None) -> None:
         """Append one line (see :func:`format_line`); nothing when the log is disabled."""
         fd = self._fd
         if fd is None:
@@ -160,9 +167,9 @@ class DownloadLog(Service):
         except OSError as e:
             log.error("Cannot write to the download log: {err}", err=e.strerror)
 
-    def log(self, typ: str, status: int, method: str, results: Any) -> None:
+    def log(self, typ: str, status: int, method: str, results: Results | None) -> None:
         """The redirector's call (spec §4 step 11): the error text is ``results.error``."""
-        self.write(typ, status, method, results, getattr(results, "error", None))
+        self.write(typ, status, method, results, results.error if results is not None else None)
 
     # -- service -------------------------------------------------------------------------------
 

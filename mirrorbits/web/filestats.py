@@ -1,6 +1,6 @@
-"""``?stats``: per-file download counters as JSON (http.md §9.1).
+"""``?stats``: per-file download counters as JSON.
 
-Fix of Go quirk 4: Go reads the counters under the raw request path and with the server's local
+A fix over Go: Go reads the counters under the raw request path and with the server's local
 date, while they are written under the sanitised (symlink-resolved) path and the UTC date, so
 through a symlink, or around midnight on a non-UTC host, it answers 0.  Here the read uses the
 sanitised path (the raw path when it no longer exists on disk, as Go would) and the UTC date, so it
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+from twisted.web.server import Request
 
 from mirrorbits.gocompat import go_json_marshal
 from mirrorbits.redis import schema
@@ -20,7 +22,10 @@ from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.paths import PathError, sanitize_path
 from mirrorbits.web.render import plain_error
 
-__all__ = ["parse_period", "render_file_stats", "stats_path"]
+if TYPE_CHECKING:
+    from mirrorbits.redis.connection import RedisClient
+
+__all__ = ["parse_period", "render_file_stats", "reply_int", "stats_path"]
 
 _INT_MAX = 2**63 - 1
 
@@ -52,16 +57,17 @@ def stats_path(repository: str, url_path: str) -> str:
         return url_path
 
 
-def _int(v: Any) -> int:
-    if v is None or v == "":
+def reply_int(v: object) -> int:
+    """A counter from a Redis reply: a missing field, an error or a non-number is 0."""
+    if not isinstance(v, (int, str, bytes)) or v == "":
         return 0
     try:
         return int(v)
-    except (TypeError, ValueError):
+    except ValueError:
         return 0
 
 
-async def render_file_stats(request: Any, redis: Any, repository: str, url_path: str,
+async def render_file_stats(request: Request, redis: RedisClient, repository: str, url_path: str,
                             clock: Callable[[], float] = time.time,
                             query: dict[str, list[str]] | None = None) -> bytes:
     """Answer a FILESTATS request: set the status on ``request`` and return the body.
@@ -83,12 +89,12 @@ async def render_file_stats(request: Any, redis: Any, repository: str, url_path:
             for r in replies:
                 if isinstance(r, Exception):
                     raise r
-            n = [_int(r) for r in replies] + [0] * (4 - len(replies))
-            doc: dict[str, Any] = {"Today": n[0], "Month": n[1], "Year": n[2], "Total": n[3]}
+            n = [reply_int(r) for r in replies] + [0] * (4 - len(replies))
+            doc: dict[str, object] = {"Today": n[0], "Month": n[1], "Year": n[2], "Total": n[3]}
         else:
             key = schema.stats_file_key() + "_" + "_".join(parts)
             reply = await redis.execute("HGET", key, path)
-            doc = {"Period": raw, "Downloads": _int(reply)}
+            doc = {"Period": raw, "Downloads": reply_int(reply)}
     except Exception as e:
         return plain_error(request, 500, str(e) or e.__class__.__name__)
     # Go sets no Content-Type: its sniffer answers text/plain for JSON text.

@@ -7,7 +7,7 @@ mirrorstats, checksums), so ``?mirrors&mirrorstats`` is still the stats page.  A
 the same URL as a download of ``/``.
 
 Body: a JSON array sorted by mirror ID.  Each object has the Go JSON field names and encodings of
-the mirror record (spec http §7) minus the per-request fields (Distance, ComputedScore,
+the mirror record (as in the JSON renderer's answer) minus the per-request fields (Distance, ComputedScore,
 AbsoluteURL, ExcludeReason) and minus the admin contact (AdminName, AdminEmail: this list is
 public and complete), plus ``HttpUp``, ``HttpsUp``, ``TZOffset`` (ms) and ``State``: ``up``,
 ``down``, ``degraded`` (the two protocols disagree on a scheme-less URL), ``disabled``, or
@@ -17,15 +17,19 @@ are present).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
+from twisted.web.server import Request
 
 from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_json_dumps
 from mirrorbits.model import Mirror
 from mirrorbits.redis import schema
 from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.render import plain_error
+
+if TYPE_CHECKING:
+    from mirrorbits.redis.connection import RedisClient
 
 __all__ = ["PARAM", "fetch_mirrors", "mirror_entry", "mirror_state", "render_mirrors_json"]
 
@@ -49,16 +53,16 @@ def mirror_state(m: Mirror) -> str:
     return "degraded"
 
 
-def _hash_pairs(reply: Any) -> dict[str, str]:
+def _hash_pairs(reply: object) -> dict[str, str]:
     if isinstance(reply, dict):
         return {str(k): str(v) for k, v in reply.items()}
-    if not reply:
+    if not isinstance(reply, (list, tuple)) or not reply:
         return {}
     it = iter(reply)
     return {str(k): str(v) for k, v in zip(it, it, strict=False)}
 
 
-async def fetch_mirrors(redis: Any) -> list[tuple[int, str, Mirror | None]]:
+async def fetch_mirrors(redis: RedisClient) -> list[tuple[int, str, Mirror | None]]:
     """Every mirror of ``MIRRORS`` as (id, name, record or None when it cannot be loaded), by id.
 
     Raises when ``HGETALL MIRRORS`` fails.
@@ -88,7 +92,7 @@ def _time(secs: int | None) -> str:
     return ZERO_RFC3339 if secs is None else format_rfc3339nano(secs * 1_000_000_000, "local")
 
 
-def mirror_entry(mirror_id: int, name: str, m: Mirror | None) -> dict[str, Any]:
+def mirror_entry(mirror_id: int, name: str, m: Mirror | None) -> dict[str, object]:
     """One element of the list, keys in a fixed order."""
     if m is None:
         return {"ID": mirror_id, "Name": name, "State": "unknown"}
@@ -111,7 +115,7 @@ def mirror_entry(mirror_id: int, name: str, m: Mirror | None) -> dict[str, Any]:
     }
 
 
-async def render_mirrors_json(request: Any, redis: Any,
+async def render_mirrors_json(request: Request, redis: RedisClient,
                               query: dict[str, list[str]] | None = None) -> bytes:
     """Answer ``?mirrors``: 200 JSON, or 500 ``Cannot fetch the list of mirrors``."""
     try:

@@ -42,7 +42,7 @@ from mirrorbits.gocompat import Float32, f32, format_duration, format_rfc1123, g
 from mirrorbits.model import Mirror
 from mirrorbits.redis import schema
 from mirrorbits.web.checksum import FileInfoLoader, render_checksum
-from mirrorbits.web.filestats import render_file_stats
+from mirrorbits.web.filestats import render_file_stats, reply_int
 from mirrorbits.web.mirrorsjson import fetch_mirrors, mirror_state, render_mirrors_json
 from mirrorbits.web.render import Results, plain_error
 
@@ -432,15 +432,6 @@ class MirrorStatsRow:
     tz_offset: str = "0s"
 
 
-def _int(v: object) -> int:
-    if not isinstance(v, (int, str, bytes)) or v == "":
-        return 0
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
 _f32 = f32
 
 
@@ -607,8 +598,8 @@ class Pages:
                 log.debug("mirrorstats: {err}", err=e)
                 return plain_error(request, 500, "Cannot fetch stats")
             for n, (i, _, _) in enumerate(mirrors):
-                downloads[i] = _int(replies[2 * n] if 2 * n < len(replies) else None)
-                sizes[i] = _int(replies[2 * n + 1] if 2 * n + 1 < len(replies) else None)
+                downloads[i] = reply_int(replies[2 * n] if 2 * n < len(replies) else None)
+                sizes[i] = reply_int(replies[2 * n + 1] if 2 * n + 1 < len(replies) else None)
         rows = build_stats_rows([m for _, _, m in mirrors if m is not None], downloads, sizes, now)
         local_js = self.config().LocalJSPath
         try:

@@ -22,15 +22,23 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
+from mirrorbits.config import Config
 from mirrorbits.gocompat import redis_version_number
+from mirrorbits.reactor import default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.packing import LUA_UNPACKER
+
+if TYPE_CHECKING:
+    from mirrorbits.redis.connection import RedisClient
+    from mirrorbits.web.render import Results
 
 __all__ = ["DownloadStats", "FLUSH_INTERVAL", "utc_day"]
 
@@ -108,9 +116,10 @@ def utc_day(epoch: float) -> Day:
     return (t.tm_year, t.tm_mon, t.tm_mday)
 
 
-def _levels(fn: Callable[..., str], day: Day) -> tuple[str, str, str, str]:
+def _levels(fn: Callable[[int | None, int | None, int | None], str],
+            day: Day) -> tuple[str, str, str, str]:
     y, m, d = day
-    return (fn(y, m, d), fn(y, m), fn(y), fn())
+    return (fn(y, m, d), fn(y, m, None), fn(y, None, None), fn(None, None, None))
 
 
 class DownloadStats(Service):
@@ -122,15 +131,11 @@ class DownloadStats(Service):
 
     name = "stats"
 
-    def __init__(self, redis: Any, config: Callable[[], Any], reactor: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
+    def __init__(self, redis: RedisClient, config: Callable[[], Config],
+                 reactor: IReactorTime | None = None, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.config = config
-        self.reactor = reactor
+        self.reactor: IReactorTime = default_reactor() if reactor is None else reactor
         self.clock = clock
         self._files: dict[tuple[Day, str], int] = {}
         self._mirrors: dict[tuple[Day, int], int] = {}
@@ -145,7 +150,7 @@ class DownloadStats(Service):
 
     # -- hot path ------------------------------------------------------------------------------
 
-    def count_download(self, request: Any, results: Any) -> None:
+    def count_download(self, request: IRequest, results: Results) -> None:
         """The redirector's call after a GET redirect with a non-empty list (spec §9.4): the first
         mirror of ``results`` (none for a fallback), the local file size, the client IP, the
         ``User-Agent`` and whether a ``Range`` header was sent."""
@@ -153,7 +158,7 @@ class DownloadStats(Service):
         if not mlist:
             return
         cand = mlist[0].candidate
-        mirror_id = None if results.fallback or getattr(cand, "source", None) is None else cand.id
+        mirror_id = None if results.fallback or cand.source is None else cand.id
         headers = request.requestHeaders
         info = results.file_info
         if not headers.hasHeader(b"range"):
@@ -174,7 +179,7 @@ class DownloadStats(Service):
         if not ranged:  # the common case: no config look-up at all
             self._add(now, path, mirror_id, size)
             return
-        interval = int(getattr(self.config(), "SameDownloadInterval", 0) or 0)
+        interval = self.config().SameDownloadInterval
         if interval <= 0:
             self._add(now, path, mirror_id, size)
             return
@@ -232,7 +237,7 @@ class DownloadStats(Service):
         return sum(self._files.values())
 
     def _script_args(self, files: dict[tuple[Day, str], int], mirrors: dict[tuple[Day, int], int],
-                     sizes: dict[tuple[Day, int], int]) -> list[Any] | None:
+                     sizes: dict[tuple[Day, int], int]) -> list[str | bytes] | None:
         """``EVAL`` arguments writing these counts (None: nothing to write).
 
         Cost is one packed record per distinct (day, path) and (day, mirror), whatever the number

@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
 import yaml
 from twisted.logger import Logger
@@ -130,9 +130,10 @@ class Config:
     def embedded_redis(self) -> bool:
         return self.RedisAddress == EMBEDDED
 
-    def replace(self, **changes: Any) -> Config:
-        """A copy with some keys changed (tests, and the reload path)."""
-        return dataclasses.replace(self, **changes)
+    def replace(self, **changes: object) -> Config:
+        """A copy with some keys changed (tests, and the reload path); an unknown key raises
+        TypeError.  ``dataclasses.replace(config, ...)`` is the statically checked spelling."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 GO_KEYS = (
@@ -146,6 +147,11 @@ GO_KEYS = (
 EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile")
 
 
+_R = TypeVar("_R")
+#: A value read from the YAML document: a key's scalar, or a tuple of records.
+_Value = str | bool | int | float | Hashes | tuple[OutdatedFilesRule | Fallback | SentinelHost, ...]
+
+
 class _Reader:
     """Typed reading of raw YAML scalars (all strings, from ``yaml.BaseLoader``) the way yaml.v2 does."""
 
@@ -153,21 +159,21 @@ class _Reader:
         self.source = source
         self.warnings: list[str] = []
 
-    def fail(self, key: str, value: Any, why: str) -> ConfigError:
+    def fail(self, key: str, value: object, why: str) -> ConfigError:
         return ConfigError(f"{self.source}: {key}: {why} (value {value!r})")
 
-    def scalar(self, key: str, value: Any) -> str | None:
+    def scalar(self, key: str, value: object) -> str | None:
         if value is None:
             return None
         if isinstance(value, (dict, list)):
             raise self.fail(key, value, "expected a single value")
         return str(value)
 
-    def string(self, key: str, value: Any) -> str:
+    def string(self, key: str, value: object) -> str:
         s = self.scalar(key, value)
         return "" if s is None or s in _NULL else s
 
-    def boolean(self, key: str, value: Any) -> bool:
+    def boolean(self, key: str, value: object) -> bool:
         s = self.scalar(key, value)
         if s is None or s in _NULL:
             return False
@@ -177,7 +183,7 @@ class _Reader:
             return False
         raise self.fail(key, s, "expected a boolean (true/false, On/Off, yes/no)")
 
-    def integer(self, key: str, value: Any) -> int:
+    def integer(self, key: str, value: object) -> int:
         s = self.scalar(key, value)
         if s is None or s in _NULL:
             return 0
@@ -193,7 +199,7 @@ class _Reader:
             pass
         raise self.fail(key, s, "expected an integer")
 
-    def number(self, key: str, value: Any) -> float:
+    def number(self, key: str, value: object) -> float:
         s = self.scalar(key, value)
         if s is None or s in _NULL:
             return 0.0
@@ -202,23 +208,23 @@ class _Reader:
         except ValueError:
             raise self.fail(key, s, "expected a number") from None
 
-    def mapping(self, key: str, value: Any) -> dict[str, Any]:
+    def mapping(self, key: str, value: object) -> dict[str, object]:
         if value is None or value == "":
             return {}
         if not isinstance(value, dict):
             raise self.fail(key, value, "expected a mapping")
         return value
 
-    def sequence(self, key: str, value: Any) -> list[Any]:
+    def sequence(self, key: str, value: object) -> list[object]:
         if value is None or value == "":
             return []
         if not isinstance(value, list):
             raise self.fail(key, value, "expected a list")
         return value
 
-    def record(self, key: str, value: Any, cls: type, types: dict[str, str]) -> Any:
+    def record(self, key: str, value: object, cls: type[_R], types: dict[str, str]) -> _R:
         item = self.mapping(key, value)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, object] = {}
         for k, v in item.items():
             if k not in types:
                 self.warnings.append(f"{self.source}: unknown key {key}.{k} ignored")
@@ -241,14 +247,14 @@ _TYPES: dict[str, str] = {
 }
 
 
-def config_from_mapping(raw: Any, source: str = "<config>", base_dir: str | None = None) -> Config:
+def config_from_mapping(raw: object, source: str = "<config>", base_dir: str | None = None) -> Config:
     """Build and validate a :class:`Config` from parsed YAML (scalars as strings, BaseLoader style)."""
     reader = _Reader(source)
     if raw is None or raw == "":
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the configuration must be a YAML mapping of keys to values")
-    values: dict[str, Any] = {}
+    values: dict[str, _Value] = {}
     for key, value in raw.items():
         if key in _TYPES:
             values[key] = getattr(reader, _TYPES[key])(key, value)
@@ -270,45 +276,48 @@ def config_from_mapping(raw: Any, source: str = "<config>", base_dir: str | None
                                 for i, v in enumerate(reader.sequence(key, value)))
         else:
             reader.warnings.append(f"{source}: unknown key {key!r} ignored")
-    return _validate(values, reader, source, base_dir)
+    # Each value has its key's type (the reader named in _TYPES, or the record built above).
+    cfg = Config(**values, source=source)  # type: ignore[arg-type]
+    return _validate(cfg, reader, base_dir)
 
 
-def _validate(values: dict[str, Any], reader: _Reader, source: str, base_dir: str | None) -> Config:
-    """The Go original's validation rules (spec data-and-scanning §10), errors naming key and value."""
-    wdr = values.get("WeightDistributionRange", 1.5)
-    if "WeightDistributionRange" in values and wdr <= 0:
-        raise reader.fail("WeightDistributionRange", wdr, "must be > 0")
-    mode = values.get("OutputMode", "auto")
-    if mode not in ("auto", "json", "redirect"):
-        raise reader.fail("OutputMode", mode, "must be one of auto, json, redirect")
-    repo = values.get("Repository", "")
+def _validate(cfg: Config, reader: _Reader, base_dir: str | None) -> Config:
+    """The Go original's validation rules, errors naming key and value; paths made absolute."""
+    source = cfg.source
+    if cfg.WeightDistributionRange <= 0:
+        raise reader.fail("WeightDistributionRange", cfg.WeightDistributionRange, "must be > 0")
+    if cfg.OutputMode not in ("auto", "json", "redirect"):
+        raise reader.fail("OutputMode", cfg.OutputMode, "must be one of auto, json, redirect")
+    repo = cfg.Repository
     if not repo:
         raise ConfigError(f"{source}: Repository: the path to the local repository is required")
     if not os.path.isabs(repo):
         repo = os.path.join(base_dir or os.getcwd(), repo)
-    # Made absolute and cleaned, symlinks NOT resolved (Go filepath.Abs).
-    values["Repository"] = os.path.normpath(repo)
-    if values.get("RepositoryScanInterval", 5) < 0:
-        values["RepositoryScanInterval"] = 0
-    values["Fallbacks"] = tuple(
-        dataclasses.replace(f, URL=f.URL if not f.URL or f.URL.endswith("/") else f.URL + "/")
-        for f in values.get("Fallbacks", ()))
-    for i, rule in enumerate(values.get("AllowOutdatedFiles", ())):
+    for i, rule in enumerate(cfg.AllowOutdatedFiles):
         if rule.Prefix and not rule.Prefix.startswith("/"):
             raise reader.fail(f"AllowOutdatedFiles[{i}].Prefix", rule.Prefix, "must be empty or start with /")
         if rule.Minutes < 0:
             raise reader.fail(f"AllowOutdatedFiles[{i}].Minutes", rule.Minutes, "must be >= 0")
-    workers = values.get("Workers", 1)
-    if workers < 1:
-        raise reader.fail("Workers", workers, "must be >= 1")
-    if values.get("RedisDB", 0) < 0:
-        raise reader.fail("RedisDB", values["RedisDB"], "must be >= 0")
-    if "DataDir" in values and values["DataDir"] and not os.path.isabs(values["DataDir"]):
-        values["DataDir"] = os.path.normpath(os.path.join(base_dir or os.getcwd(), values["DataDir"]))
-    return Config(**values, source=source, warnings=tuple(reader.warnings))
+    if cfg.Workers < 1:
+        raise reader.fail("Workers", cfg.Workers, "must be >= 1")
+    if cfg.RedisDB < 0:
+        raise reader.fail("RedisDB", cfg.RedisDB, "must be >= 0")
+    data_dir = cfg.DataDir
+    if data_dir and not os.path.isabs(data_dir):
+        data_dir = os.path.normpath(os.path.join(base_dir or os.getcwd(), data_dir))
+    return dataclasses.replace(
+        cfg,
+        # Made absolute and cleaned, symlinks NOT resolved (Go filepath.Abs).
+        Repository=os.path.normpath(repo),
+        RepositoryScanInterval=max(cfg.RepositoryScanInterval, 0),
+        Fallbacks=tuple(dataclasses.replace(f, URL=f.URL if not f.URL or f.URL.endswith("/") else f.URL + "/")
+                        for f in cfg.Fallbacks),
+        DataDir=data_dir,
+        warnings=tuple(reader.warnings),
+    )
 
 
-def parse_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str) -> object:
     try:
         return yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only str/list/dict
     except yaml.YAMLError as e:

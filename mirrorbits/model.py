@@ -19,7 +19,6 @@ from mirrorbits.gocompat import (
     format_duration,
     format_float32,
     format_go_datetime,
-    format_gts,
     format_rfc3339nano,
     go_fields,
     go_json_marshal,
@@ -255,16 +254,6 @@ class Mirror:
 
     # -- protocol rules -----------------------------------------------------------------------
 
-    @property
-    def has_http(self) -> bool:
-        """The base URL serves plain HTTP (``http://…`` or scheme-less)."""
-        return not self.http_url.startswith("https://")
-
-    @property
-    def has_https(self) -> bool:
-        """The base URL serves HTTPS (``https://…`` or scheme-less)."""
-        return not self.http_url.startswith("http://")
-
     def is_up(self) -> bool:
         """Go ``IsUp``: both flags agree -> that value; else the flag of the URL's only scheme;
         a scheme-less URL with one protocol up and one down is *not* up."""
@@ -280,11 +269,6 @@ class Mirror:
     def country_list(self) -> list[str]:
         """``CountryCodes`` split on white space (Go ``CountryFields``)."""
         return go_fields(self.country_codes)
-
-    @property
-    def excluded_country_list(self) -> list[str]:
-        """``ExcludedCountryCodes`` split on white space."""
-        return go_fields(self.excluded_country_codes)
 
 
 #: How a field's text is read and written: the Go type behind it.
@@ -408,15 +392,6 @@ class FileInfo:
         parsed = parse_gts_offset(mod_text)
         mod_ns, offset = parsed if parsed is not None else (None, 0)
         return cls(path, size, mod_ns, sha1, sha256, md5, offset)
-
-    def to_redis(self, zone: Zone = "local", hashes: bool = True) -> list[tuple[str, str]]:
-        """Field/value pairs as the scanners write them: ``size``, ``modTime`` (Go time string in
-        ``zone``: local for the local repository, UTC for rsync, GMT/UTC for FTP) and, with
-        ``hashes``, ``sha1``, ``sha256``, ``md5``."""
-        pairs = [("size", str(self.size)), ("modTime", format_gts(self.mod_time_ns, zone))]
-        if hashes:
-            pairs += [("sha1", self.sha1), ("sha256", self.sha256), ("md5", self.md5)]
-        return pairs
 
     def mod_time_rfc3339(self) -> str:
         """The JSON ``ModTime``: RFC 3339 in the offset that was stored (``Z`` when 0)."""

@@ -8,7 +8,7 @@ functions, and nowhere else in the package:
 
 * :mod:`~mirrorbits.gocompat.floats`: float32 rounding, ``FormatFloat`` and JSON number text;
 * :mod:`~mirrorbits.gocompat.times`: ``time.Time`` texts and their parsers;
-* :mod:`~mirrorbits.gocompat.duration`: ``time.Duration`` text and ``ParseDuration``;
+* :mod:`~mirrorbits.gocompat.duration`: ``time.Duration`` text;
 * :mod:`~mirrorbits.gocompat.strconv`: ``ParseInt``/``ParseUint``/``ParseFloat``/``ParseBool``
   (base 10 and base 0), ``Quote``, ``strings.Fields``;
 * :mod:`~mirrorbits.gocompat.jsontext`: ``json.Marshal``.
@@ -18,12 +18,11 @@ Every public name is re-exported here, so callers import from ``mirrorbits.gocom
 
 from __future__ import annotations
 
-from mirrorbits.gocompat.duration import format_duration, parse_duration
+from mirrorbits.gocompat.duration import format_duration
 from mirrorbits.gocompat.floats import (
     Float32,
     f32,
     format_float32,
-    format_float64,
     json_float32,
     json_float64,
 )
@@ -69,7 +68,6 @@ __all__ = [
     "f32",
     "format_duration",
     "format_float32",
-    "format_float64",
     "format_go_datetime",
     "format_gts",
     "format_rfc1123",
@@ -80,7 +78,6 @@ __all__ = [
     "go_quote",
     "json_float32",
     "json_float64",
-    "parse_duration",
     "parse_go_bool",
     "parse_go_float",
     "parse_go_int",

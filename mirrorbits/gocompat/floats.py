@@ -17,7 +17,6 @@ __all__ = [
     "Float32",
     "f32",
     "format_float32",
-    "format_float64",
     "json_float32",
     "json_float64",
 ]
@@ -204,11 +203,6 @@ def format_float32(x: float) -> str:
 
     ``x`` is rounded to float32 first, so a float64 beyond the float32 range prints ``+Inf``."""
     return _format_g(f32(x), 32)
-
-
-def format_float64(x: float) -> str:
-    """Go ``strconv.FormatFloat(x, 'g', -1, 64)`` (``%v`` of a float64)."""
-    return _format_g(x, 64)
 
 
 _F32_1E_6 = f32(1e-6)

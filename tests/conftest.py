@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -35,6 +36,18 @@ def redis_db(redis_server: RedisServer) -> Iterator[RedisServer]:
     yield redis_server
     if redis_server.proc is not None:
         redis_server.flush()
+
+
+@pytest.fixture
+def local_tz(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Switch the process' local zone (TZ + tzset) for one test, restored afterwards: Go texts
+    name the local zone (``CET``) or print its offset."""
+    def set_tz(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+    yield set_tz
+    monkeypatch.undo()
+    time.tzset()
 
 
 def leftover_processes() -> list[processes.ProcessInfo]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, timedelta, timezone
 from fractions import Fraction
 from zoneinfo import ZoneInfo
@@ -57,17 +56,6 @@ def epoch_ns(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, ns: i
     base = datetime(1970, 1, 1, tzinfo=UTC)
     delta = dt - base
     return (delta.days * 86400 + delta.seconds) * NS + ns
-
-
-@pytest.fixture
-def local_tz(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    """Switch the process' local zone (TZ + tzset) for one test, restored afterwards."""
-    def set_tz(name: str) -> None:
-        monkeypatch.setenv("TZ", name)
-        time.tzset()
-    yield set_tz
-    monkeypatch.undo()
-    time.tzset()
 
 
 # --- float32 ---------------------------------------------------------------------------------------

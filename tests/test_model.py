@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -29,16 +28,6 @@ from mirrorbits.model import (
 from tests.fixtures.redis import RedisServer
 
 NS = 1_000_000_000
-
-
-@pytest.fixture
-def local_tz(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    def set_tz(name: str) -> None:
-        monkeypatch.setenv("TZ", name)
-        time.tzset()
-    yield set_tz
-    monkeypatch.undo()
-    time.tzset()
 
 
 #: MIRROR_7 as a Go daemon leaves it after `add`, a scan and a health check.

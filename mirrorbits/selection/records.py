@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from mirrorbits.gocompat import f32
+from mirrorbits.gocompat import ZERO_TIME_NS, f32
 from mirrorbits.model import Mirror
 
 __all__ = [
@@ -33,7 +33,7 @@ DEG2RAD_F32 = f32(0.017453292519943295769236907684886127134428718885417)
 #: ``math.SmallestNonzeroFloat32``, used by Go to avoid dividing by a zero closest distance.
 SMALLEST_F32 = 1.401298464324817e-45
 #: Go's time.Truncate rounds relative to the zero time (0001-01-01 UTC), not the Unix epoch.
-ZERO_TIME_TO_UNIX_NS = 62135596800 * 1_000_000_000
+ZERO_TIME_TO_UNIX_NS = -ZERO_TIME_NS
 
 ERR_MODTIME_ZERO = "Invalid file info (modtime is zero)"
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from twisted.web.server import Request
 
-from mirrorbits.gocompat import go_json_marshal
+from mirrorbits.gocompat import go_json_marshal, parse_go_int
 from mirrorbits.redis import schema
 from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.paths import PathError, sanitize_path
@@ -27,16 +27,13 @@ if TYPE_CHECKING:
 
 __all__ = ["parse_period", "render_file_stats", "reply_int", "stats_path"]
 
-_INT_MAX = 2**63 - 1
-
-
 def _go_parse_int(s: str) -> bool:
     """Whether ``strconv.ParseInt(s, 10, 0)`` accepts ``s`` (sign allowed, 64-bit range)."""
-    body = s[1:] if s[:1] in ("+", "-") else s
-    if not body or not body.isascii() or not body.isdigit():
+    try:
+        parse_go_int(s)
+    except ValueError:
         return False
-    n = int(body)
-    return n <= _INT_MAX or (s[0] == "-" and n == _INT_MAX + 1)
+    return True
 
 
 def parse_period(value: str) -> list[str] | None:

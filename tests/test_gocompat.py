@@ -28,6 +28,7 @@ from mirrorbits.gocompat import (
     format_rfc1123,
     format_rfc3339nano,
     go_fields,
+    go_isspace,
     go_json_dumps,
     go_json_marshal,
     go_quote,
@@ -485,6 +486,11 @@ def test_parse_go_float() -> None:
             parse_go_float(bad)
     with pytest.raises(ValueError):
         parse_go_float("1e39", 32)
+
+
+def test_go_isspace_is_unicode_isspace_of_go() -> None:
+    assert all(go_isspace(c) for c in "\t\n\v\f\r \x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000")
+    assert not any(go_isspace(c) for c in "a\x1c\x1f\u200b\ufeff_")
 
 
 def test_go_fields() -> None:

@@ -30,6 +30,7 @@ from mirrorbits.gocompat.jsontext import go_json_dumps, go_json_marshal
 from mirrorbits.gocompat.strconv import (
     NumError,
     go_fields,
+    go_isspace,
     go_quote,
     parse_go_bool,
     parse_go_float,
@@ -73,6 +74,7 @@ __all__ = [
     "format_rfc1123",
     "format_rfc3339nano",
     "go_fields",
+    "go_isspace",
     "go_json_dumps",
     "go_json_marshal",
     "go_quote",

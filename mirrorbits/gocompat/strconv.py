@@ -17,6 +17,7 @@ from mirrorbits.gocompat.floats import f32
 __all__ = [
     "NumError",
     "go_fields",
+    "go_isspace",
     "go_quote",
     "parse_go_bool",
     "parse_go_float",
@@ -190,7 +191,14 @@ def parse_go_float(s: str, bits: int = 64) -> float:
 
 
 # Go unicode.IsSpace (Python's str.split() also splits on U+001C..U+001F, Go does not).
-_GO_SPACE = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_GO_SPACE_CHARS = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_GO_SPACE = re.compile(f"[{_GO_SPACE_CHARS}]+")
+_GO_SPACE_CHAR = re.compile(f"[{_GO_SPACE_CHARS}]")
+
+
+def go_isspace(ch: str) -> bool:
+    """Go ``unicode.IsSpace`` of one character."""
+    return _GO_SPACE_CHAR.fullmatch(ch) is not None
 
 
 def go_fields(s: str) -> list[str]:

@@ -47,15 +47,6 @@ class _Invalid(Exception):
     """The parser recognised the line but it is broken: drop the line (Go returns an error)."""
 
 
-def _go_isspace(ch: str) -> bool:
-    """Go's unicode.IsSpace."""
-    if ch in "\t\n\v\f\r \x85\xa0":
-        return True
-    if ord(ch) < 0x100:
-        return False
-    return ch in "\u1680\u2028\u2029\u202f\u205f\u3000" or "\u2000" <= ch <= "\u200a"
-
-
 def _uint(text: str, base: int = 0) -> int | None:
     """Go's ``strconv.ParseUint(text, base, 64)``; None on a syntax or range error."""
     try:
@@ -119,7 +110,7 @@ def _fields_ls(line: str) -> list[str]:
     start = -1
     next_break = False
     for i, ch in enumerate(line):
-        if _go_isspace(ch):
+        if gocompat.go_isspace(ch):
             if start >= 0:
                 fields.append(line[start:i])
                 start = -1

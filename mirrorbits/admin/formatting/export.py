@@ -11,11 +11,11 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mirrorbits.admin.formatting.mirrorlist import mirror_state, url_kind
+from mirrorbits.admin.formatting.mirrorlist import FlagOptions, mirror_state, url_kind
 from mirrorbits.admin.tabwriter import tabulate
 from mirrorbits.gocompat import format_float32
 from mirrorbits.model import MIRROR_FIELD_BY_GO, Mirror
@@ -27,17 +27,13 @@ JsonValue = str | int | float | bool | list[str] | None
 
 
 @dataclass(frozen=True)
-class ExportOptions:
+class ExportOptions(FlagOptions):
     """The ``export`` flags: every kind of URL and the disabled mirrors are exported by default."""
 
     rsync: bool = True
     http: bool = True
     ftp: bool = True
     disabled: bool = True
-
-    @classmethod
-    def from_flags(cls, values: Mapping[str, object]) -> ExportOptions:
-        return cls(**{n: bool(values[n]) for n in ("rsync", "http", "ftp", "disabled") if n in values})
 
 
 def _export_urls(m: Mirror, opts: ExportOptions) -> list[str]:

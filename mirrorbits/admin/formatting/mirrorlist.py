@@ -7,14 +7,15 @@ default) adds why a mirror is down.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Self
 
 from mirrorbits.admin.tabwriter import tabulate
 from mirrorbits.gocompat import NS_PER_SECOND, ZERO_TIME_NS, format_rfc1123
 from mirrorbits.model import Mirror
 
-__all__ = ["ListOptions", "format_list", "mirror_down_reason", "mirror_state"]
+__all__ = ["FlagOptions", "ListOptions", "format_list", "mirror_down_reason", "mirror_state"]
 
 
 def url_kind(http_url: str) -> str:
@@ -56,8 +57,19 @@ def mirror_down_reason(m: Mirror) -> str:
     return "; ".join(f"{p}: {r}" for p, r in parts)
 
 
+class FlagOptions:
+    """A frozen dataclass of boolean options named like the command's flags."""
+
+    @classmethod
+    def from_flags(cls, values: Mapping[str, object], **extra: bool) -> Self:
+        """Build from the parsed flags (e.g. ``ParseResult.values``); ``extra`` sets the options
+        that are not flags of their own name."""
+        names: list[str] = [f.name for f in fields(cls)]  # type: ignore[arg-type]  # subclasses are dataclasses
+        return cls(**{n: bool(values[n]) for n in names if n in values}, **extra)
+
+
 @dataclass(frozen=True)
-class ListOptions:
+class ListOptions(FlagOptions):
     """The ``list`` flags (same names and defaults as Go), plus the opt-in ``show_reason`` column."""
 
     http: bool = False
@@ -71,16 +83,24 @@ class ListOptions:
     down: bool = False
     show_reason: bool = False
 
-    @classmethod
-    def from_flags(cls, values: Mapping[str, object], show_reason: bool = False) -> ListOptions:
-        """Build from the parsed ``list`` flags (e.g. ``ParseResult.values``)."""
-        names = ("http", "rsync", "ftp", "location", "score", "state", "disabled", "enabled", "down")
-        return cls(**{n: bool(values[n]) for n in names if n in values}, show_reason=show_reason)
-
 
 def _state_since_ns(m: Mirror) -> int:
     """``StateSince`` as epoch ns; Go's zero time when the field is absent."""
     return ZERO_TIME_NS if m.state_since is None else m.state_since * NS_PER_SECOND
+
+
+def _location(m: Mirror) -> str:
+    return f"{m.country_codes.split(' ')[0]} ({m.continent_code})"
+
+
+#: The optional columns of ``list``, in Go's order: (option, header, cell text).
+_COLUMNS: tuple[tuple[str, str, Callable[[Mirror], object]], ...] = (
+    ("score", "\tSCORE", lambda m: m.score),
+    ("http", "\tHTTP ", lambda m: m.http_url),
+    ("rsync", "\tRSYNC ", lambda m: m.rsync_url),
+    ("ftp", "\tFTP ", lambda m: m.ftp_url),
+    ("location", "\tLOCATION ", _location),
+)
 
 
 def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None) -> str:
@@ -91,17 +111,9 @@ def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None) -> s
     # output is deterministic.
     rows.sort(key=lambda m: m.name)
     rows.sort(key=_state_since_ns, reverse=True)
+    columns = [(head, cell) for flag, head, cell in _COLUMNS if getattr(opts, flag)]
     out = ["Identifier "]
-    if opts.score:
-        out.append("\tSCORE")
-    if opts.http:
-        out.append("\tHTTP ")
-    if opts.rsync:
-        out.append("\tRSYNC ")
-    if opts.ftp:
-        out.append("\tFTP ")
-    if opts.location:
-        out.append("\tLOCATION ")
+    out += [head for head, _ in columns]
     if opts.state:
         out.append("\tSTATE\tSINCE")
         if opts.show_reason:
@@ -115,17 +127,7 @@ def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None) -> s
         if opts.down and (m.is_up() or not m.enabled):
             continue
         out.append(f"{m.name} ")
-        if opts.score:
-            out.append(f"\t{m.score} ")
-        if opts.http:
-            out.append(f"\t{m.http_url} ")
-        if opts.rsync:
-            out.append(f"\t{m.rsync_url} ")
-        if opts.ftp:
-            out.append(f"\t{m.ftp_url} ")
-        if opts.location:
-            country = m.country_codes.split(" ")[0]
-            out.append(f"\t{country} ({m.continent_code}) ")
+        out += [f"\t{cell(m)} " for _, cell in columns]
         if opts.state:
             out.append(f"\t{mirror_state(m)} \t({format_rfc1123(_state_since_ns(m), 'UTC')})")
             if opts.show_reason:

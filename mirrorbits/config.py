@@ -2,8 +2,8 @@
 
 A config is never changed in place: :func:`load_config` builds a new :class:`Config`, and
 :class:`ConfigHolder` swaps it atomically on reload (keeping the old one when the new file is bad),
-then tells the parts that care.  Keys keep their Go names (``ListenAddress``...) so that the spec, the
-sample config and the code read the same.
+then tells the parts that care.  Keys keep their Go names (``ListenAddress``...) so that the Go
+documentation, the sample config and the code read the same.
 
 Differences from the Go original (also listed in the README):
 
@@ -79,7 +79,7 @@ class SentinelHost:
 
 @dataclass(frozen=True)
 class Config:
-    """Every key of the Go original with its default (spec data-and-scanning §10, http §15)."""
+    """Every key of the Go original with its default."""
 
     Repository: str = ""
     Templates: str = field(default_factory=default_templates_path)
@@ -340,7 +340,7 @@ def load_config(path: str) -> Config:
 
 
 def find_config_path(given: str | None) -> str | None:
-    """``-config`` wins; else ``/etc/mirrorbits.conf`` when it exists (spec §10)."""
+    """``-config`` wins; else ``/etc/mirrorbits.conf`` when it exists."""
     if given:
         return given
     if os.path.exists(DEFAULT_CONFIG_PATH):

@@ -1,4 +1,4 @@
-"""Go-compatible text formats: every example of the spec, plus round trips."""
+"""Go-compatible text formats: outputs of Go itself, plus round trips."""
 
 from __future__ import annotations
 
@@ -394,8 +394,8 @@ def test_json_pretty() -> None:
     )
 
 
-def test_json_verified_document_from_spec() -> None:
-    """The http.md §7 [verified] example, rebuilt from values, must come out byte for byte."""
+def test_json_document_of_a_go_node() -> None:
+    """A JSON answer captured from a Go node, rebuilt from values, must come out byte for byte."""
     zero = format_rfc3339nano(None)
     mirror = {
         "ID": 1, "Name": "m1", "HttpURL": "http://a.mirror/", "RsyncURL": "", "FtpURL": "",

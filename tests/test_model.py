@@ -61,8 +61,8 @@ def test_from_redis_go_hash() -> None:
     assert m.to_redis() and dict(m.to_redis()) == GO_HASH
 
 
-def test_from_redis_spec_case_45() -> None:
-    # http.md §18 case 45: bools as true/false, latitude "-20.000000"
+def test_from_redis_go_spellings() -> None:
+    # Bools as true/false, latitude "-20.000000": what other Go writers leave in the hash
     m = Mirror.from_redis({"ID": "1", "enabled": "true", "httpUp": "false", "latitude": "-20.000000",
                            "asnum": "444", "countryCodes": "FR UK", "unknownField": "whatever"})
     assert (m.id, m.enabled, m.http_up, m.latitude, m.asnum) == (1, True, False, -20.0, 444)
@@ -194,7 +194,7 @@ def test_fileinfo_reads_what_the_scanners_write(redis_db: RedisServer, local_tz:
 
 # --- mirror log ----------------------------------------------------------------------------------
 
-def test_mirror_log_json_spec_example(local_tz: Callable[[str], None]) -> None:
+def test_mirror_log_json_go_example(local_tz: Callable[[str], None]) -> None:
     local_tz("Europe/Paris")
     ts = int(datetime(2024, 1, 2, 2, 4, 5, tzinfo=UTC).timestamp()) * NS + 123456789
     line = mirror_log_json(LOG_STATE_CHANGED, 3, ts, Proto=PROTO_HTTPS, Up=False, Reason="Unreachable")

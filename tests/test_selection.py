@@ -1,4 +1,4 @@
-"""Examples of http.md §8 and the selection-related cases of §18, against mirrorbits.selection."""
+"""The Go selection's decisions on worked examples, against mirrorbits.selection."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def reasons(sel) -> list[str]:
     return [e.reason for e in sel.excluded]
 
 
-# --- §0.1 / §8.9 distance -------------------------------------------------------------------
+# --- float32 distance -----------------------------------------------------------------------
 
 
 def test_distance_reference_values():
@@ -97,10 +97,7 @@ def test_distance_is_zero_without_client_location():
     assert sel.selected[0].distance == 0
 
 
-# --- §0.2 Go durations ----------------------------------------------------------------------
-
-
-# --- §8.1 precondition ----------------------------------------------------------------------
+# --- precondition ----------------------------------------------------------------------
 
 
 def test_zero_modtime_is_an_error_with_empty_lists():
@@ -109,7 +106,7 @@ def test_zero_modtime_is_an_error_with_empty_lists():
     assert sel.selected == [] and sel.excluded == []
 
 
-# --- §8.3 filter (§18 cases 25–32) ----------------------------------------------------------
+# --- filter ----------------------------------------------------------------------------
 
 
 def test_25_disabled_mirror_has_no_absolute_url():
@@ -160,7 +157,7 @@ def test_27_down_reasons_are_passed_through():
 
 
 def test_undefined_prefers_https_and_falls_back_to_http():
-    # §18 case 12: three mirrors, no GeoIP.
+    # Three mirrors, no GeoIP.
     a = mirror(1, http_url="http://a.mirror/", country_codes="FR DE")
     b = mirror(2, http_url="b.mirror/pub/")
     c = mirror(3, http_url="https://c.mirror/", country_codes="us")
@@ -338,7 +335,7 @@ def test_32_fix_timezone_offsets():
     assert sel.excluded == [] and len(sel.selected) == 1
 
 
-# --- §8.5 / §8.6 scoring (§18 cases 33–37) --------------------------------------------------
+# --- scoring and weighted draw --------------------------------------------------------------
 
 
 def five_cities() -> dict[str, Candidate]:
@@ -477,7 +474,7 @@ def test_candidates_are_shared_and_not_mutated_between_requests():
         ms[0].score = 0  # type: ignore[misc]
 
 
-# --- §8.7 / §8.8 fallbacks and rank order (§18 cases 38–41) ---------------------------------
+# --- fallbacks and rank order --------------------------------------------------------------
 
 
 def chosen(id: int, dist: float = 0.0, **kw) -> Chosen:

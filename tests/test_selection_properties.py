@@ -1,7 +1,7 @@
 """Property tests of mirrorbits.selection over random worlds (hypothesis).
 
 Two kinds of checks:
-* the invariants of http.md §8 (a chosen mirror is never excluded, weights sum to 100, a mirror
+* the invariants of the Go selection (a chosen mirror is never excluded, weights sum to 100, a mirror
   whose copy is missing, of another size or outdated is never chosen, at most 5 in redirects...);
 * a differential check against `GoReference`, a deliberately naive, line-by-line port of the Go
   engine (mirrors.GetMirrors + http.Filter + DefaultEngine.Selection) that does its float32

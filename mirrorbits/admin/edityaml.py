@@ -1,4 +1,4 @@
-"""Reading back the YAML document of ``mirrorbits edit`` (cli-and-admin.md §3.6 step 7, §5.2).
+"""Reading back the YAML document of ``mirrorbits edit``.
 
 The document is applied *on top of* the current record, like Go's ``yaml.Unmarshal`` into a filled
 struct: keys absent from the document keep their value.  Types follow yaml.v3 (YAML 1.1 booleans such

@@ -2,7 +2,7 @@
 
 The Go CLI's users (and its bash completion, and scripts) rely on Go's flag grammar and on its exact
 error and usage texts, so the Python CLI parses its global, ``daemon`` and sub-command flags the same
-way (cli-and-admin.md §1.1–§1.3, §2.4):
+way:
 
 * ``-x`` and ``--x`` are the same; ``-x=v`` or ``-x v`` for non-boolean flags;
 * booleans take no separate argument (``-x`` means true; ``-x=false`` turns one off);
@@ -18,7 +18,7 @@ what to print and which exit status to use.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mirrorbits.gocompat import NumError, go_quote, parse_go_bool, parse_go_int, parse_go_uint
@@ -201,13 +201,6 @@ class FlagSet:
         if len(set(names)) != len(names):
             raise ValueError(f"flag redefined in set {self.name!r}")
 
-    @classmethod
-    def of(
-        cls, name: str, flags: Iterable[FlagDef], usage: Callable[[FlagSet], str] | None = None
-    ) -> FlagSet:
-        """Build a set from any iterable of definitions."""
-        return cls(name, tuple(flags), usage)
-
     def lookup(self, name: str) -> FlagDef | None:
         for f in self.flags:
             if f.name == name:
@@ -218,7 +211,7 @@ class FlagSet:
         return {f.name: f.default for f in self.flags}
 
     def defaults_text(self) -> str:
-        """Go's ``PrintDefaults``: flags sorted by name, exact spacing and TABs (§2.4)."""
+        """Go's ``PrintDefaults``: flags sorted by name, exact spacing and TABs."""
         lines = []
         for f in sorted(self.flags, key=lambda d: d.name.encode("utf-8")):
             if f.hidden:

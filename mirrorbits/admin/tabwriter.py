@@ -1,7 +1,7 @@
 """A port of Go's ``text/tabwriter`` (elastic tabstops), for byte-exact ``list``/``export``/``stats``.
 
 The Go CLI writes its tables through ``tabwriter.NewWriter(os.Stdout, 0, 8, 0, '\\t', 0)``; scripts
-parse those bytes (TABs included), so the algorithm is ported as is (cli-and-admin.md §2.6):
+parse those bytes (TABs included), so the algorithm is ported as is:
 
 * a cell is text terminated by a TAB (or ``\\v``); the text after the last TAB of a line is not part of
   any column;
@@ -11,8 +11,8 @@ parse those bytes (TABs included), so the algorithm is ported as is (cli-and-adm
   ``ceil((width - cellwidth) / tabwidth)`` TABs.
 
 Faithful quirk, kept on purpose: with ``padding=0`` a cell whose width is exactly the (multiple-of-8)
-column width gets *no* TAB and runs into the next cell (``mirror3-renamed down/up``). The spec lets the
-team fix it only as a recorded deviation; the fix is ``padding=1`` (always at least one TAB), which is
+column width gets *no* TAB and runs into the next cell (``mirror3-renamed down/up``). Fixing it changes the
+bytes scripts parse, so callers opt in: the fix is ``padding=1`` (always at least one TAB), which is
 what Go itself does with a non-zero padding.
 
 Only the behaviour reachable with TAB padding and no flags is ported (no AlignRight, no escapes, no HTML

@@ -1,4 +1,4 @@
-"""The ``mirrorbits`` command table, help text and usage blocks (cli-and-admin.md §1, §2.4, Appendix A).
+"""The ``mirrorbits`` command table, help text and usage blocks, byte for byte as the Go client prints them.
 
 Everything a user reads when they get the syntax wrong is generated here from declarative definitions,
 byte-identical to the Go CLI, so scripts and muscle memory keep working. Pure: no I/O.
@@ -57,7 +57,7 @@ class Command:
                                                                             self.description, fs))
 
     def usage(self) -> str:
-        """The exact usage block (Appendix A), starting with an empty line."""
+        """The exact usage block, starting with an empty line."""
         return self.flagset().usage_text()
 
 
@@ -163,7 +163,7 @@ COMMANDS: tuple[Command, ...] = (
 
 _BY_NAME = {c.name: c for c in COMMANDS}
 
-#: Client (global) flags, §1.2.
+#: Client (global) flags.
 GLOBAL_FLAGS: tuple[FlagDef, ...] = (
     string_flag("h", "localhost", "Server host"),
     uint_flag("p", 3390, "Server port"),
@@ -173,7 +173,7 @@ GLOBAL_FLAGS: tuple[FlagDef, ...] = (
     string_flag("cpuprofile", "", "write cpu profile to file"),
 )
 
-#: ``mirrorbits daemon`` flags, §1.3.
+#: ``mirrorbits daemon`` flags.
 DAEMON_FLAGS: tuple[FlagDef, ...] = (
     string_flag("config", "", "Path to the config file"),
     string_flag("p", "", "Path to pid file"),
@@ -195,7 +195,7 @@ def daemon_flagset() -> FlagSet:
 
 
 def help_text() -> str:
-    """The help text of §1.5, exactly (ends with an extra empty line); goes to stderr."""
+    """The help text of the Go client, exactly (ends with an extra empty line); goes to stderr."""
     out = "Usage: mirrorbits [OPTIONS] COMMAND [arg...]\n\nA smart download redirector.\n\n"
     out += "Server commands:\n" + _help_line("daemon", "Start the server") + "\n"
     out += "CLI commands:\n"
@@ -228,7 +228,7 @@ def lookup_command(word: str) -> Command | None:
 
 
 def command_usage(name: str) -> str:
-    """Usage block of the named command (Appendix A)."""
+    """Usage block of the named command."""
     return _BY_NAME[name].usage()
 
 
@@ -256,7 +256,7 @@ class Dispatch:
 
 
 def dispatch(words: Sequence[str]) -> Dispatch:
-    """Decide between help, unknown command and a command (§1.4).
+    """Decide between help, unknown command and a command.
 
     No words or ``help`` in any case → HELP (Go panicked on ``HELP``/``Help``; we show the help);
     the empty word → UNKNOWN (Go panicked). Extra words after ``help`` are ignored.

@@ -1,4 +1,4 @@
-"""Exact stdout of list/show/edit/export/stats/logs/version, from the spec's observed outputs."""
+"""Exact stdout of list/show/edit/export/stats/logs/version, from outputs of the Go client."""
 
 from __future__ import annotations
 
@@ -454,7 +454,7 @@ def test_stats_file_output_observed() -> None:
         ("2026-10-1", "2026-11-26", 106, 4),  # whole-month key + two days
     ],
 )
-def test_stats_date_ranges_from_spec(start: str, end: str, readme: int, iso: int) -> None:
+def test_stats_date_ranges(start: str, end: str, readme: int, iso: int) -> None:
     assert _sum(start, end) == {"/README": readme, "/sub/file.iso": iso}
 
 

@@ -19,16 +19,23 @@ from mirrorbits.selection import (
     ClientLocation,
     MirrorFile,
     Secure,
-    distance,
     fallback_choices,
     rank_sort,
     select_mirrors,
 )
+from mirrorbits.selection.distance import client_distances
 
 PATH = "/test/file.tgz"
 SIZE = 43000
 NOW_NS = time.time_ns()
 SEC = 1_000_000_000
+
+
+def distance(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The daemon's distance (the vectorised, memoised path) from (lat1, lon1) to a mirror at (lat2, lon2)."""
+    client = ClientLocation(country="--", latitude=lat1, longitude=lon1)
+    return client_distances(client, [(Candidate(Mirror(latitude=lat2, longitude=lon2)), None)])[0]
+
 
 PARIS_CLIENT = ClientLocation(country="FR", continent="EU", asnum=4444, latitude=48.8567, longitude=2.3508)
 NO_GEO = ClientLocation()

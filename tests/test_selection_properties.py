@@ -25,9 +25,9 @@ from mirrorbits.selection import (
     ClientLocation,
     MirrorFile,
     Secure,
-    distance,
     select_mirrors,
 )
+from mirrorbits.selection.distance import client_distances
 
 np = pytest.importorskip("numpy", reason="numpy provides the independent float32 arithmetic of the reference")
 F = np.float32
@@ -37,6 +37,13 @@ LOCAL_MTIME = 1_748_757_600 * SEC + 123_456_789
 LOCAL_SIZE = 43000
 PATH = "/test/file.tgz"
 ZERO_TO_UNIX = 62135596800 * SEC
+
+
+def distance(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The daemon's distance (the vectorised, memoised path) from (lat1, lon1) to a mirror at (lat2, lon2)."""
+    client = ClientLocation(country="--", latitude=lat1, longitude=lon1)
+    return client_distances(client, [(Candidate(Mirror(latitude=lat2, longitude=lon2)), None)])[0]
+
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,7 +17,6 @@ Randomness always comes from an injected :class:`random.Random`, so tests are de
 from __future__ import annotations
 
 from mirrorbits.selection.algorithm import FallbackEntry, fallback_choices, rank_sort, select_mirrors
-from mirrorbits.selection.distance import distance
 from mirrorbits.selection.fastpath import (
     FilePlan,
     LocationPlan,
@@ -50,7 +49,6 @@ __all__ = [
     "RedirectPool",
     "Secure",
     "Selection",
-    "distance",
     "draw_redirect",
     "fallback_choices",
     "plan_file",

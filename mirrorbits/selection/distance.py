@@ -1,8 +1,8 @@
 """Great-circle distances from the client to the mirrors, with Go's mixed float32/float64 precision.
 
-Selection needs the distance to every candidate for every located request; the vectorised
-:func:`distances` rounds whole columns to float32 in one C call, and each candidate memoises its
-distance per client location (bounded), so a popular location costs one dictionary read per mirror.
+Selection needs the distance to every candidate for every located request; the computation rounds
+whole columns to float32 in one C call, and each candidate memoises its distance per client location
+(bounded), so a popular location costs one dictionary read per mirror.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from array import array
 from collections.abc import Sequence
 from typing import cast
 
-from mirrorbits.gocompat import f32
 from mirrorbits.selection.records import DEG2RAD_F32, Candidate, ClientLocation, MirrorFile
 
-__all__ = ["client_distances", "distance"]
+__all__ = ["client_distances"]
 
 _EARTH_RADIUS_KM = 6371.0
 #: Distances memoised per candidate (one entry per distinct client location) before a reset.
@@ -27,20 +26,9 @@ def _f32_many(values: list[float]) -> list[float]:
     return array("f", values).tolist()
 
 
-def distance(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km with Go's mixed float32/float64 precision."""
-    lat1, lon1, lat2, lon2 = f32(lat1), f32(lon1), f32(lat2), f32(lon2)
-    d_lat = f32(f32(lat2 - lat1) * DEG2RAD_F32) * 0.5
-    d_lon = f32(f32(lon2 - lon1) * DEG2RAD_F32) * 0.5
-    s_lat = math.sin(d_lat)
-    s_lon = math.sin(d_lon)
-    a = s_lat * s_lat + math.cos(f32(lat1 * DEG2RAD_F32)) * math.cos(f32(lat2 * DEG2RAD_F32)) * s_lon * s_lon
-    c = 2 * math.atan2(math.sqrt(a), math.sqrt(1 - a))
-    return f32(_EARTH_RADIUS_KM * f32(c))
-
-
 def _distances(client: ClientLocation, cands: Sequence[Candidate]) -> list[float]:
-    """:func:`distance` from the client to every candidate, rounding whole columns at once."""
+    """Go's great-circle distance (float32 where Go uses float32) from the client to every
+    candidate, rounding whole columns at once."""
     n = len(cands)
     if n == 0:
         return []

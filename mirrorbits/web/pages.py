@@ -19,12 +19,11 @@ counters are 0.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
@@ -45,6 +44,7 @@ from mirrorbits.web.checksum import FileInfoLoader, render_checksum
 from mirrorbits.web.filestats import render_file_stats, reply_int
 from mirrorbits.web.mirrorsjson import fetch_mirrors, mirror_state, render_mirrors_json
 from mirrorbits.web.render import Results, plain_error
+from mirrorbits.web.site import deliver
 
 if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Endpoints",
     "Pages",
-    "deliver",
     "Templates",
     "MirrorStatsRow",
     "concaturl",
@@ -617,52 +616,6 @@ class Pages:
 # The plug-ins of the redirector's dispatch (mirrorbits.web.resource)
 
 
-def _encode(request: server.Request, body: bytes, config: Config) -> bytes:
-    """Gzip, as the redirector does it (level 1, and a Content-Length that is the compressed
-    length: Go's is wrong there)."""
-    if not config.Gzip or request.code == 304:
-        return body
-    accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
-    if not accept or not any(b"gzip" in a for a in accept):
-        return body
-    request.setHeader(b"Content-Encoding", b"gzip")
-    return gzip.compress(body, compresslevel=1, mtime=0)
-
-
-def deliver(request: server.Request, config: Config,
-            work: Coroutine[defer.Deferred[object], object, bytes]) -> int:
-    """Run ``work`` (sets status and headers, returns the body) and finish ``request`` with it;
-    returns ``NOT_DONE_YET`` for the resource.  A bug answers a plain 500.  A client gone
-    meanwhile (``notifyFinish`` fails) gets nothing."""
-    gone = False
-
-    def lost(failure: Failure) -> None:
-        nonlocal gone
-        gone = True
-
-    request.notifyFinish().addErrback(lost)
-
-    def done(body: bytes) -> None:
-        if request.finished or gone:
-            return
-        body = _encode(request, body, config)
-        if request.code not in (204, 304):
-            request.setHeader(b"Content-Length", b"%d" % len(body))
-        if body and request.method != b"HEAD":
-            request.write(body)
-        request.finish()
-
-    def failed(failure: Failure) -> None:
-        log.failure("Request {uri!r} failed", failure, uri=request.uri)
-        if not request.finished and not gone:
-            done(plain_error(request, 500, "Internal Server Error"))
-
-    d = defer.Deferred.fromCoroutine(work)
-    d.addCallbacks(done, failed)
-    not_done: int = server.NOT_DONE_YET
-    return not_done
-
-
 class Endpoints:
     """What ``app.get_pages()`` hands the redirector: the ``?stats``, ``?mirrorstats``,
     checksum and ``?mirrors`` handlers (``handler(request, ctx)`` with the dispatch's
@@ -674,18 +627,18 @@ class Endpoints:
         self.file_info = FileInfoLoader(app.get_redis(), app.get_cache)
 
     def file_stats(self, request: server.Request, ctx: RequestContext) -> int:
-        return deliver(request, ctx.config, render_file_stats(
+        return deliver(request, ctx.config.Gzip, render_file_stats(
             request, self.app.get_redis(), ctx.config.Repository, ctx.url_path, query=ctx.query))
 
     def mirror_stats(self, request: server.Request, ctx: RequestContext) -> int:
-        return deliver(request, ctx.config, self.pages.render_mirrorstats(request))
+        return deliver(request, ctx.config.Gzip, self.pages.render_mirrorstats(request))
 
     def checksum(self, request: server.Request, ctx: RequestContext) -> int:
-        return deliver(request, ctx.config, render_checksum(
+        return deliver(request, ctx.config.Gzip, render_checksum(
             request, ctx.config.Repository, ctx.url_path, self.file_info, query=ctx.query))
 
     def mirrors_json(self, request: server.Request, ctx: RequestContext) -> int:
-        return deliver(request, ctx.config,
+        return deliver(request, ctx.config.Gzip,
                        render_mirrors_json(request, self.app.get_redis(), query=ctx.query))
 
     def mirrorlist(self, request: server.Request, results: Results) -> bytes:

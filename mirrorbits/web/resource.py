@@ -27,7 +27,6 @@ Go's "no templates" text (``?mirrorlist``); a missing counter or log is simply s
 from __future__ import annotations
 
 import calendar
-import gzip
 import random
 import re
 import time
@@ -68,6 +67,7 @@ from mirrorbits.web.render import (
     render_json,
     render_redirect,
 )
+from mirrorbits.web.site import deliver, gzip_answer
 
 __all__ = [
     "CHECKSUM",
@@ -281,7 +281,7 @@ class RedirectorResource(resource.Resource):
         body = self.dispatch[rtype](request, ctx)
         if body is server.NOT_DONE_YET:
             return body
-        return self._encode(request, body, st)
+        return gzip_answer(request, body, st.config.Gzip)
 
     def _moved_permanently(self, request: Any, location: str) -> bytes:
         """ServeMux's 301 for a non-canonical path (§1): no Server header, never gzipped."""
@@ -293,28 +293,6 @@ class RedirectorResource(resource.Resource):
         if request.method == b"GET":
             return paths.moved_permanently_body(location).encode("utf-8", "surrogateescape")
         return b""
-
-    def _encode(self, request: Any, body: bytes, st: _ConfigState) -> bytes:
-        """§13.2 gzip: when configured and ``Accept-Encoding`` contains ``gzip`` (no q-values).
-        The Content-Length twisted sets is the compressed one (fix of Go quirk 6)."""
-        if not st.config.Gzip or request.code == 304:
-            return body
-        accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
-        if not accept or not any(b"gzip" in a for a in accept):
-            return body
-        request.setHeader(b"Content-Encoding", b"gzip")
-        return gzip.compress(body, compresslevel=1, mtime=0)
-
-    def _finish(self, request: Any, body: bytes) -> None:
-        """Write an asynchronously computed answer (twisted does this for synchronous ones)."""
-        if getattr(request, "_disconnected", False) or request.finished:
-            return
-        body = self._encode(request, body, self._config_state())
-        if request.code not in (204, 304):
-            request.setHeader(b"Content-Length", b"%d" % len(body))
-        if body and request.method != b"HEAD":
-            request.write(body)
-        request.finish()
 
     # -- mirror handler (§4) -----------------------------------------------------------------------
 
@@ -329,11 +307,9 @@ class RedirectorResource(resource.Resource):
         if entry is not None:
             view.stats["hits"] += 1
             return self._answer(request, ctx, path, entry, None)
-        d = defer.Deferred.fromCoroutine(self._load_and_answer(request, ctx, path))
-        d.addErrback(self._async_failed, request)
-        return server.NOT_DONE_YET
+        return deliver(request, st.config.Gzip, self._load_and_answer(request, ctx, path))
 
-    async def _load_and_answer(self, request: Any, ctx: RequestContext, path: str) -> None:
+    async def _load_and_answer(self, request: Any, ctx: RequestContext, path: str) -> bytes:
         view = self.view
         error: str | None = None
         entry: PathEntry | None = None
@@ -346,12 +322,7 @@ class RedirectorResource(resource.Resource):
             error = str(exc) or exc.__class__.__name__
             log.debug("Cannot load {path}: {err}", path=path, err=error)
             entry = None
-        self._finish(request, self._answer(request, ctx, path, entry, error))
-
-    def _async_failed(self, failure: Any, request: Any) -> None:
-        log.failure("Request {uri!r} failed", failure, uri=request.uri)
-        if not request.finished and not getattr(request, "_disconnected", False):
-            self._finish(request, plain_error(request, 500, "Internal Server Error"))
+        return self._answer(request, ctx, path, entry, error)
 
     def _answer(self, request: Any, ctx: RequestContext, path: str, entry: PathEntry | None,
                 load_error: str | None) -> bytes:

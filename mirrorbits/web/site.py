@@ -20,32 +20,78 @@ Only public twisted.web API is used, so a new Twisted release cannot break servi
 
 from __future__ import annotations
 
+import gzip
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, cast
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
 from twisted.python import failure
 from twisted.web import http, pages, resource, server
-from twisted.web.iweb import IRequest
 
 from mirrorbits import VERSION
 from mirrorbits.twistedcompat import header_table
+from mirrorbits.web.render import plain_error
 
 if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
 
-__all__ = ["LeanChannel", "LeanRequest", "LeanSite", "NotFoundRoot", "make_site", "plain_error", "wind_down"]
+__all__ = ["LeanChannel", "LeanRequest", "LeanSite", "NotFoundRoot", "deliver", "gzip_answer", "make_site",
+           "wind_down"]
+
+log = Logger(namespace="mirrorbits.web")
 
 _NO_BODY = (http.NOT_MODIFIED, http.NO_CONTENT)
 _CONNECTION_CLOSE = [b"close"]
 
 
-def plain_error(request: IRequest, code: int, text: str) -> bytes:
-    """Go's ``http.Error``: text/plain, nosniff, ``<text>\\n``."""
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    return (text + "\n").encode()
+def gzip_answer(request: server.Request, body: bytes, enabled: bool) -> bytes:
+    """Gzip ``body`` when ``enabled`` (config ``Gzip``) and ``Accept-Encoding`` contains ``gzip``
+    (no q-values, as Go): level 1, and the Content-Length set later is the compressed length
+    (Go's is the uncompressed one).  Never for a 304."""
+    if not enabled or request.code == 304:
+        return body
+    accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
+    if not accept or not any(b"gzip" in a for a in accept):
+        return body
+    request.setHeader(b"Content-Encoding", b"gzip")
+    return gzip.compress(body, compresslevel=1, mtime=0)
+
+
+def deliver(request: server.Request, gzip_enabled: bool,
+            work: Coroutine[defer.Deferred[object], object, bytes]) -> int:
+    """Run ``work`` (sets status and headers, returns the body) and finish ``request`` with it;
+    returns ``NOT_DONE_YET`` for the resource.  A bug answers a plain 500.  A client gone
+    meanwhile (``notifyFinish`` fails) gets nothing."""
+    gone = False
+
+    def lost(reason: failure.Failure) -> None:
+        nonlocal gone
+        gone = True
+
+    request.notifyFinish().addErrback(lost)
+
+    def done(body: bytes) -> None:
+        if request.finished or gone:
+            return
+        body = gzip_answer(request, body, gzip_enabled)
+        if request.code not in (204, 304):
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+        if body and request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    def failed(reason: failure.Failure) -> None:
+        log.failure("Request {uri!r} failed", reason, uri=request.uri)
+        if not request.finished and not gone:
+            done(plain_error(request, 500, "Internal Server Error"))
+
+    d = defer.Deferred.fromCoroutine(work)
+    d.addCallbacks(done, failed)
+    not_done: int = server.NOT_DONE_YET
+    return not_done
 
 
 class NotFoundRoot(resource.Resource):

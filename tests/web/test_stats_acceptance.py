@@ -213,16 +213,22 @@ def test_sigterm_right_after_the_last_request_keeps_every_count(world: dict[str,
         redirects(d.port, 25, served)
     # Ranged GETs of one client count once (DOWNLOADED_ key); the last request of the run is the
     # first ranged GET of a new client, whose de-duplication is still in flight at SIGTERM.
+    # The de-duplication runs after the answer, so with two processes a later ranged GET of the
+    # same client may reach Redis first: exactly one of that client's GETs counts, with its mirror.
+    ranged: dict[str, list[int]] = {}
     for ua, hits in (("ua-a", 4), ("ua-b", 1)):
-        for i in range(hits):
+        for _ in range(hits):
             seen: Counter[int] = Counter()
             redirects(d.port, 1, seen, headers={"Range": "bytes=0-9", "User-Agent": ua})
-            if i == 0:
-                served.update(seen)  # only the first ranged GET of a client counts
+            ranged.setdefault(ua, []).extend(seen)
+    served[ranged["ua-b"][0]] += 1
     pending_at_stop = read_counters(r)["total"] - base["total"]
     stop_now(d)
     got = read_counters(r)
-    assert got == expected(base, served), (got, expected(base, served), d.output())
+    candidates = ranged["ua-a"] if workers > 1 else ranged["ua-a"][:1]  # one process: the first
+    allowed = {mid: expected(base, served + Counter({mid: 1})) for mid in candidates}
+    assert got in allowed.values(), (got, allowed, d.output())
+    served[next(mid for mid, counts in allowed.items() if counts == got)] += 1
     assert sum(served.values()) == 27
     assert len(r.keys("DOWNLOADED_*")) == 2
     assert_value_types(r)

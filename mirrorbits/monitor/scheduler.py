@@ -35,6 +35,7 @@ from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.state import set_mirror_enabled, set_mirror_state
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError, Subscription
+from mirrorbits.redis.replies import as_str
 from mirrorbits.scan.mirror import MirrorScanner, ScanJobResult
 
 log = Logger(namespace="mirrorbits.monitor")
@@ -368,10 +369,10 @@ class Monitor:
             if not self.running:
                 return
             try:
-                path = await self.redis.execute("SRANDMEMBER", schema.handled_files_key(mirror.id))
+                path = as_str(await self.redis.execute("SRANDMEMBER", schema.handled_files_key(mirror.id)))
                 size_text = None
                 if path is not None:
-                    size_text = await self.redis.execute("HGET", schema.file_key(path), "size")
+                    size_text = as_str(await self.redis.execute("HGET", schema.file_key(path), "size"))
             except (RedisUnavailable, ResponseError) as e:
                 if not _is_loading(e):
                     log.error("[{name}] health check: {err}", name=mirror.name, err=e)

@@ -31,6 +31,7 @@ from mirrorbits.model import (
 )
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
+from mirrorbits.redis.replies import as_int, as_list
 
 #: KEYS[1] = MIRROR_<id>; ARGV = upField, reasonField, "1"/"0", reason, now.
 #: Returns {exists, previousUp, previousReason}; writes nothing when the hash is gone.
@@ -82,8 +83,8 @@ async def set_mirror_state(redis: RedisClient, mirror_id: int, proto: int, up: b
     else:
         raise ValueError(f"unknown protocol {proto}")
     stamp = int(time.time()) if now is None else now
-    reply = await redis.execute("EVAL", _SET_STATE, "1", schema.mirror_key(mirror_id), up_field,
-                                reason_field, "1" if up else "0", reason, str(stamp))
+    reply = as_list(await redis.execute("EVAL", _SET_STATE, "1", schema.mirror_key(mirror_id),
+                                        up_field, reason_field, "1" if up else "0", reason, str(stamp)))
     exists = str(reply[0]) == "1"
     if not exists:
         return StateChange(False, False, False)
@@ -102,7 +103,7 @@ async def set_mirror_enabled(redis: RedisClient, mirror_id: int, enabled: bool) 
     """``HMSET enabled``, publish MIRROR_UPDATE, log event 4/5; False when the mirror is gone."""
     ok = await redis.execute("EVAL", _SET_ENABLED, "1", schema.mirror_key(mirror_id),
                              "1" if enabled else "0")
-    if not int(ok):
+    if not as_int(ok):
         return False
     await redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
     await append_log(redis, mirror_id, LOG_ENABLED if enabled else LOG_DISABLED)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, error, protocol, task
-from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IProcessTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from mirrorbits.reactor import IDaemonReactor, default_reactor
+from mirrorbits.redis.protocol import connect
 
 log = Logger(namespace="mirrorbits.redis.embedded")
 
@@ -75,52 +77,20 @@ def server_config(data_dir: str) -> str:
     ])
 
 
-class _Ping(protocol.Protocol):
-    def __init__(self) -> None:
-        self.answer: defer.Deferred[bytes] = defer.Deferred()
-        self.buf = b""
-
-    def connectionMade(self) -> None:  # noqa: N802
-        assert self.transport is not None
-        self.transport.write(b"PING\r\n")
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.buf += data
-        if b"\r\n" in self.buf and not self.answer.called:
-            self.answer.callback(self.buf.split(b"\r\n", 1)[0])
-            assert self.transport is not None
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
-        if not self.answer.called:
-            self.answer.errback(reason)
-
-
-async def ping_socket(reactor: Any, path: str) -> bool:
-    """True when a Redis answers ``+PONG`` on the Unix socket ``path``."""
+async def ping_socket(reactor: IDaemonReactor, path: str) -> bool:
+    """True when a Redis answers ``PONG`` on the Unix socket ``path``."""
     if not os.path.exists(path):
         return False
     try:
-        factory = protocol.Factory.forProtocol(_Ping)
-        factory.noisy = False
-        proto = await UNIXClientEndpoint(reactor, path, timeout=1).connect(factory)
-        reply = await proto.answer
+        conn = await connect(reactor, "unix:" + path, timeout=1)
     except Exception:
         return False
-    return reply == b"+PONG"
-
-
-class _Shutdown(protocol.Protocol):
-    def __init__(self) -> None:
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
-    def connectionMade(self) -> None:  # noqa: N802
-        assert self.transport is not None
-        self.transport.write(b"SHUTDOWN SAVE\r\n")
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
-        if not self.closed.called:
-            self.closed.callback(None)
+    try:
+        return await conn.execute("PING", timeout=1) == "PONG"
+    except Exception:
+        return False
+    finally:
+        conn.close()
 
 
 class _ServerProcess(protocol.ProcessProtocol):
@@ -134,7 +104,7 @@ class _ServerProcess(protocol.ProcessProtocol):
 
     errReceived = outReceived
 
-    def processEnded(self, reason: Any) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
         self.exit_code = getattr(reason.value, "exitCode", None)
         self.ended.callback(None)
 
@@ -144,16 +114,13 @@ class EmbeddedRedis(service.Service):
 
     name = "embedded-redis"
 
-    def __init__(self, data_dir: str, reactor: Any = None, binary: str | None = None,
+    def __init__(self, data_dir: str, reactor: IDaemonReactor | None = None, binary: str | None = None,
                  start_timeout: float = 15.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
-        self.reactor = reactor
+        self.reactor: IDaemonReactor = reactor if reactor is not None else default_reactor()
         self.data_dir = os.path.abspath(data_dir)
         self.binary = binary
         self.start_timeout = start_timeout
-        self.process: Any = None
+        self.process: IProcessTransport | None = None
         self._proto: _ServerProcess | None = None
         self._ready: defer.Deferred[None] = defer.Deferred()
         #: Set by the seamless upgrade: the next process adopts the server, so do not stop it.
@@ -168,8 +135,8 @@ class EmbeddedRedis(service.Service):
         """Fires once the server answers PING (errback if it could not be started)."""
         d: defer.Deferred[None] = defer.Deferred()
 
-        def relay(result: Any) -> Any:
-            if isinstance(result, Exception) or hasattr(result, "value"):
+        def relay(result: object) -> object:
+            if isinstance(result, (Exception, Failure)):
                 d.errback(result)
             else:
                 d.callback(None)
@@ -184,7 +151,7 @@ class EmbeddedRedis(service.Service):
         start.chainDeferred(self._ready)
         self._ready.addErrback(self._start_failed)
 
-    def _start_failed(self, failure: Any) -> Any:
+    def _start_failed(self, failure: Failure) -> Failure:
         log.error("embedded Redis: {error}", error=failure.getErrorMessage())
         return failure
 
@@ -247,10 +214,10 @@ class EmbeddedRedis(service.Service):
         sock = socket_path(self.data_dir)
         log.info("stopping the embedded Redis (adopted from an earlier process)")
         try:
-            factory = protocol.Factory.forProtocol(_Shutdown)
-            factory.noisy = False
-            proto = await UNIXClientEndpoint(self.reactor, sock, timeout=1).connect(factory)
-            await proto.closed
+            conn = await connect(self.reactor, "unix:" + sock, timeout=1)
+            # The server closes the connection instead of answering.
+            conn.request([("SHUTDOWN", "SAVE")], timeout=None).addErrback(lambda f: None)
+            await conn.when_lost()
         except Exception as e:
             log.warn("embedded Redis: SHUTDOWN failed: {e}", e=e)
             return
@@ -260,6 +227,8 @@ class EmbeddedRedis(service.Service):
             await task.deferLater(self.reactor, 0.1, lambda: None)
 
     def _kill(self) -> None:
+        if self.process is None:
+            return
         try:
             self.process.signalProcess("KILL")
         except error.ProcessExitedAlready:

@@ -14,9 +14,9 @@ drive time with :class:`twisted.internet.task.Clock`.
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mirrorbits.redis import schema
@@ -49,12 +49,12 @@ class GenericLock:
     TTL_MS = 5000
     KEEPALIVE_INTERVAL = 1.0
 
-    def __init__(self, client: RedisClient, name: str, *, clock: Any = None,
+    def __init__(self, client: RedisClient, name: str, *, clock: IReactorTime | None = None,
                  token: str | None = None) -> None:
         self.client = client
         self.key = schema.lock_key(name)  # ValueError on an empty name, as Go's ErrInvalidLockName
         self.token = token if token is not None else _new_token()
-        self.clock: Any = clock if clock is not None else client.reactor
+        self.clock: IReactorTime = clock if clock is not None else client.reactor
         self.acquired = False
         self.released = False
         self.lost = False
@@ -140,22 +140,23 @@ class ClusterLock:
     TTL = 10
     RENEW_INTERVAL = 5.0
 
-    def __init__(self, client: RedisClient, key: str, *, clock: Any = None) -> None:
+    def __init__(self, client: RedisClient, key: str, *, clock: IReactorTime | None = None) -> None:
         self.client = client
         self.key = key
-        self.clock: Any = clock if clock is not None else client.reactor
+        self.clock: IReactorTime = clock if clock is not None else client.reactor
         self.acquired = False
         self.released = False
         self.lost = False
         self._loop: task.LoopingCall | None = None
 
     @classmethod
-    def for_mirror(cls, client: RedisClient, mirror_id: int | str, *, clock: Any = None) -> ClusterLock:
+    def for_mirror(cls, client: RedisClient, mirror_id: int | str, *,
+                   clock: IReactorTime | None = None) -> ClusterLock:
         """The scan lock of one mirror (``SCANNING_<id>``)."""
         return cls(client, schema.scanning_key(mirror_id), clock=clock)
 
     @classmethod
-    def source_repo(cls, client: RedisClient, *, clock: Any = None) -> ClusterLock:
+    def source_repo(cls, client: RedisClient, *, clock: IReactorTime | None = None) -> ClusterLock:
         """The lock of the local repository scan's commit (``SOURCE_REPO_SYNC``)."""
         return cls(client, schema.SOURCE_REPO_SYNC, clock=clock)
 

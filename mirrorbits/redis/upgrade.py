@@ -25,15 +25,18 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TypeVar
 
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mirrorbits import gocompat
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError
 from mirrorbits.redis.locks import GenericLock
+from mirrorbits.redis.protocol import Reply
+from mirrorbits.redis.replies import as_int, as_str, as_str_list
 
 log = Logger(namespace="mirrorbits.redis.upgrade")
 
@@ -69,16 +72,19 @@ class _Restart(Exception):
     """Internal: start the check over (Redis went away, or the upgrade lock was lost)."""
 
 
-def _sleep(reactor: Any, seconds: float) -> Any:
+def _sleep(reactor: IReactorTime, seconds: float) -> defer.Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int = BATCH) -> Iterable[Sequence[_T]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
 
-def _raise_errors(replies: Sequence[Any], what: str) -> None:
+def _raise_errors(replies: Sequence[Reply], what: str) -> None:
     for r in replies:
         if isinstance(r, ResponseError):
             raise UpgradeError(f"{what}: {r}")
@@ -86,7 +92,7 @@ def _raise_errors(replies: Sequence[Any], what: str) -> None:
 
 # -- version detection ----------------------------------------------------------------------------
 
-async def read_version(client: RedisClient, *, reactor: Any = None) -> int:
+async def read_version(client: RedisClient, *, reactor: IReactorTime | None = None) -> int:
     """§3.1: the schema version; stamps a fresh database with ``2``.
 
     Waits while Redis is loading its dataset.  Connection errors propagate (the caller retries);
@@ -119,7 +125,7 @@ def _unsupported(version: int) -> UnsupportedSchema:
                              f"(this program handles version {schema.DB_VERSION})")
 
 
-async def check_and_upgrade(client: RedisClient, *, reactor: Any = None) -> int:
+async def check_and_upgrade(client: RedisClient, *, reactor: IReactorTime | None = None) -> int:
     """Find the schema version, upgrade a v0/v1 database, then open the readiness gate.
 
     Call it once at start-up (``Deferred.fromCoroutine(check_and_upgrade(client))``); on success it
@@ -178,7 +184,7 @@ async def check_and_upgrade(client: RedisClient, *, reactor: Any = None) -> int:
     return first
 
 
-async def _upgrade_locked(client: RedisClient, reactor: Any) -> bool | None:
+async def _upgrade_locked(client: RedisClient, reactor: IReactorTime) -> bool | None:
     """§3.3 under ``LOCK_upgrade``.  None: another instance holds the lock.  False: nothing was
     left to do.  True: we upgraded."""
     lock = GenericLock(client, UPGRADE_LOCK, clock=reactor)
@@ -216,7 +222,7 @@ async def _upgrade_locked(client: RedisClient, reactor: Any) -> bool | None:
 
 async def delete_matching(client: RedisClient, pattern: str) -> int:
     """Delete every key matching ``pattern`` server-side, in DELs of 5000 keys; returns the count."""
-    return int(await client.execute("EVAL", DELETE_MATCHING, "0", pattern, unblocked=True))
+    return as_int(await client.execute("EVAL", DELETE_MATCHING, "0", pattern, unblocked=True))
 
 
 async def copy_key(client: RedisClient, src: str, dst: str) -> bool:
@@ -225,10 +231,10 @@ async def copy_key(client: RedisClient, src: str, dst: str) -> bool:
     The DUMP payload is binary; the client decodes it as UTF-8 with ``surrogateescape``, which
     re-encodes to the very same bytes.
     """
-    dump = await client.execute("DUMP", src, unblocked=True)
+    dump = as_str(await client.execute("DUMP", src, unblocked=True))
     if dump is None:
         return False
-    payload = dump.encode("utf-8", "surrogateescape") if isinstance(dump, str) else dump
+    payload = dump.encode("utf-8", "surrogateescape")
     await client.execute("RESTORE", dst, "0", payload, "REPLACE", unblocked=True)
     return True
 
@@ -280,13 +286,6 @@ async def _commit(client: RedisClient, renames: dict[str, str], deletes: Sequenc
 
 # -- v0 -> v1 -------------------------------------------------------------------------------------
 
-def _hash_pairs(reply: Any) -> list[tuple[str, str]]:
-    if isinstance(reply, dict):
-        return list(reply.items())
-    items = list(reply or [])
-    return list(zip(items[0::2], items[1::2], strict=True))
-
-
 async def upgrade_v1(client: RedisClient, guard: Callable[[], None] | None = None) -> None:
     """v0 → v1 (§3.4): mirrors identified by name become numeric ids."""
     renames: dict[str, str] = {}
@@ -295,11 +294,11 @@ async def upgrade_v1(client: RedisClient, guard: Callable[[], None] | None = Non
     await delete_matching(client, "V1_*")
 
     # 2. Ids, in list order.
-    names = await client.execute("LRANGE", schema.MIRRORS, "0", "-1", unblocked=True) or []
+    names = as_str_list(await client.execute("LRANGE", schema.MIRRORS, "0", "-1", unblocked=True))
     mirrors: list[tuple[int, str]] = []
     ids: dict[str, int] = {}
     for name in names:
-        mid = int(await client.execute("INCR", schema.LAST_MID, unblocked=True))
+        mid = as_int(await client.execute("INCR", schema.LAST_MID, unblocked=True))
         await client.execute("HSET", schema.upgrade_tmp_key(1, schema.MIRRORS), str(mid), name,
                              unblocked=True)
         mirrors.append((mid, name))
@@ -309,27 +308,26 @@ async def upgrade_v1(client: RedisClient, guard: Callable[[], None] | None = Non
     # 3. Per-mirror keys.
     for mid, name in mirrors:
         try:
-            files = await client.execute("SMEMBERS", schema.v0_mirror_files_key(name), unblocked=True)
+            files = as_str_list(await client.execute("SMEMBERS", schema.v0_mirror_files_key(name),
+                                                     unblocked=True))
         except ResponseError as e:
             if str(e) == "ERR no such key":
                 continue
             raise UpgradeError(f"{schema.v0_mirror_files_key(name)}: {e}") from e
-        if files is None:
-            continue
         for path in files:
             renames.setdefault(schema.v0_file_info_key(name, path), schema.file_info_key(mid, path))
         renames.setdefault(schema.v0_mirror_files_key(name), schema.mirror_files_key(mid))
         renames.setdefault(schema.v0_handled_files_key(name), schema.handled_files_key(mid))
 
     # 4. FILEMIRRORS_<path> of the local files: names -> ids.
-    local = await client.execute("SMEMBERS", schema.FILES, unblocked=True) or []
-    for chunk in _chunks(list(local)):
+    local = as_str_list(await client.execute("SMEMBERS", schema.FILES, unblocked=True))
+    for chunk in _chunks(local):
         members = await client.pipeline([("SMEMBERS", schema.file_mirrors_key(p)) for p in chunk],
                                         unblocked=True)
         _raise_errors(members, "FILEMIRRORS_*")
         adds = []
         for path, owners in zip(chunk, members, strict=True):
-            mapped = [str(ids[n]) for n in owners or [] if n in ids]
+            mapped = [str(ids[n]) for n in as_str_list(owners) if n in ids]
             tmp = schema.upgrade_tmp_key(1, schema.file_mirrors_key(path))
             if mapped:
                 adds.append(("SADD", tmp, *mapped))
@@ -352,13 +350,13 @@ async def upgrade_v1(client: RedisClient, guard: Callable[[], None] | None = Non
 
     # 6. Dated STATS_MIRROR_* and STATS_MIRROR_BYTES*: field names -> ids.  KEYS STATS_MIRROR_*
     #    does not match the all-time STATS_MIRROR, which therefore keeps its names (Go quirk).
-    stat_keys = await client.execute("KEYS", "STATS_MIRROR_*", unblocked=True) or []
+    stat_keys = as_str_list(await client.execute("KEYS", "STATS_MIRROR_*", unblocked=True))
     for key in stat_keys:
-        pairs = _hash_pairs(await client.execute("HGETALL", key, unblocked=True))
+        pairs = await client.hgetall(key, unblocked=True)
         tmp = schema.upgrade_tmp_key(1, key)
-        sets = [("HSET", tmp, str(ids[n]), value) for n, value in pairs if n in ids]
-        for chunk in _chunks(sets):
-            _raise_errors(await client.pipeline(chunk, unblocked=True), tmp)
+        sets = [("HSET", tmp, str(ids[n]), value) for n, value in pairs.items() if n in ids]
+        for batch in _chunks(sets):
+            _raise_errors(await client.pipeline(batch, unblocked=True), tmp)
         renames[tmp] = key
 
     # 7. Commit.
@@ -373,7 +371,7 @@ async def upgrade_v2(client: RedisClient, guard: Callable[[], None] | None = Non
 
     await delete_matching(client, "V2_*")
 
-    keys = await client.execute("KEYS", "MIRROR_*", unblocked=True) or []
+    keys = as_str_list(await client.execute("KEYS", "MIRROR_*", unblocked=True))
     for key in keys:
         kind = await client.execute("TYPE", key, unblocked=True)
         if kind != "hash":
@@ -385,10 +383,11 @@ async def upgrade_v2(client: RedisClient, guard: Callable[[], None] | None = Non
         if not await copy_key(client, key, tmp):
             log.warn("upgrade to v2: {key} disappeared meanwhile, skipped", key=key)
             continue
-        url, up, reason = await client.pipeline(
+        fields = await client.pipeline(
             [("HGET", tmp, "http"), ("HGET", tmp, "up"), ("HGET", tmp, "excludeReason")],
             unblocked=True)
-        _raise_errors([url, up, reason], tmp)
+        _raise_errors(fields, tmp)
+        url, up, reason = (as_str(f) for f in fields)
         if url is None:
             raise UpgradeError(f"{key}: the mirror has no http field")
         up_flag: str | None = None

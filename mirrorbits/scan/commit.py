@@ -49,6 +49,7 @@ from mirrorbits.model import LOG_ERROR, LOG_SCAN_COMPLETED, LOG_SCAN_STARTED
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
+from mirrorbits.redis.replies import as_int, as_list
 from mirrorbits.scan.listing import PRECISION_S, ListedFile, ScanError
 
 log = Logger(namespace="mirrorbits.scan")
@@ -257,12 +258,12 @@ class MirrorScanTransaction:
         known = 0
         start = 0
         while True:
-            done, new = await self.redis.execute(
+            done, new = (as_int(r) for r in as_list(await self.redis.execute(
                 "EVAL", _ADD_BATCH, str(len(keys)), *keys, str(start), str(self.batch),
-                str(self.mirror_id), *self._prefixes(), str(STAGING_TTL))
-            known += int(new)
-            start += int(done)
-            if int(done) < self.batch:
+                str(self.mirror_id), *self._prefixes(), str(STAGING_TTL))))
+            known += new
+            start += done
+            if done < self.batch:
                 break
         await self.redis.execute(self._unlink_command(), self._staging)
         return known
@@ -272,10 +273,11 @@ class MirrorScanTransaction:
         removed = 0
         cursor = "0"
         while True:
-            cursor, n = await self.redis.execute(
+            next_cursor, n = as_list(await self.redis.execute(
                 "EVAL", _REMOVE_BATCH, str(len(keys)), *keys, cursor, str(self.batch),
-                str(self.mirror_id), *self._prefixes())
-            removed += int(n)
+                str(self.mirror_id), *self._prefixes()))
+            cursor = str(next_cursor)
+            removed += as_int(n)
             if str(cursor) == "0":
                 break
         return removed

@@ -91,6 +91,7 @@ from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
 from mirrorbits.redis.packing import LUA_UNPACKER as _UNPACKER
 from mirrorbits.redis.packing import pack, unpack
+from mirrorbits.redis.replies import as_str_list
 
 log = Logger(namespace="mirrorbits.scan.local")
 
@@ -896,8 +897,8 @@ class LocalScanner:
         cursor = "0"
         while True:
             check()
-            cursor, blob = await self.client.execute(
-                "EVAL", REMOVED_SCRIPT, "2", schema.FILES, schema.FILES_TMP, cursor, str(SSCAN_COUNT))
+            cursor, blob = as_str_list(await self.client.execute(
+                "EVAL", REMOVED_SCRIPT, "2", schema.FILES, schema.FILES_TMP, cursor, str(SSCAN_COUNT)))
             removed.update(_unpack_list(blob))
             if str(cursor) == "0":
                 break

@@ -24,6 +24,7 @@ from mirrorbits.model import SCANNER_FTP, SCANNER_RSYNC, FileInfo, Mirror
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError
+from mirrorbits.redis.replies import as_str, as_str_list
 from mirrorbits.scan import ftp, ftp_client, rsync, tzoffset
 from mirrorbits.scan.commit import BATCH, ERR_IN_PROGRESS, MirrorScanTransaction, ScanInProgress, ScanResult
 from mirrorbits.scan.listing import ListingOutcome, ScanAborted, ScanError
@@ -178,7 +179,7 @@ class MirrorScanner:
         job = job or _Job()
         if self.stopping or job.aborted:
             raise ScanAborted()
-        name = await self.redis.execute("HGET", schema.MIRRORS, str(mirror_id))
+        name = as_str(await self.redis.execute("HGET", schema.MIRRORS, str(mirror_id)))
         if name is None:
             raise ScanError("mirror not found")
         tx = MirrorScanTransaction(self.redis, mirror_id, name, batch=self.batch)
@@ -247,9 +248,8 @@ class MirrorScanner:
 
     async def _detect_offset(self, mirror_id: int, name: str, precision_ns: int) -> int | None:
         # Read FILE_* and FILEINFO_* straight from Redis: the cache may predate the commit.
-        paths = await self.redis.execute("SRANDMEMBER", schema.handled_files_key(mirror_id),
-                                         str(tzoffset.SAMPLE_SIZE))
-        paths = list(paths or [])
+        paths = as_str_list(await self.redis.execute("SRANDMEMBER", schema.handled_files_key(mirror_id),
+                                                     str(tzoffset.SAMPLE_SIZE)))
         cmds: list[tuple[str, ...]] = []
         for p in paths:
             cmds.append(("HMGET", schema.file_key(p), "size", "modTime"))
@@ -261,8 +261,8 @@ class MirrorScanner:
             return None
         samples = []
         for i, p in enumerate(paths):
-            local = FileInfo.from_redis(p, replies[2 * i] or [])
-            remote = FileInfo.from_redis(p, replies[2 * i + 1] or [])
+            local = FileInfo.from_redis(p, as_str_list(replies[2 * i]))
+            remote = FileInfo.from_redis(p, as_str_list(replies[2 * i + 1]))
             samples.append(tzoffset.TzSample(local.size, local.mod_time_ns, remote.size,
                                              remote.mod_time_ns))
         verdict = tzoffset.compute_tz_offset(len(paths), samples, precision_ns)

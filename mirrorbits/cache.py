@@ -28,17 +28,22 @@ from __future__ import annotations
 import gc
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
-from twisted.internet import defer, protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mirrorbits.model import EmptyMirrorHash, FileInfo, Mirror
+from mirrorbits.reactor import default_reactor
 from mirrorbits.redis import schema
-from mirrorbits.selection import Candidate, MirrorFile
+from mirrorbits.redis.connection import RedisClient, Subscription
+from mirrorbits.redis.protocol import Command, Reply
+from mirrorbits.redis.replies import as_list, as_str, as_str_list, hash_dict
+from mirrorbits.selection import Candidate, FilePlan, MirrorFile, Secure
 
 __all__ = [
     "LRU",
@@ -59,6 +64,9 @@ BATCH = 50
 REFRESH_DELAY = 0.002
 #: A failed background refresh is retried after this delay (the old value keeps answering).
 RETRY_DELAY = 1.0
+#: Deadline of a miss's load: a request waits no longer for Redis (it falls back instead), and a
+#: load of a hung Redis leaves the in-flight table then, so the next request asks again.
+LOAD_TIMEOUT = 2.0
 
 
 
@@ -81,73 +89,84 @@ def freeze_long_lived() -> None:
 # LRU with costs (Go's mirrors/cache LRU semantics, http.md §11 and test case 49)
 
 
-class LRU:
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Slot(Generic[V]):
+    __slots__ = ("value", "cost")
+
+    def __init__(self, value: V, cost: int) -> None:
+        self.value = value
+        self.cost = cost
+
+
+class LRU(Generic[K, V]):
     """A cost-bounded LRU: a hit moves the entry to the front, inserting past ``capacity`` evicts
     from the back until the total cost fits, re-setting a key updates its cost in place."""
 
     __slots__ = ("capacity", "size", "_data", "on_evict")
 
-    def __init__(self, capacity: int, on_evict: Callable[[Any, Any], None] | None = None) -> None:
+    def __init__(self, capacity: int, on_evict: Callable[[K, V], None] | None = None) -> None:
         self.capacity = capacity
         self.size = 0
-        self._data: OrderedDict[Any, list[Any]] = OrderedDict()  # key -> [value, cost]
+        self._data: OrderedDict[K, _Slot[V]] = OrderedDict()
         self.on_evict = on_evict
 
-    def get(self, key: Any) -> Any:
+    def get(self, key: K) -> V | None:
         """The value for ``key`` (moving it to the front), or None."""
         item = self._data.get(key)
         if item is None:
             return None
         self._data.move_to_end(key, last=False)
-        return item[0]
+        return item.value
 
-    def peek(self, key: Any) -> Any:
+    def peek(self, key: K) -> V | None:
         """The value for ``key`` without touching its recency, or None."""
         item = self._data.get(key)
-        return None if item is None else item[0]
+        return None if item is None else item.value
 
-    def set(self, key: Any, value: Any, cost: int = 1) -> None:
+    def set(self, key: K, value: V, cost: int = 1) -> None:
         item = self._data.get(key)
         if item is not None:
-            self.size += cost - item[1]
-            item[0] = value
-            item[1] = cost
-            self._data.move_to_end(key, last=False)
+            self.size += cost - item.cost
+            item.value = value
+            item.cost = cost
         else:
-            self._data[key] = [value, cost]
-            self._data.move_to_end(key, last=False)
+            self._data[key] = _Slot(value, cost)
             self.size += cost
+        self._data.move_to_end(key, last=False)
         self._trim()
 
-    def set_cost(self, key: Any, cost: int) -> None:
+    def set_cost(self, key: K, cost: int) -> None:
         """Change the cost of an entry that was just updated (it becomes the most recent)."""
         item = self._data.get(key)
         if item is not None:
-            self.size += cost - item[1]
-            item[1] = cost
+            self.size += cost - item.cost
+            item.cost = cost
             self._data.move_to_end(key, last=False)
             self._trim()
 
     def _trim(self) -> None:
         data = self._data
         while self.size > self.capacity and data:
-            key, (value, cost) = data.popitem(last=True)
-            self.size -= cost
+            key, item = data.popitem(last=True)
+            self.size -= item.cost
             if self.on_evict is not None:
-                self.on_evict(key, value)
+                self.on_evict(key, item.value)
 
-    def delete(self, key: Any) -> bool:
+    def delete(self, key: K) -> bool:
         item = self._data.pop(key, None)
         if item is None:
             return False
-        self.size -= item[1]
+        self.size -= item.cost
         return True
 
     def clear(self) -> None:
         self._data.clear()
         self.size = 0
 
-    def keys(self) -> list[Any]:
+    def keys(self) -> list[K]:
         """Keys from most to least recently used."""
         return list(self._data)
 
@@ -157,7 +176,7 @@ class LRU:
     def __len__(self) -> int:
         return len(self._data)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[K]:
         return iter(list(self._data))
 
 
@@ -170,7 +189,7 @@ class MirrorSource:
     """What a Candidate carries for the renderers: the full Go record, JSON parts built lazily."""
 
     mirror: Mirror
-    json_cache: dict[str, Any] = field(default_factory=dict)
+    json_cache: dict[str, object] = field(default_factory=dict)
 
 
 def candidate_from_mirror(m: Mirror) -> Candidate:
@@ -195,8 +214,10 @@ class PathEntry:
         self.mfiles: dict[int, MirrorFile | None] = {}
         self.pairs: tuple[tuple[Candidate, MirrorFile | None], ...] | None = None
         self.gen = -1
-        #: Free for the redirector: what it derived from ``pairs`` (it checks they are the same).
-        self.plans: Any = None
+        #: Free for the redirector: what it derived from ``pairs`` (it checks they are the same):
+        #: ``(pairs, the config state it planned with, {Secure: FilePlan})``.
+        self.plans: tuple[tuple[tuple[Candidate, MirrorFile | None], ...], object,
+                          dict[Secure, FilePlan]] | None = None
 
     @property
     def known(self) -> bool:
@@ -204,20 +225,9 @@ class PathEntry:
         return self.info is not None and self.info.mod_time_ns is not None
 
 
-def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
-
-
-def _hash_reply(reply: Any) -> dict[str, str]:
-    """HGETALL reply (flat list, or dict) -> dict of str."""
-    if isinstance(reply, dict):
-        return {_text(k): _text(v) for k, v in reply.items()}
-    if not reply:
-        return {}
-    it = iter(reply)
-    return {_text(k): _text(v) for k, v in zip(it, it, strict=False)}
+def _json_text(v: object) -> str | None:
+    """A field of the loader script's JSON: a string, or ``false`` for a missing one."""
+    return v if isinstance(v, str) else None
 
 
 #: Reads everything one path needs in one call (file fields, members, each member's FILEINFO),
@@ -246,228 +256,26 @@ return cjson.encode(out)
 
 
 # ---------------------------------------------------------------------------------------------
-# A private, fast read connection for the view's bulk loads.
-#
-# Why: txredisapi pauses its parser after every reply element and resumes it with callLater(0),
-# so each element costs a full reactor iteration (~100-200 us measured on the 2-core VM); a warm-up
-# of the realistic world (~250,000 FILEINFO reads) would take minutes.  This connection sends a
-# whole pipeline in one write and parses replies with a small RESP reader (~1-2 us per element).
-# It only reads (HMGET, SMEMBERS, HGETALL, SSCAN); it borrows the address the shared RedisClient
-# found (Sentinel discovery included) and obeys its readiness gate.
-
-
-class _ReplyError(Exception):
-    """An error reply (``-ERR ...``) in a pipeline: kept as a value, like RedisClient does."""
-
-
-class _Incomplete(Exception):
-    pass
-
-
-def _encode_command(args: Sequence[Any]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode("utf-8", "surrogateescape")
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
-
-
-def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
-    """One RESP2 reply at ``pos`` -> (value, next position); raises _Incomplete."""
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        raise _Incomplete
-    kind = buf[pos]
-    if kind == 36:  # $ bulk
-        n = int(buf[pos + 1:end])
-        if n < 0:
-            return None, end + 2
-        stop = end + 2 + n
-        if len(buf) < stop + 2:
-            raise _Incomplete
-        return buf[end + 2:stop].decode("utf-8", "surrogateescape"), stop + 2
-    if kind == 42:  # * array
-        n = int(buf[pos + 1:end])
-        if n < 0:
-            return None, end + 2
-        pos = end + 2
-        items = []
-        for _ in range(n):
-            v, pos = _parse(buf, pos)
-            items.append(v)
-        return items, pos
-    if kind == 58:  # : integer
-        return int(buf[pos + 1:end]), end + 2
-    if kind == 43:  # + simple string
-        return buf[pos + 1:end].decode("utf-8", "surrogateescape"), end + 2
-    if kind == 45:  # - error
-        return _ReplyError(buf[pos + 1:end].decode("utf-8", "replace")), end + 2
-    raise ValueError(f"unexpected RESP type byte {kind!r}")
-
-
-class _FastProtocol(protocol.Protocol):
-    def __init__(self) -> None:
-        self._buf = b""
-        self._waiting: list[tuple[list[Any], int, defer.Deferred[list[Any]]]] = []
-        self.lost = False
-
-    def request(self, commands: Sequence[Sequence[Any]]) -> defer.Deferred[list[Any]]:
-        d: defer.Deferred[list[Any]] = defer.Deferred()
-        self._waiting.append(([], len(commands), d))
-        self.transport.write(b"".join([_encode_command(c) for c in commands]))  # type: ignore[union-attr]
-        return d
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        buf = self._buf + data if self._buf else data
-        pos = 0
-        waiting = self._waiting
-        try:
-            while waiting and pos < len(buf):
-                value, pos = _parse(buf, pos)
-                got, want, d = waiting[0]
-                got.append(value)
-                if len(got) == want:
-                    waiting.pop(0)
-                    d.callback(got)
-        except _Incomplete:
-            pass
-        except ValueError as exc:
-            log.error("Bad reply from Redis: {err}", err=exc)
-            self.transport.abortConnection()  # type: ignore[union-attr]
-        self._buf = buf[pos:]
-
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
-        self.lost = True
-        waiting, self._waiting = self._waiting, []
-        for _, _, d in waiting:
-            d.errback(ConnectionError(f"Redis connection lost: {reason.getErrorMessage() if reason else ''}"))
-
-
-class _FastReader:
-    """Pipelined reads on a private connection (see above); falls back to nothing: callers treat a
-    failure like any Redis failure (fallbacks, keep the old view)."""
-
-    CONNECT_TIMEOUT = 0.2
-    RETRY_AFTER = 0.25
-
-    def __init__(self, client: Any, reactor: Any) -> None:
-        self.client = client
-        self.reactor = reactor
-        self._proto: _FastProtocol | None = None
-        self._connecting: list[defer.Deferred[_FastProtocol]] | None = None
-        self._failed_at = -1e9
-        self._last_error = ""
-        self._closed = False
-        self._dialing: _FastProtocol | None = None
-
-    def redis_is_back(self) -> None:
-        """The subscriber reconnected: dial at once instead of waiting out the failure window."""
-        self._failed_at = -1e9
-
-    def close(self) -> None:
-        self._closed = True
-        for p in (self._proto, self._dialing):
-            if p is not None and p.transport is not None:
-                p.transport.abortConnection()  # type: ignore[attr-defined]
-        self._proto = None
-        self._dialing = None
-
-    async def _connection(self) -> _FastProtocol:
-        p = self._proto
-        if p is not None and not p.lost:
-            return p
-        if self._connecting is not None:
-            w: defer.Deferred[_FastProtocol] = defer.Deferred()
-            self._connecting.append(w)
-            return await w
-        if self.reactor.seconds() - self._failed_at < self.RETRY_AFTER:
-            raise ConnectionError(self._last_error or "redis endpoint unreachable")
-        self._connecting = []
-        try:
-            p = await self._dial()
-        except Exception as exc:
-            self._failed_at = self.reactor.seconds()
-            self._last_error = str(exc) or exc.__class__.__name__
-            waiters, self._connecting = self._connecting, None
-            for w in waiters:
-                w.errback(exc)
-            raise
-        self._proto = p
-        waiters, self._connecting = self._connecting, None
-        for w in waiters:
-            w.callback(p)
-        return p
-
-    async def _dial(self) -> _FastProtocol:
-        settings = self.client.settings
-        address = getattr(self.client, "master_address", "") or settings.address
-        if address.startswith("unix:"):
-            endpoint: Any = UNIXClientEndpoint(self.reactor, address[5:], timeout=1)
-        else:
-            host, _, port = address.rpartition(":")
-            host = host.strip("[]") or "127.0.0.1"
-            cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-            endpoint = cls(self.reactor, host, int(port), timeout=self.CONNECT_TIMEOUT)
-        p = await endpoint.connect(protocol.Factory.forProtocol(_FastProtocol))
-        if self._closed:
-            p.transport.abortConnection()  # type: ignore[union-attr]
-            raise ConnectionError("closed")
-        self._dialing = p
-        setup: list[Sequence[Any]] = []
-        if settings.password:
-            setup.append(("AUTH", settings.password))
-        setup.append(("SELECT", settings.db))
-        # A server that accepts but does not answer (stopped, overloaded) must not hold us.
-        guard = self.reactor.callLater(1.0, p.transport.abortConnection)  # type: ignore[union-attr]
-        try:
-            replies = await p.request(setup)
-        finally:
-            self._dialing = None
-            if guard.active():
-                guard.cancel()
-        for r in replies:
-            if isinstance(r, Exception):
-                p.transport.abortConnection()  # type: ignore[union-attr]
-                raise ConnectionError(str(r))
-        return p
-
-    async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        if not getattr(self.client, "ready", True):
-            from mirrorbits.redis.connection import NotReady
-
-            raise NotReady()
-        p = await self._connection()
-        replies = await p.request(commands)
-        for r in replies:
-            if isinstance(r, _ReplyError) and str(r).startswith(("LOADING", "NOAUTH", "MASTERDOWN")):
-                raise r
-        return replies
-
-
-# ---------------------------------------------------------------------------------------------
 # The view
 
 
 class MirrorView:
-    """The per-process view (see the module docstring).  ``redis`` is a
-    :class:`~mirrorbits.redis.connection.RedisClient` (or anything with ``pipeline``/``execute``/
-    ``subscribe``/``when_ready``)."""
+    """The per-process view (see the module docstring), read through the process's
+    :class:`~mirrorbits.redis.connection.RedisClient`, so it follows the same master (Sentinel
+    included), readiness gate and command deadlines as everything else."""
 
     #: After each complete warm-up, hide the live objects from the cyclic GC
     #: (:func:`freeze_long_lived`); the redirector's service turns it on for its process.
     freeze_gc = False
 
-    def __init__(self, redis: Any, reactor: Any = None, *, capacity: int = DEFAULT_CAPACITY,
-                 warm_limit: int | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
+    def __init__(self, redis: RedisClient, reactor: IReactorTime | None = None, *,
+                 capacity: int = DEFAULT_CAPACITY, warm_limit: int | None = None,
+                 load_timeout: float = LOAD_TIMEOUT) -> None:
         self.redis = redis
-        self.reactor = reactor
-        self._reader = _FastReader(redis, reactor)
+        self.reactor: IReactorTime = reactor if reactor is not None else default_reactor()
         self.warm_limit = warm_limit
-        self._paths = LRU(capacity)
+        self.load_timeout = load_timeout
+        self._paths: LRU[str, PathEntry] = LRU(capacity)
         self._mirrors: dict[int, Candidate] = {}
         #: Mirror ids whose hash is missing or broken: text of the problem (negative entries).
         self._mirror_errors: dict[int, str] = {}
@@ -478,11 +286,11 @@ class MirrorView:
         self._inflight: dict[str, list[defer.Deferred[None]]] = {}
         self._dirty_paths: set[str] = set()
         self._dirty_mirrors: set[int] = set()
-        self._flush_call: Any = None
-        self._subscription: Any = None
+        self._flush_call: IDelayedCall | None = None
+        self._subscription: Subscription | None = None
         self._warming: defer.Deferred[None] | None = None
         self._stopped = False
-        self._mf_intern: dict[tuple[Any, Any], MirrorFile] = {}
+        self._mf_intern: dict[tuple[str | None, str | None], MirrorFile] = {}
         self.stats = {"hits": 0, "misses": 0, "loads": 0, "refreshes": 0, "clears": 0}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -506,7 +314,6 @@ class MirrorView:
         self._flush_call = None
         if self._warming is not None and not self._warming.called:
             self._warming.cancel()
-        self._reader.close()
 
     @property
     def subscribed(self) -> bool:
@@ -526,7 +333,6 @@ class MirrorView:
 
     def on_reconnect(self) -> None:
         log.info("Pub/sub reconnected: clearing and re-warming the cache")
-        self._reader.redis_is_back()
         self.clear()
         if not self._stopped:
             self.warm()
@@ -591,8 +397,11 @@ class MirrorView:
 
     async def load(self, path: str) -> PathEntry | None:
         """Load ``path`` from Redis (shared with concurrent callers) and return the answerable
-        entry.  Raises the Redis error when Redis cannot be used."""
+        entry.  Raises the Redis error when Redis cannot be used, and
+        :class:`~mirrorbits.redis.errors.CommandTimeout` after ``load_timeout`` seconds: the load
+        leaves the in-flight table then, so a hung Redis does not hold later requests."""
         self.stats["misses"] += 1
+        deadline = self.reactor.seconds() + self.load_timeout
         waiters = self._inflight.get(path)
         if waiters is not None:
             d: defer.Deferred[None] = defer.Deferred()
@@ -602,7 +411,7 @@ class MirrorView:
             self._inflight[path] = []
             error: BaseException | None = None
             try:
-                await self._fetch([path])
+                await self._fetch([path], deadline=deadline)
             except BaseException as exc:  # handed to the waiters too
                 error = exc
             waiters = self._inflight.pop(path, [])
@@ -616,7 +425,7 @@ class MirrorView:
         e = self.lookup(path)
         if e is None:
             # Something it depends on changed while loading (e.g. a clear): try once more.
-            await self._fetch([path])
+            await self._fetch([path], deadline=deadline)
             e = self.lookup(path)
         return e
 
@@ -627,7 +436,7 @@ class MirrorView:
             self._paths.set(path, e, 1)
         return e
 
-    def _mirror_file(self, size: Any, mod: Any) -> MirrorFile | None:
+    def _mirror_file(self, size: str | None, mod: str | None) -> MirrorFile | None:
         if size is None and mod is None:
             return None  # no FILEINFO hash (see selection: never chosen)
         # Most mirrors store the same text for a file: parse each distinct text once.
@@ -640,25 +449,24 @@ class MirrorView:
             mf = self._mf_intern[key] = MirrorFile(fi.size, fi.mod_time_ns)
         return mf
 
-    def _apply_path(self, path: str, rec: Any) -> None:
-        """One path's record from the loader script: file fields, then [id, size, modTime]*."""
-        fields = [None if v is False else v for v in rec[:5]]
-        info = FileInfo.from_redis(path, fields)
+    def _apply_path(self, path: str, rec: Sequence[object]) -> None:
+        """One path's record from the loader script: file fields, then [id, size, modTime]*
+        (strings, ``false`` for a missing field)."""
+        info = FileInfo.from_redis(path, [_json_text(v) for v in rec[:5]])
         flat = rec[5] if len(rec) > 5 and isinstance(rec[5], list) else []
         ids: list[int] = []
         mfiles: dict[int, MirrorFile | None] = {}
         for k in range(0, len(flat) - 2, 3):
             try:
-                mirror_id = int(flat[k])
-            except (TypeError, ValueError):
+                mirror_id = int(str(flat[k]))
+            except ValueError:
                 # Go fails the whole request (then falls back); one bad member should not hide
                 # the other mirrors, so it is skipped.
                 log.warn("Ignoring non-numeric member {m!r} of FILEMIRRORS_{path}", m=flat[k], path=path)
                 continue
             size, mod = flat[k + 1], flat[k + 2]
             ids.append(mirror_id)
-            mfiles[mirror_id] = self._mirror_file(None if size is False else size,
-                                                  None if mod is False else mod)
+            mfiles[mirror_id] = self._mirror_file(_json_text(size), _json_text(mod))
         e = self._entry(path)
         e.info = info
         e.ids = tuple(ids)
@@ -666,12 +474,9 @@ class MirrorView:
         e.pairs = None
         self._paths.set_cost(path, 1 + len(ids))
 
-    def _apply_mirror(self, mirror_id: int, reply: Any) -> None:
-        if isinstance(reply, Exception):
-            raise reply
-        h = _hash_reply(reply)
+    def _apply_mirror(self, mirror_id: int, reply: Reply) -> None:
         try:
-            m = Mirror.from_redis(h)
+            m = Mirror.from_redis(hash_dict(reply))
         except EmptyMirrorHash:
             problem = "redigo: nil returned"
             m = None
@@ -692,22 +497,29 @@ class MirrorView:
         self._mirror_errors.pop(mirror_id, None)
         self.gen += 1
 
-    async def _fetch(self, paths: Sequence[str] = (), mirrors: Iterable[int] = ()) -> None:
+    async def _fetch(self, paths: Sequence[str] = (), mirrors: Iterable[int] = (),
+                     deadline: float | None = None) -> None:
         """Load whole paths (one script call) and mirror records (HGETALL), then any mirror the
         new member sets name that the view does not know.  Replies are applied as they arrive,
-        in the order the commands were sent, so a later refresh of the same key always wins."""
+        in the order the commands were sent, so a later refresh of the same key always wins.
+        ``deadline`` (reactor time) bounds the whole; without it each command has the client's
+        default deadline."""
         epoch = self.epoch
         paths = list(paths)
         mirror_ids = list(mirrors)
         self.stats["loads"] += 1
-        cmds: list[Sequence[Any]] = []
+        cmds: list[Command] = []
         if paths:
             cmds.append(("EVAL", _LOAD_SCRIPT, 0, *paths))
         for i in mirror_ids:
             cmds.append(("HGETALL", schema.mirror_key(i)))
         if not cmds:
             return
-        replies = await self._reader.pipeline(cmds)
+        if deadline is None:
+            replies = await self.redis.pipeline(cmds)
+        else:
+            replies = await self.redis.pipeline(
+                cmds, timeout=max(0.0, deadline - self.reactor.seconds()))
         if epoch != self.epoch:
             return
         first_error: BaseException | None = None
@@ -717,7 +529,7 @@ class MirrorView:
             if isinstance(reply, Exception):
                 first_error = reply
             else:
-                doc = json.loads(reply)
+                doc = json.loads(as_str(reply) or "[]")
                 for p, rec in zip(paths, doc, strict=False):
                     self._apply_path(p, rec)
         for i in mirror_ids:
@@ -735,7 +547,7 @@ class MirrorView:
                     if i not in self._mirrors and i not in self._mirror_errors:
                         need.add(i)
         if need:
-            await self._fetch(mirrors=sorted(need))
+            await self._fetch(mirrors=sorted(need), deadline=deadline)
 
     # -- warming -------------------------------------------------------------------------------
 
@@ -748,7 +560,7 @@ class MirrorView:
         self._warming = d
         return d
 
-    def _warm_failed(self, failure: Any) -> None:
+    def _warm_failed(self, failure: Failure) -> None:
         if failure.check(defer.CancelledError):
             return None
         log.warn("Cache warm-up stopped: {err}", err=failure.getErrorMessage())
@@ -756,9 +568,8 @@ class MirrorView:
 
     async def _warm(self) -> None:
         epoch = self.epoch
-        (names,) = await self._reader.pipeline([("HGETALL", schema.MIRRORS)])
         ids = []
-        for k in _hash_reply(names):
+        for k in await self.redis.hgetall(schema.MIRRORS):
             try:
                 ids.append(int(k))
             except ValueError:
@@ -772,9 +583,10 @@ class MirrorView:
         done = 0
         cursor = "0"
         while not self._stopped and epoch == self.epoch:
-            (reply,) = await self._reader.pipeline([("SSCAN", schema.FILES, cursor, "COUNT", BATCH)])
-            cursor = _text(reply[0])
-            paths = [_text(p) for p in reply[1] if _text(p) not in self._paths]
+            next_cursor, members = as_list(await self.redis.execute(
+                "SSCAN", schema.FILES, cursor, "COUNT", BATCH))
+            cursor = as_str(next_cursor) or "0"
+            paths = [p for p in as_str_list(members) if p not in self._paths]
             if limit is not None:
                 paths = paths[: max(0, limit - done)]
             if paths:
@@ -837,7 +649,7 @@ class MirrorView:
         epoch = self.epoch
         d = defer.Deferred.fromCoroutine(self._fetch(paths, mirrors))
 
-        def failed(f: Any) -> None:
+        def failed(f: Failure) -> None:
             # Keep serving the old values; try again later (a pub/sub reconnect clears anyway).
             log.debug("Cache refresh failed: {err}", err=f.getErrorMessage())
             if epoch != self.epoch or self._stopped:

@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from mirrorbits.cache import LRU, MirrorView
 from mirrorbits.redis import schema
-from mirrorbits.redis.connection import RedisClient, RedisSettings
+from mirrorbits.redis.connection import RedisClient, RedisSettings, RedisUnavailable
 from mirrorbits.selection import ClientLocation, select_mirrors
 from tests.fixtures.trial import RedisClassTestCase
 
@@ -251,7 +251,7 @@ class ViewCases(ViewTestCase):
             self.redis.kill()
             try:
                 self.assertIsNotNone(self.view.lookup(PATH))
-                with self.assertRaises((ConnectionError, OSError)):
+                with self.assertRaises(RedisUnavailable):
                     await self.view.load("/other")
             finally:
                 self.redis.start()

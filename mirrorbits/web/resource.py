@@ -191,7 +191,8 @@ class RedirectorResource(resource.Resource):
         self.rng = rng or random.Random()
         self._state: _ConfigState | None = None
         self._parts: dict[str, Any] = {}
-        self._memo = LRU(self.memo_size)
+        self._memo: LRU[tuple[str, Secure, tuple[str, str, int, int]],
+                        tuple[object, object, list[Chosen]]] = LRU(self.memo_size)
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, Any, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}

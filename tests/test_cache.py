@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from mirrorbits.cache import LRU, MirrorView
 from mirrorbits.redis import schema
-from mirrorbits.redis.connection import RedisClient, RedisSettings, RedisUnavailable
+from mirrorbits.redis.connection import CommandTimeout, RedisClient, RedisSettings, RedisUnavailable
 from mirrorbits.selection import ClientLocation, select_mirrors
 from tests.fixtures.trial import RedisClassTestCase
 
@@ -255,4 +255,27 @@ class ViewCases(ViewTestCase):
                     await self.view.load("/other")
             finally:
                 self.redis.start()
+        return d(run())
+
+    def test_hung_load_leaves_the_inflight_table_at_its_deadline(self) -> defer.Deferred[None]:
+        """A miss while Redis does not answer (``CLIENT PAUSE``) fails at the view's load deadline,
+        for the first caller and for the one that joined it, and leaves nothing in flight: the next
+        miss after Redis is back asks Redis again and gets the file."""
+        async def run() -> None:
+            self.put_world()
+            await self.client.execute("PING")
+            self.view.load_timeout = 0.3
+            self.r.client_pause(1500)
+            first = d(self.view.load(PATH))
+            joined = d(self.view.load(PATH))  # shares the first load
+            for waiting in (first, joined):
+                with self.assertRaises(CommandTimeout):
+                    await waiting
+            self.assertNotIn(PATH, self.view._inflight)
+            self.view.load_timeout = 5.0
+            e = await self.view.load(PATH)  # waits out the pause on a fresh load
+            self.assertIsNotNone(e)
+            assert e is not None and e.info is not None
+            self.assertEqual(e.info.size, 43000)
+            self.assertEqual(e.ids, (1, 2))
         return d(run())

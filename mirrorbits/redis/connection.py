@@ -271,9 +271,12 @@ class RedisClient:
     def _lost(self, _: None, conn: RedisProtocol) -> None:
         if self._conn is conn:
             self._conn = None
+        self._reconnect_soon()
+
+    def _reconnect_soon(self) -> None:
+        """Reconnect in the background, so the link is back before the next request needs it; if
+        Redis stays away, the failure state and the 1 s recovery loop take over."""
         if not self._stopped and (self._reconnect_call is None or not self._reconnect_call.active()):
-            # Reconnect in the background, so the link is back before the next request needs it;
-            # if Redis stays away, the failure state and the 1 s recovery loop take over.
             self._reconnect_call = self.reactor.callLater(0.05, self._reconnect)
 
     def _reconnect(self) -> None:
@@ -441,6 +444,7 @@ class RedisClient:
                      new=event.new_address)
             self._failover_until = 0.0
             self._drop_connection()
+            self._reconnect_soon()
             for sub in list(self._subscriptions):
                 sub.reconnect()
         elif event.kind == "started":

@@ -23,7 +23,7 @@ import platform
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -60,6 +60,8 @@ from mirrorbits.model import (
 )
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import NotReady, RedisClient, RedisUnavailable
+from mirrorbits.redis.protocol import Reply
+from mirrorbits.redis.replies import hash_dict
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -299,7 +301,7 @@ class AdminCommands(AdminAPI):
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    async def _exec(self, *args: RedisArg) -> object:
+    async def _exec(self, *args: RedisArg) -> Reply:
         with _redis_errors():
             return await self.redis.execute(*args)
 
@@ -326,7 +328,7 @@ class AdminCommands(AdminAPI):
             if e.code == "Unavailable":
                 raise
             raise AdminError(f"can't fetch the list of mirrors: {e.message}") from None
-        pairs = _pairs(raw)
+        pairs = hash_dict(raw)
         out: dict[int, str] = {}
         for k, v in pairs.items():
             try:
@@ -338,7 +340,7 @@ class AdminCommands(AdminAPI):
     async def _load(self, mirror_id: int) -> Mirror | None:
         raw = await self._exec("HGETALL", schema.mirror_key(mirror_id))
         try:
-            return Mirror.from_redis(_pairs(raw))
+            return Mirror.from_redis(hash_dict(raw))
         except EmptyMirrorHash:
             return None
         except ValueError as e:
@@ -385,7 +387,7 @@ class AdminCommands(AdminAPI):
             if isinstance(raw, Exception):
                 raise AdminError(f"Redis refused to read mirror {mirror_id}: {raw}")
             try:
-                out.append(Mirror.from_redis(_pairs(raw)))
+                out.append(Mirror.from_redis(hash_dict(raw)))
             except EmptyMirrorHash:
                 continue  # removed meanwhile
             except ValueError as e:
@@ -423,7 +425,7 @@ class AdminCommands(AdminAPI):
         for raw in replies:
             if isinstance(raw, Exception):
                 raise AdminError(f"can't fetch stats: {raw}")
-            for path, count in _pairs(raw).items():
+            for path, count in hash_dict(raw).items():
                 if rx.search(path):
                     out[path] = out.get(path, 0) + _to_int(count)
         return out
@@ -694,14 +696,6 @@ def _redis_errors() -> Iterator[None]:
                          "try again in a moment", "Unavailable") from None
     except RedisUnavailable as e:
         raise AdminError(f"Redis is unreachable: {e}", "Unavailable") from None
-
-
-def _pairs(raw: object) -> dict[str, str]:
-    """HGETALL reply (flat list or dict) as a dict of str."""
-    if isinstance(raw, Mapping):
-        return {str(k): str(v) for k, v in raw.items()}
-    items = _strings(raw)
-    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
 def _strings(raw: object) -> list[str]:

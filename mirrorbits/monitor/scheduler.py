@@ -209,9 +209,8 @@ class Monitor:
 
     async def resync(self) -> None:
         """Load ``MIRRORS`` and every ``MIRROR_<id>``; forget those that are gone."""
-        reply = await self.redis.execute("HGETALL", schema.MIRRORS)
         ids = set()
-        for key in _hash_keys(reply):
+        for key in await self.redis.hgetall(schema.MIRRORS):
             try:
                 ids.add(int(key))
             except ValueError:
@@ -227,9 +226,9 @@ class Monitor:
 
     async def reload(self, mirror_id: int) -> None:
         """Re-read one mirror: add, update (keeping the in-memory flags) or forget it."""
-        reply = await self.redis.execute("HGETALL", schema.mirror_key(mirror_id))
+        fields = await self.redis.hgetall(schema.mirror_key(mirror_id))
         try:
-            mirror = Mirror.from_redis(_hash_dict(reply))
+            mirror = Mirror.from_redis(fields)
         except EmptyMirrorHash:
             if self.mirrors.pop(mirror_id, None) is not None:
                 log.debug("Mirror {id} removed", id=mirror_id)
@@ -429,20 +428,6 @@ class Monitor:
             except (RedisUnavailable, ResponseError) as e:
                 log.error("[{name}] cannot record the health state: {err}", name=mirror.name,
                           err=e)
-
-
-def _hash_keys(reply: Any) -> list[str]:
-    if isinstance(reply, dict):
-        return [str(k) for k in reply]
-    items = list(reply or [])
-    return [str(items[i]) for i in range(0, len(items), 2)]
-
-
-def _hash_dict(reply: Any) -> dict[str, str]:
-    if isinstance(reply, dict):
-        return {str(k): str(v) for k, v in reply.items()}
-    items = list(reply or [])
-    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
 
 
 def _with_id(mirror: Mirror, mirror_id: int) -> Mirror:

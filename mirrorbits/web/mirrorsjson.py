@@ -25,6 +25,7 @@ from twisted.web.server import Request
 from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_json_dumps
 from mirrorbits.model import Mirror
 from mirrorbits.redis import schema
+from mirrorbits.redis.replies import hash_dict
 from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.render import plain_error
 
@@ -53,21 +54,12 @@ def mirror_state(m: Mirror) -> str:
     return "degraded"
 
 
-def _hash_pairs(reply: object) -> dict[str, str]:
-    if isinstance(reply, dict):
-        return {str(k): str(v) for k, v in reply.items()}
-    if not isinstance(reply, (list, tuple)) or not reply:
-        return {}
-    it = iter(reply)
-    return {str(k): str(v) for k, v in zip(it, it, strict=False)}
-
-
 async def fetch_mirrors(redis: RedisClient) -> list[tuple[int, str, Mirror | None]]:
     """Every mirror of ``MIRRORS`` as (id, name, record or None when it cannot be loaded), by id.
 
     Raises when ``HGETALL MIRRORS`` fails.
     """
-    names = _hash_pairs(await redis.execute("HGETALL", schema.MIRRORS))
+    names = await redis.hgetall(schema.MIRRORS)
     ids: list[tuple[int, str]] = []
     for k, name in names.items():
         try:
@@ -81,7 +73,7 @@ async def fetch_mirrors(redis: RedisClient) -> list[tuple[int, str, Mirror | Non
         record: Mirror | None = None
         if not isinstance(reply, Exception):
             try:
-                record = Mirror.from_redis(_hash_pairs(reply))
+                record = Mirror.from_redis(hash_dict(reply))
             except ValueError as e:
                 log.debug("mirror {id}: {err}", id=i, err=e)
         out.append((i, name, record))

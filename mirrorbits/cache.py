@@ -1,7 +1,7 @@
 """The redirector's in-memory view of Redis: file info, file -> mirrors, mirrors, mirror file info.
 
 Why: the Go original keeps four small LRU caches and, on a miss, pays ~60 Redis round trips for one
-request (http.md §11).  Here one process keeps a compact view of what the hot path needs:
+request.  Here one process keeps a compact view of what the hot path needs:
 
 * per path a :class:`PathEntry` with the local :class:`~mirrorbits.model.FileInfo`, the member ids
   of ``FILEMIRRORS_<path>``, each mirror's ``FILEINFO`` as a shared :class:`selection.MirrorFile`,
@@ -15,7 +15,7 @@ is synchronous).  A miss loads everything the path needs in two pipelined round 
 (:meth:`MirrorView.load`), shared by concurrent requests for the same path.  Negative answers (file
 unknown, empty mirror set, mirror hash gone) are kept too.
 
-Invalidation follows the Go channels (§11, data-and-scanning §4), with one improvement: instead of
+Invalidation follows the Go pub/sub channels, with one improvement: instead of
 dropping an entry and making the next request wait for Redis, a message *refreshes* the entry in the
 background (coalesced, pipelined) and the old value keeps answering until the new one arrives — the
 same as the message arriving one round trip later.  After a pub/sub reconnect (messages may have
@@ -86,7 +86,7 @@ def freeze_long_lived() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# LRU with costs (Go's mirrors/cache LRU semantics, http.md §11 and test case 49)
+# LRU with costs (the semantics of the Go original's mirrors/cache LRU)
 
 
 K = TypeVar("K", bound=Hashable)
@@ -374,7 +374,7 @@ class MirrorView:
             c = mirrors.get(i)
             if c is None:
                 if i in errors:
-                    continue  # mirror hash gone or broken: skipped (Go: 500, quirk 2)
+                    continue  # mirror hash gone or broken: skipped (Go answers 500 there)
                 return False
             if i not in mf:
                 return False
@@ -610,7 +610,7 @@ class MirrorView:
     # -- invalidation --------------------------------------------------------------------------
 
     def handle_message(self, channel: str, message: str) -> None:
-        """One pub/sub message (spec §11): refresh what it names, if the view holds it."""
+        """One pub/sub message: refresh what it names, if the view holds it."""
         if channel == schema.CHANNEL_MIRROR_UPDATE:
             try:
                 mirror_id = int(message)

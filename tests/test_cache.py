@@ -1,5 +1,5 @@
-"""The redirector's in-memory view (mirrorbits.cache) against a real redis-server: http.md §18 cases
-42–49, pub/sub refreshes from the Go channels, reconnect handling and the warm-up."""
+"""The redirector's in-memory view (mirrorbits.cache) against a real redis-server: what it reads and
+keeps, the LRU, pub/sub refreshes from the Go channels, reconnect handling, deadlines and the warm-up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The two kinds of Redis locks of Mirrorbits (spec data-and-scanning §5).
+"""The two kinds of Redis locks of Mirrorbits, shared with Go nodes.
 
 * :class:`GenericLock` (``LOCK_<name>``, only ``LOCK_upgrade`` is used): an owner token, a 5 s TTL
   kept alive every second, released only by its owner.  It works before the readiness gate opens,
@@ -68,7 +68,7 @@ class GenericLock:
     async def acquire(self) -> bool:
         """Try once.  False when another owner holds the lock; Redis errors propagate.
 
-        Uses the unblocked connection: the upgrade takes this lock before the gate opens (§5.1).
+        Uses the unblocked connection: the upgrade takes this lock before the gate opens.
         """
         if self.acquired:
             raise RuntimeError(f"{self.key} already acquired by this object")
@@ -96,7 +96,7 @@ class GenericLock:
         """One keep-alive round: check we still own the key, then push its expiry out again.
 
         On a Redis error the round simply ends and the next one runs a second later: the Go loop
-        retries at once and spins while Redis is away (a busy loop, §5.1 quirk), we do not.
+        retries at once and spins while Redis is away (a busy loop), we do not.
         """
         if self.released or self.lost:
             self._stop_loop()

@@ -1,7 +1,6 @@
 """The one place that knows Redis key names and pub/sub channels (schema version 2).
 
-Go and Python nodes share one database, so every name here is fixed by the Go original
-(spec data-and-scanning §2, §4).  Nothing else in the package builds a key by concatenation.
+Go and Python nodes share one database, so every name here is fixed by the Go original.  Nothing else in the package builds a key by concatenation.
 Value encodings live in :mod:`mirrorbits.gocompat` and :mod:`mirrorbits.model`.
 """
 
@@ -113,7 +112,7 @@ def cluster_hello(redis_db: int, node_id: str) -> str:
     return f"HELLO{redis_db} {node_id}"
 
 
-# Temporary keys of the upgraders (§2.10) and the legacy v0 layout (§2.11).
+# Temporary keys of the upgraders and the legacy v0 layout.
 def upgrade_tmp_key(version: int, key: str) -> str:
     return f"V{version}_{key}"
 

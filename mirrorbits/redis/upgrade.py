@@ -1,4 +1,4 @@
-"""Schema version check at start-up and the v0→v1→v2 upgraders (spec data-and-scanning §3).
+"""Schema version check at start-up and the v0→v1→v2 upgraders.
 
 Go and Python nodes share one database, so the upgraders write exactly what the Go ones write,
 quirks included: each works on temporary ``V<n>_`` copies and commits in one best-effort
@@ -45,7 +45,7 @@ RETRY_DELAY = 0.1
 #: Commands per pipelined write while reading or preparing data (keeps replies bounded in memory).
 BATCH = 1000
 
-#: Deletes every key matching ARGV[1], 5000 keys per DEL (spec §3.4 step 1).  The Go script returns
+#: Deletes every key matching ARGV[1], 5000 keys per DEL (the first step of every upgrade).  The Go script returns
 #: the key names; the count is enough for us and keeps a big reply off the wire.
 DELETE_MATCHING = """
 local keys = redis.call('keys', ARGV[1])
@@ -93,7 +93,7 @@ def _raise_errors(replies: Sequence[Reply], what: str) -> None:
 # -- version detection ----------------------------------------------------------------------------
 
 async def read_version(client: RedisClient, *, reactor: IReactorTime | None = None) -> int:
-    """§3.1: the schema version; stamps a fresh database with ``2``.
+    """The schema version; stamps a fresh database with ``2``.
 
     Waits while Redis is loading its dataset.  Connection errors propagate (the caller retries);
     a value that is not an integer raises :class:`UnsupportedSchema` (Go retries that for ever).
@@ -185,7 +185,7 @@ async def check_and_upgrade(client: RedisClient, *, reactor: IReactorTime | None
 
 
 async def _upgrade_locked(client: RedisClient, reactor: IReactorTime) -> bool | None:
-    """§3.3 under ``LOCK_upgrade``.  None: another instance holds the lock.  False: nothing was
+    """The upgrades, under ``LOCK_upgrade``.  None: another instance holds the lock.  False: nothing was
     left to do.  True: we upgraded."""
     lock = GenericLock(client, UPGRADE_LOCK, clock=reactor)
     if not await lock.acquire():
@@ -269,7 +269,7 @@ def order_renames(plan: dict[str, str]) -> list[tuple[str, str]]:
 
 async def _commit(client: RedisClient, renames: dict[str, str], deletes: Sequence[str],
                   version: int, guard: Callable[[], None] | None) -> None:
-    """The final best-effort transaction: renames, deletes, then the new version (§3.3)."""
+    """The final best-effort transaction: renames, deletes, then the new version."""
     commands: list[tuple[str, ...]] = [("RENAME", src, dst) for src, dst in order_renames(renames)]
     targets = set(renames.values())
     commands.extend(("DEL", key) for key in deletes if key not in targets)
@@ -279,7 +279,7 @@ async def _commit(client: RedisClient, renames: dict[str, str], deletes: Sequenc
     replies = await client.transaction(commands, unblocked=True)
     failed = sum(1 for r in replies if isinstance(r, ResponseError))
     if failed:
-        # Expected: e.g. RENAME of a temporary key that was never created (§3.4 step 4 quirk).
+        # Expected: e.g. RENAME of a temporary key that was never created (a Go quirk of the v1 upgrade).
         log.debug("upgrade to v{v}: {n} command(s) of the commit failed (ignored, as in Go)",
                   v=version, n=failed)
 
@@ -287,7 +287,7 @@ async def _commit(client: RedisClient, renames: dict[str, str], deletes: Sequenc
 # -- v0 -> v1 -------------------------------------------------------------------------------------
 
 async def upgrade_v1(client: RedisClient, guard: Callable[[], None] | None = None) -> None:
-    """v0 → v1 (§3.4): mirrors identified by name become numeric ids."""
+    """v0 → v1: mirrors identified by name become numeric ids."""
     renames: dict[str, str] = {}
     deletes: list[str] = []
 
@@ -332,7 +332,7 @@ async def upgrade_v1(client: RedisClient, guard: Callable[[], None] | None = Non
             if mapped:
                 adds.append(("SADD", tmp, *mapped))
             # Planned even when nothing mapped: the RENAME then fails at commit and the name-based
-            # set stays (§3.4 step 4 quirk, kept for identical results with Go).
+            # set stays (a Go quirk, kept for identical results with Go).
             renames[tmp] = schema.file_mirrors_key(path)
         if adds:
             _raise_errors(await client.pipeline(adds, unblocked=True), "V1_FILEMIRRORS_*")
@@ -366,7 +366,7 @@ async def upgrade_v1(client: RedisClient, guard: Callable[[], None] | None = Non
 # -- v1 -> v2 -------------------------------------------------------------------------------------
 
 async def upgrade_v2(client: RedisClient, guard: Callable[[], None] | None = None) -> None:
-    """v1 → v2 (§3.5): the single ``up``/``excludeReason`` become per-protocol fields."""
+    """v1 → v2: the single ``up``/``excludeReason`` become per-protocol fields."""
     renames: dict[str, str] = {}
 
     await delete_matching(client, "V2_*")

@@ -1,4 +1,4 @@
-"""Generic and cluster locks against a real redis-server (spec data-and-scanning §5).
+"""Generic and cluster locks against a real redis-server.
 
 The renewal loops run on a :class:`twisted.internet.task.Clock` so a test can move time on at
 will, while the Redis commands themselves go over real sockets on the real reactor.
@@ -165,7 +165,7 @@ class ClusterLockTests(LockTestBase):
         clock.advance(5.0)
         await eventually(lambda: lock.lost)
         self.assertEqual(clock.getDelayedCalls(), [])  # renewal stopped
-        self.assertTrue(lock.held)  # the holder may carry on (spec §5.2)
+        self.assertTrue(lock.held)  # the holder may carry on, as in the Go original
         # The renewal did not re-create the key.
         self.assertEqual(self.redis.exists("SOURCE_REPO_SYNC"), 0)
         # Another node takes the lock; releasing ours must not delete theirs.

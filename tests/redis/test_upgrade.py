@@ -1,6 +1,6 @@
-"""Schema version check and the v0→v1→v2 upgraders against a real redis-server (spec §3).
+"""Schema version check and the v0→v1→v2 upgraders against a real redis-server.
 
-The databases are built the way the Go original writes them (spec §2, §2.11), and the results are
+The databases are built the way the Go original writes them, and the results are
 compared key by key and field by field; keys an upgrade must not touch are compared by their DUMP.
 """
 
@@ -59,7 +59,7 @@ NON_UTF8 = b"/caf\xe9.iso"  # a Latin-1 file name: must survive byte for byte
 
 
 def build_v2(r: Any) -> None:
-    """A v2 database as the Go original writes it (spec §2)."""
+    """A v2 database as the Go original writes it."""
     r.set(b"MIRRORBITS_DB_VERSION", b"2")
     r.set(b"LAST_MID", b"2")
     r.hset(b"MIRRORS", mapping={b"1": b"alpha", b"2": b"beta"})
@@ -95,7 +95,7 @@ def build_v2(r: Any) -> None:
 
 
 def build_v1(r: Any) -> None:
-    """A v1 database (spec §3.5): one ``up``/``excludeReason`` per mirror."""
+    """A v1 database: one ``up``/``excludeReason`` per mirror."""
     r.set(b"MIRRORBITS_DB_VERSION", b"1")
     r.set(b"LAST_MID", b"4")
     r.hset(b"MIRRORS", mapping={b"1": b"tls", b"2": b"plain", b"3": b"noscheme", b"4": b"fresh"})
@@ -120,7 +120,7 @@ def build_v1(r: Any) -> None:
 
 
 def build_v0(r: Any) -> None:
-    """A legacy v0 database (spec §2.11): mirrors identified by name."""
+    """A legacy v0 database: mirrors identified by name."""
     r.set(b"LAST_MID", b"10")  # ids continue from here: 11, 12, 13
     r.rpush(b"MIRRORS", b"alpha", b"beta", b"gamma")
     r.hset(b"MIRROR_alpha", mapping={b"ID": b"alpha", b"http": b"http://a.example.org/",

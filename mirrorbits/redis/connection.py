@@ -81,7 +81,7 @@ FAILOVER_PAUSE = 10.0
 COMMAND_TIMEOUT = 15.0
 #: Deadline of each step of a dial (AUTH, SELECT, ROLE, INFO): a server that accepts connections but
 #: does not answer must not hold the dial.
-SETUP_TIMEOUT = 1.0
+SETUP_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)

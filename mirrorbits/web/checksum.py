@@ -16,6 +16,7 @@ from twisted.web.server import Request
 
 from mirrorbits.model import FileInfo
 from mirrorbits.redis import schema
+from mirrorbits.redis.replies import as_str_list
 from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.paths import PathError, sanitize_path
 from mirrorbits.web.render import plain_error
@@ -59,7 +60,7 @@ class FileInfoLoader:
             if entry is not None and entry.info is not None:
                 return entry.info  # type: ignore[no-any-return]
         reply = await self.redis.execute("HMGET", schema.file_key(path), *schema.FILE_FIELDS)
-        return FileInfo.from_redis(path, reply or [])
+        return FileInfo.from_redis(path, as_str_list(reply))
 
 
 def chosen_hash(request: Request, query: dict[str, list[str]] | None = None) -> str | None:

@@ -35,6 +35,7 @@ from mirrorbits.gocompat import redis_version_number
 from mirrorbits.reactor import default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.packing import LUA_UNPACKER
+from mirrorbits.redis.replies import as_str_list
 
 if TYPE_CHECKING:
     from mirrorbits.redis.connection import RedisClient
@@ -311,7 +312,7 @@ class DownloadStats(Service):
         if args is None:
             return True
         try:
-            skipped = await self.redis.execute(*args)
+            reply = await self.redis.execute(*args)
         except Exception as e:
             # Kept for the next tick.  (A connection lost after EXEC was sent but before its reply
             # cannot tell whether Redis applied it; like Go we retry, so that rare batch may count
@@ -321,6 +322,7 @@ class DownloadStats(Service):
                 log.warn("Uncommited stats kept in-memory: {err}", err=e)
             self._downgraded = True
             return False
+        skipped = as_str_list(reply)
         if skipped:
             # Per-key data errors (a STATS_ key of another type...): the rest was written, as with
             # the per-command errors of a MULTI.  Go ignores them silently; say which.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
 
@@ -40,7 +41,7 @@ class Daemon:
         self.log = open(cwd / "daemon.log", "ab")  # noqa: SIM115
         self.logpath = cwd / "daemon.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(args, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = processes.spawn(args, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_http(self) -> None:
         wait_for_port("127.0.0.1", self.port, timeout=30)
@@ -70,9 +71,7 @@ def daemons() -> Iterator[list[Daemon]]:
     started: list[Daemon] = []
     yield started
     for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+        processes.kill(d.proc)
 
 
 def twistd(conf: Path) -> list[str]:

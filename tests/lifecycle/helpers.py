@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorbits.redis import schema
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port
 
@@ -83,8 +84,8 @@ class Daemon:
         self.logpath = cwd / "daemon.log"
         self.pidfile = pidfile
         with open(self.logpath, "ab") as log:
-            self.proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env(**(extra_env or {})), pass_fds=pass_fds)
+            self.proc = processes.spawn(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                        env=env(**(extra_env or {})), pass_fds=pass_fds)
 
     def output(self) -> str:
         return self.logpath.read_text(errors="replace")

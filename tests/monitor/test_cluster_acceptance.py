@@ -26,6 +26,7 @@ import pytest
 
 from mirrorbits.monitor.cluster import is_handled
 from mirrorbits.redis import schema
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
 
@@ -135,9 +136,7 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
+        processes.kill(p)
 
 
 def wait_until(check: Any, timeout: float, what: str, step: float = 0.05) -> None:
@@ -187,8 +186,8 @@ def _run(tmp: Path, repo: Path, server: RedisServer, r: Any, procs: list[subproc
          daemon_pids: list[int], checks: CheckLog, hello: Announces) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     go_id = f"{socket.gethostname() or 'unknown'}-16000"
-    procs.append(subprocess.Popen([sys.executable, str(Path(__file__).with_name("fake_go_node.py")),
-                                   server.address, "0", go_id]))
+    procs.append(processes.spawn([sys.executable, str(Path(__file__).with_name("fake_go_node.py")),
+                                  server.address, "0", go_id]))
     daemons: list[tuple[subprocess.Popen[bytes], int, Path]] = []
     for n in range(3):
         d = tmp / f"node{n}"
@@ -200,7 +199,7 @@ def _run(tmp: Path, repo: Path, server: RedisServer, r: Any, procs: list[subproc
             f"ListenAddress: 127.0.0.1:{port}\nRPCListenAddress: 127.0.0.1:{free_port()}\n"
             f"GeoipDatabasePath: {d / 'nogeoip'}\nCheckInterval: 1\nScanInterval: 30\n")
         out = open(d / "daemon.log", "ab")  # noqa: SIM115
-        p = subprocess.Popen([sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config",
+        p = processes.spawn([sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config",
                               str(conf), "-p", str(d / "mirrorbits.pid")],
                              cwd=d, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()

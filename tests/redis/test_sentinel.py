@@ -21,6 +21,7 @@ from twisted.trial import unittest
 from mirrorbits.cache import MirrorView
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisSettings, RedisUnavailable, ResponseError
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
 from tests.fixtures.trial import sleep
@@ -43,7 +44,7 @@ class Sentinel:
         binary = shutil.which("redis-sentinel") or shutil.which("redis-server")
         assert binary, "redis-sentinel is required (apt-get install redis-sentinel)"
         args = [binary, conf] + ([] if binary.endswith("redis-sentinel") else ["--sentinel"])
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = processes.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port("127.0.0.1", self.port)
 
     @property
@@ -54,8 +55,7 @@ class Sentinel:
         return redis_py.Redis(port=self.port, decode_responses=True).execute_command(*args)
 
     def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        processes.kill(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from twisted.trial import unittest
 from mirrorbits.config import Config
 from mirrorbits.redis.connection import RedisClient, RedisSettings
 from mirrorbits.scan.local import COMMIT_BATCH, LocalScanner, format_local_gts
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
 
@@ -153,7 +153,7 @@ class ScanDaemon:
         self.env.pop("MIRRORBITS_CONFIG", None)
         self.log_path = tmp / "daemon.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
+            self.proc = processes.spawn(
                 [sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(conf),
                  "-monitor=false"], cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
@@ -171,13 +171,7 @@ class ScanDaemon:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc, grace=20)
 
 
 def finish_refresh(proc: subprocess.Popen[str], daemon: ScanDaemon, timeout: float = 60) -> None:

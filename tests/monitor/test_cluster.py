@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from mirrorbits.config import Config
 from mirrorbits.httpclient import HttpClient
@@ -110,16 +110,32 @@ class ClusterRedisTests(RedisTestCase):
 
     async def test_case_35_announce_and_db_prefix(self) -> None:
         await self.listen((schema.CHANNEL_CLUSTER,))
-        c42 = Cluster(self.new_client(db=42), 42, node_id="web1-04242")
-        c4 = Cluster(self.new_client(db=4), 4, node_id="web2-00004")
+        clock = task.Clock()
+        c42 = Cluster(self.new_client(db=42), 42, node_id="web1-04242", reactor=clock)
+        c4 = Cluster(self.new_client(db=4), 4, node_id="web2-00004", reactor=clock)
+        seen_by_4: list[str] = []
+        handle = c4.handle_announce
+
+        def record(message: str) -> None:
+            seen_by_4.append(message)
+            handle(message)
+
+        c4.handle_announce = record  # type: ignore[method-assign]
         c42.start()
         c4.start()
         self.addCleanup(c42.stop)
         self.addCleanup(c4.stop)
-        await sleep(1.5)
+        await eventually(lambda: c4._subscription is not None and c4._subscription.subscribed)
+        clock.advance(0.9)  # the first announce comes after one second
+        await sleep(0.1)
+        self.assertEqual(self.messages, [])
+        clock.advance(0.1)
+        await eventually(lambda: "HELLO42 web1-04242" in seen_by_4 and "HELLO4 web2-00004" in seen_by_4)
         self.assertIn((schema.CHANNEL_CLUSTER, "HELLO42 web1-04242"), self.messages)
         self.assertEqual(c4.node_ids, ["web2-00004"])  # HELLO42 does not match "HELLO4 "
         self.assertEqual(c42.node_ids, ["web1-04242"])
+        clock.advance(1)  # and every second
+        await eventually(lambda: seen_by_4.count("HELLO42 web1-04242") == 2)
 
     async def test_three_monitors_and_a_go_node(self) -> None:
         web = WebServer()

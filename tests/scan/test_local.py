@@ -604,16 +604,26 @@ class ServiceTests(ScanTestBase):
 
     @defer.inlineCallbacks
     def test_missing_repository_retries_until_it_appears(self) -> Any:
-        self.config = self.config.replace(Repository=os.path.join(self.tmp, "later"))
-        svc, _ = self.service()
-        svc.startService()
-        yield sleep(0.3)
-        self.assertFalse(svc.indexed)
         from twisted.logger import LogLevel
 
-        failures = [t for t in self.logs.texts(LogLevel.error) if t.startswith("Scanning source failed")]
-        self.assertEqual(failures, [f"Scanning source failed: {self.tmp}/later: No such file or directory"])
+        def failures() -> list[str]:
+            return [t for t in self.logs.texts(LogLevel.error) if t.startswith("Scanning source failed")]
+
+        clock = task.Clock()
+        self.config = self.config.replace(Repository=os.path.join(self.tmp, "later"))
+        svc, _ = self.service(clock)
+        svc.startService()
+        while not failures():
+            yield sleep(0.01)
+        for _ in range(5):  # five more attempts, one per startup_retry: the failure is logged once
+            clock.advance(svc.startup_retry)
+            yield sleep(0.02)
+        self.assertFalse(svc.indexed)
+        self.assertEqual(failures(), [f"Scanning source failed: {self.tmp}/later: No such file or directory"])
         write(os.path.join(self.tmp, "later", "f"))
+        yield sleep(0.1)
+        self.assertFalse(svc.indexed)  # not before the next attempt
+        clock.advance(svc.startup_retry)
         yield svc.when_indexed()
         self.assertEqual(self.files(), {b"/f"})
         yield svc.stopService()
@@ -646,9 +656,12 @@ class ServiceTests(ScanTestBase):
     @defer.inlineCallbacks
     def test_no_monitor_no_startup_scan(self) -> Any:
         write(os.path.join(self.repo, "f"))
-        svc, _ = self.service(monitor=False)
+        clock = task.Clock()
+        svc, _ = self.service(clock, monitor=False)
         svc.startService()
-        yield sleep(0.3)
+        for _ in range(3):
+            clock.advance(3600)
+            yield sleep(0.02)
         self.assertFalse(self.redis.exists("FILES"))
         yield run(svc.refresh())
         self.assertEqual(self.files(), {b"/f"})

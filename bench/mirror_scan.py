@@ -208,7 +208,7 @@ class Daemon:
         self.env.pop("MIRRORBITS_CONFIG", None)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(self.conf),
+                [sys.executable, "-m", "mirrorbits", "daemon", "-config", str(self.conf),
                  "-p", str(workdir / "mirrorbits.pid")],
                 cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env=self.env)
 
@@ -226,7 +226,7 @@ class Daemon:
 
     def cli(self, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mirrorbits.admin.cli", "-h", "127.0.0.1", "-p", str(self.rpc_port),
+            [sys.executable, "-m", "mirrorbits", "-h", "127.0.0.1", "-p", str(self.rpc_port),
              "-P", PASSWORD, *argv], capture_output=True, text=True, env=self.env, timeout=timeout)
 
     def stop(self) -> None:

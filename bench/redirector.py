@@ -228,14 +228,13 @@ def serve_standalone(conf: str) -> None:
     from mirrorbits.endpoints import listen_description
     from mirrorbits.service import RedisService
     from mirrorbits.web.site import make_site
-    from mirrorbits.web.workers import RedirectorService
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     holder = ConfigHolder(load_config(conf), conf)
     app = Mirrorbits(holder, reactor, monitor=False)
     root = service.MultiService()
     RedisService(app).setServiceParent(root)
-    RedirectorService(app).setServiceParent(root)
+    app.get_redirector().setServiceParent(root)
     http = strports.service(listen_description(holder.current.ListenAddress), make_site(app))
     http.setName("http")
     http.setServiceParent(root)
@@ -339,7 +338,7 @@ def main() -> None:
         elif args.standalone:
             cmd = [sys.executable, os.path.abspath(__file__), "--serve", conf]
         else:
-            cmd = [sys.executable, "-c", "import sys; from mirrorbits.admin.cli import main; sys.exit(main())",
+            cmd = [sys.executable, "-c", "import sys; from mirrorbits.console import main; sys.exit(main())",
                    "daemon", "-config", conf, "-monitor=false", "-p", os.path.join(tmp, "mirrorbits.pid")]
         daemon = subprocess.Popen(
             cmd,

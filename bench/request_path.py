@@ -60,11 +60,10 @@ async def run(args: argparse.Namespace, conf: str) -> None:
     from mirrorbits.config import ConfigHolder, load_config
     from mirrorbits.service import RedisService
     from mirrorbits.web.site import make_site
-    from mirrorbits.web.workers import RedirectorService
 
     holder = ConfigHolder(load_config(conf), conf)
     app = Mirrorbits(holder, reactor, monitor=False)
-    parts = [RedisService(app), RedirectorService(app)]
+    parts = [RedisService(app), app.get_redirector()]
     if not args.no_stats:
         parts.append(app.get_download_stats())
     for p in parts:

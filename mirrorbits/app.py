@@ -2,51 +2,120 @@
 
 Modelled on Synapse's ``HomeServer``: each part is built on first use by a ``get_*`` method, so the
 wiring is in one place, tests can build only what they exercise, and nothing is a module global.
+The hub imports the parts it builds; the parts never import the hub at run time (only under
+``TYPE_CHECKING``, for their annotations), so dependencies point one way: entry points -> service
+tree (:mod:`mirrorbits.service`) -> this hub -> subsystems -> model/schema/gocompat.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TypeVar, cast
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
+from mirrorbits.admin.commands import AdminCommands, admin_for_app
+from mirrorbits.admin.manhole import ManholeService, manhole_service
+from mirrorbits.admin.rpc import RpcService
+from mirrorbits.cache import MirrorView
 from mirrorbits.config import Config, ConfigHolder
+from mirrorbits.geo import GeoIP
+from mirrorbits.httpclient import HttpClient
+from mirrorbits.lifecycle.control import Lifecycle
+from mirrorbits.lifecycle.listener import HTTPListener, socket_from_fd
+from mirrorbits.lifecycle.upgrade import Inherited, inherited_listener
+from mirrorbits.monitor.cluster import Cluster
+from mirrorbits.monitor.health import HealthChecker
+from mirrorbits.monitor.scheduler import Monitor
+from mirrorbits.monitor.service import MonitorService
+from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis.connection import RedisClient, RedisSettings
 from mirrorbits.redis.embedded import EmbeddedRedis
+from mirrorbits.scan.local import LocalScanner
+from mirrorbits.scan.mirror import MirrorScanner
+from mirrorbits.scan.source_service import SourceScanService
+from mirrorbits.web.downloadlog import DownloadLog
+from mirrorbits.web.pages import Endpoints
+from mirrorbits.web.resource import RedirectorResource
+from mirrorbits.web.site import make_site
+from mirrorbits.web.stats import DownloadStats
+from mirrorbits.web.workers import RedirectorService
 
 log = Logger(namespace="mirrorbits")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """An HTTP worker process (config key ``Workers``): which one, and the fds its parent gave it."""
+
+    index: int
+    #: The listening socket shared with the main process.
+    listen_fd: int
+    #: A pipe on which the worker says once its signal handlers are in place (None: nobody asks).
+    ready_fd: int | None = None
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """What the command line says (Go ``daemon`` flags / twistd plugin options)."""
+
+    config: str | None = None
+    pidfile: str | None = None
+    debug: bool = False
+    monitor: bool = True
+    listen: str | None = None  # overrides ListenAddress (handy for tests and quick starts)
+    #: The ``-log`` file (None: stderr); HTTP workers log there too.
+    log_file: str | None = None
+    #: Set in an HTTP worker process: the service tree is the worker flavour (see makeService).
+    worker: WorkerSpec | None = None
 
 
 class Mirrorbits:
     """The daemon's dependency hub.  ``monitor`` is the Go ``-monitor`` flag."""
 
-    def __init__(self, config: ConfigHolder, reactor: Any = None, *, monitor: bool = True) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
-        self.reactor = reactor
+    def __init__(self, config: ConfigHolder, reactor: IDaemonReactor | None = None, *,
+                 monitor: bool = True, options: DaemonOptions | None = None) -> None:
+        self.reactor: IDaemonReactor = reactor if reactor is not None else default_reactor()
         self.config_holder = config
-        self.run_monitor = monitor
-        self._built: dict[str, Any] = {}
+        self.options = options if options is not None else DaemonOptions(monitor=monitor)
+        #: The Go ``-monitor`` flag; an HTTP worker process never monitors.
+        self.run_monitor = monitor and self.options.monitor and self.options.worker is None
+        self._built: dict[str, object] = {}
         #: Non-zero when a fatal condition (unsupported schema...) must end the process with an error.
         self.exit_code = 0
         #: Under twistd there is no way to return an exit status: end the process after shutdown.
         self.hard_exit_on_fatal = True
+        #: The process's lifecycle once the service tree has one (None: tests, the CLI's own use).
+        self.lifecycle: Lifecycle | None = None
 
     @property
     def config(self) -> Config:
         """The current config; re-read on every use so that a reload applies at once."""
         return self.config_holder.current
 
-    def _once(self, name: str, build: Any) -> Any:
+    @property
+    def worker(self) -> WorkerSpec | None:
+        """Set when this process is an HTTP worker of another daemon process."""
+        return self.options.worker
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
         if name not in self._built:
             self._built[name] = build()
-        return self._built[name]
+        return cast(T, self._built[name])
+
+    # -- Redis ------------------------------------------------------------------------------------
 
     def get_embedded_redis(self) -> EmbeddedRedis | None:
-        """The private redis-server, when the config asks for one (``RedisAddress: embedded``)."""
+        """The private redis-server, when the config asks for one (``RedisAddress: embedded``).
+
+        An HTTP worker dials its parent's (the socket in ``DataDir``); only the main process's
+        service tree runs it."""
         if not self.config.embedded_redis:
             return None
         return self._once("embedded_redis",
@@ -56,19 +125,16 @@ class Mirrorbits:
         settings = RedisSettings.from_config(self.config)
         embedded = self.get_embedded_redis()
         if embedded is not None:
-            from dataclasses import replace
-
             settings = replace(settings, address=embedded.address, sentinels=())
         return settings
 
     def get_redis(self) -> RedisClient:
         return self._once("redis", lambda: RedisClient(self.redis_settings, reactor=self.reactor))
 
-    def get_source_scanner(self) -> Any:
-        """The local repository scan service (start-up/periodic scans, ``refresh(rehash)``)."""
-        from mirrorbits.scan.local import LocalScanner
-        from mirrorbits.scan.source_service import SourceScanService
+    # -- scans, monitor and cluster ------------------------------------------------------------
 
+    def get_source_scanner(self) -> SourceScanService:
+        """The local repository scan service (start-up/periodic scans, ``refresh(rehash)``)."""
         def build() -> SourceScanService:
             scanner = LocalScanner(self.get_redis(), lambda: self.config, reactor=self.reactor)
             return SourceScanService(scanner, self.config_holder, self.get_redis(), self.reactor,
@@ -76,139 +142,115 @@ class Mirrorbits:
 
         return self._once("source_scanner", build)
 
-    def extra_services(self) -> list[Any]:
-        """Services of the other parts (monitor, scans, statistics...), started after Redis."""
-        return [self.get_source_scanner(), *self._monitor_services(), *self._redirector_services(),
-                *self._admin_services(),
-                *self.worker_services()]
-
-    # -- monitor, cluster and mirror scans (engineer I) --------------------------------------
-
-    def get_http_client(self) -> Any:
+    def get_http_client(self) -> HttpClient:
         """HTTP client of the health checks and trace fetches (``CheckTLSCAFile`` trusted if set)."""
-        from mirrorbits.httpclient import HttpClient
-
         return self._once("http_client", lambda: HttpClient(
-            self.reactor, ca_file=getattr(self.config, "CheckTLSCAFile", "") or ""))
+            self.reactor, ca_file=self.config.CheckTLSCAFile))
 
-    def get_mirror_scanner(self) -> Any:
+    def get_mirror_scanner(self) -> MirrorScanner:
         """Mirror scans (``scan_mirror(mirror, "rsync"|"ftp")`` for the admin ``scan``)."""
-        from mirrorbits.scan.mirror import MirrorScanner
-
         return self._once("mirror_scanner", lambda: MirrorScanner(
             self.get_redis(), lambda: self.config, self.get_http_client(), self.reactor))
 
-    def get_cluster(self) -> Any:
-        """This node's cluster membership (§9); the Redis DB of the announces is read once."""
-        from mirrorbits.monitor.cluster import Cluster
-
+    def get_cluster(self) -> Cluster:
+        """This node's cluster membership; the Redis DB of the announces is read once."""
         return self._once("cluster", lambda: Cluster(self.get_redis(), self.config.RedisDB,
                                                      reactor=self.reactor))
 
-    def get_monitor(self) -> Any:
+    def get_monitor(self) -> Monitor:
         """Health checks and scan scheduling; ``mirror_updated(id)`` takes MIRROR_UPDATE ids."""
-        from mirrorbits.monitor.health import HealthChecker
-        from mirrorbits.monitor.scheduler import Monitor
-
         return self._once("monitor", lambda: Monitor(
             self.get_redis(), lambda: self.config, self.get_cluster(),
             HealthChecker(self.get_http_client()), self.get_mirror_scanner(), self.reactor,
             wait_indexed=self.get_source_scanner().when_indexed))
 
-    def _monitor_services(self) -> list[Any]:
-        if not self.run_monitor:
-            return []
-        from mirrorbits.monitor.service import MonitorService
+    def get_monitor_service(self) -> MonitorService:
+        return self._once("monitor_service", lambda: MonitorService(self.get_monitor()))
 
-        return [MonitorService(self.get_monitor())]
+    # -- administration ------------------------------------------------------------------------
 
-    # -- administration (engineer J) ---------------------------------------------------------
-
-    def get_admin(self) -> Any:
+    def get_admin(self) -> AdminCommands:
         """Every admin operation (the CLI channel and the SSH manhole share it)."""
-        from mirrorbits.admin.commands import admin_for_app
-
         return self._once("admin", lambda: admin_for_app(self))
 
-    def get_rpc_service(self) -> Any:
+    def get_rpc_service(self) -> RpcService:
         """The admin channel of the ``mirrorbits`` CLI, on ``RPCListenAddress``."""
-        from mirrorbits.admin.rpc import RpcService
-
         return self._once("rpc", lambda: RpcService(self.get_admin(), lambda: self.config, self.reactor))
 
-    def get_manhole_service(self) -> Any:
+    def get_manhole_service(self) -> ManholeService | None:
         """The SSH manhole, or None when ``ManholeListenAddress`` is empty (the default)."""
-        from mirrorbits.admin.manhole import manhole_service
-
         return self._once("manhole", lambda: manhole_service(self))
 
-    def _admin_services(self) -> list[Any]:
-        return [s for s in (self.get_rpc_service(), self.get_manhole_service()) if s is not None]
+    # -- redirector ----------------------------------------------------------------------------
 
-    # -- redirector (engineer H) -------------------------------------------------------------
-
-    def get_geoip(self) -> Any:
-        """The GeoIP databases (http.md §12); reloaded when the files change or on SIGHUP."""
-        from mirrorbits.geo import GeoIP
-
+    def get_geoip(self) -> GeoIP:
+        """The GeoIP databases; reloaded when the files change or on SIGHUP."""
         return self._once("geoip", lambda: GeoIP(self.config.GeoipDatabasePath))
 
-    def get_cache(self) -> Any:
+    def get_cache(self) -> MirrorView:
         """The in-memory view of Redis used by the redirector (mirrorbits.cache)."""
-        from mirrorbits.cache import MirrorView
-
         return self._once("cache", lambda: MirrorView(self.get_redis(), self.reactor))
 
-    def get_web_root(self) -> Any:
+    def get_web_root(self) -> RedirectorResource:
         """The twisted.web root resource (dispatch + mirror handler)."""
-        from mirrorbits.web.resource import RedirectorResource
-
         return self._once("web_root", lambda: RedirectorResource(self))
 
-    def _redirector_services(self) -> list[Any]:
-        from mirrorbits.web.workers import RedirectorService
+    def get_redirector(self) -> RedirectorService:
+        """GeoIP checks, the view's life and (main process, ``Workers`` > 1) the worker processes."""
+        return self._once("redirector", lambda: RedirectorService(
+            self, self.get_http_listener(), spawn=self.worker is None))
 
-        return [RedirectorService(self)]
+    # -- statistics, download log and pages ------------------------------------------------------
 
-    # -- statistics, download log and pages (engineer L) ----------------------------------------
-
-    def get_download_stats(self) -> Any:
+    def get_download_stats(self) -> DownloadStats:
         """Download counters, flushed to ``STATS_*`` every 500 ms (mirrorbits.web.stats)."""
-        from mirrorbits.web.stats import DownloadStats
-
         return self._once("download_stats",
                           lambda: DownloadStats(self.get_redis(), lambda: self.config, self.reactor))
 
-    def get_download_log(self) -> Any:
-        """``<LogDir>/downloads.log`` (mirrorbits.web.downloadlog); ``reopen()`` for SIGUSR1."""
-        from mirrorbits.web.downloadlog import DownloadLog
-
+    def get_download_log(self) -> DownloadLog:
+        """``<LogDir>/downloads.log``; reopened by the lifecycle on SIGUSR1 and SIGHUP."""
         return self._once("download_log", lambda: DownloadLog(self.config_holder))
 
-    def get_pages(self) -> Any:
+    def get_pages(self) -> Endpoints:
         """?stats, ?mirrorstats, checksums, ?mirrors and the mirror list page (web.pages)."""
-        from mirrorbits.web.pages import Endpoints
-
         return self._once("pages", lambda: Endpoints(self))
 
-    def get_file_stats_handler(self) -> Any:
-        return self.get_pages().file_stats
+    # -- the process: listening socket and lifecycle -----------------------------------------------
 
-    def get_mirror_stats_handler(self) -> Any:
-        return self.get_pages().mirror_stats
+    def get_http_listener(self) -> HTTPListener:
+        """The HTTP listening socket: bound, or inherited from the previous generation, systemd or
+        (in a worker) the main process.  Paused until ready when it is shared with a running
+        process (an upgrade's parent, a worker's siblings)."""
+        def build() -> HTTPListener:
+            site = make_site(self)
+            address = lambda: self.options.listen or self.config.ListenAddress  # noqa: E731
+            if self.worker is not None:
+                return HTTPListener(site, address, self.reactor,
+                                    inherited=socket_from_fd(self.worker.listen_fd), paused=True,
+                                    shared=True)
+            inherited = self.inherited_socket()
+            return HTTPListener(site, address, self.reactor,
+                                inherited=inherited.sock if inherited is not None else None,
+                                paused=inherited is not None and inherited.parent_pid is not None,
+                                fatal=self.fatal)
 
-    def get_checksum_handler(self) -> Any:
-        return self.get_pages().checksum
+        return self._once("http", build)
 
-    def get_mirrors_json_handler(self) -> Any:
-        return self.get_pages().mirrors_json
+    def inherited_socket(self) -> Inherited | None:
+        """``OLD_FD`` of a seamless upgrade, or systemd's ``LISTEN_FDS`` (read once)."""
+        return self._once("inherited", lambda: inherited_listener() if self.worker is None else None)
 
-    def get_mirrorlist_renderer(self) -> Any:
-        return self.get_pages().mirrorlist
+    def get_lifecycle(self) -> Lifecycle:
+        """Signals, reload, log reopening, upgrade and stop of this process (one owner of each)."""
+        def build() -> Lifecycle:
+            lifecycle = Lifecycle(self, self.get_http_listener(), listen_override=self.options.listen,
+                                  pidfile=self.options.pidfile, inherited=self.inherited_socket())
+            self.lifecycle = lifecycle
+            return lifecycle
 
-    def worker_services(self) -> list[Any]:
-        """Per-process services of an HTTP worker process: its own counters and log writer."""
-        return [self.get_download_stats(), self.get_download_log()]
+        return self._once("lifecycle", build)
+
+    # -- fatal conditions --------------------------------------------------------------------------
 
     def fatal(self, message: str) -> None:
         """A condition the daemon must not run with: log it, stop, exit non-zero."""
@@ -216,12 +258,10 @@ class Mirrorbits:
         self.exit_code = 1
         if self.hard_exit_on_fatal:
             self.reactor.addSystemEventTrigger("after", "shutdown", self._hard_exit)
-        if getattr(self.reactor, "running", False):
+        if self.reactor.running:
             self.reactor.callLater(0, self._stop_reactor)
 
     def _stop_reactor(self) -> None:
-        from twisted.internet.error import ReactorNotRunning
-
         try:
             self.reactor.stop()
         except ReactorNotRunning:
@@ -231,3 +271,4 @@ class Mirrorbits:
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(self.exit_code)
+

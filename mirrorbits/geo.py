@@ -347,6 +347,7 @@ class GeoIP:
         Returns True when a database was swapped (and the lookup cache therefore dropped).  An
         operator who reloads after a configuration change learns at once what is still missing.
         """
+        self.log.debug("Reloading the GeoIP databases from {directory!r}", directory=self._directory)
         changed = self._load(force_retry=True)
         if self.unusable:
             self.log.error("{help}", help=self.missing_text(self.unusable))

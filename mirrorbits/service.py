@@ -1,45 +1,49 @@
-"""``makeService``: the daemon's service tree, shared by ``twistd mirrorbits``, ``mirrorbits.tac`` and
-``mirrorbits daemon``.
+"""``makeService``: the daemon's service tree, shared by ``twistd mirrorbits``, ``mirrorbits.tac``,
+``mirrorbits daemon`` and the HTTP worker processes.
 
 Start order (children start in the order they were added, and stop in reverse, one after the
 other): the lifecycle (signals, upgrade), the embedded Redis (if any), the Redis connection with its
 schema check, the other parts, then the HTTP listener.  So on the way down the HTTP side stops
 accepting and drains first, the stats flush while Redis is still there, and the embedded Redis stops
 last.
+
+An HTTP worker process (``DaemonOptions.worker``) gets the worker flavour of the same tree: its own
+lifecycle, Redis connection, view, download counters and download log, and the listening socket
+its parent passed; no embedded Redis, monitor, scans, admin channel or manhole (the main process
+runs those), and it waits for the main process's schema check instead of running one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import fields
 
 from twisted.application import service
-from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.internet import defer, task
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
-from mirrorbits.app import Mirrorbits
+from mirrorbits.app import DaemonOptions, Mirrorbits, WorkerSpec
 from mirrorbits.config import ConfigError, ConfigHolder, find_config_path, load_config
-from mirrorbits.web.site import make_site
+from mirrorbits.reactor import IDaemonReactor
+from mirrorbits.redis import schema
+from mirrorbits.redis.connection import RedisClient
+from mirrorbits.redis.upgrade import UnsupportedSchema, check_and_upgrade
+
+__all__ = ["DaemonOptions", "MirrorbitsService", "RedisService", "WorkerSpec", "load_options_config",
+           "makeService"]
 
 log = Logger(namespace="mirrorbits.service")
 
-
-@dataclass(frozen=True)
-class DaemonOptions:
-    """What the command line says (Go ``daemon`` flags / twistd plugin options)."""
-
-    config: str | None = None
-    pidfile: str | None = None
-    debug: bool = False
-    monitor: bool = True
-    listen: str | None = None  # overrides ListenAddress (handy for tests and quick starts)
+#: How often an HTTP worker asks whether the main process has brought the schema up to date.
+SCHEMA_POLL = 0.5
 
 
 class RedisService(service.Service):
     """Connects to Redis, runs the schema check/upgrade in the background, then opens the gate.
 
     While the check waits (Redis down, another node upgrading) the HTTP side already serves, from
-    fallbacks; a database newer than ours stops the daemon with a message naming the version.
+    fallbacks; a database newer than ours stops the daemon with a message naming the version.  In an
+    HTTP worker the main process runs the check: the worker opens its gate once the version is ours.
     """
 
     name = "redis"
@@ -54,7 +58,7 @@ class RedisService(service.Service):
         self._task.addErrback(lambda f: log.failure("Redis start-up failed", f))
 
     async def _start(self) -> None:
-        embedded = self.app.get_embedded_redis()
+        embedded = self.app.get_embedded_redis() if self.app.worker is None else None
         if embedded is not None:
             try:
                 await embedded.when_ready()
@@ -65,10 +69,11 @@ class RedisService(service.Service):
                 return
         client = self.app.get_redis()
         client.start()
-        from mirrorbits.redis.upgrade import UnsupportedSchema, check_and_upgrade
-
         try:
-            await check_and_upgrade(client, reactor=self.app.reactor)
+            if self.app.worker is not None:
+                await wait_for_current_schema(client, self.app.reactor)
+            else:
+                await check_and_upgrade(client, reactor=self.app.reactor)
         except defer.CancelledError:
             return  # stopped while checking: not a failure
         except UnsupportedSchema as e:
@@ -87,6 +92,18 @@ class RedisService(service.Service):
         return defer.Deferred.fromCoroutine(self.app.get_redis().stop())
 
 
+async def wait_for_current_schema(redis: RedisClient, reactor: IDaemonReactor) -> None:
+    """Until the database's version is ours (the main process runs the check and the upgrade)."""
+    while True:
+        try:
+            version = await redis.execute("GET", schema.DB_VERSION_KEY, unblocked=True)
+            if version is not None and str(version) == str(schema.DB_VERSION):
+                return
+        except Exception as exc:  # noqa: BLE001 - Redis not there yet
+            log.debug("worker: waiting for Redis: {e}", e=exc)
+        await task.deferLater(reactor, SCHEMA_POLL, lambda: None)
+
+
 class MirrorbitsService(service.MultiService):
     """The root of the daemon's services; ``app`` hands out the parts."""
 
@@ -98,6 +115,16 @@ class MirrorbitsService(service.MultiService):
     def __init__(self, app: Mirrorbits) -> None:
         super().__init__()
         self.app = app
+        #: Set by the twistd plugin: the observer (at our log level) that twistd should log to.
+        self.log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: service.IServiceCollection) -> None:  # noqa: N802
+        """Joining twistd's application: give it :attr:`log_observer` (twistd logs to an
+        application's ``ILogObserver`` component when it has one)."""
+        if (self.log_observer is not None and isinstance(parent, Componentized)
+                and parent.getComponent(ILogObserver) is None):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def stopService(self) -> defer.Deferred[None]:  # noqa: N802
         """Stop the children one after the other, in reverse order (MultiService stops them all at
@@ -125,39 +152,46 @@ def load_options_config(options: DaemonOptions) -> ConfigHolder:
     config = load_config(path)
     if options.listen:
         config = config.replace(ListenAddress=options.listen)
-    for warning in config.warnings:
-        log.warn("{warning}", warning=warning)
+    if options.worker is None:  # the main process has said them already
+        for warning in config.warnings:
+            log.warn("{warning}", warning=warning)
     return ConfigHolder(config, path)
 
 
-def makeService(options: DaemonOptions | dict[str, Any], reactor: Any = None,  # noqa: N802
-                config: ConfigHolder | None = None) -> MirrorbitsService:
-    """Build the daemon.  Raises :class:`ConfigError` for a config that cannot be used."""
-    if isinstance(options, dict):
-        options = DaemonOptions(**{k: v for k, v in options.items()
-                                   if k in DaemonOptions.__dataclass_fields__})
-    holder = config or load_options_config(options)
-    app = Mirrorbits(holder, reactor, monitor=options.monitor)
-    root = MirrorbitsService(app)
-    from mirrorbits.lifecycle import register_lifecycle
-    from mirrorbits.lifecycle.control import Lifecycle
-    from mirrorbits.lifecycle.listener import HTTPListener
-    from mirrorbits.lifecycle.upgrade import inherited_listener
+def parts(app: Mirrorbits) -> list[service.IService]:
+    """The services between Redis and the HTTP listener, in start order."""
+    if app.worker is not None:
+        return [app.get_redirector(), app.get_download_stats(), app.get_download_log()]
+    found: list[service.IService | None] = [
+        app.get_source_scanner(),
+        app.get_monitor_service() if app.run_monitor else None,
+        app.get_redirector(),
+        app.get_rpc_service(),
+        app.get_manhole_service(),
+        app.get_download_stats(),
+        app.get_download_log(),
+    ]
+    return [part for part in found if part is not None]
 
-    inherited = inherited_listener()  # OLD_FD of a seamless upgrade, or systemd's LISTEN_FDS
-    upgrading = inherited is not None and inherited.parent_pid is not None
-    http = HTTPListener(make_site(app), lambda: options.listen or holder.current.ListenAddress,
-                        app.reactor, inherited=inherited.sock if inherited else None,
-                        paused=upgrading, fatal=app.fatal)
-    lifecycle = Lifecycle(app, http, listen_override=options.listen, pidfile=options.pidfile,
-                          inherited=inherited)
-    register_lifecycle(app, lifecycle)
-    lifecycle.setServiceParent(root)
-    embedded = app.get_embedded_redis()
+
+def makeService(options: DaemonOptions | dict[str, object],  # noqa: N802
+                reactor: IDaemonReactor | None = None,
+                config: ConfigHolder | None = None) -> MirrorbitsService:
+    """Build the daemon (or, with ``options.worker``, an HTTP worker process).
+
+    Raises :class:`ConfigError` for a config that cannot be used."""
+    if isinstance(options, dict):
+        known = {f.name for f in fields(DaemonOptions)}
+        options = DaemonOptions(**{k: v for k, v in options.items() if k in known})  # type: ignore[arg-type]
+    holder = config or load_options_config(options)
+    app = Mirrorbits(holder, reactor, monitor=options.monitor, options=options)
+    root = MirrorbitsService(app)
+    app.get_lifecycle().setServiceParent(root)
+    embedded = app.get_embedded_redis() if app.worker is None else None
     if embedded is not None:
         embedded.setServiceParent(root)
     RedisService(app).setServiceParent(root)
-    for part in app.extra_services():
+    for part in parts(app):
         part.setServiceParent(root)
-    http.setServiceParent(root)
+    app.get_http_listener().setServiceParent(root)
     return root

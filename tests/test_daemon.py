@@ -79,7 +79,7 @@ def twistd(conf: Path) -> list[str]:
 
 
 def go_style(conf: Path, tmp: Path) -> list[str]:
-    return [sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(conf),
+    return [sys.executable, "-m", "mirrorbits", "daemon", "-config", str(conf),
             "-p", str(tmp / "mirrorbits.pid")]
 
 
@@ -181,7 +181,7 @@ def test_bad_config_fails_startup(tmp_path: Path, text: str, key: str) -> None:
 
 def test_cli_help_and_plugin_help() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, "-m", "mirrorbits.admin.cli", "help"], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "mirrorbits", "help"], capture_output=True,
                        text=True, env=env, timeout=60)
     assert p.returncode == 0
     assert p.stderr.startswith("Usage: mirrorbits [OPTIONS] COMMAND [arg...]\n")

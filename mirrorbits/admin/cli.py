@@ -1,4 +1,8 @@
-"""The ``mirrorbits`` console script: ``daemon`` starts the server, every other word is a CLI command.
+"""The ``mirrorbits`` client commands (every word of the console script but ``daemon``).
+
+The console script itself is :mod:`mirrorbits.console`: it starts the daemon for ``daemon`` and runs
+:func:`run` for the rest.  This module is the command table only, shared with the SSH manhole, so it
+never imports the daemon's assembly.
 
 Arguments, texts, columns and prompts follow the Go CLI (cli-and-admin.md §1–§8), because scripts
 parse them.  Commands run against the daemon's admin channel (:mod:`mirrorbits.admin.rpc`,
@@ -46,7 +50,7 @@ from mirrorbits.admin.goflag import ParseResult
 if TYPE_CHECKING:
     from mirrorbits.admin.interface import AdminAPI
 
-__all__ = ["CliIO", "StdIO", "main", "run", "entry_point"]
+__all__ = ["COMMAND_FUNCTIONS", "CliIO", "StdIO", "run"]
 
 #: Commands that can run on Redis alone when the daemon is down.
 LOCAL_COMMANDS = frozenset({"list", "show", "add", "edit", "enable", "disable", "remove", "geoupdate",
@@ -741,37 +745,3 @@ async def run(argv: Sequence[str], io: CliIO, reactor: Any = None, argv0: str = 
         return e.code
     finally:
         await session.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The console script: ``mirrorbits daemon ...`` or ``mirrorbits [options] COMMAND ...``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "daemon":
-        from mirrorbits.lifecycle.daemon import run_daemon
-
-        return run_daemon(args[1:])
-    from twisted.internet import defer, task
-
-    result: list[int] = [1]
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "mirrorbits"
-
-    async def go(reactor: Any) -> None:
-        result[0] = await run(args, StdIO(), reactor, argv0=argv0)
-
-    def react_main(reactor: Any) -> defer.Deferred[None]:
-        return defer.Deferred.fromCoroutine(go(reactor))
-
-    try:
-        task.react(react_main)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return int(e.code) if isinstance(e.code, int) else 1
-    return result[0]
-
-
-def entry_point() -> None:
-    raise SystemExit(main())
-
-
-if __name__ == "__main__":
-    entry_point()

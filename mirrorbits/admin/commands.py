@@ -106,7 +106,24 @@ class MirrorScanner(Protocol):
     returns a :class:`ScanReply` (without ``enabled``) or raises with the cause as message.
     """
 
-    async def scan_mirror(self, mirror: Mirror, protocol: str) -> ScanReply: ...
+    def scan_mirror(self, mirror: Mirror, protocol: str) -> Awaitable[ScanCounts]: ...
+
+
+async def _await(awaitable: Awaitable[ScanCounts]) -> ScanCounts:
+    return await awaitable
+
+
+class ScanCounts(Protocol):
+    """The counters of a finished mirror scan (``mirrorbits.scan.commit.ScanResult``)."""
+
+    @property
+    def files_indexed(self) -> int: ...
+    @property
+    def known_indexed(self) -> int: ...
+    @property
+    def removed(self) -> int: ...
+    @property
+    def tz_offset_ms(self) -> int: ...
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -645,7 +662,7 @@ class AdminCommands(AdminAPI):
         reply: ScanReply | None = None
         for proto in protocols:
             try:
-                d = defer.ensureDeferred(self.mirror_scanner.scan_mirror(mirror, proto))
+                d = defer.Deferred.fromCoroutine(_await(self.mirror_scanner.scan_mirror(mirror, proto)))
                 if timeout:
                     from twisted.internet import reactor
 
@@ -725,15 +742,14 @@ def upgrade_by_signal(reactor: IReactorTime) -> Callable[[], None]:
 
 def admin_for_app(app: Mirrorbits) -> AdminCommands:
     """The daemon's AdminCommands, wired to the app's Redis, config, local and mirror scans and the
-    lifecycle's reload/upgrade (``mirrorbits.lifecycle.get_lifecycle``; without one — tests, no HTTP
-    daemon — reload is the config holder's and upgrade is refused unless SIGUSR2 is handled)."""
-    from mirrorbits.lifecycle import get_lifecycle
+    lifecycle's reload/upgrade (``app.lifecycle``; without one — tests, no HTTP daemon — reload is
+    the config holder's and upgrade is refused unless SIGUSR2 is handled)."""
 
     async def refresh(rehash: bool) -> None:
         await app.get_source_scanner().refresh(rehash)
 
     def reload() -> None:
-        lifecycle = get_lifecycle(app)
+        lifecycle = app.lifecycle
         if lifecycle is None:
             app.config_holder.reload()
             return
@@ -741,7 +757,7 @@ def admin_for_app(app: Mirrorbits) -> AdminCommands:
         d.addErrback(lambda f: log.failure("reload failed", f))
 
     def upgrade() -> None:
-        lifecycle = get_lifecycle(app)
+        lifecycle = app.lifecycle
         if lifecycle is None:
             upgrade_by_signal(app.reactor)()
             return

@@ -14,6 +14,11 @@ Deliberate deviations from the Go original (fixes the spec allows):
   process keeps serving; ``upgrade()`` answers once the child is spawned, so the CLI sees success.
 * The upgraded child starts accepting only once its Redis connection is ready (bounded wait): the
   old process serves meanwhile, so no request gets degraded answers during the hand-over.
+
+An HTTP worker process (config key ``Workers``) has the same lifecycle in its worker flavour: its
+parent forwards SIGHUP and SIGUSR1, so it reloads and reopens exactly as the main process does; it
+does not upgrade (SIGUSR2 is for the main process), it accepts once its Redis gate is open and its
+view warm, it stops when its parent goes away, and it never talks to systemd.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.application import service
 from twisted.internet import defer, error, task
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from mirrorbits.deferutil import wait_at_most
@@ -39,6 +45,10 @@ from mirrorbits.lifecycle.upgrade import (
     ask_parent_to_quit,
     spawn_successor,
 )
+from mirrorbits.lifecycle.worker import WARM_WAIT, WORKER_STOP_DEADLINE, ParentWatch, say_ready
+
+if TYPE_CHECKING:
+    from mirrorbits.app import Mirrorbits
 
 log = Logger(namespace="mirrorbits.lifecycle")
 
@@ -60,12 +70,14 @@ class Lifecycle(service.Service):
 
     name = "lifecycle"
 
-    def __init__(self, app: Any, http: HTTPListener, *, listen_override: str | None = None,
+    def __init__(self, app: Mirrorbits, http: HTTPListener, *, listen_override: str | None = None,
                  pidfile: str | None = None, inherited: Inherited | None = None,
                  ready_timeout: float = 10.0, upgrade_timeout: float = 60.0) -> None:
         self.app = app
         self.http = http
         self.reactor = app.reactor
+        #: Set in an HTTP worker process (see the module's docstring).
+        self.worker = app.worker
         self.listen_override = listen_override
         self.pidfile = pidfile
         self.inherited = inherited
@@ -82,9 +94,9 @@ class Lifecycle(service.Service):
         self._before_upgrade: list[Callable[[], Awaitable[object] | object]] = []
         self._upgrade_failed: list[Callable[[], object]] = []
         self._forwarders: list[Callable[[int], object]] = []
-        self._upgrade_timer: Any = None
-        self._released: list[Any] = []
-        self._trigger: Any = None
+        self._upgrade_timer: IDelayedCall | None = None
+        self._released: list[service.IService] = []
+        self._stop_deadline: IDelayedCall | None = None
         #: Fires once this process serves (after the take-over, for an upgraded child).
         self.serving: defer.Deferred[None] = defer.Deferred()
 
@@ -121,7 +133,7 @@ class Lifecycle(service.Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self.reactor.callWhenRunning(self.install_signal_handlers)
-        self._trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self._shutting_down)
+        self.reactor.addSystemEventTrigger("before", "shutdown", self._shutting_down)
         self.http.when_listening().addCallback(self._listening)
 
     def stopService(self) -> None:  # noqa: N802
@@ -129,6 +141,11 @@ class Lifecycle(service.Service):
         if self._upgrade_timer is not None and self._upgrade_timer.active():
             self._upgrade_timer.cancel()
         self.signals.restore()
+        if self.worker is not None:
+            if self._stop_deadline is not None and self._stop_deadline.active():
+                self._stop_deadline.cancel()
+            log.info("HTTP worker {i} (pid {pid}) stopped after {n} connection(s)", i=self.worker.index,
+                     pid=os.getpid(), n=self.http.tracker.accepted)
 
     def install_signal_handlers(self) -> None:
         """HUP reload, USR1 reopen logs, USR2 upgrade, QUIT graceful stop (INT/TERM: the reactor's)."""
@@ -142,9 +159,29 @@ class Lifecycle(service.Service):
         for signum in self.early.take() if self.early is not None else ():
             log.info("Handling {name} received during start-up", name=signal.Signals(signum).name)
             self.reactor.callLater(0, handlers[signum])
+        if self.worker is not None:
+            self._worker_started()
 
-    def _listening(self, port: Any) -> Any:
-        if self.inherited is not None and self.inherited.parent_pid is not None:
+    def _worker_started(self) -> None:
+        """Tell the parent that signals can be sent, and stop when the parent goes away."""
+        assert self.worker is not None
+        if self.worker.ready_fd is not None:
+            problem = say_ready(self.worker.ready_fd)
+            if problem is not None:
+                log.warn("HTTP worker {i}: cannot tell the parent it is ready: {e}",
+                         i=self.worker.index, e=problem)
+        self.reactor.addReader(ParentWatch(0, self._parent_gone))
+
+    def _parent_gone(self) -> None:
+        if not self.stopping:
+            log.warn("HTTP worker {i}: parent is gone; stopping", i=self.worker.index if self.worker else 0)
+            self.graceful_stop()
+
+    def _listening(self, port: object) -> object:
+        if self.worker is not None:
+            d = defer.Deferred.fromCoroutine(self._serve_when_ready())
+            d.addErrback(lambda f: log.failure("HTTP worker start-up failed", f))
+        elif self.inherited is not None and self.inherited.parent_pid is not None:
             d = defer.Deferred.fromCoroutine(self._take_over(self.inherited.parent_pid))
             d.addErrback(lambda f: log.failure("taking over from the parent failed", f))
         else:
@@ -152,13 +189,24 @@ class Lifecycle(service.Service):
             self.serving.callback(None)
         return port
 
+    async def _serve_when_ready(self) -> None:
+        """HTTP worker: accept only once this process can answer as well as the main one (Redis
+        gate open, view warmed within :data:`WARM_WAIT`); until then the others serve."""
+        await self.app.get_redis().when_ready()
+        try:
+            await wait_at_most(self.app.get_cache().warm(), WARM_WAIT, self.reactor)
+        except defer.TimeoutError:
+            log.warn("HTTP worker: view not warm after {t}s; serving anyway", t=WARM_WAIT)
+        if self.stopping:
+            return
+        self.http.resume()
+        self.serving.callback(None)
+        log.info("HTTP worker {i} serving", i=self.worker.index if self.worker else 0)
+
     async def _take_over(self, parent_pid: int) -> None:
         """Upgraded child: be ready, accept, then ask the parent to drain and quit."""
-        try:
-            redis = self.app.get_redis()
-        except Exception:  # noqa: BLE001 - no Redis configured: nothing to wait for
-            redis = None
-        if redis is not None and not getattr(redis, "ready", True):
+        redis = self.app.get_redis()
+        if not redis.ready:
             try:
                 await wait_at_most(redis.when_ready(), self.ready_timeout, self.reactor)
             except defer.TimeoutError:
@@ -184,40 +232,39 @@ class Lifecycle(service.Service):
         return defer.Deferred.fromCoroutine(self._reload())
 
     async def _reload(self) -> bool:
-        systemd.reloading()
+        """The one reload: config, listening address, GeoIP, logs, then the worker processes.
+
+        Nothing else reloads on a config change by itself, so each of these happens once per
+        SIGHUP (a subscriber of the config holder reloading GeoIP or reopening a log too would make
+        it twice)."""
+        if self.worker is None:
+            systemd.reloading()
         try:
             holder = self.app.config_holder
             changed = holder.reload()  # logs "SIGHUP Received: ..." either way
-            if changed:
+            if changed and self.worker is None:
                 address = self.listen_override or holder.current.ListenAddress
                 if address != self.http.bound_address and self.http.running:
                     await self.http.rebind(address)
-            self._reload_parts()
+            self._reload_geoip()
             self.reopen_logs()
             self._forward(signal.SIGHUP)
             return changed
         finally:
-            systemd.ready()
+            if self.worker is None:
+                systemd.ready()
 
-    def _reload_parts(self) -> None:
-        """GeoIP and templates are reloaded on every HUP, even when the config did not change."""
-        for getter in ("get_geoip", "get_templates"):
-            part = self._part(getter)
-            if part is not None and hasattr(part, "reload"):
-                try:
-                    part.reload()
-                except Exception:
-                    log.failure("reloading {part} failed", part=getter[4:])
-
-    def _part(self, getter: str) -> Any:
-        get = getattr(self.app, getter, None)
-        if get is None:
-            return None
+    def _reload_geoip(self) -> None:
+        """GeoIP is reloaded on every HUP, even when the config did not change (new files)."""
         try:
-            return get()
+            geoip = self.app.get_geoip()
+            directory = self.app.config.GeoipDatabasePath
+            if geoip.directory != directory:
+                geoip.set_directory(directory)
+            else:
+                geoip.reload()
         except Exception:
-            log.failure("{getter}() failed", getter=getter)
-            return None
+            log.failure("reloading GeoIP failed")
 
     # -- logs -----------------------------------------------------------------------------------
 
@@ -233,16 +280,17 @@ class Lifecycle(service.Service):
                 reopen()
             except Exception:
                 log.failure("re-opening a log failed")
-        downloads = self._part("get_download_log")
-        if downloads is not None and hasattr(downloads, "reopen"):
-            try:
-                downloads.reopen()
-            except Exception:
-                log.failure("re-opening downloads.log failed")
+        try:
+            self.app.get_download_log().reopen()
+        except Exception:
+            log.failure("re-opening downloads.log failed")
 
     # -- upgrade --------------------------------------------------------------------------------
 
     def _on_sigusr2(self) -> None:
+        if self.worker is not None:
+            log.warn("HTTP worker {i}: SIGUSR2 ignored; send it to the main process", i=self.worker.index)
+            return
         log.info("SIGUSR2 Received: Seamless binary upgrade...")
         d = self.upgrade()
         d.addErrback(lambda f: f.trap(UpgradeError))  # logged already
@@ -299,8 +347,8 @@ class Lifecycle(service.Service):
                       pid=child.pid, t=self.upgrade_timeout)
             child.terminate()
 
-    async def _release_ports(self) -> list[Any]:
-        released = []
+    async def _release_ports(self) -> list[service.IService]:
+        released: list[service.IService] = []
         parent = self.parent
         for name in RELEASE_ON_UPGRADE:
             try:
@@ -344,7 +392,7 @@ class Lifecycle(service.Service):
             if self._upgrade_timer is not None and self._upgrade_timer.active():
                 self._upgrade_timer.cancel()
             self.http.handing_over = True
-            embedded = self.app.get_embedded_redis() if hasattr(self.app, "get_embedded_redis") else None
+            embedded = self.app.get_embedded_redis()
             if embedded is not None:
                 embedded.keep_running = True  # the child adopted it
             if child.pid:
@@ -360,9 +408,16 @@ class Lifecycle(service.Service):
         if self.stopping:
             return
         self.stopping = True
-        if not self.handing_over:
+        if self.worker is not None:
+            # Whatever happens in the stop, a worker must not outlive it for long.
+            self._stop_deadline = self.reactor.callLater(WORKER_STOP_DEADLINE, self._hard_exit)
+        elif not self.handing_over:
             systemd.stopping()
         log.info("Waiting for running tasks to finish...")
+
+    def _hard_exit(self) -> None:
+        log.error("HTTP worker: stop took more than {t}s; exiting now", t=WORKER_STOP_DEADLINE)
+        os._exit(1)
 
     # -- for tests and the admin side -----------------------------------------------------------
 

@@ -1,25 +1,39 @@
-"""``mirrorbits daemon``: the Go-compatible way to start the server (flags of cli-and-admin §1.3).
+"""How a daemon process is started: ``mirrorbits daemon`` (the Go flags), an HTTP worker process, and
+the log level of ``twistd mirrorbits`` / ``mirrorbits.tac``.
 
-Runs the same service tree as ``twistd mirrorbits`` (one ``makeService``), in the foreground, with
-Go's start-up order: config, logs, pid file, banner, services, signals, serve.
+Every way runs the same service tree (one ``makeService``); ``mirrorbits daemon`` in the foreground
+with Go's start-up order: config, logs, pid file, banner, services, signals, serve.  An HTTP worker
+(``python -m mirrorbits.worker``, spawned by the main process when ``Workers`` > 1) runs the worker
+flavour of that tree, logging where its parent logs, at its parent's level.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
     textFileLogObserver,
 )
+from twisted.python.logfile import LogFile
 
 from mirrorbits import VERSION
+from mirrorbits.admin.usage import daemon_flagset
+from mirrorbits.app import DaemonOptions, WorkerSpec
+from mirrorbits.config import ConfigError
+from mirrorbits.lifecycle.pidfile import pidfile_path, remove_pidfile, write_pidfile
+from mirrorbits.lifecycle.signals import EarlySignals
+from mirrorbits.lifecycle.worker import LISTEN_FD, parse_worker_arguments
+from mirrorbits.reactor import IDaemonReactor, default_reactor
+from mirrorbits.service import MirrorbitsService, load_options_config, makeService
 
 BANNER = (
     " _______ __                        __     __ __\n"
@@ -59,22 +73,37 @@ class ReopenableLog:
         self._file.close()
 
 
+def log_observer(stream: IO[str] | ReopenableLog | LogFile, debug: bool) -> ILogObserver:
+    """Twisted's text log lines on ``stream``, debug events only with ``debug`` (``-debug``)."""
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug if debug else LogLevel.info)
+    return FilteringLogObserver(textFileLogObserver(stream), [predicate])  # type: ignore[arg-type]
+
+
 def start_logging(log_file: str, debug: bool) -> IO[str] | ReopenableLog:
     stream: IO[str] | ReopenableLog = ReopenableLog(log_file) if log_file else sys.stderr
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug if debug else LogLevel.info)
-    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])  # type: ignore[arg-type]
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([log_observer(stream, debug)], redirectStandardIO=False)
     return stream
 
 
-def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
-    """Parse the daemon flags, build the services and run the reactor; returns the exit status."""
-    from mirrorbits.admin.usage import daemon_flagset
-    from mirrorbits.config import ConfigError
-    from mirrorbits.lifecycle.pidfile import pidfile_path, remove_pidfile, write_pidfile
-    from mirrorbits.lifecycle.signals import EarlySignals
-    from mirrorbits.service import DaemonOptions, load_options_config, makeService
+def twistd_log_observer(debug: bool, logfile: str | None, nodaemon: bool) -> ILogObserver:
+    """The observer twistd would use (``--logfile``: a path, ``-`` for stdout; by default stdout in
+    the foreground, ``twistd.log`` daemonized), filtered at our level: twistd logs every level, so
+    without this ``twistd mirrorbits`` would log debug events whether ``--debug`` is given or not."""
+    if logfile == "-" or (not logfile and nodaemon):
+        return log_observer(sys.stdout, debug)
+    return log_observer(LogFile.fromFullPath(logfile or "twistd.log"), debug)
 
+
+def serve(root: MirrorbitsService, reactor: IDaemonReactor) -> int:
+    """Run the reactor with ``root`` started, stop the tree on shutdown; the process's exit status."""
+    reactor.callWhenRunning(root.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
+    reactor.run()
+    return root.app.exit_code
+
+
+def run_daemon(arguments: Sequence[str], reactor: IDaemonReactor | None = None) -> int:
+    """Parse the daemon flags, build the services and run the reactor; returns the exit status."""
     early = EarlySignals().install()
     parsed = daemon_flagset().parse(list(arguments))
     if not parsed.ok:
@@ -84,7 +113,8 @@ def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
     options = DaemonOptions(config=parsed.get_str("config") or None,
                             pidfile=pidfile,
                             debug=parsed.get_bool("debug"),
-                            monitor=parsed.get_bool("monitor"))
+                            monitor=parsed.get_bool("monitor"),
+                            log_file=parsed.get_str("log") or None)
     try:
         holder = load_options_config(options)
     except ConfigError as e:
@@ -93,33 +123,49 @@ def run_daemon(arguments: Sequence[str], reactor: Any = None) -> int:
         else:
             sys.stderr.write(f"{e}\n")
         return 1
-    stream = start_logging(parsed.get_str("log"), options.debug)
+    stream = start_logging(options.log_file or "", options.debug)
     if "OLD_FD" not in os.environ:
         # An upgraded child writes it once it has taken over (Lifecycle), so that a child that
         # fails to start leaves the running parent's pid in the file.
         write_pidfile(pidfile)
     sys.stdout.write(banner())
     sys.stdout.flush()
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
+    reactor = reactor if reactor is not None else default_reactor()
     try:
         root = makeService(options, reactor=reactor, config=holder)
     except (ConfigError, ValueError) as e:
         sys.stderr.write(f"{e}\n")
         remove_pidfile(pidfile)
         return 1
-    app = root.app
-    app.hard_exit_on_fatal = False
-    from mirrorbits.lifecycle import get_lifecycle
-
-    lifecycle = get_lifecycle(app)
-    if lifecycle is not None:
-        lifecycle.early = early
-        if isinstance(stream, ReopenableLog):
-            lifecycle.add_log_reopener(stream.reopen)
-    reactor.callWhenRunning(root.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
-    reactor.run()
+    root.app.hard_exit_on_fatal = False
+    lifecycle = root.app.get_lifecycle()
+    lifecycle.early = early
+    if isinstance(stream, ReopenableLog):
+        lifecycle.add_log_reopener(stream.reopen)
+    status = serve(root, reactor)
     remove_pidfile(pidfile)
-    return app.exit_code
+    return status
+
+
+def run_worker(arguments: Sequence[str], reactor: IDaemonReactor | None = None) -> int:
+    """One HTTP worker process: the worker flavour of the daemon's service tree on the listening
+    socket its parent passed as fd :data:`~mirrorbits.lifecycle.worker.LISTEN_FD`."""
+    early = EarlySignals().install()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    opts = parse_worker_arguments(arguments)
+    options = DaemonOptions(config=opts.config, debug=opts.debug, monitor=False,
+                            log_file=opts.log or None,
+                            worker=WorkerSpec(opts.index, LISTEN_FD, opts.ready_fd))
+    stream = start_logging(opts.log, opts.debug)
+    try:
+        holder = load_options_config(options)
+        root = makeService(options, reactor=reactor if reactor is not None else default_reactor(),
+                           config=holder)
+    except (ConfigError, ValueError) as e:
+        sys.stderr.write(f"HTTP worker {opts.index}: {e}\n")
+        return 1
+    lifecycle = root.app.get_lifecycle()
+    lifecycle.early = early
+    if isinstance(stream, ReopenableLog):
+        lifecycle.add_log_reopener(stream.reopen)
+    return serve(root, root.app.reactor)

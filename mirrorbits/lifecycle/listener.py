@@ -539,7 +539,9 @@ class HTTPListener(service.Service):
     ``address`` is called for the current ``ListenAddress`` (the ``--listen`` override wins).
     ``inherited``: a listening socket from the previous generation or systemd.  ``paused``: adopt
     but do not accept until :meth:`resume` (an upgraded child waits until it is ready).
-    ``fatal`` is called when the address cannot be bound at start.
+    ``fatal`` is called when the address cannot be bound at start.  ``shared``: other processes
+    keep accepting on this socket when we stop (an HTTP worker's socket, owned by the main
+    process): serve our own accept queue, but neither refuse new connections nor unlink a path.
     """
 
     name = "http"
@@ -547,12 +549,13 @@ class HTTPListener(service.Service):
     def __init__(self, factory: IProtocolFactory, address: Callable[[], str], reactor: IDaemonReactor, *,
                  inherited: socket.socket | None = None, paused: bool = False,
                  fatal: Callable[[str], None] | None = None, drain_timeout: float = 5.0,
-                 idle_grace: float = 1.0) -> None:
+                 idle_grace: float = 1.0, shared: bool = False) -> None:
         self.factory = factory
         self.address = address
         self.reactor = reactor
         self.inherited = inherited
         self.paused = paused
+        self.shared = shared
         self.fatal = fatal
         self.drain_timeout = drain_timeout
         self.idle_grace = idle_grace
@@ -682,7 +685,8 @@ class HTTPListener(service.Service):
         ds: list[defer.Deferred[None]] = []
         if self._current is not None:
             final = not self.handing_over
-            ds.append(self._current.close(unlink=final, last=final, refuse_new=final))
+            owner = final and not self.shared
+            ds.append(self._current.close(unlink=owner, last=final, refuse_new=owner))
             self._current = None
         if self._endpoint_port is not None:
             stopped = self._endpoint_port.stopListening()

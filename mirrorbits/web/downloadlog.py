@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
 from twisted.logger import Logger
@@ -99,21 +98,18 @@ def format_line(typ: str, status: int, method: str, results: Results | None,
 class DownloadLog(Service):
     """``downloads.log`` of the daemon; a no-op while ``LogDir`` is empty.
 
-    Reopened (closed, opened again, header rule re-applied) on ``SIGUSR1`` and on every config
-    reload (``SIGHUP``), so ``logrotate`` works with the Go original's snippet; a changed
-    ``LogDir`` takes effect there too.
+    Reopened (closed, opened again, header rule re-applied) by the process's lifecycle on
+    ``SIGUSR1`` and on every config reload (``SIGHUP``), once each, so ``logrotate`` works with the
+    Go original's snippet; a changed ``LogDir`` takes effect there too.
     """
 
     name = "downloadlog"
 
-    def __init__(self, config: Callable[[], Config], clock: Callable[[], float] = time.time,
-                 install_signal: bool = True) -> None:
+    def __init__(self, config: Callable[[], Config], clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.install_signal = install_signal
         self._fd: int | None = None
         self.path: str | None = None
-        self._previous_usr1: Any = None
 
     # -- file ----------------------------------------------------------------------------------
 
@@ -153,6 +149,7 @@ class DownloadLog(Service):
 
     def reopen(self) -> None:
         """Close and open again (log rotation, ``LogDir`` change)."""
+        log.debug("Re-opening the download log in {dir!r}", dir=self.config().LogDir)
         self.open()
 
     def write(self, typ: str, status: int, method: str, results: Results | None,
@@ -176,37 +173,7 @@ class DownloadLog(Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self.open()
-        holder = self.config
-        if hasattr(holder, "subscribe"):
-            holder.subscribe(lambda old, new: self.reopen() if self.running else None)
-        if self.install_signal:
-            self._install_usr1()
 
     def stopService(self) -> None:  # noqa: N802
         super().stopService()
         self.close()
-        if self.install_signal and self._previous_usr1 is not None:
-            try:
-                signal.signal(signal.SIGUSR1, self._previous_usr1)
-            except ValueError:
-                pass
-            self._previous_usr1 = None
-
-    def _install_usr1(self) -> None:
-        """Reopen on SIGUSR1, chaining to whatever handler was there (the runtime log's)."""
-        try:
-            previous = signal.getsignal(signal.SIGUSR1)
-        except ValueError:
-            return
-        from twisted.internet import reactor
-
-        def handler(signum: int, frame: Any) -> None:
-            reactor.callFromThread(self.reopen)  # type: ignore[attr-defined]
-            if callable(previous) and previous not in (signal.SIG_IGN, signal.SIG_DFL):
-                previous(signum, frame)
-
-        try:
-            signal.signal(signal.SIGUSR1, handler)
-        except ValueError:  # not the main thread (tests in a thread): no signal handling
-            return
-        self._previous_usr1 = previous if previous is not None else signal.SIG_DFL

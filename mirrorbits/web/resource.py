@@ -8,20 +8,17 @@ synchronously (returns bytes).  Otherwise it returns ``NOT_DONE_YET`` and answer
 loaded the path — or at once with the fallbacks when Redis cannot be used (never a 500 with a raw
 Redis error: Go quirks 1–2 are fixed, see :meth:`RedirectorResource._selection`).
 
-Plug-in points for the other endpoints (engineer L).  Each is looked up on the app when a request
-needs it, so adding the getter to :class:`mirrorbits.app.Mirrorbits` is enough:
+The other endpoints and the per-request side effects are parts the hub
+(:class:`mirrorbits.app.Mirrorbits`) hands out, fetched on first use (so a test can build the
+resource on a hub with only the view):
 
-* ``app.get_file_stats_handler()`` → ``handler(request, ctx) -> bytes | NOT_DONE_YET`` (``?stats``)
-* ``app.get_mirror_stats_handler()`` → same signature (``?mirrorstats``)
-* ``app.get_checksum_handler()`` → same signature (``?md5``/``?sha1``/``?sha256``)
-* ``app.get_mirrors_json_handler()`` → same signature (``?mirrors``, not a Go type: checked last)
-* ``app.get_mirrorlist_renderer()`` → ``render(request, results: Results) -> bytes`` (``?mirrorlist``)
-* ``app.get_download_stats()`` → ``.count_download(request, results)`` after a GET redirect with a
-  non-empty list (§9.4: dedupe on Range, first mirror, local size are the callee's business)
-* ``app.get_download_log()`` → ``.log(renderer_type, status, method, results)`` (§10.1)
-
-``ctx`` is a :class:`RequestContext`.  A missing plug-in answers 404 (``?stats`` …), or 500 with
-Go's "no templates" text (``?mirrorlist``); a missing counter or log is simply skipped.
+* ``app.get_pages()`` (:class:`mirrorbits.web.pages.Endpoints`): ``file_stats`` (``?stats``),
+  ``mirror_stats`` (``?mirrorstats``), ``checksum`` (``?md5``/``?sha1``/``?sha256``),
+  ``mirrors_json`` (``?mirrors``, not a Go type: checked last), each ``handler(request, ctx)`` with
+  ``ctx`` a :class:`RequestContext`, and ``mirrorlist(request, results) -> bytes`` (``?mirrorlist``);
+* ``app.get_download_stats().count_download(request, results)`` after a GET redirect with a
+  non-empty list (dedupe on Range, first mirror, local size are the callee's business);
+* ``app.get_download_log().log(renderer_type, status, method, results)``.
 """
 
 from __future__ import annotations
@@ -30,8 +27,10 @@ import calendar
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from twisted.internet import defer
@@ -41,7 +40,7 @@ from twisted.web import resource, server
 from mirrorbits import VERSION
 from mirrorbits.cache import LRU, MirrorView, PathEntry
 from mirrorbits.deferutil import wait_at_most
-from mirrorbits.geo import EMPTY_RECORD, GeoRecord
+from mirrorbits.geo import GeoIP, GeoRecord
 from mirrorbits.model import FileInfo
 from mirrorbits.selection import (
     Chosen,
@@ -68,6 +67,12 @@ from mirrorbits.web.render import (
     render_redirect,
 )
 from mirrorbits.web.site import deliver, gzip_answer
+
+if TYPE_CHECKING:
+    from mirrorbits.app import Mirrorbits
+    from mirrorbits.web.downloadlog import DownloadLog
+    from mirrorbits.web.pages import Endpoints
+    from mirrorbits.web.stats import DownloadStats
 
 __all__ = [
     "CHECKSUM",
@@ -185,24 +190,23 @@ class RedirectorResource(resource.Resource):
     #: Client locations whose :class:`LocationPlan` is kept (each ~60 small tuples).
     location_plans = 4096
 
-    def __init__(self, app: Any, *, rng: random.Random | None = None) -> None:
+    def __init__(self, app: Mirrorbits, *, rng: random.Random | None = None) -> None:
         super().__init__()
         self.app = app
         self.rng = rng or random.Random()
         self._state: _ConfigState | None = None
-        self._parts: dict[str, Any] = {}
         self._memo: LRU[tuple[str, Secure, tuple[str, str, int, int]],
                         tuple[object, object, list[Chosen]]] = LRU(self.memo_size)
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, Any, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
-        self.dispatch = {
+        self.dispatch: dict[str, Callable[[server.Request, RequestContext], bytes | int]] = {
             STANDARD: self._mirror_handler,
             MIRRORLIST: self._mirror_handler,
-            FILESTATS: self._plugin("get_file_stats_handler"),
-            MIRRORSTATS: self._plugin("get_mirror_stats_handler"),
-            CHECKSUM: self._plugin("get_checksum_handler"),
-            MIRRORSJSON: self._plugin("get_mirrors_json_handler"),
+            FILESTATS: lambda request, ctx: self.pages.file_stats(request, ctx),
+            MIRRORSTATS: lambda request, ctx: self.pages.mirror_stats(request, ctx),
+            CHECKSUM: lambda request, ctx: self.pages.checksum(request, ctx),
+            MIRRORSJSON: lambda request, ctx: self.pages.mirrors_json(request, ctx),
         }
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -214,32 +218,30 @@ class RedirectorResource(resource.Resource):
             st = self._state = _ConfigState(config)
         return st
 
-    def _getter(self, name: str) -> Any:
-        """The part an app getter hands out; cached, since getters build each part once."""
-        part = self._parts.get(name)
-        if part is None:
-            getter = getattr(self.app, name, None)
-            part = getter() if getter is not None else None
-            if part is not None:
-                self._parts[name] = part
-        return part
+    # The hub's parts, fetched once (the hub builds each once; a plain attribute on the hot path).
 
-    def _plugin(self, getter_name: str) -> Any:
-        def handler(request: Any, ctx: RequestContext) -> bytes | int:
-            h = self._getter(getter_name)
-            if h is None:
-                return plain_error(request, 404, "Not Found")
-            return h(request, ctx)  # type: ignore[no-any-return]
-
-        return handler
-
-    @property
+    @cached_property
     def view(self) -> MirrorView:
-        return self._getter("get_cache")  # type: ignore[no-any-return]
+        return self.app.get_cache()
+
+    @cached_property
+    def geoip(self) -> GeoIP:
+        return self.app.get_geoip()
+
+    @cached_property
+    def pages(self) -> Endpoints:
+        return self.app.get_pages()
+
+    @cached_property
+    def download_log(self) -> DownloadLog:
+        return self.app.get_download_log()
+
+    @cached_property
+    def download_stats(self) -> DownloadStats:
+        return self.app.get_download_stats()
 
     def _client_location(self, ip: str) -> tuple[GeoRecord, ClientLocation]:
-        geoip = self._getter("get_geoip")
-        rec = geoip.lookup(ip) if geoip is not None else EMPTY_RECORD
+        rec = self.geoip.lookup(ip)
         cached = self._locations.get(ip)
         if cached is not None and cached[0] is rec:
             return cached
@@ -280,7 +282,7 @@ class RedirectorResource(resource.Resource):
         rtype = request_type(query)
         ctx = RequestContext(url_path, query, st.config, rtype)
         body = self.dispatch[rtype](request, ctx)
-        if body is server.NOT_DONE_YET:
+        if isinstance(body, int):  # NOT_DONE_YET
             return body
         return gzip_answer(request, body, st.config.Gzip)
 
@@ -391,25 +393,18 @@ class RedirectorResource(resource.Resource):
 
         # 10. Render.
         if rtype == MIRRORLIST:
-            renderer = self._getter("get_mirrorlist_renderer")
-            if renderer is None:
-                return plain_error(request, 500, "please set a valid path to the templates directory")
             request.setHeader(b"Cache-Control", b"private, no-cache")
-            return renderer(request, results)  # type: ignore[no-any-return]
+            return self.pages.mirrorlist(request, results)
         if rtype == JSON:
             body = render_json(request, results, "pretty" in ctx.query)
         else:
             body = render_redirect(request, results, config.MaxLinkHeaders,
                                    plan.extra if plan is not None and not fallback else None)
 
-        # 11–12. Log line and download counting (engineer L's parts, when present).
-        dlog = self._getter("get_download_log")
-        if dlog is not None:
-            dlog.log(rtype, request.code, method.decode("latin-1"), results)
+        # 11–12. Log line and download counting.
+        self.download_log.log(rtype, request.code, method.decode("latin-1"), results)
         if rtype == REDIRECT and method == b"GET" and mlist:
-            stats = self._getter("get_download_stats")
-            if stats is not None:
-                stats.count_download(request, results)
+            self.download_stats.count_download(request, results)
         return body
 
     def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,

@@ -104,7 +104,7 @@ class AdminDaemon:
         self.env.pop("MIRRORBITS_CONFIG", None)
         self._batch: subprocess.Popen[str] | None = None
         self.proc = processes.spawn(
-            [sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(self.conf),
+            [sys.executable, "-m", "mirrorbits", "daemon", "-config", str(self.conf),
              "-monitor=false", "-p", str(tmp / "mirrorbits.pid")],
             cwd=tmp, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         try:
@@ -163,7 +163,7 @@ class AdminDaemon:
 
     def run_process(self, argv: list[str], stdin: str = "", env: dict[str, str] | None = None) -> Result:
         """The real console script in its own process (streams, exit status)."""
-        proc = subprocess.run([sys.executable, "-m", "mirrorbits.admin.cli", *argv], input=stdin,
+        proc = subprocess.run([sys.executable, "-m", "mirrorbits", *argv], input=stdin,
                               capture_output=True, text=True, cwd=self.tmp,
                               env=dict(self.env, **(env or {})), timeout=60)
         return Result(proc.returncode, proc.stdout, proc.stderr)

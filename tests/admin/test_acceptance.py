@@ -261,7 +261,7 @@ def test_daemon_command_line_errors(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"}
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mirrorbits.admin.cli", *argv], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "mirrorbits", *argv], capture_output=True,
                               text=True, cwd=tmp_path, env=env, timeout=60)
 
     missing = run("daemon", "-config", str(tmp_path / "nonexistent"))

@@ -60,7 +60,7 @@ def write_config(tmp: Path, port: int, redis: RedisServer, extra: str = "") -> P
 
 
 def go_style(conf: Path, pidfile: Path) -> list[str]:
-    return [sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(conf),
+    return [sys.executable, "-m", "mirrorbits", "daemon", "-config", str(conf),
             "-p", str(pidfile), "-monitor=false"]
 
 

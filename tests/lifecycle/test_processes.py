@@ -124,7 +124,7 @@ def test_systemd_socket_activation_notify_and_log_reopen(tmp_path: Path, redis: 
     logfile = tmp_path / "mirrorbits.log"
     pidfile = tmp_path / "mirrorbits.pid"
     fd = activated.fileno()
-    args = [sys.executable, "-c", LAUNCHER, str(fd), "-m", "mirrorbits.admin.cli", "daemon",
+    args = [sys.executable, "-c", LAUNCHER, str(fd), "-m", "mirrorbits", "daemon",
             "-config", str(conf), "-p", str(pidfile), "-monitor=false", "-log", str(logfile)]
     pids: list[int] = []
     with subreaper():
@@ -308,7 +308,7 @@ def test_go_daemon_upgraded_in_place_to_python(tmp_path: Path, redis: RedisServe
             # the operator installs the new program at the same path, then asks for an upgrade
             exe.unlink()
             exe.write_text(f"#!/bin/sh\nexport PYTHONPATH={Path(__file__).resolve().parents[2]}\n"
-                           f"exec {sys.executable} -m mirrorbits.admin.cli \"$@\"\n")
+                           f"exec {sys.executable} -m mirrorbits \"$@\"\n")
             exe.chmod(0o755)
             go.send_signal(signal.SIGUSR2)
             assert go.wait(30) == 0

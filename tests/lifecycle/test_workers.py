@@ -31,7 +31,7 @@ from tests.lifecycle.helpers import (
     write_config,
 )
 
-WORKER_MODULE = "mirrorbits.web.workers"
+WORKER_MODULE = "mirrorbits.worker"
 
 
 def children(pid: int) -> list[int]:

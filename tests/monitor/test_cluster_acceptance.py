@@ -199,7 +199,7 @@ def _run(tmp: Path, repo: Path, server: RedisServer, r: Any, procs: list[subproc
             f"ListenAddress: 127.0.0.1:{port}\nRPCListenAddress: 127.0.0.1:{free_port()}\n"
             f"GeoipDatabasePath: {d / 'nogeoip'}\nCheckInterval: 1\nScanInterval: 30\n")
         out = open(d / "daemon.log", "ab")  # noqa: SIM115
-        p = processes.spawn([sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config",
+        p = processes.spawn([sys.executable, "-m", "mirrorbits", "daemon", "-config",
                               str(conf), "-p", str(d / "mirrorbits.pid")],
                              cwd=d, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()

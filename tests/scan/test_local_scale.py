@@ -154,7 +154,7 @@ class ScanDaemon:
         self.log_path = tmp / "daemon.log"
         with open(self.log_path, "wb") as log:
             self.proc = processes.spawn(
-                [sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(conf),
+                [sys.executable, "-m", "mirrorbits", "daemon", "-config", str(conf),
                  "-monitor=false"], cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
     def wait_ready(self) -> None:
@@ -164,7 +164,7 @@ class ScanDaemon:
     def refresh(self, *flags: str) -> subprocess.Popen[str]:
         """The admin ``refresh`` through the real CLI, in its own process (returns at once)."""
         return subprocess.Popen(
-            [sys.executable, "-m", "mirrorbits.admin.cli", "-h", "127.0.0.1", "-p", str(self.rpc_port),
+            [sys.executable, "-m", "mirrorbits", "-h", "127.0.0.1", "-p", str(self.rpc_port),
              "refresh", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
 
     def output(self) -> str:

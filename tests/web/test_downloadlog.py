@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import tempfile
-from typing import Any
 
 from twisted.internet import defer, reactor, task
 
@@ -57,7 +56,7 @@ def test_prefix_and_header_format() -> None:
 def test_case57_header_only_for_new_or_empty_files_and_reopen() -> None:
     tmp = tempfile.mkdtemp()
     holder = ConfigHolder(Config(Repository="/", LogDir=tmp))
-    dl = DownloadLog(holder, install_signal=False)
+    dl = DownloadLog(holder)
     dl.write("JSON", 404, "GET", results())  # disabled until opened: a no-op
     path = os.path.join(tmp, "downloads.log")
     assert not os.path.exists(path)
@@ -89,9 +88,13 @@ class LinesFromRequests(RedirectorTestCase):
             logdir = os.path.join(self.tmp, "logs")
             os.makedirs(logdir)
             h = await self.harness(LogDir=logdir)
-            dl: Any = h.app.get_download_log()
+            dl = h.app.get_download_log()
             dl.startService()
             self.addCleanup(dl.stopService)
+            # SIGUSR1 is the lifecycle's (the one owner of the process's signals).
+            lifecycle = h.app.get_lifecycle()
+            lifecycle.install_signal_handlers()
+            self.addCleanup(lifecycle.signals.restore)
             await h.request("/testy.tgz", headers={"X-Forwarded-For": "10.0.0.1"})
             await h.request("/testy.tgz?mirrorlist")  # no line
             await h.request("/testy.tgz?sha256")  # no line

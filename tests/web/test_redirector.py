@@ -289,8 +289,7 @@ class Workers(RedirectorTestCase):
             env_path = os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
             os.environ["PYTHONPATH"] = env_path
             self.addCleanup(os.environ.__setitem__, "PYTHONPATH", env_path)
-            workers = spawn_workers(reactor, h.port.fileno(), 1, config_path=conf,
-                                    redis_address=self.redis.address)
+            workers = spawn_workers(reactor, h.port.fileno(), 1, config_path=conf)
             self.assertEqual(len(workers), 1)
 
             def stop() -> defer.Deferred[None]:

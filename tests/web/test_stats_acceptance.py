@@ -85,7 +85,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def start_daemon(world: dict[str, Any]) -> Daemon:
     tmp: Path = world["tmp"]
-    d = Daemon([sys.executable, "-m", "mirrorbits.admin.cli", "daemon", "-config", str(world["conf"]),
+    d = Daemon([sys.executable, "-m", "mirrorbits", "daemon", "-config", str(world["conf"]),
                 "-monitor=false", "-p", str(tmp / "mirrorbits.pid")], world["port"], tmp)
     world["daemons"].append(d)
     d.wait_http()

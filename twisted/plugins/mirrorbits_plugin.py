@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.application.service import IServiceMaker
+from twisted.application.service import IService, IServiceMaker
 from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
@@ -32,19 +30,27 @@ class MirrorbitsServiceMaker:
     description = "Mirrorbits: a geographical download redirector."
     options = Options
 
-    def makeService(self, options: Any) -> Any:  # noqa: N802 - twisted's interface
+    def makeService(self, options: usage.Options) -> IService:  # noqa: N802 - twisted's interface
         import sys
 
         from mirrorbits.config import ConfigError
+        from mirrorbits.lifecycle.daemon import twistd_log_observer
         from mirrorbits.service import DaemonOptions, makeService
 
+        debug = bool(options["debug"])
         try:
-            return makeService(DaemonOptions(config=options["config"], listen=options["listen"],
-                                             debug=bool(options["debug"]),
-                                             monitor=not options["no-monitor"]))
+            root = makeService(DaemonOptions(config=options["config"], listen=options["listen"],
+                                             debug=debug, monitor=not options["no-monitor"]))
         except ConfigError as e:
             sys.stderr.write(f"{e}\n")
             raise SystemExit(1) from None
+        # twistd logs every level; our observer (where twistd would log) drops debug events unless
+        # --debug.  twistd's own --logger or --syslog choice is left alone.
+        twistd = options.parent
+        if twistd is not None and not twistd.get("logger") and not twistd.get("syslog"):
+            root.log_observer = twistd_log_observer(debug, twistd.get("logfile"),
+                                                    bool(twistd.get("nodaemon")))
+        return root
 
 
 serviceMaker = MirrorbitsServiceMaker()

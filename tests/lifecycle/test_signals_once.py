@@ -65,7 +65,6 @@ def test_each_signal_reloads_and_reopens_once_per_process(tmp_path: Path, redis:
         time.sleep(0.5)
         out = d.output()
         geoip, reopen = out.count(GEOIP_RELOAD), out.count(LOG_REOPEN)
-        assert "[mirrorbits" in out and "#debug]" in out, "-debug logs the debug events"
         assert (tmp_path / "logs" / "downloads.log").exists()
 
         for round_ in range(1, 3):
@@ -92,13 +91,15 @@ def test_each_signal_reloads_and_reopens_once_per_process(tmp_path: Path, redis:
         assert "HTTP worker 1 (pid" in d.output()
 
 
-def run_until_listening(args: list[str], cwd: Path, port: int, extra_env: dict[str, str] | None = None
-                        ) -> str:
-    """Start a daemon, wait until it serves and says it listens, stop it; its output."""
+def run_and_reload(args: list[str], cwd: Path, port: int, extra_env: dict[str, str] | None = None
+                   ) -> str:
+    """Start a daemon, wait until it serves, reload it (SIGHUP), stop it; its output."""
     d = Daemon(args, cwd, extra_env=extra_env)
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
         d.wait_log("Service listening on")
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_log("SIGHUP Received: Reloading configuration...")
         time.sleep(0.5)
     finally:
         d.proc.send_signal(signal.SIGTERM)
@@ -111,7 +112,7 @@ def run_until_listening(args: list[str], cwd: Path, port: int, extra_env: dict[s
 
 @pytest.mark.parametrize("entry", ["daemon", "twistd", "tac"])
 def test_debug_is_honoured_by_every_entry_point(tmp_path: Path, redis: RedisServer, entry: str) -> None:
-    """Debug events (GeoIP's start-up load, among others) appear with the flag and only with it."""
+    """Debug events (the GeoIP reload of a SIGHUP, among others) appear with the flag, only with it."""
     outputs = {}
     for debug in (False, True):
         cwd = tmp_path / f"debug-{debug}"
@@ -128,7 +129,7 @@ def test_debug_is_honoured_by_every_entry_point(tmp_path: Path, redis: RedisServ
         else:
             args = [*TWISTD, "-n", "--pidfile=", "-y", str(ROOT / "mirrorbits.tac")]
             extra_env = {"MIRRORBITS_CONFIG": str(conf), **({"MIRRORBITS_DEBUG": "1"} if debug else {})}
-        outputs[debug] = run_until_listening(args, cwd, port, extra_env)
+        outputs[debug] = run_and_reload(args, cwd, port, extra_env)
     assert GEOIP_RELOAD in outputs[True], outputs[True][-3000:]
     assert "#debug]" not in outputs[False] and GEOIP_RELOAD not in outputs[False], outputs[False][-3000:]
     assert "#info]" in outputs[False] or "Service listening on" in outputs[False]

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import FrameType
 
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 log = Logger(namespace="mirrorbits.signals")
 
 Handler = Callable[[], object]
+#: What ``signal.getsignal`` returns: a Python handler, SIG_DFL/SIG_IGN, or None (not set from Python).
+PythonHandler = Callable[[int, FrameType | None], object]
+Previous = PythonHandler | int | signal.Handlers | None
 
 
 class SignalHandlers:
     """Installs handlers and can put the previous ones back (tests, a stopped service)."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorThreads) -> None:
         self.reactor = reactor
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, Previous] = {}
 
     def install(self, handlers: Mapping[int, Handler], *, chain: frozenset[int] = frozenset()) -> None:
         """``handlers[signum]()`` runs on the reactor thread for each signal received.
@@ -37,8 +41,8 @@ class SignalHandlers:
             self._previous.setdefault(signum, previous)
             earlier = previous if signum in chain and callable(previous) else None
 
-            def on_signal(sig: int, frame: Any, handler: Handler = handler,
-                          earlier: Any = earlier) -> None:
+            def on_signal(sig: int, frame: FrameType | None, handler: Handler = handler,
+                          earlier: PythonHandler | None = earlier) -> None:
                 if earlier is not None:
                     try:
                         earlier(sig, frame)
@@ -82,7 +86,7 @@ class EarlySignals:
             signal.signal(signum, self._record)
         return self
 
-    def _record(self, signum: int, frame: Any) -> None:
+    def _record(self, signum: int, frame: FrameType | None) -> None:
         if signum not in self.received:
             self.received.append(signum)
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
 from twisted.internet import defer
@@ -39,6 +39,7 @@ from twisted.web import resource, server
 
 from mirrorbits import VERSION
 from mirrorbits.cache import LRU, MirrorView, PathEntry
+from mirrorbits.config import Config
 from mirrorbits.deferutil import wait_at_most
 from mirrorbits.geo import GeoIP, GeoRecord
 from mirrorbits.model import FileInfo
@@ -109,7 +110,7 @@ class RequestContext:
 
     url_path: str
     query: dict[str, list[str]]
-    config: Any
+    config: Config
     request_type: str
 
 
@@ -171,7 +172,7 @@ class _ConfigState:
 
     __slots__ = ("config", "server", "repository", "fallbacks", "outdated", "mode")
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.server = f"Mirrorbits/{VERSION}".encode()
         self.repository = config.Repository
@@ -197,7 +198,7 @@ class RedirectorResource(resource.Resource):
         self._state: _ConfigState | None = None
         self._memo: LRU[tuple[str, Secure, tuple[str, str, int, int]],
                         tuple[object, object, list[Chosen]]] = LRU(self.memo_size)
-        self._loc_plans: dict[tuple[str, str, int, int], tuple[int, Any, LocationPlan]] = {}
+        self._loc_plans: dict[tuple[str, str, int, int], tuple[int, MirrorView, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
         self.dispatch: dict[str, Callable[[server.Request, RequestContext], bytes | int]] = {
@@ -254,7 +255,7 @@ class RedirectorResource(resource.Resource):
 
     # -- entry point -----------------------------------------------------------------------------
 
-    def render(self, request: Any) -> bytes | int:
+    def render(self, request: server.Request) -> bytes | int:
         """Go's ServeMux rules, then dispatch (§1, §2).  Never raises: a bug gives a plain 500."""
         try:
             return self._render(request)
@@ -262,7 +263,7 @@ class RedirectorResource(resource.Resource):
             log.failure("Request {uri!r} failed", uri=request.uri)
             return plain_error(request, 500, "Internal Server Error")
 
-    def _render(self, request: Any) -> bytes | int:
+    def _render(self, request: server.Request) -> bytes | int:
         st = self._config_state()
         try:
             target = paths.parse_request_target(request.uri)
@@ -286,7 +287,7 @@ class RedirectorResource(resource.Resource):
             return body
         return gzip_answer(request, body, st.config.Gzip)
 
-    def _moved_permanently(self, request: Any, location: str) -> bytes:
+    def _moved_permanently(self, request: server.Request, location: str) -> bytes:
         """ServeMux's 301 for a non-canonical path (§1): no Server header, never gzipped."""
         request.responseHeaders.removeHeader(b"Server")
         request.setResponseCode(301)
@@ -299,7 +300,7 @@ class RedirectorResource(resource.Resource):
 
     # -- mirror handler (§4) -----------------------------------------------------------------------
 
-    def _mirror_handler(self, request: Any, ctx: RequestContext) -> bytes | int:
+    def _mirror_handler(self, request: server.Request, ctx: RequestContext) -> bytes | int:
         st = self._config_state()
         try:
             path = paths.sanitize_path(st.repository, ctx.url_path)
@@ -312,7 +313,7 @@ class RedirectorResource(resource.Resource):
             return self._answer(request, ctx, path, entry, None)
         return deliver(request, st.config.Gzip, self._load_and_answer(request, ctx, path))
 
-    async def _load_and_answer(self, request: Any, ctx: RequestContext, path: str) -> bytes:
+    async def _load_and_answer(self, request: server.Request, ctx: RequestContext, path: str) -> bytes:
         view = self.view
         error: str | None = None
         entry: PathEntry | None = None
@@ -327,7 +328,7 @@ class RedirectorResource(resource.Resource):
             entry = None
         return self._answer(request, ctx, path, entry, error)
 
-    def _answer(self, request: Any, ctx: RequestContext, path: str, entry: PathEntry | None,
+    def _answer(self, request: server.Request, ctx: RequestContext, path: str, entry: PathEntry | None,
                 load_error: str | None) -> bytes:
         """Steps 3–12 of §4 once the view has answered (or Redis failed: ``entry`` None)."""
         st = self._config_state()
@@ -408,7 +409,7 @@ class RedirectorResource(resource.Resource):
         return body
 
     def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,
-                            secure: Secure, config: Any, st: _ConfigState
+                            secure: Secure, config: Config, st: _ConfigState
                             ) -> tuple[Selection, FilePlan | None] | None:
         """Selection for a redirect through the exact fast path of :mod:`mirrorbits.selection`.
 
@@ -466,7 +467,7 @@ class RedirectorResource(resource.Resource):
                                  ch.weight) for ch in hit[2]], []), plan
 
     def _selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
-                   secure: Secure, is_list: bool, config: Any, st: _ConfigState) -> Selection:
+                   secure: Secure, is_list: bool, config: Config, st: _ConfigState) -> Selection:
         pairs = entry.pairs if entry is not None and entry.pairs is not None else ()
         return select_mirrors(
             path, info.size, info.mod_time_ns, pairs, loc,
@@ -477,12 +478,12 @@ class RedirectorResource(resource.Resource):
         )
 
 
-def _first(request: Any, name: bytes) -> bytes | None:
+def _first(request: server.Request, name: bytes) -> bytes | None:
     values = request.requestHeaders.getRawHeaders(name)
     return values[0] if values else None
 
 
-def _accepts_json(request: Any) -> bool:
+def _accepts_json(request: server.Request) -> bool:
     """``auto`` mode: the first ``Accept`` line contains ``application/json`` (no q-values)."""
     accept = _first(request, b"accept")
     return accept is not None and b"application/json" in accept

@@ -408,8 +408,8 @@ class Monitor:
         roots again).  Copying an unset (``""``) key on every check used to drop a CA given to the
         client directly.
         """
-        ca_file = getattr(config, "CheckTLSCAFile", None)  # our key, if the config has it
-        if ca_file is None or ca_file == self._config_ca:
+        ca_file = config.CheckTLSCAFile
+        if ca_file == self._config_ca:
             return
         if self._config_ca is not None or ca_file:
             self.checker.client.ca_file = ca_file

@@ -3,7 +3,7 @@ order them; rank the ``Fallbacks`` when no mirror can be used.
 
 Every decision is Go's, bit for bit, including its float32 arithmetic and its exclusion texts;
 the redirect fast path (:mod:`~mirrorbits.selection.fastpath`) takes the same decisions through
-:class:`Scorer` and :func:`mtime_acceptable`, so the two cannot drift apart.
+:func:`computed_scores` and :func:`mtime_delta`, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from mirrorbits.selection.records import (
     Selection,
 )
 
-__all__ = ["FallbackEntry", "Scorer", "fallback_choices", "mtime_delta", "rank_sort", "select_mirrors"]
+__all__ = ["FallbackEntry", "computed_scores", "fallback_choices", "mtime_delta", "rank_sort", "select_mirrors"]
 
 #: ``AllowOutdatedFiles`` as the selection takes it: (path prefix, minutes).
 OutdatedRule = tuple[str, int]
@@ -55,43 +55,44 @@ def mtime_delta(local_ns: int, mirror_ns: int, cand: Candidate, fix_timezone_off
     return local_ns - mirror_ns
 
 
-class Scorer:
-    """Go's ``ComputedScore`` of a mirror at distance ``d`` for one client, once the accepted set's
-    closest and farthest distances are known (float32 where Go uses float32)."""
+def computed_scores(client: ClientLocation, cands: Sequence[Candidate], dists: Sequence[float],
+                    closest: float, farthest: float, weight_distribution_range: float) -> list[int]:
+    """Go's ``ComputedScore`` of each candidate at its distance, once the accepted set's closest
+    and farthest distances are known (float32 where Go uses float32).  A mirror gets a weight
+    when its score exceeds ``int(farthest)``.
 
-    __slots__ = ("base", "_base_f", "_half_base", "_limit", "_additional_bonus", "_country", "_asn")
-
-    def __init__(self, client: ClientLocation, closest: float, farthest: float,
-                 weight_distribution_range: float) -> None:
-        if closest == 0:
-            closest = SMALLEST_F32
-        #: ``int(farthest)``: a mirror gets a weight when its score exceeds it.
-        self.base = base = int(farthest)
-        self._base_f = float(base)  # float32(baseScore): exact for any realistic distance
-        self._half_base = base // 2
-        self._limit = f32(closest * f32(weight_distribution_range))
-        self._additional_bonus = int(f32(self._base_f - closest))
-        self._country = client.country
-        self._asn = client.asnum
-
-    def score(self, cand: Candidate, d: float) -> int:
-        base_f = self._base_f
-        cs = self.base - int(d) + 1
-        if d <= self._limit:
+    One loop over the whole list with everything in locals: it runs per request on the
+    ``?mirrorlist``/JSON path, where a call per mirror would double its cost."""
+    if closest == 0:
+        closest = SMALLEST_F32
+    c_country = client.country
+    c_asn = client.asnum
+    base = int(farthest)
+    base_f = float(base)  # float32(baseScore): exact for any realistic distance
+    half_base = base // 2
+    limit = f32(closest * f32(weight_distribution_range))
+    additional_bonus = int(f32(base_f - closest))
+    scores = []
+    for cand, d in zip(cands, dists, strict=True):
+        cs = base - int(d) + 1
+        if d <= limit:
             s = f32(base_f - d)
-            if cand.primary_country != self._country:
+            if cand.primary_country != c_country:
                 s = f32(s / 2)
             cs += int(s)
-        elif cand.primary_country == self._country:
+        elif cand.primary_country == c_country:
             cs += int(f32(base_f - f32(d * 5)))
-        elif self._country in cand.country_set:  # additional: listed, but not first
-            cs += self._additional_bonus
-        if cand.asnum == self._asn:
-            cs += self._half_base
+        elif c_country in cand.country_set:  # additional: listed, but not first
+            cs += additional_bonus
+        if cand.asnum == c_asn:
+            cs += half_base
         if cand.score:
             x = cs + cs * cand.score_factor + 0.5
-            return int(x) if x > 1 else 1
-        return cs if cs >= 1 else 1  # x = cs + 0.5, so int(max(x, 1)) is cs, or 1
+            cs = int(x) if x > 1 else 1
+        elif cs < 1:  # x = cs + 0.5, so int(max(x, 1)) is cs, or 1
+            cs = 1
+        scores.append(cs)
+    return scores
 
 
 def select_mirrors(
@@ -145,7 +146,8 @@ def select_mirrors(
                 reason = "File size mismatch"
             elif compare_size and mfile.size != local_size:
                 reason = "File size mismatch"
-            elif mfile.mod_time_ns is not None:  # Go's zero time: not compared
+            # Go's zero time is not compared; an identical time needs no arithmetic.
+            elif mfile.mod_time_ns is not None and (mfile.mod_time_ns != local_ns or fix_timezone_offsets):
                 delta = mtime_delta(local_ns, mfile.mod_time_ns, cand, fix_timezone_offsets)
                 if delta < 0 or delta > max_outdated:
                     reason = f"Mod time mismatch (diff: {format_duration(delta)})"
@@ -181,16 +183,13 @@ def select_mirrors(
     closest = min(acc_dist) if n else 0.0
     farthest = max(acc_dist) if n else 0.0  # Go starts it at 0; distances are never negative
 
-    scorer = Scorer(client, closest, farthest, weight_distribution_range)
-    score = scorer.score
-    base = scorer.base
-    scores: list[int] = []
+    scores = computed_scores(client, [a[0] for a in accepted], acc_dist, closest, farthest,
+                             weight_distribution_range)
+    base = int(farthest)
     weights: dict[int, int] = {}  # index -> weight, for the weighted mirrors only
     pool: list[int] = []  # indexes of the weighted mirrors
     total = 0
-    for j, (cand, _, d) in enumerate(accepted):
-        cs = score(cand, d)
-        scores.append(cs)
+    for j, cs in enumerate(scores):
         if cs > base:
             w = cs - base
             weights[j] = w

@@ -56,8 +56,8 @@ def client_distances(client: ClientLocation, candidates: Sequence[tuple[Candidat
     """Distances from the client to every candidate, from each candidate's memo when possible."""
     key = client.geo_key
     known = [c.dist_memo.get(key) for c, _ in candidates]
-    missing = [i for i, d in enumerate(known) if d is None]
-    if missing:
+    if None in known:
+        missing = [i for i, d in enumerate(known) if d is None]
         todo = [candidates[i][0] for i in missing]
         for i, cand, d in zip(missing, todo, _distances(client, todo), strict=True):
             known[i] = d

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mirrorbits.gocompat import f32
-from mirrorbits.selection.algorithm import OutdatedRule, Scorer, mtime_delta, outdated_rule
+from mirrorbits.selection.algorithm import OutdatedRule, computed_scores, mtime_delta, outdated_rule
 from mirrorbits.selection.distance import client_distances
 from mirrorbits.selection.records import (
     ERR_MODTIME_ZERO,
@@ -75,7 +75,7 @@ def plan_file(
         if compare_size and mfile.size != local_size:
             continue
         m = mfile.mod_time_ns
-        if m is not None:
+        if m is not None and (m != local_ns or fix_timezone_offsets):
             delta = mtime_delta(local_ns, m, cand, fix_timezone_offsets)
             if delta < 0 or delta > max_outdated:
                 continue
@@ -129,14 +129,12 @@ class LocationPlan:
         table = self._tables.get(key)
         if table is not None:
             return table
-        scorer = Scorer(self.client, closest, farthest, weight_distribution_range)
-        score = scorer.score
-        base = scorer.base
-        table = []
-        for d, cand in self.by_distance:
-            cs = score(cand, d)
-            if cs > base:
-                table.append((cand, d, cs))
+        by_distance = self.by_distance
+        dists = [d for d, _ in by_distance]
+        scores = computed_scores(self.client, [c for _, c in by_distance], dists, closest, farthest,
+                                 weight_distribution_range)
+        base = int(farthest)
+        table = [(cand, d, cs) for (d, cand), cs in zip(by_distance, scores, strict=True) if cs > base]
         if len(self._tables) >= _TABLES_MAX:
             self._tables.clear()
         self._tables[key] = table

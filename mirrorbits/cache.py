@@ -225,11 +225,6 @@ class PathEntry:
         return self.info is not None and self.info.mod_time_ns is not None
 
 
-def _json_text(v: object) -> str | None:
-    """A field of the loader script's JSON: a string, or ``false`` for a missing one."""
-    return v if isinstance(v, str) else None
-
-
 #: Reads everything one path needs in one call (file fields, members, each member's FILEINFO),
 #: returned as JSON: ``[[size, modTime, sha1, sha256, md5, [id, size, modTime, ...]], ...]``, with
 #: ``false`` for a missing field.  Read-only; the keys are the Go schema's (mirrorbits.redis.schema).
@@ -452,21 +447,23 @@ class MirrorView:
     def _apply_path(self, path: str, rec: Sequence[object]) -> None:
         """One path's record from the loader script: file fields, then [id, size, modTime]*
         (strings, ``false`` for a missing field)."""
-        info = FileInfo.from_redis(path, [_json_text(v) for v in rec[:5]])
+        # (Inline type tests, not a helper: this runs once per path and per mirror of it.)
+        info = FileInfo.from_redis(path, [v if v.__class__ is str else None for v in rec[:5]])
         flat = rec[5] if len(rec) > 5 and isinstance(rec[5], list) else []
         ids: list[int] = []
         mfiles: dict[int, MirrorFile | None] = {}
         for k in range(0, len(flat) - 2, 3):
             try:
-                mirror_id = int(str(flat[k]))
-            except ValueError:
+                mirror_id = int(flat[k])
+            except (TypeError, ValueError):
                 # Go fails the whole request (then falls back); one bad member should not hide
                 # the other mirrors, so it is skipped.
                 log.warn("Ignoring non-numeric member {m!r} of FILEMIRRORS_{path}", m=flat[k], path=path)
                 continue
             size, mod = flat[k + 1], flat[k + 2]
             ids.append(mirror_id)
-            mfiles[mirror_id] = self._mirror_file(_json_text(size), _json_text(mod))
+            mfiles[mirror_id] = self._mirror_file(size if size.__class__ is str else None,
+                                                  mod if mod.__class__ is str else None)
         e = self._entry(path)
         e.info = info
         e.ids = tuple(ids)

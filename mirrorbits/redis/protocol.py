@@ -24,13 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeAlias
 
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import (
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    UNIXClientEndpoint,
-    connectProtocol,
-)
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -295,5 +290,18 @@ async def connect(reactor: IDaemonReactor, address: str,
         # Names (localhost...) resolve through the reactor; IP literals stay literal.
         endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
     proto = RedisProtocol(reactor)
-    await connectProtocol(endpoint, proto)
+    await endpoint.connect(_OneConnection(proto))
     return proto
+
+
+class _OneConnection(protocol.Factory):
+    """Hands out one protocol instance, quietly: every dial (commands, subscriptions, sentinel
+    questions, the embedded server's probes) would otherwise log "Starting factory"."""
+
+    noisy = False
+
+    def __init__(self, proto: RedisProtocol) -> None:
+        self.proto = proto
+
+    def buildProtocol(self, addr: IAddress | None) -> RedisProtocol:  # noqa: N802 - Twisted's name
+        return self.proto

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from mirrorbits.redis.connection import CommandTimeout, RedisUnavailable, ResponseError
 from mirrorbits.redis.protocol import RedisProtocol, Reply, RespReplyParser, encode_command
 from mirrorbits.redis.replies import as_int, as_list, as_str, as_str_list, hash_dict
-from tests.fixtures.trial import RedisClassTestCase, run
+from tests.fixtures.trial import RedisClassTestCase, eventually, run
 
 NESTED = b"*3\r\n*2\r\n$1\r\na\r\n:12\r\n$-1\r\n*0\r\n+OK\r\n-ERR unknown command\r\n*-1\r\n"
 
@@ -131,5 +132,25 @@ class PausedServerTests(RedisClassTestCase):
             # Queued behind the late reply of "GET a": must get its own reply when Redis resumes.
             self.assertEqual(await client.execute("GET", "b"), "2")
             self.assertFalse(client.failing)
+
+        return run(go())
+
+    def test_dials_are_quiet(self) -> defer.Deferred[None]:
+        """Every connection of the client would log "Starting factory" with a noisy factory."""
+        events: list[str] = []
+
+        def observer(event: dict[str, object]) -> None:
+            events.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        client = self.new_client()
+
+        async def go() -> None:
+            await client.execute("PING")
+            sub = client.subscribe(["chan"], lambda c, m: None)
+            self.addCleanup(sub.stop)
+            await eventually(lambda: sub.subscribed)
+            self.assertEqual([e for e in events if "factory" in e.lower()], [])
 
         return run(go())

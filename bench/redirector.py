@@ -100,6 +100,7 @@ def write_config(tmp: str, repo: str, redis_address: str, port: int, workers: in
         f.write(f"""Repository: {repo}
 RedisAddress: {redis_address}
 ListenAddress: 127.0.0.1:{port}
+RPCListenAddress: 127.0.0.1:{free_port()}
 OutputMode: redirect
 GeoipDatabasePath: {geo}
 RepositoryScanInterval: 0

@@ -17,7 +17,6 @@ from twisted.web.server import Request
 from mirrorbits.model import FileInfo
 from mirrorbits.redis import schema
 from mirrorbits.redis.replies import as_str_list
-from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.paths import PathError, sanitize_path
 from mirrorbits.web.render import plain_error
 
@@ -63,21 +62,21 @@ class FileInfoLoader:
         return FileInfo.from_redis(path, as_str_list(reply))
 
 
-def chosen_hash(request: Request, query: dict[str, list[str]] | None = None) -> str | None:
+def chosen_hash(query: dict[str, list[str]]) -> str | None:
     """The first checksum parameter present (md5, sha1, sha256), or None."""
     for name in CHECKSUM_PARAMS:
-        if (name in query) if query is not None else query_values(request, name) is not None:
+        if name in query:
             return name
     return None
 
 
 async def render_checksum(request: Request, repository: str, url_path: str,
                           load: Callable[[str], Awaitable[FileInfo]],
-                          query: dict[str, list[str]] | None = None) -> bytes:
+                          query: dict[str, list[str]]) -> bytes:
     """Answer a CHECKSUM request: set status and headers on ``request``, return the body.
 
     ``url_path`` is the percent-decoded request path; ``load`` a :class:`FileInfoLoader`;
-    ``query`` the parsed query (read from ``request.uri`` when None).
+    ``query`` the request's parsed query.
     """
     try:
         path = sanitize_path(repository, url_path)
@@ -88,7 +87,7 @@ async def render_checksum(request: Request, repository: str, url_path: str,
     except Exception as e:
         log.debug("checksum: cannot load {path}: {err}", path=path, err=e)
         return plain_error(request, 503, "Service Unavailable")
-    name = chosen_hash(request, query) or "sha256"
+    name = chosen_hash(query) or "sha256"
     digest = getattr(info, name, "")
     if not digest:
         return plain_error(request, 404, "Hash type not supported")

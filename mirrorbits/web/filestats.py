@@ -18,7 +18,6 @@ from twisted.web.server import Request
 
 from mirrorbits.gocompat import go_json_marshal, parse_go_int
 from mirrorbits.redis import schema
-from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.paths import PathError, sanitize_path
 from mirrorbits.web.render import plain_error
 
@@ -65,12 +64,12 @@ def reply_int(v: object) -> int:
 
 
 async def render_file_stats(request: Request, redis: RedisClient, repository: str, url_path: str,
-                            clock: Callable[[], float] = time.time,
-                            query: dict[str, list[str]] | None = None) -> bytes:
+                            query: dict[str, list[str]],
+                            clock: Callable[[], float] = time.time) -> bytes:
     """Answer a FILESTATS request: set the status on ``request`` and return the body.
 
-    ``query`` is the parsed query (read from ``request.uri`` when None)."""
-    values = (query.get("stats") if query is not None else query_values(request, "stats")) or [""]
+    ``query`` is the request's parsed query."""
+    values = query.get("stats") or [""]
     raw = values[0]
     parts = parse_period(raw)
     if parts is None:

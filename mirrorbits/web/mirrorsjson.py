@@ -26,7 +26,6 @@ from mirrorbits.gocompat import ZERO_RFC3339, Float32, format_rfc3339nano, go_js
 from mirrorbits.model import Mirror
 from mirrorbits.redis import schema
 from mirrorbits.redis.replies import hash_dict
-from mirrorbits.web.clientinfo import query_values
 from mirrorbits.web.render import plain_error
 
 if TYPE_CHECKING:
@@ -108,14 +107,14 @@ def mirror_entry(mirror_id: int, name: str, m: Mirror | None) -> dict[str, objec
 
 
 async def render_mirrors_json(request: Request, redis: RedisClient,
-                              query: dict[str, list[str]] | None = None) -> bytes:
+                              query: dict[str, list[str]]) -> bytes:
     """Answer ``?mirrors``: 200 JSON, or 500 ``Cannot fetch the list of mirrors``."""
     try:
         mirrors = await fetch_mirrors(redis)
     except Exception as e:
         log.debug("?mirrors: {err}", err=e)
         return plain_error(request, 500, "Cannot fetch the list of mirrors")
-    pretty = ("pretty" in query) if query is not None else query_values(request, "pretty") is not None
+    pretty = "pretty" in query
     body = go_json_dumps([mirror_entry(i, n, m) for i, n, m in mirrors], pretty=pretty)
     request.setResponseCode(200)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")

@@ -358,9 +358,9 @@ class RedirectorResource(resource.Resource):
             values = ctx.query.get("fromip")
             ip = clientinfo.fromip_override(ip, values[0] if values else None)
         rec, loc = self._client_location(ip)
-        secure = Secure(int(clientinfo.secure_option(
+        secure = clientinfo.secure_option(
             _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
-            config.AllowHTTPToHTTPSRedirects)))
+            config.AllowHTTPToHTTPSRedirects)
 
         # 9 (decided early: it does not depend on the selection). Renderer.
         mode = st.mode

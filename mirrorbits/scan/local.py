@@ -263,13 +263,6 @@ def gts_formatter() -> Callable[[int], str]:
 WalkedFile = tuple[bytes, int, int, str]
 
 
-@dataclass
-class WalkResult:
-    files: list[WalkedFile] = field(default_factory=list)
-    #: (path, why) of entries that were not indexed and are worth a debug line.
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
 _FIRST = operator.itemgetter(0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -366,13 +359,6 @@ def walk_chunks(repository: str, chunk_size: int, emit: Callable[[list[WalkedFil
     if chunk:
         emit(chunk)
     return skipped
-
-
-def walk_repository(repository: str, stop: threading.Event | None = None) -> WalkResult:
-    """The whole walk at once (see :func:`walk_chunks`)."""
-    result = WalkResult()
-    result.skipped = walk_chunks(repository, 1 << 16, result.files.extend, stop)
-    return result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -510,14 +496,6 @@ return {r[1], table.concat(out)}
 
 def _unpack_list(blob: str | bytes) -> list[bytes]:
     return unpack(blob if isinstance(blob, bytes) else _encode(blob))
-
-
-def unpack_stored(blob: str | bytes, count: int) -> list[list[str | None]]:
-    """The READ_SCRIPT reply: ``count`` lists of five values (``None`` = field missing)."""
-    rows = json.loads(blob)
-    if not isinstance(rows, list) or len(rows) != count:
-        raise ValueError("malformed FILE_ batch reply")
-    return [[v if isinstance(v, str) else None for v in row] for row in rows]
 
 
 def _record(path: bytes, fields: Sequence[str]) -> bytes:

@@ -116,17 +116,6 @@ def classify_rsync_line(line: str) -> tuple[ListedFile | None, str | None]:
     return ListedFile(path=name, size=int(digits), mtime_ns=mtime, zone="UTC"), None
 
 
-def parse_rsync_line(line: str, identifier: str = "") -> ListedFile | None:
-    """Parse one rsync listing line; a bad line is logged and gives None (never raises)."""
-    try:
-        listed, problem = classify_rsync_line(line)
-    except Exception as exc:  # defensive: a parser bug must not stop a scan
-        listed, problem = None, f"ScanRsync: parser error {exc!r} on line {line!r}"
-    if problem is not None:
-        log.error("[{identifier}] {problem}", identifier=identifier, problem=problem)
-    return listed
-
-
 # --- URL → command line -------------------------------------------------------------
 
 _PATH_SAFE = frozenset(

@@ -26,7 +26,7 @@ from mirrorbits import gocompat
 from mirrorbits.config import Config, ConfigHolder, Hashes
 from mirrorbits.redis.connection import RedisClient, RedisSettings
 from mirrorbits.scan import local
-from mirrorbits.scan.local import LocalScanner, ScanInProgress, format_local_gts, walk_repository
+from mirrorbits.scan.local import LocalScanner, ScanInProgress, WalkedFile, format_local_gts, walk_chunks
 from mirrorbits.scan.source_service import SourceScanService
 from tests.fixtures.redis import RedisServer
 
@@ -356,7 +356,9 @@ class IndexTests(ScanTestBase):
         """Per directory, by name bytes, depth first: "a/z" comes before "a.txt" (Go Walk)."""
         for p in ("a.txt", "a/z", "B", "a/b/c", "a-", "\u00e9", "z"):
             write(os.path.join(self.repo, p))
-        paths = [f[0] for f in walk_repository(self.repo).files]
+        found: list[WalkedFile] = []
+        walk_chunks(self.repo, 3, found.extend)
+        paths = [f[0] for f in found]
         self.assertEqual(paths, [b"/B", b"/a/b/c", b"/a/z", b"/a-", b"/a.txt", b"/z", "/\u00e9".encode()])
 
     def test_unreadable_file_and_directory(self) -> None:
@@ -571,10 +573,7 @@ class FormatTests(unittest.SynchronousTestCase):
                 self.assertEqual(fmt(ns), format_local_gts(ns))
             self.assertNotEqual(format_local_gts(1_700_000_000 * 10**9)[17:19], "20")  # 27 s shift
 
-    def test_unpack_stored(self) -> None:
-        rows = local.unpack_stored('[["10","t",false,"ab\\/c",""],[false,false,false,false,false]]', 2)
-        self.assertEqual(rows, [["10", "t", None, "ab/c", ""], [None] * 5])
-        self.assertRaises(ValueError, local.unpack_stored, "[]", 1)
+    def test_pack(self) -> None:
         self.assertEqual(local.pack([b"ab", b"", b"\xff:"]), b"2:ab0:2:\xff:")
 
 

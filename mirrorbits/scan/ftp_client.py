@@ -295,6 +295,16 @@ class _OneShotFactory(protocol.Factory):
         return self._proto
 
 
+async def _dial(endpoint: IStreamClientEndpoint, proto: protocol.Protocol, host: str, port: int) -> None:
+    """Connect ``proto``; a failure is an :class:`FtpError` worded as Go's ``dial tcp`` error."""
+    try:
+        await endpoint.connect(_OneShotFactory(proto))
+    except defer.CancelledError:
+        raise
+    except Exception as exc:
+        raise FtpError(f"dial tcp {host}:{port}: {exc}") from None
+
+
 def _parse_epsv(lines: list[str]) -> int | None:
     line = reply_message(lines)
     start, end = line.find("|||"), line.rfind("|")
@@ -339,12 +349,7 @@ class FtpSession:
         """Connect, read the 220 greeting, FEAT, log in and switch to binary (TYPE I)."""
         proto = FtpControlProtocol(io_timeout, reactor)
         endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=connect_timeout)
-        try:
-            await endpoint.connect(_OneShotFactory(proto))
-        except defer.CancelledError:
-            raise
-        except Exception as exc:
-            raise FtpError(f"dial tcp {target.host}:{target.port}: {exc}") from None
+        await _dial(endpoint, proto, target.host, target.port)
         session = cls(reactor, proto, connect_timeout=connect_timeout)
         try:
             await session._handshake(target)
@@ -423,12 +428,7 @@ class FtpSession:
             endpoint: IStreamClientEndpoint = TCP6ClientEndpoint(self._reactor, host, port, timeout=self._connect_timeout)
         else:
             endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=self._connect_timeout)
-        try:
-            await endpoint.connect(_OneShotFactory(receiver))
-        except defer.CancelledError:
-            raise
-        except Exception as exc:
-            raise FtpError(f"dial tcp {host}:{port}: {exc}") from None
+        await _dial(endpoint, receiver, host, port)
 
     async def _try_list(self, command: str) -> list[FtpEntry]:
         receiver = _ListingReceiver(self.proto, self.proto.io_timeout, self._reactor)

@@ -13,12 +13,13 @@ import bisect
 import random
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mirrorbits.gocompat import f32
+from mirrorbits.reactor import default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError, Subscription
 
@@ -67,11 +68,10 @@ class Cluster:
     """
 
     def __init__(self, redis: RedisClient, redis_db: int, *, node_id: str | None = None,
-                 reactor: Any = None, clock: Callable[[], float] | None = None,
+                 reactor: IReactorTime | None = None, clock: Callable[[], float] | None = None,
                  announce_interval: float = ANNOUNCE_INTERVAL) -> None:
         if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+            reactor = default_reactor()
         self.redis = redis
         self.reactor = reactor
         #: The DB number read at start-up: part of the announce prefix, never changed by a reload.

@@ -19,11 +19,11 @@ more than ``CheckInterval`` minutes old, and a scan when its ``lastSync`` is mor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,8 +31,9 @@ from mirrorbits.config import Config
 from mirrorbits.deferutil import follow
 from mirrorbits.model import EmptyMirrorHash, Mirror
 from mirrorbits.monitor.cluster import Cluster
-from mirrorbits.monitor.health import HealthChecker
+from mirrorbits.monitor.health import CheckOutcome, HealthChecker
 from mirrorbits.monitor.state import set_mirror_enabled, set_mirror_state
+from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError, Subscription
 from mirrorbits.redis.replies import as_str
@@ -73,20 +74,18 @@ class Monitor:
     """Health checks and scan scheduling of the mirrors this node handles."""
 
     def __init__(self, redis: RedisClient, config: Callable[[], Config], cluster: Cluster,
-                 checker: HealthChecker, scanner: MirrorScanner, reactor: Any = None, *,
+                 checker: HealthChecker, scanner: MirrorScanner,
+                 reactor: IDaemonReactor | None = None, *,
                  wait_indexed: Callable[[], defer.Deferred[None]] | None = None,
                  clock: Callable[[], float] = time.time, tick: float = TICK,
                  resync_interval: float = RESYNC_INTERVAL, health_workers: int = HEALTH_WORKERS,
                  health_queue: int = HEALTH_QUEUE, cluster_settle: float = CLUSTER_SETTLE) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
         self.redis = redis
         self._config = config
         self.cluster = cluster
         self.checker = checker
         self.scanner = scanner
-        self.reactor = reactor
+        self.reactor = reactor if reactor is not None else default_reactor()
         self.wait_indexed = wait_indexed
         self.clock = clock
         self.tick_interval = tick
@@ -99,11 +98,11 @@ class Monitor:
         self._queued = 0
         self._concurrent_sync = 0
         self._scans_running = 0
-        self._tasks: set[defer.Deferred[Any]] = set()
-        self._workers: list[defer.Deferred[Any]] = []
+        self._tasks: set[defer.Deferred[None]] = set()
+        self._workers: list[defer.Deferred[None]] = []
         self._loops: list[task.LoopingCall] = []
         self._pending_updates: set[int] = set()
-        self._update_call: Any = None
+        self._update_call: IDelayedCall | None = None
         self._subscription: Subscription | None = None
         self._startup: defer.Deferred[None] | None = None
         self._sleeping: defer.Deferred[None] | None = None
@@ -112,7 +111,7 @@ class Monitor:
         self.running = False
         self.started = False
         #: Hooks for tests and the manhole: called with (mirror id, outcomes) after each check.
-        self.check_listeners: list[Callable[[int, list[Any]], None]] = []
+        self.check_listeners: list[Callable[[int, list[CheckOutcome]], None]] = []
 
     @property
     def config(self) -> Config:
@@ -128,7 +127,7 @@ class Monitor:
         self._startup.addErrback(self._startup_failed)
         return self._startup
 
-    def _startup_failed(self, failure: Any) -> None:
+    def _startup_failed(self, failure: Failure) -> None:
         if not failure.check(defer.CancelledError):
             log.failure("monitor start-up failed", failure)
 
@@ -172,7 +171,7 @@ class Monitor:
         self._loop(self.resync_interval, self._resync_quietly, now=False)
         self.started = True
 
-    def _loop(self, interval: float, fn: Callable[[], Any], now: bool) -> None:
+    def _loop(self, interval: float, fn: Callable[[], object], now: bool) -> None:
         loop = task.LoopingCall(fn)
         loop.clock = self.reactor
         loop.start(interval, now=now).addErrback(lambda f: log.failure("monitor loop died", f))
@@ -285,11 +284,11 @@ class Monitor:
         if self.started:
             self._spawn(self._resync_quietly())
 
-    def _spawn(self, coro: Any) -> defer.Deferred[Any]:
+    def _spawn(self, coro: Coroutine[defer.Deferred[object], object, None]) -> defer.Deferred[None]:
         d = defer.Deferred.fromCoroutine(coro)
         self._tasks.add(d)
 
-        def done(result: Any) -> None:
+        def done(result: Failure | None) -> None:
             self._tasks.discard(d)
             if isinstance(result, Failure) and not result.check(defer.CancelledError):
                 log.failure("monitor task failed", result)
@@ -415,7 +414,7 @@ class Monitor:
             self.checker.client.ca_file = ca_file
         self._config_ca = ca_file
 
-    async def _record(self, tracked: Tracked, outcomes: list[Any]) -> None:
+    async def _record(self, tracked: Tracked, outcomes: list[CheckOutcome]) -> None:
         mirror = tracked.mirror
         for outcome in outcomes:
             try:
@@ -431,6 +430,4 @@ class Monitor:
 
 
 def _with_id(mirror: Mirror, mirror_id: int) -> Mirror:
-    from dataclasses import replace
-
     return replace(mirror, id=mirror_id)

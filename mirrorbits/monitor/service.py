@@ -1,8 +1,6 @@
-"""The monitor as a Twisted service: started after Redis, stopped before it (spec §7)."""
+"""The monitor as a Twisted service: started after Redis, stopped before it."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
@@ -27,6 +25,6 @@ class MonitorService(service.Service):
         super().startService()
         self.monitor.start()
 
-    def stopService(self) -> defer.Deferred[Any]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
         super().stopService()
         return defer.Deferred.fromCoroutine(self.monitor.stop())

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mirrorbits import gocompat
@@ -146,7 +146,7 @@ class MirrorScanTransaction:
     """
 
     def __init__(self, redis: RedisClient, mirror_id: int, name: str, *, batch: int = BATCH,
-                 clock: Any = None) -> None:
+                 clock: IReactorTime | None = None) -> None:
         self.redis = redis
         self.mirror_id = mirror_id
         self.name = name

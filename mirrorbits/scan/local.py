@@ -77,7 +77,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -86,6 +86,7 @@ from twisted.python.threadpool import ThreadPool
 
 from mirrorbits import gocompat
 from mirrorbits.config import Config
+from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
@@ -94,6 +95,8 @@ from mirrorbits.redis.packing import pack, unpack
 from mirrorbits.redis.replies import as_str_list
 
 log = Logger(namespace="mirrorbits.scan.local")
+
+T = TypeVar("T")
 
 #: Most files written (or removed) by one ``MULTI``; see the module docstring for the measurement.
 COMMIT_BATCH = 200
@@ -164,7 +167,7 @@ def _zone_suffix(offset: int, name: str | None) -> str:
     return f" {num} {name or num}"
 
 
-def format_local_gts(mtime_ns: int, _localtime: Callable[..., Any] = time.localtime,
+def format_local_gts(mtime_ns: int, _localtime: Callable[[float], time.struct_time] = time.localtime,
                      _strftime: Callable[..., str] = time.strftime) -> str:
     """:func:`mirrorbits.gocompat.format_gts` in the local zone, the fast way (one ``localtime`` and
     one C ``strftime``: this runs once per file, ~2x cheaper than f-string formatting).
@@ -281,7 +284,7 @@ def _sorted_entries(fd: int) -> list[tuple[bytes, os.DirEntry[str]]]:
     return entries
 
 
-def walk_chunks(repository: str, chunk_size: int, emit: Callable[[list[WalkedFile]], Any],
+def walk_chunks(repository: str, chunk_size: int, emit: Callable[[list[WalkedFile]], object],
                 stop: threading.Event | None = None) -> list[tuple[str, str]]:
     """Walk ``repository`` depth first in Go's lexical order and hand its regular files to ``emit``
     in chunks of ``chunk_size`` as they are found; returns the skipped entries (path, why).
@@ -371,15 +374,23 @@ def enabled_algorithms(config: Config) -> tuple[str, ...]:
     return tuple(a for a, on in zip(ALGORITHMS, (h.SHA1, h.SHA256, h.MD5), strict=True) if on)
 
 
-def _md5() -> Any:
+class _Hasher(Protocol):
+    """What :func:`hash_file` needs of a ``hashlib`` object."""
+
+    def update(self, data: memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _md5() -> _Hasher:
     return hashlib.md5(usedforsecurity=False)
 
 
-def _sha1() -> Any:
+def _sha1() -> _Hasher:
     return hashlib.sha1(usedforsecurity=False)
 
 
-_CONSTRUCTORS: dict[str, Callable[[], Any]] = {"sha1": _sha1, "sha256": hashlib.sha256, "md5": _md5}
+_CONSTRUCTORS: dict[str, Callable[[], _Hasher]] = {"sha1": _sha1, "sha256": hashlib.sha256, "md5": _md5}
 
 
 class HashFailed(OSError):
@@ -532,7 +543,7 @@ _SUM_INDEX = {"sha1": 2, "sha256": 3, "md5": 4}
 #: None each).  One flat tuple of atomic values: the cyclic GC stops tracking those, so a backlog of
 #: 100,000 of them neither triggers nor slows full collections (nested lists did: 100-175 ms
 #: pauses of every thread, measured).
-HashJob = tuple[Any, ...]
+HashJob = tuple[bytes, int, int, str, *tuple[str | None, ...]]
 
 
 @dataclass
@@ -547,7 +558,7 @@ class BatchOutcome:
     failed: int = 0
     vanished: int = 0
     #: (level, format, kwargs) to log on the reactor thread.
-    logs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    logs: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
 
 
 def compare_batch(files: Sequence[WalkedFile], stored: str | bytes, algorithms: Sequence[str],
@@ -576,7 +587,7 @@ def compare_batch(files: Sequence[WalkedFile], stored: str | bytes, algorithms: 
                 continue
         reply = tuple([v if isinstance(v, str) else None for v in row])
         if needs_rehash(reply, size, mtime_ns, enabled, force):
-            out.to_hash.append(f + reply)
+            out.to_hash.append((path, size, mtime_ns, gts, *reply))
             continue
         new = (str(size), gts, *(v or "" for v in reply[2:5]))
         indexed.append(path)
@@ -636,7 +647,7 @@ class ScanResult:
     skipped: int = 0
 
 
-def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+def _chunks(seq: Sequence[T], n: int) -> Iterator[Sequence[T]]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
 
@@ -649,16 +660,14 @@ class LocalScanner:
     """Scans ``config().Repository`` into Redis.  One scan at a time per object (callers serialise;
     :class:`mirrorbits.scan.source_service.SourceScanService` does)."""
 
-    def __init__(self, client: RedisClient, config: Callable[[], Config], reactor: Any = None, *,
+    def __init__(self, client: RedisClient, config: Callable[[], Config],
+                 reactor: IDaemonReactor | None = None, *,
                  commit_batch: int = COMMIT_BATCH, read_batch: int = READ_BATCH,
                  hash_workers: int = HASH_WORKERS, lock_attempts: int = LOCK_ATTEMPTS,
                  lock_retry_delay: float = LOCK_RETRY_DELAY) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
         self.client = client
         self.config = config
-        self.reactor = reactor
+        self.reactor = reactor if reactor is not None else default_reactor()
         self.commit_batch = commit_batch
         self.read_batch = read_batch
         self.hash_workers = max(1, hash_workers)
@@ -669,7 +678,7 @@ class LocalScanner:
         self._abort: threading.Event | None = None
         #: Test hook: awaited with the paths (bytes) of each batch of files about to be hashed
         #: (e.g. to delete a file mid-scan).
-        self.before_hash: Callable[[list[bytes]], Any] | None = None
+        self.before_hash: Callable[[list[bytes]], object] | None = None
 
     def stop(self) -> None:
         """Abort a running walk/hash phase and refuse new scans until :meth:`resume` (the daemon is
@@ -723,9 +732,9 @@ class LocalScanner:
 
         walk = threads.deferToThreadPool(reactor, reactor.getThreadPool(), walk_chunks,
                                          repository, self.read_batch, emit, abort)
-        walked: list[Any] = []
+        walked: list[list[tuple[str, str]] | Failure] = []
 
-        def end(r: Any) -> None:  # queued after every chunk: callFromThread calls run in order
+        def end(r: list[tuple[str, str]] | Failure) -> None:  # queued after every chunk: callFromThread calls run in order
             walked.append(r)
             queue.put(_END)
 
@@ -829,7 +838,7 @@ class LocalScanner:
                 lock.released = True
             await lock.release()
 
-    async def _run_bounded(self, commands: Iterator[tuple[Any, ...]], check: Callable[[], None]
+    async def _run_bounded(self, commands: Iterator[tuple[str | bytes, ...]], check: Callable[[], None]
                            ) -> list[Any]:
         """Send ``commands`` (each one bounded script) with up to IN_FLIGHT of them queued in Redis,
         so Redis is not idle during each round trip; checks the lock before sending each.  Returns
@@ -884,7 +893,7 @@ class LocalScanner:
         del removed
         for chunk in _chunks(gone, n):
             check()
-            cmds: list[tuple[Any, ...]] = []
+            cmds: list[tuple[str | bytes, ...]] = []
             for path in chunk:
                 cmds.append(("DEL", FILE_PREFIX.encode() + path))
                 cmds.append(("PUBLISH", channel, path))
@@ -900,7 +909,7 @@ class LocalScanner:
         return len(gone), written
 
     @staticmethod
-    def _raise_errors(replies: list[Any]) -> None:
+    def _raise_errors(replies: Sequence[object]) -> None:
         for r in replies:
             if isinstance(r, Exception):
                 raise r

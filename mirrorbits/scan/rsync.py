@@ -16,15 +16,17 @@ import re
 import shutil
 from collections import deque
 from collections.abc import Awaitable
-from typing import Any
+from typing import Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer, error
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mirrorbits.gocompat import civil_to_unix_ns
+from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.scan.listing import (
     PRECISION_S,
     ListedFile,
@@ -194,6 +196,22 @@ def rsync_command(url: str) -> tuple[list[str], dict[str, str]]:
 # --- the process protocol ------------------------------------------------------------
 
 
+class _ProcessPipes(Protocol):
+    """What the lister uses of Twisted's process transport: ``IProcessTransport``, plus the
+    ``IPushProducer`` methods the posix process has without declaring them (pausing stops reading
+    rsync's output while a batch is written)."""
+
+    def closeStdin(self) -> None: ...  # noqa: N802
+
+    def signalProcess(self, signalID: str | int) -> None: ...  # noqa: N802, N803
+
+    def loseConnection(self) -> None: ...  # noqa: N802
+
+    def pauseProducing(self) -> None: ...  # noqa: N802
+
+    def resumeProducing(self) -> None: ...  # noqa: N802
+
+
 class RsyncLister(ProcessProtocol):
     """Streams an ``rsync`` listing into ``on_file`` line by line.
 
@@ -206,7 +224,7 @@ class RsyncLister(ProcessProtocol):
         self,
         on_file: OnFile,
         *,
-        reactor: Any,
+        reactor: IReactorTime,
         identifier: str = "",
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
@@ -218,7 +236,7 @@ class RsyncLister(ProcessProtocol):
         self._discarding = False  # inside an over-long line
         self._waiting = False  # a callback's awaitable is pending
         self._ended: Failure | None = None
-        self._idle_call: Any = None
+        self._idle_call: IDelayedCall | None = None
         self.timed_out = False
         self.cancelled = False
         self.callback_error: Failure | None = None
@@ -232,9 +250,8 @@ class RsyncLister(ProcessProtocol):
         #: Fires when the child has exited (used to reap it after a cancel).
         self.exited: defer.Deferred[None] = defer.Deferred()
 
-    def _proc(self) -> Any:
-        """The process transport (typed loosely: zope interfaces confuse mypy)."""
-        return self.transport
+    def _proc(self) -> _ProcessPipes:
+        return cast(_ProcessPipes, self.transport)
 
     # -- lifecycle
     def connectionMade(self) -> None:
@@ -421,7 +438,7 @@ async def list_rsync(
     url: str,
     on_file: OnFile,
     *,
-    reactor: Any = None,
+    reactor: IDaemonReactor | None = None,
     timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     identifier: str = "",
 ) -> RsyncOutcome:
@@ -432,9 +449,7 @@ async def list_rsync(
     texts; cancelling the returned Deferred kills rsync and raises :class:`ScanAborted`.
     """
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
+        reactor = default_reactor()
     argv, env = rsync_command(url)  # ValueError for a bad scheme, before running anything
     executable = shutil.which(argv[0], path=os.environ.get("PATH", os.defpath))
     if executable is None:

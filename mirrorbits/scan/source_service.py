@@ -9,13 +9,15 @@ scan waits for it, then runs its own).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mirrorbits.config import Config, ConfigHolder
+from mirrorbits.reactor import default_reactor
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.scan.local import LocalScanner, ScanResult
 
@@ -32,15 +34,12 @@ class SourceScanService(service.Service):
     name = "source-scan"
 
     def __init__(self, scanner: LocalScanner, config: ConfigHolder | Callable[[], Config],
-                 client: RedisClient, reactor: Any = None, *, monitor: bool = True,
+                 client: RedisClient, reactor: IReactorTime | None = None, *, monitor: bool = True,
                  startup_retry: float = STARTUP_RETRY) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
         self.scanner = scanner
         self._config = config
         self.client = client
-        self.reactor = reactor
+        self.reactor = reactor if reactor is not None else default_reactor()
         self.monitor = monitor
         self.startup_retry = startup_retry
         self._serial = defer.DeferredLock()
@@ -90,7 +89,7 @@ class SourceScanService(service.Service):
             self._startup = defer.Deferred.fromCoroutine(self._start())
             self._startup.addErrback(self._startup_failed)
 
-    def _startup_failed(self, failure: Any) -> None:
+    def _startup_failed(self, failure: Failure) -> None:
         if not failure.check(defer.CancelledError):
             log.failure("local repository start-up scan died", failure)
 

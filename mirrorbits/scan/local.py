@@ -77,7 +77,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -92,7 +92,8 @@ from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
 from mirrorbits.redis.packing import LUA_UNPACKER as _UNPACKER
 from mirrorbits.redis.packing import pack, unpack
-from mirrorbits.redis.replies import as_str_list
+from mirrorbits.redis.protocol import Reply
+from mirrorbits.redis.replies import as_int, as_str, as_str_list
 
 log = Logger(namespace="mirrorbits.scan.local")
 
@@ -561,12 +562,12 @@ class BatchOutcome:
     logs: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
 
 
-def compare_batch(files: Sequence[WalkedFile], stored: str | bytes, algorithms: Sequence[str],
+def compare_batch(files: Sequence[WalkedFile], stored: str | bytes | None, algorithms: Sequence[str],
                   force: bool) -> BatchOutcome:
     """Decide for each file of a chunk from its stored record (the READ_SCRIPT reply): unchanged,
     a record to rewrite without hashing, or a file to hash.  Runs on the reactor thread (a few
     microseconds per file: the common case is two string comparisons)."""
-    rows = json.loads(stored)
+    rows = json.loads(stored) if stored else None
     if not isinstance(rows, list) or len(rows) != len(files):
         raise ValueError("malformed FILE_ batch reply")
     out = BatchOutcome()
@@ -747,7 +748,7 @@ class LocalScanner:
         # comparison waits for the hashing rather than piling up tasks (and their Deferreds,
         # which would live long enough to drive full GC collections).
         hashing: deque[defer.Deferred[BatchOutcome]] = deque()
-        reads: deque[tuple[list[WalkedFile], defer.Deferred[Any]]] = deque()
+        reads: deque[tuple[list[WalkedFile], defer.Deferred[Reply]]] = deque()
 
         def merge(o: BatchOutcome) -> None:
             indexed.extend(o.indexed)
@@ -760,7 +761,7 @@ class LocalScanner:
 
         async def compare_oldest() -> None:
             files, d = reads.popleft()
-            o = compare_batch(files, await d, algorithms, force)
+            o = compare_batch(files, as_str(await d), algorithms, force)
             merge(o)
             if o.to_hash:
                 if self.before_hash is not None:
@@ -793,7 +794,8 @@ class LocalScanner:
             # pool, which joins its threads) and the reads; the walk thread ends at its next
             # check of ``abort``, nobody needs to wait for it.
             abort.set()
-            await defer.DeferredList([*(d for _, d in reads), *hashing], consumeErrors=True)
+            await defer.DeferredList([d for _, d in reads], consumeErrors=True)
+            await defer.DeferredList(list(hashing), consumeErrors=True)
             raise
         finally:
             self._abort = None
@@ -839,12 +841,12 @@ class LocalScanner:
             await lock.release()
 
     async def _run_bounded(self, commands: Iterator[tuple[str | bytes, ...]], check: Callable[[], None]
-                           ) -> list[Any]:
+                           ) -> list[Reply]:
         """Send ``commands`` (each one bounded script) with up to IN_FLIGHT of them queued in Redis,
         so Redis is not idle during each round trip; checks the lock before sending each.  Returns
         the replies."""
-        pending: deque[defer.Deferred[Any]] = deque()
-        replies: list[Any] = []
+        pending: deque[defer.Deferred[Reply]] = deque()
+        replies: list[Reply] = []
         try:
             for cmd in commands:
                 check()
@@ -875,7 +877,7 @@ class LocalScanner:
         #    field at once, so a reader never sees half a record.  Unchanged records are not
         #    rewritten (Go rewrites all of them; see the module docstring).
         channel = schema.CHANNEL_FILE_UPDATE
-        written = sum(int(r) for r in await self._run_bounded(
+        written = sum(as_int(r) for r in await self._run_bounded(
             (("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, b"".join(chunk))
              for chunk in _chunks(changed, n)), check))
         # 3. Removed paths: what FILES holds that FILES_TMP does not, a bounded SSCAN step at a

@@ -42,13 +42,16 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mirrorbits.admin import usage
 from mirrorbits.admin.goflag import ParseResult
+from mirrorbits.reactor import IDaemonReactor, default_reactor
 
 if TYPE_CHECKING:
-    from mirrorbits.admin.interface import AdminAPI
+    from mirrorbits.admin.commands import AdminCommands
+    from mirrorbits.admin.interface import AdminAPI, MirrorRef
+    from mirrorbits.redis.connection import RedisClient
 
 __all__ = ["COMMAND_FUNCTIONS", "CliIO", "StdIO", "run"]
 
@@ -175,16 +178,16 @@ def _read_password_blocking() -> str:
 class Session:
     """The lazily opened admin connection of one command (spec §2.2)."""
 
-    def __init__(self, io: CliIO, host: str, port: int, password: str, reactor: Any) -> None:
+    def __init__(self, io: CliIO, host: str, port: int, password: str, reactor: IDaemonReactor) -> None:
         self.io = io
         self.host = host
         self.port = port
         self.password = password
         self.reactor = reactor
-        self._admin: Any = None
-        self._local_client: Any = None
+        self._admin: AdminAPI | None = None
+        self._local_client: RedisClient | None = None
 
-    async def admin(self, command: str) -> Any:
+    async def admin(self, command: str) -> AdminAPI:
         if self._admin is not None:
             return self._admin
         from mirrorbits.admin import rpc
@@ -213,7 +216,7 @@ class Session:
         self._admin = remote
         return remote
 
-    async def _local(self, reason: str) -> Any:
+    async def _local(self, reason: str) -> AdminCommands | None:
         """AdminCommands on the Redis named by the config file, or None without a config."""
         from mirrorbits.admin.commands import AdminCommands
         from mirrorbits.config import ConfigError, load_config
@@ -301,7 +304,7 @@ def _parse(io: CliIO, name: str, args: Sequence[str]) -> ParseResult:
     return parsed
 
 
-async def _resolve(io: CliIO, admin: Any, pattern: str) -> Any:
+async def _resolve(io: CliIO, admin: AdminAPI, pattern: str) -> MirrorRef:
     from mirrorbits.admin.commands import AdminError
 
     try:
@@ -319,7 +322,7 @@ async def _resolve(io: CliIO, admin: Any, pattern: str) -> Any:
 
 
 async def _one_mirror(io: CliIO, s: Session, name: str,
-                      args: Sequence[str]) -> tuple[ParseResult, Any, Any]:
+                      args: Sequence[str]) -> tuple[ParseResult, AdminAPI, MirrorRef]:
     """The common start of the commands taking exactly one IDENTIFIER: flags, usage check, the
     connection, and the mirror the identifier designates."""
     p = _parse(io, name, args)
@@ -702,15 +705,14 @@ COMMAND_FUNCTIONS = {
 # Entry points
 
 
-async def run(argv: Sequence[str], io: CliIO, reactor: Any = None, argv0: str = "mirrorbits",
+async def run(argv: Sequence[str], io: CliIO, reactor: IDaemonReactor | None = None, argv0: str = "mirrorbits",
               session: Session | None = None) -> int:
     """Run one client command line (everything after the program name); returns the exit status.
 
     ``session`` lets a caller supply the admin end (the SSH manhole passes its in-process commands).
     """
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
+        reactor = default_reactor()
     parsed = usage.global_flagset(argv0).parse(list(argv))
     if not parsed.ok:
         io.err(parsed.stderr)

@@ -12,8 +12,8 @@ from mirrorbits.service import DaemonOptions, makeService
 
 debug = os.environ.get("MIRRORBITS_DEBUG", "") not in ("", "0", "false")
 application = service.Application("mirrorbits")
+root = makeService(DaemonOptions(config=os.environ.get("MIRRORBITS_CONFIG"),
+                                 listen=os.environ.get("MIRRORBITS_LISTEN"), debug=debug))
 application.setComponent(ILogObserver, twistd_log_observer(
-    debug, os.environ.get("MIRRORBITS_LOGFILE") or "-", nodaemon=True))
-makeService(DaemonOptions(config=os.environ.get("MIRRORBITS_CONFIG"),
-                          listen=os.environ.get("MIRRORBITS_LISTEN"),
-                          debug=debug)).setServiceParent(application)
+    root, debug, os.environ.get("MIRRORBITS_LOGFILE") or "-", nodaemon=True))
+root.setServiceParent(application)

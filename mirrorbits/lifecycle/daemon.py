@@ -85,13 +85,25 @@ def start_logging(log_file: str, debug: bool) -> IO[str] | ReopenableLog:
     return stream
 
 
-def twistd_log_observer(debug: bool, logfile: str | None, nodaemon: bool) -> ILogObserver:
-    """The observer twistd would use (``--logfile``: a path, ``-`` for stdout; by default stdout in
-    the foreground, ``twistd.log`` daemonized), filtered at our level: twistd logs every level, so
-    without this ``twistd mirrorbits`` would log debug events whether ``--debug`` is given or not."""
+def twistd_log_stream(logfile: str | None, nodaemon: bool) -> IO[str] | LogFile:
+    """Where twistd would log (``--logfile``: a path, ``-`` for stdout; by default stdout in the
+    foreground, ``twistd.log`` daemonized).  Ours to choose once an application has an observer
+    (twistd logs every level, so without one at our level ``twistd mirrorbits`` would log debug
+    events whether ``--debug`` is given or not)."""
     if logfile == "-" or (not logfile and nodaemon):
-        return log_observer(sys.stdout, debug)
-    return log_observer(LogFile.fromFullPath(logfile or "twistd.log"), debug)
+        return sys.stdout
+    return LogFile.fromFullPath(logfile or "twistd.log")
+
+
+def twistd_log_observer(root: MirrorbitsService, debug: bool, logfile: str | None,
+                        nodaemon: bool) -> ILogObserver:
+    """The observer, at our level, for the twistd application ``root`` joins; a log file of ours is
+    reopened by the lifecycle on SIGUSR1/SIGHUP (twistd's own rotation handler is not installed for
+    an application that brings its observer)."""
+    stream = twistd_log_stream(logfile, nodaemon)
+    if isinstance(stream, LogFile):
+        root.app.get_lifecycle().add_log_reopener(stream.reopen)
+    return log_observer(stream, debug)
 
 
 def serve(root: MirrorbitsService, reactor: IDaemonReactor) -> int:

@@ -26,6 +26,9 @@ from tests.lifecycle.helpers import ROOT, TWISTD, Daemon, go_style, kill_all, wr
 GEOIP_DATA = Path(__file__).resolve().parents[1] / "data" / "geoip"
 GEOIP_RELOAD = "Reloading the GeoIP databases"
 LOG_REOPEN = "Re-opening the download log"
+#: Logged once the view is warm, well after the reactor runs and the signal handlers are in place
+#: (under twistd a signal sent earlier would meet the default action).
+READY = "Cache warmed"
 
 
 def world(tmp_path: Path, redis: RedisServer, port: int, workers: int) -> Path:
@@ -61,7 +64,7 @@ def test_each_signal_reloads_and_reopens_once_per_process(tmp_path: Path, redis:
         if workers > 1:
             d.wait_log("HTTP worker 1 serving", timeout=30)
         else:
-            d.wait_log("Service listening on")
+            d.wait_log(READY)
         time.sleep(0.5)
         out = d.output()
         geoip, reopen = out.count(GEOIP_RELOAD), out.count(LOG_REOPEN)
@@ -93,11 +96,11 @@ def test_each_signal_reloads_and_reopens_once_per_process(tmp_path: Path, redis:
 
 def run_and_reload(args: list[str], cwd: Path, port: int, extra_env: dict[str, str] | None = None
                    ) -> str:
-    """Start a daemon, wait until it serves, reload it (SIGHUP), stop it; its output."""
+    """Start a daemon, wait until it is ready, reload it (SIGHUP), stop it; its output."""
     d = Daemon(args, cwd, extra_env=extra_env)
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
-        d.wait_log("Service listening on")
+        d.wait_log(READY)
         d.proc.send_signal(signal.SIGHUP)
         d.wait_log("SIGHUP Received: Reloading configuration...")
         time.sleep(0.5)
@@ -134,3 +137,38 @@ def test_debug_is_honoured_by_every_entry_point(tmp_path: Path, redis: RedisServ
     assert "#debug]" not in outputs[False] and GEOIP_RELOAD not in outputs[False], outputs[False][-3000:]
     assert "#info]" in outputs[False] or "Service listening on" in outputs[False]
 
+
+
+def test_twistd_log_file_follows_logrotate(tmp_path: Path, redis: RedisServer) -> None:
+    """Under twistd with ``--logfile`` (the daemon brings its own observer), SIGUSR1 after a
+    rotation makes the daemon write to a new file, as twistd's own handler would."""
+    port = free_port()
+    conf = world(tmp_path, redis, port, 1)
+    logfile = tmp_path / "twistd.log"
+    d = Daemon([*TWISTD, "-n", "--pidfile=", "--logfile", str(logfile), "mirrorbits", "--no-monitor",
+                "--config", str(conf)], tmp_path)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        deadline = time.monotonic() + 20
+        while READY not in (logfile.read_text() if logfile.exists() else ""):
+            assert time.monotonic() < deadline, d.output()[-3000:]
+            time.sleep(0.05)
+        os.rename(logfile, tmp_path / "twistd.log.1")
+        d.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 20
+        while not logfile.exists():
+            assert time.monotonic() < deadline, (tmp_path / "twistd.log.1").read_text()[-3000:]
+            time.sleep(0.05)
+        d.proc.send_signal(signal.SIGHUP)  # something to log, in the new file
+        while "SIGHUP Received" not in logfile.read_text():
+            assert time.monotonic() < deadline, logfile.read_text()[-3000:]
+            time.sleep(0.05)
+        old = (tmp_path / "twistd.log.1").read_text()
+        assert "SIGUSR1 Received" in old and "SIGHUP Received" not in old
+        assert "#debug]" not in old + logfile.read_text()
+    finally:
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            kill_all([d.proc.pid])

@@ -48,7 +48,7 @@ class MirrorbitsServiceMaker:
         # --debug.  twistd's own --logger or --syslog choice is left alone.
         twistd = options.parent
         if twistd is not None and not twistd.get("logger") and not twistd.get("syslog"):
-            root.log_observer = twistd_log_observer(debug, twistd.get("logfile"),
+            root.log_observer = twistd_log_observer(root, debug, twistd.get("logfile"),
                                                     bool(twistd.get("nodaemon")))
         return root
 

@@ -1,8 +1,8 @@
 """Waiting for a Deferred without owning it.
 
-Some work must never be cancelled half-way by whoever waits for it: a Redis command (txredisapi's
-reply queue would go out of step with the commands sent), a load that fills the view for the next
-request, a connection draining.  Its waiters, though, come and go: a scan is aborted, an HTTP
+Some work must never be cancelled half-way by whoever waits for it: a Redis command (it was sent:
+cancelling the wait does not take it back, and its caller must still see what it did), a load that
+fills the view for the next request, a connection draining.  Its waiters, though, come and go: a scan is aborted, an HTTP
 request gives up after two seconds, the daemon stops.  :func:`follow` gives each waiter its own
 Deferred, and :func:`wait_at_most` adds a deadline to that wait, so the one rule "cancelling or
 timing out a waiter leaves the source running" is written once.

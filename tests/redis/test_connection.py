@@ -63,7 +63,7 @@ class RedisClientTests(unittest.TestCase):
         self.assertEqual(pong, "PONG")
         self.client.set_ready()
         yield defer.Deferred.fromCoroutine(self.client.execute("SET", "k", "1234"))
-        # numbers stay strings (txredisapi would turn them into ints by default)
+        # numbers stay strings, as Go writes and compares them
         value = yield defer.Deferred.fromCoroutine(self.client.execute("GET", "k"))
         self.assertEqual(value, "1234")
         # SELECT went to db 3

@@ -98,6 +98,15 @@ class DeadlineOnClockTests(unittest.SynchronousTestCase):
         self.assertEqual(self.successResultOf(second), ["B", "C"])
         self.assertEqual(self.clock.getDelayedCalls(), [])  # the answered request's timer is gone
 
+    def test_cancelled_request_keeps_the_queue_in_step(self) -> None:
+        first = self.proto.request([("GET", "a")], timeout=2.0)
+        second = self.proto.request([("GET", "b")], timeout=2.0)
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        self.proto.dataReceived(b"$1\r\nA\r\n$1\r\nB\r\n")
+        self.assertEqual(self.successResultOf(second), ["B"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_connection_lost_fails_waiters(self) -> None:
         d = self.proto.request([("PING",)], timeout=None)
         self.proto.connectionLost(Failure(ConnectionResetError()))

@@ -1,4 +1,4 @@
-"""Node discovery and the split of the mirrors between the nodes of a cluster (spec §9).
+"""Node discovery and the split of the mirrors between the nodes of a cluster.
 
 Go and Python nodes share one Redis and must agree, without talking to each other, on which node
 checks and scans which mirror.  Everything that decides it is fixed by the Go original and kept here

@@ -1,14 +1,14 @@
-"""The monitor loop (spec §7.1–§7.3): which mirror is checked or scanned when, by this node.
+"""The monitor loop: which mirror is checked or scanned when, by this node.
 
-Every second, each enabled mirror this node handles (§9) gets a health check when the last one is
+Every second, each enabled mirror this node handles (:mod:`mirrorbits.monitor.cluster`) gets a health check when the last one is
 more than ``CheckInterval`` minutes old, and a scan when its ``lastSync`` is more than
 ``ScanInterval`` minutes old.  Checks run on 10 workers behind a queue of 50; scans on
 ``ConcurrentSync`` workers (read once, at start).  Differences from Go, all local behaviour:
 
 * a mirror whose check finds nothing to check ("not yet scanned", or a sampled file whose
-  ``FILE_`` hash vanished) is retried after ``CheckInterval`` instead of never again (§7.4 quirk);
+  ``FILE_`` hash vanished) is retried after ``CheckInterval`` instead of never again;
 * a mirror without a scan URL is not re-queued (and its trace fetched) every second: the attempt
-  is remembered in memory and retried after ``ScanInterval`` (§7.3 quirk);
+  is remembered in memory and retried after ``ScanInterval``;
 * a mirror that is re-enabled, or whose URL or redirect policy changed, is checked at the next tick
   rather than up to ``CheckInterval`` later;
 * the list of mirrors is re-read every :data:`RESYNC_INTERVAL` seconds and after a pub/sub
@@ -45,7 +45,7 @@ HEALTH_WORKERS = 10
 HEALTH_QUEUE = 50
 TICK = 1.0
 RESYNC_INTERVAL = 60.0
-#: Start-up retries (§7.1): the mirror list every 500 ms.
+#: Start-up retries: the mirror list every 500 ms.
 LOAD_RETRY = 0.5
 #: After joining, listen this long before scheduling, so the first split already counts the other
 #: nodes (they announce every second).  Go schedules at once, as a one-node cluster, so for a second
@@ -296,7 +296,7 @@ class Monitor:
         d.addBoth(done)
         return d
 
-    # -- scheduling (§7.2) ---------------------------------------------------------------------
+    # -- scheduling ----------------------------------------------------------------------------
 
     def tick(self) -> None:
         """One scheduling pass over the mirrors."""
@@ -325,7 +325,7 @@ class Monitor:
         self._queued += 1
         self._queue.put(tracked)
 
-    # -- scans (§7.3) --------------------------------------------------------------------------
+    # -- scans ---------------------------------------------------------------------------------
 
     async def _scan(self, tracked: Tracked) -> None:
         before = tracked.mirror
@@ -344,7 +344,7 @@ class Monitor:
             tracked.scanning = False
             self._scans_running -= 1
 
-    # -- health checks (§7.4) ------------------------------------------------------------------
+    # -- health checks -------------------------------------------------------------------------
 
     async def _health_worker(self) -> None:
         while self.running:
@@ -377,7 +377,7 @@ class Monitor:
                     tracked.last_check = self.clock()
                 return
             if path is None or size_text is None:
-                # "Not yet scanned": retry after CheckInterval (Go never retries, §7.4 quirk).
+                # "Not yet scanned": retry after CheckInterval (Go never retries).
                 tracked.last_check = self.clock()
                 return
             try:

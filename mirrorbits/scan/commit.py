@@ -1,4 +1,4 @@
-"""The Redis side of one mirror scan (spec §8.2): lock, attempt mark, staging, commit, success mark
+"""The Redis side of one mirror scan: lock, attempt mark, staging, commit, success mark
 and the mirror log events.
 
 Go queues the whole listing into one ``MULTI`` and ``EXEC``\\ s it at the end: with 200,000 files
@@ -23,8 +23,8 @@ Measured with 200,000 files (2 cores at load 6, other test suites running): stag
 17–23 s, client RSS growth 1.6 MB, Redis time per batch 3–5 ms on average, 40 ms at worst.
 
 The end state and the messages are Go's.  The difference a reader can see: the additions appear
-batch by batch rather than all at once (each file together with its info), which the spec allows
-("any other way"), and ``HANDLEDFILES_<id>`` is the intersection with ``FILES`` as it was while each
+batch by batch rather than all at once (each file together with its info, so no reader meets a
+file without its info), and ``HANDLEDFILES_<id>`` is the intersection with ``FILES`` as it was while each
 batch was written rather than at one instant (a local scan renaming ``FILES`` meanwhile can leave
 it off by the files that changed, until the next mirror scan, just as Go's is between scans).
 

@@ -218,7 +218,7 @@ def parse_dos_line(line: str) -> FtpEntry:
     """A Windows/DOS ``DIR`` style LIST line: ``MM-DD-YY  hh:mmAM`` or ``YYYY-MM-DD  HH:MM``.
 
     Go's parser skips the date when the line has 17 characters or fewer and then reads
-    e.g. ``"5 x"`` as a file; we require the date, as the spec describes the format.
+    e.g. ``"5 x"`` as a file; we require the date, which the format always has.
     """
     if len(line) <= 17:
         raise _Unsupported
@@ -304,7 +304,7 @@ def parse_mdtm_reply(code: int, text: str) -> int | None:
 
 @dataclass(slots=True)
 class Precision:
-    """The FTP precision rule of §8.4: 0 → 1 s or 1 ms on MDTM, 1 ms is sticky; MLST → 1 s."""
+    """A listing's time precision: 0 → 1 s or 1 ms on MDTM, 1 ms is sticky; MLST → 1 s."""
 
     value: int = PRECISION_NONE
 

@@ -1,4 +1,4 @@
-"""Index the local repository into Redis: walk, hash, commit (spec data-and-scanning §2.1-§2.2, §8.1).
+"""Index the local repository into Redis: walk, hash, commit.
 
 Go and Python nodes read each other's index, so the keys, fields and encodings are the Go ones:
 ``FILES`` (set of paths, swapped in with ``RENAME FILES_TMP FILES``), ``FILE_<path>`` (hash with
@@ -517,11 +517,11 @@ def _record(path: bytes, fields: Sequence[str]) -> bytes:
 
 def needs_rehash(stored: Sequence[str | None], size: int, mtime_ns: int, enabled: Sequence[int],
                  force: bool) -> bool:
-    """Spec §8.1 for one stored record (``HMGET … size modTime sha1 sha256 md5``, None = missing):
-    forced, an enabled hash (``enabled``: its indexes in the record) is empty, the size differs, or
-    the stored modTime is not the same instant (unparseable counts as different).  Read as
-    :meth:`mirrorbits.model.FileInfo.from_redis` reads it (an invalid size is 0); the cheap tests
-    first, so a file whose size changed costs no modTime parsing."""
+    """Whether a file must be hashed again, from its stored record (``HMGET … size modTime sha1
+    sha256 md5``, None = missing): forced, an enabled hash (``enabled``: its indexes in the record)
+    is empty, the size differs, or the stored modTime is not the same instant (unparseable counts
+    as different).  Read as :meth:`mirrorbits.model.FileInfo.from_redis` reads it (an invalid size
+    is 0); the cheap tests first, so a file whose size changed costs no modTime parsing."""
     if force:
         return True
     for i in enabled:

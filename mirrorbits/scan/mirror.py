@@ -1,5 +1,5 @@
-"""One mirror scan (spec §8.2, §8.6, §7.3 steps 1–6): list the mirror over rsync or FTP with
-engineer B's listers, commit through :mod:`mirrorbits.scan.commit`, fix the time-zone offset,
+"""One mirror scan: list the mirror over rsync or FTP (:mod:`mirrorbits.scan.rsync`,
+:mod:`mirrorbits.scan.ftp`), commit through :mod:`mirrorbits.scan.commit`, fix the time-zone offset,
 fetch the trace file.
 
 Cancellation only ever reaches the listers (which kill rsync or close the FTP connections) and the
@@ -43,7 +43,7 @@ __all__ = ["ERR_ABORTED", "ERR_IN_PROGRESS", "ERR_NO_URL", "MirrorScanner", "Sca
 
 @dataclass(frozen=True, slots=True)
 class ScanJobResult:
-    """What the monitor's scan worker learned (§7.3)."""
+    """What the monitor's scan worker learned."""
 
     #: "ok", "skipped" (lock held elsewhere), "in-progress", "no-url", "failed".
     status: str
@@ -136,7 +136,8 @@ class MirrorScanner:
     # -- the monitor entry point -------------------------------------------------------------
 
     async def run_job(self, mirror: Mirror) -> ScanJobResult:
-        """The scan worker's work for one mirror (§7.3 steps 1–6)."""
+        """The scan worker's work for one mirror: skip it when another node scans it, else scan over
+        rsync, then FTP, fetching the trace file meanwhile."""
         try:
             if await self.redis.execute("EXISTS", schema.scanning_key(mirror.id)):
                 log.debug("[{name}] scan already in progress on another node", name=mirror.name)
@@ -146,7 +147,7 @@ class MirrorScanner:
                 log.warn("[{name}] cannot check the scan lock: {err}", name=mirror.name, err=e)
             return ScanJobResult("skipped", error=str(e))
         if not mirror.rsync_url and not mirror.ftp_url:
-            # Go fetches the trace and retries every second here (§7.3 quirk); we do neither.
+            # Go fetches the trace and retries every second here; we do neither.
             return ScanJobResult("no-url", error=ERR_NO_URL)
         self.fetch_trace(mirror)  # in the background, not awaited
         return await self._abortable(lambda job: self._run_protocols(mirror, job))
@@ -168,7 +169,7 @@ class MirrorScanner:
             return ScanJobResult("in-progress", error=error)
         return ScanJobResult("failed", error=error)
 
-    # -- one scan (§8.2) ---------------------------------------------------------------------
+    # -- one scan ----------------------------------------------------------------------------
 
     async def scan(self, mirror_id: int, protocol: str, url: str, job: _Job | None = None) -> ScanResult:
         """Go ``Scan(type, url, id)``: lock, attempt mark, listing, commit, tz offset, event 8.
@@ -227,7 +228,7 @@ class MirrorScanner:
             self._jobs.discard(job)
         return outcome
 
-    # -- time-zone offset (§8.6) -------------------------------------------------------------
+    # -- time-zone offset --------------------------------------------------------------------
 
     async def adjust_tz_offset(self, mirror_id: int, name: str, precision_ns: int) -> int:
         """Detect and store ``tzoffset``; returns it (0 when off, undetected or on errors)."""

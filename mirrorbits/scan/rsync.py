@@ -1,4 +1,4 @@
-"""Listing a mirror over rsync (spec data-and-scanning §8.3).
+"""Listing a mirror over rsync.
 
 The ``rsync`` binary does the protocol work; we run it with no destination, so it prints
 one line per entry, and parse that listing as it streams.  :class:`RsyncLister` is a
@@ -45,7 +45,7 @@ RSYNC_LINE_RE = re.compile(
 )
 _DATE_RE = re.compile(r"([0-9]{4})/([0-9]{2})/([0-9]{2}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2})\Z")
 
-#: Error texts for rsync exit codes (spec §8.3, "Completion").
+#: Error texts for rsync exit codes, as Go words them.
 EXIT_MESSAGES: dict[int, str] = {
     5: "rsync: Error starting client-server protocol",
     10: "rsync: Error in socket I/O",
@@ -149,7 +149,7 @@ def _go_escape_path(path: str) -> str:
 def _go_escaped_path(raw_path: str) -> str:
     """Go's URL.EscapedPath(): keep the raw path if it is validly encoded, else re-escape.
 
-    This reproduces the quirk of §8.3: a space in the path comes out as ``%20``.
+    As in Go, a space in the path comes out as ``%20``.
     """
     _check_escapes(raw_path)
     decoded = unquote(raw_path, errors="surrogateescape")
@@ -445,7 +445,7 @@ async def list_rsync(
     """List a mirror over rsync, calling ``on_file`` for every regular file.
 
     ``timeout`` is an idle timeout: if rsync prints nothing for that long (while we are
-    not waiting on ``on_file``) it is killed.  Raises :class:`ScanError` with the spec's
+    not waiting on ``on_file``) it is killed.  Raises :class:`ScanError` with Go's
     texts; cancelling the returned Deferred kills rsync and raises :class:`ScanAborted`.
     """
     if reactor is None:

@@ -1,5 +1,5 @@
 """When the local repository is scanned: at start-up, every ``RepositoryScanInterval`` minutes, and on
-the admin ``refresh`` (spec data-and-scanning §7.1, §8.1; cli-and-admin §3.5).
+the admin ``refresh``.
 
 The scans themselves are :class:`mirrorbits.scan.local.LocalScanner`'s; this service only schedules
 them and makes sure one process never runs two at once (a ``refresh`` arriving during a periodic
@@ -23,7 +23,7 @@ from mirrorbits.scan.local import LocalScanner, ScanResult
 
 log = Logger(namespace="mirrorbits.scan.source")
 
-#: Go retries the start-up scan every second until it succeeds (§7.1).
+#: Go retries the start-up scan every second until it succeeds.
 STARTUP_RETRY = 1.0
 
 
@@ -73,7 +73,7 @@ class SourceScanService(service.Service):
         return result
 
     def when_indexed(self) -> defer.Deferred[None]:
-        """Fires once the start-up scan has succeeded (the monitor waits for it, §7.1 step 2)."""
+        """Fires once the start-up scan has succeeded (the monitor waits for it)."""
         if self.indexed:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()

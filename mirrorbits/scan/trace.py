@@ -1,4 +1,4 @@
-"""The trace file (spec §8.5): a timestamp a mirror publishes, stored as ``lastModTime``.
+"""The trace file: a timestamp a mirror publishes, stored as ``lastModTime``.
 
 Fetched at the start of each scan attempt, with ``GET <base>/<TraceFileLocation>``.  Only the first
 whitespace-delimited token of the body (at most 64 KiB) is read; the connection is dropped after

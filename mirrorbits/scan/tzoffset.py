@@ -1,4 +1,4 @@
-"""FixTimezoneOffsets (spec data-and-scanning §8.6), as a pure function.
+"""FixTimezoneOffsets: detecting a mirror's clock shift from sampled files, as a pure function.
 
 Some mirrors serve times shifted by their local time zone.  After a scan we compare a
 random sample of files present both locally and on the mirror; when nearly all of them

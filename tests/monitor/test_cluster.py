@@ -1,5 +1,5 @@
-"""The cluster: announce text, expiry, ordering and the Go split formula (spec §9, §13 cases
-35–40), and three monitors plus a simulated Go node sharing one Redis."""
+"""The cluster: announce text, expiry, ordering and the Go split formula, and three monitors plus a
+simulated Go node sharing one Redis."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ class Announces:
 
 
 def split(ids: list[int], nodes: list[str]) -> dict[str, set[int]]:
-    """Go's split (§9) of ``ids`` between ``nodes`` (sorted byte-wise, as every node sorts them)."""
+    """Go's split of ``ids`` between ``nodes`` (sorted byte-wise, as every node sorts them)."""
     order = sorted(nodes, key=lambda n: n.encode())
     return {n: {m for m in ids if is_handled(ids, m, i, len(order))} for i, n in enumerate(order)}
 

@@ -1,5 +1,4 @@
-"""Health checks against real HTTP/HTTPS servers on loopback, recorded in a real Redis
-(spec §7.4, §7.5, §13 cases 41–46)."""
+"""Health checks against real HTTP/HTTPS servers on loopback, recorded in a real Redis."""
 
 from __future__ import annotations
 

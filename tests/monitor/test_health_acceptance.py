@@ -1,6 +1,6 @@
 """Issue 7 acceptance: the test CA is trusted *through configuration* (``CheckTLSCAFile``), and a
-reload that changes it takes effect on the next check (spec §7.4; the key is ours, Go uses the
-system roots only)."""
+reload that changes it takes effect on the next check (the key is ours, Go uses the system roots
+only)."""
 
 from __future__ import annotations
 

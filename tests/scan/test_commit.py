@@ -1,4 +1,5 @@
-"""The commit of a mirror scan against a real Redis (spec §8.2, §2.5, §13 cases 21–23)."""
+"""The commit of a mirror scan against a real Redis: staging, additions, removals, the success mark
+and the mirror log events."""
 
 from __future__ import annotations
 

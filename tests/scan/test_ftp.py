@@ -1,7 +1,4 @@
-"""FTP listing: parsers, precision rule, and list_ftp against real and misbehaving servers.
-
-Spec data-and-scanning §8.4 and test cases 13-20 of §13.
-"""
+"""FTP listing: parsers, precision rule, and list_ftp against real and misbehaving servers."""
 
 from __future__ import annotations
 

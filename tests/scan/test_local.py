@@ -1,5 +1,5 @@
-"""The local repository index against a real redis-server and a real file tree (issue 3; spec
-data-and-scanning §2.1-§2.2, §5.2, §8.1, cases 24-28)."""
+"""The local repository index against a real redis-server and a real file tree: walk order, hashing
+rules, the FILES/FILE_ records Go writes, locking and the commit."""
 
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ class IndexTests(ScanTestBase):
 
     @defer.inlineCallbacks
     def test_rehash_rules(self) -> Any:
-        """Case 26 and §8.1: enabling SHA1 rehashes; a forced refresh rehashes; a changed size or
+        """Enabling SHA1 rehashes; a forced refresh rehashes; a changed size or
         mtime rehashes; a disabled hash's stored value is kept while the file is unchanged."""
         write(os.path.join(self.repo, "a"))
         write(os.path.join(self.repo, "b"))

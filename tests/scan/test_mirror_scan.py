@@ -1,5 +1,5 @@
 """Whole mirror scans: a real rsync daemon and a real FTP server, a real Redis, a real HTTP server
-for the trace file (spec §8.2–§8.6, §7.3, §13 cases 12, 29–33, 47, 48)."""
+for the trace file."""
 
 from __future__ import annotations
 

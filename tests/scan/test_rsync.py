@@ -1,7 +1,4 @@
-"""rsync listing: line parser, command line, and list_rsync against a real rsync daemon.
-
-Spec data-and-scanning §8.3 and test cases 1-12 of §13.
-"""
+"""rsync listing: line parser, command line, and list_rsync against a real rsync daemon."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FixTimezoneOffsets decision (spec data-and-scanning §8.6, test cases 29-34)."""
+"""The FixTimezoneOffsets decision: detected shifts, too few samples, disagreeing samples, precision."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,14 +45,48 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from mirrorbits.admin import usage
+from twisted.internet import threads
+
+from mirrorbits.admin import rpc, usage
+from mirrorbits.admin.commands import (
+    PROTOCOL_ALL,
+    PROTOCOL_FTP,
+    PROTOCOL_RSYNC,
+    AdminCommands,
+    AdminError,
+    validate_add,
+    version_info,
+)
+from mirrorbits.admin.edityaml import EditError, apply_mirror_yaml, validate_edited
+from mirrorbits.admin.formatting import (
+    ExportOptions,
+    ListOptions,
+    edit_file_text,
+    fatal_line,
+    format_add_success,
+    format_edit_success,
+    format_export_csv,
+    format_export_json,
+    format_list,
+    format_logs,
+    format_mirmon,
+    format_scan_result,
+    format_show,
+    format_stats_file,
+    format_stats_mirror,
+    format_version_block,
+    mirror_yaml,
+    parse_stats_date_strict,
+    split_edit_file,
+)
 from mirrorbits.admin.goflag import ParseResult
+from mirrorbits.config import ConfigError, load_config
+from mirrorbits.model import Mirror
 from mirrorbits.reactor import IDaemonReactor, default_reactor
+from mirrorbits.redis.connection import RedisClient, RedisSettings
 
 if TYPE_CHECKING:
-    from mirrorbits.admin.commands import AdminCommands
     from mirrorbits.admin.interface import AdminAPI, MirrorRef
-    from mirrorbits.redis.connection import RedisClient
 
 __all__ = ["COMMAND_FUNCTIONS", "CliIO", "StdIO", "run"]
 
@@ -105,23 +140,15 @@ class StdIO:
         sys.stderr.flush()
 
     async def readline(self) -> str | None:
-        from twisted.internet import threads
-
         line: str = await threads.deferToThread(sys.stdin.readline)
         if not line:
             return None
         return line.rstrip("\r\n")
 
     async def read_password(self) -> str:
-        from twisted.internet import threads
-
         return await threads.deferToThread(_read_password_blocking)
 
     async def run_editor(self, editor: str, path: str) -> int:
-        import subprocess
-
-        from twisted.internet import threads
-
         def run() -> int:
             return subprocess.call([editor, path], env=self.env)
 
@@ -190,8 +217,6 @@ class Session:
     async def admin(self, command: str) -> AdminAPI:
         if self._admin is not None:
             return self._admin
-        from mirrorbits.admin import rpc
-        from mirrorbits.admin.commands import AdminError
 
         try:
             remote = await rpc.connect(self.host, self.port, self.password, self.reactor)
@@ -218,9 +243,6 @@ class Session:
 
     async def _local(self, reason: str) -> AdminCommands | None:
         """AdminCommands on the Redis named by the config file, or None without a config."""
-        from mirrorbits.admin.commands import AdminCommands
-        from mirrorbits.config import ConfigError, load_config
-        from mirrorbits.redis.connection import RedisClient, RedisSettings
 
         path = self.io.env.get(CONFIG_ENV) or ("/etc/mirrorbits.conf"
                                                 if os.path.exists("/etc/mirrorbits.conf") else "")
@@ -277,15 +299,12 @@ def _dial_error(e: Exception) -> str:
 
 
 def _fatal(io: CliIO, message: str) -> CliExit:
-    from mirrorbits.admin.formatting import fatal_line
-
     io.err(fatal_line(message))
     return CliExit(1)
 
 
 def _rpc(e: Exception) -> str:
     """What went wrong, in plain words (Go wrapped it in ``rpc error: code = Unknown desc = ...``)."""
-    from mirrorbits.admin.commands import AdminError
 
     return e.message if isinstance(e, AdminError) else str(e)
 
@@ -305,8 +324,6 @@ def _parse(io: CliIO, name: str, args: Sequence[str]) -> ParseResult:
 
 
 async def _resolve(io: CliIO, admin: AdminAPI, pattern: str) -> MirrorRef:
-    from mirrorbits.admin.commands import AdminError
-
     try:
         refs = await admin.resolve(pattern)
     except AdminError as e:
@@ -342,8 +359,6 @@ def _yes(line: str | None) -> bool:
 
 
 async def cmd_list(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.formatting import ListOptions, format_list
-
     p = _parse(io, "list", args)
     if p.args:
         raise _usage(io, "list")
@@ -357,10 +372,6 @@ async def cmd_list(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_add(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.commands import validate_add
-    from mirrorbits.admin.formatting import format_add_success
-    from mirrorbits.model import Mirror
-
     p = _parse(io, "add", args)
     if not p.args:
         raise _usage(io, "add")
@@ -401,9 +412,6 @@ async def cmd_remove(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_scan(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.commands import PROTOCOL_ALL, PROTOCOL_FTP, PROTOCOL_RSYNC, AdminError
-    from mirrorbits.admin.formatting import format_scan_result
-
     p = _parse(io, "scan", args)
     scan_all = p.get_bool("all")
     if (scan_all and p.args) or (not scan_all and len(p.args) != 1):
@@ -461,9 +469,6 @@ def _find_editor(env: Mapping[str, str]) -> str | None:
 
 
 async def cmd_edit(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.edityaml import EditError, apply_mirror_yaml, validate_edited
-    from mirrorbits.admin.formatting import edit_file_text, format_edit_success, mirror_yaml, split_edit_file
-
     editor = _find_editor(io.env)
     if editor is None:
         raise _fatal(io, "No text editor found, please set the EDITOR environment variable")
@@ -550,8 +555,6 @@ async def cmd_geoupdate(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_show(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.formatting import format_show
-
     p, admin, ref = await _one_mirror(io, s, "show", args)
     try:
         m = await admin.mirror_info(ref.id)
@@ -581,13 +584,6 @@ async def cmd_disable(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_export(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.formatting import (
-        ExportOptions,
-        format_export_csv,
-        format_export_json,
-        format_mirmon,
-    )
-
     p = _parse(io, "export", args)
     if len(p.args) != 1:
         raise _usage(io, "export")
@@ -605,8 +601,6 @@ async def cmd_export(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_stats(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.formatting import format_stats_file, format_stats_mirror, parse_stats_date_strict
-
     p = _parse(io, "stats", args)
     if len(p.args) != 2 or p.args[0] not in ("mirror", "file"):
         raise _usage(io, "stats")
@@ -642,8 +636,6 @@ async def cmd_stats(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_logs(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.formatting import format_logs
-
     p, admin, ref = await _one_mirror(io, s, "logs", args)
     try:
         lines = await admin.mirror_logs(ref.id, p.get_int("l"))
@@ -675,9 +667,6 @@ async def cmd_upgrade(io: CliIO, s: Session, args: Sequence[str]) -> int:
 
 
 async def cmd_version(io: CliIO, s: Session, args: Sequence[str]) -> int:
-    from mirrorbits.admin.commands import AdminError, version_info
-    from mirrorbits.admin.formatting import format_version_block
-
     p = _parse(io, "version", args)
     if p.args:
         raise _usage(io, "version")

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
@@ -163,6 +163,16 @@ class UpgradeTestBase(RedisClassTestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
 
+    async def clock_round(self, clock: task.Clock, waiters: int = 1, timeout: float = 10.0) -> None:
+        """Once ``waiters`` checks wait on ``clock`` (their Redis round trips are real), move it on
+        by one retry delay."""
+        for _ in range(int(timeout / 0.005)):
+            await sleep(0.005)
+            if len(clock.getDelayedCalls()) >= waiters:
+                clock.advance(upgrade.RETRY_DELAY)
+                return
+        raise AssertionError(f"{waiters} check(s) never waited on the clock")
+
     def new_client(self, address: str | None = None) -> RedisClient:
         settings = RedisSettings(address=address or self.server.address)
         client = RedisClient(lambda: settings)
@@ -223,13 +233,17 @@ class VersionCheckTests(UpgradeTestBase):
     async def _down(self) -> None:
         port = free_port()
         client = self.new_client(f"127.0.0.1:{port}")
-        d = run(check_and_upgrade(client))
-        await sleep(0.4)
+        clock = task.Clock()  # the check's waits between attempts; the dials are real
+        d = run(check_and_upgrade(client, reactor=clock))
+        for _ in range(5):
+            await self.clock_round(clock)
         self.assertFalse(d.called)  # still retrying, not failed
         self.assertFalse(client.ready)
         late = RedisServer(port=port).start()
         self.addCleanup(late.cleanup)
         late.client().set("MIRRORBITS_DB_VERSION", "2")
+        while not d.called:
+            await self.clock_round(clock, waiters=0)
         self.assertEqual(await d, 2)
         self.assertTrue(client.ready)
 

@@ -7,8 +7,9 @@ relies on; the Twisted requirement in ``setup.cfg`` is bounded to the releases t
 ``Headers._rawHeaders``: a ``dict`` from the canonical header name (``b"Content-Type"``, as
 ``Headers`` canonicalises it) to the list of values, in insertion order; ``getAllRawHeaders``
 iterates it.  A redirect sets six to eight headers whose names are constants and whose values were
-checked once when made (no CR/LF); ``Headers.setRawHeaders`` would canonicalise the name and
-re-check every value on every request, which measured ~10% of the redirector's CPU per request.
+checked once when made (no CR/LF); ``Headers.setRawHeaders`` canonicalises the name and re-checks
+every value on every request: 1.8 us for a redirect's six headers against 0.3 us through the table
+(timeit on the 2-core VM), i.e. ~2% of the redirect's ~70-100 us of CPU.
 """
 
 from __future__ import annotations

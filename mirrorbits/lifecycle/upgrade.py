@@ -1,4 +1,4 @@
-"""Seamless binary upgrade: the Go original's hand-over protocol (spec data-and-scanning §11.4).
+"""Seamless binary upgrade: the Go original's hand-over protocol.
 
 Old process: spawn the same program (same argv, working directory, environment) with the HTTP
 listening socket at the *same* fd number and ``OLD_FD``/``OLD_NAME``/``OLD_PPID`` set.  New process:

@@ -1,4 +1,4 @@
-"""The download log ``<LogDir>/downloads.log`` (http.md §10.1), byte-compatible with Go's.
+"""The download log ``<LogDir>/downloads.log``, byte-compatible with Go's.
 
 Why its own object: operators feed this file to their own tools and rotate it with the Go
 original's logrotate snippet (``postrotate`` sends ``SIGUSR1``), so the header, the line prefix and
@@ -165,7 +165,7 @@ class DownloadLog(Service):
             log.error("Cannot write to the download log: {err}", err=e.strerror)
 
     def log(self, typ: str, status: int, method: str, results: Results | None) -> None:
-        """The redirector's call (spec §4 step 11): the error text is ``results.error``."""
+        """The redirector's call once it has answered: the error text is ``results.error``."""
         self.write(typ, status, method, results, results.error if results is not None else None)
 
     # -- service -------------------------------------------------------------------------------

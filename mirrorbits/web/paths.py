@@ -1,4 +1,4 @@
-"""Request-target parsing, the Go mux 301 rule and repository path sanitisation (http.md §1, §3).
+"""Request-target parsing, the Go mux 301 rule and repository path sanitisation.
 
 Every download request goes through these functions, so they are written to be cheap and to fail
 only with the small exception family below (never with a stray ValueError/OSError/UnicodeError):
@@ -252,7 +252,7 @@ def _resolve(path: str) -> str:
 
 
 def sanitize_path(repository: str, url_path: str) -> str:
-    """Map a decoded URL path to the repository-relative path that is looked up (http.md §3).
+    """Map a decoded URL path to the repository-relative path that is looked up.
 
     Returns ``""`` for the repository root and ``/dir/file`` otherwise (symlinks resolved, so
     ``/latest.iso → releases/1.0.iso`` gives ``/releases/1.0.iso``). Raises :class:`Forbidden` for a
@@ -264,7 +264,7 @@ def sanitize_path(repository: str, url_path: str) -> str:
     ``os.path.realpath``. A TTL cache would keep answering for deleted files and moved links, and
     the saving is small next to a request's total cost, so correctness wins.
 
-    Deliberate deviation (spec §3 quirk): when ``repository`` itself contains a symlinked component,
+    Deliberate deviation from Go: when ``repository`` itself contains a symlinked component,
     Go compares the fully resolved path with the unresolved prefix and answers 403 to everything.
     Here a resolved path is also accepted when it lies inside the *resolved* repository; with a
     symlink-free repository the behaviour is exactly Go's.

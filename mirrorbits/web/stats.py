@@ -1,6 +1,6 @@
 """Download counting: in-memory aggregation, flushed to the ``STATS_*`` keys every 500 ms.
 
-Why this shape (http.md §9.4, §10; data-and-scanning §2.8, §2.9): the redirect path must never wait
+Why this shape: the redirect path must never wait
 for Redis, so :meth:`DownloadStats.count_download` only adds to three dictionaries (file, mirror,
 bytes, each per UTC day).  A timer writes them in one atomic Lua script (atomic as a ``MULTI``;
 see ``_FLUSH_SCRIPT``) with the Go key names, fields and increments, so Go and Python nodes add up
@@ -8,8 +8,8 @@ in the same counters.  While Redis is unusable the counts stay in memory and are
 
 Deliberate differences from the Go original:
 
-* fallback redirects are **not** counted under the pseudo-mirror ids ``0``, ``-1``… (spec §17
-  quirk 3): they count as downloads of the file (``STATS_FILE*``, ``STATS_TOTAL``) but add nothing
+* fallback redirects are **not** counted under the pseudo-mirror ids ``0``, ``-1``… (Go does):
+  they count as downloads of the file (``STATS_FILE*``, ``STATS_TOTAL``) but add nothing
   to ``STATS_MIRROR*`` (pass ``mirror_id=None``);
 * Go blocks the request when its 1000-slot queue is full; here counting never blocks (the
   aggregate is bounded by distinct (day, path) pairs, not by requests);
@@ -152,7 +152,7 @@ class DownloadStats(Service):
     # -- hot path ------------------------------------------------------------------------------
 
     def count_download(self, request: IRequest, results: Results) -> None:
-        """The redirector's call after a GET redirect with a non-empty list (spec §9.4): the first
+        """The redirector's call after a GET redirect with a non-empty list: the first
         mirror of ``results`` (none for a fallback), the local file size, the client IP, the
         ``User-Agent`` and whether a ``Range`` header was sent."""
         mlist = results.mirror_list
@@ -214,7 +214,7 @@ class DownloadStats(Service):
             self._add(now, path, mirror_id, size)
 
     async def first_download(self, path: str, client_ip: str, user_agent: str, interval: int) -> bool:
-        """Whether a ranged request starts a new download (spec §9.4): the ``DOWNLOADED_`` key did
+        """Whether a ranged request starts a new download: the ``DOWNLOADED_`` key did
         not exist.  ``SET … GET`` on Redis >= 6.2, else ``GET`` then ``SET`` (the timer is refreshed
         on every ranged hit).  Any Redis error means "count it"."""
         digest = hashlib.sha256(f"{client_ip}/{user_agent}".encode("utf-8", "surrogateescape")).hexdigest()

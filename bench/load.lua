@@ -4,6 +4,9 @@
 
 local dir = os.getenv("WORLD_DIR") or "/tmp/mirrorbits-world"
 local zipf_s = tonumber(os.getenv("ZIPF_S") or "1.0")
+-- CONNECTION_CLOSE=1: one request per connection (as most download clients), which measures the
+-- accept path too; default: keep-alive.
+local close = os.getenv("CONNECTION_CLOSE") == "1"
 
 local function lines(path)
   local t = {}
@@ -42,7 +45,9 @@ end
 function request()
   local path = paths[zipf_index()]
   local ip = ips[math.random(#ips)]
-  return wrk.format("GET", path, { ["X-Forwarded-For"] = ip })
+  local headers = { ["X-Forwarded-For"] = ip }
+  if close then headers["Connection"] = "close" end
+  return wrk.format("GET", path, headers)
 end
 
 function done(summary, latency, requests)

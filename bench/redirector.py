@@ -292,12 +292,16 @@ def main() -> None:
                     help="run only the HTTP side (not `mirrorbits daemon`)")
     ap.add_argument("--world", help="build the world here once (Redis dump, tree, IPs) and reuse it")
     ap.add_argument("--runs", type=int, default=1, help="wrk runs against the same daemon")
+    ap.add_argument("--close", action="store_true",
+                    help="one request per connection (Connection: close): measures the accept path")
     ap.add_argument("--warmup", type=int, default=5, help="seconds of uncounted load first")
     ap.add_argument("--profile", help="py-spy flame graph (SVG) of one daemon process, first run")
     ap.add_argument("--serve-script", help="(debugging) a script serving CONF instead of the daemon")
     ap.add_argument("--bare", action="store_true",
                     help="the floor: a bare twisted.web 302 server (--workers processes)")
     args = ap.parse_args()
+    if args.close:
+        os.environ["CONNECTION_CLOSE"] = "1"  # read by load.lua (wrk inherits the environment)
 
     tmp = tempfile.mkdtemp(prefix="mirrorbits-bench-")
     if args.bare:

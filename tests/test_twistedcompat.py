@@ -154,3 +154,26 @@ def test_accepting_port_takes_one_connection_per_wake_up_and_never_shuts_down() 
         for c in clients:
             c.close()
         sock.close()
+
+
+def test_accepting_port_alone_on_its_socket_takes_a_burst_until_shared() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.setblocking(False)
+    clients = [socket.create_connection(sock.getsockname(), timeout=2) for _ in range(5)]
+    reactor = MemoryReactor()
+    try:
+        port = adopt_listening_socket(reactor, sock.fileno(), sock.family,  # type: ignore[arg-type]
+                                      LeanSite(resource.Resource(), reactor=Clock()), fair=False)
+        port.doRead()
+        assert len(reactor.adoptedStreamConnections) == 5  # all waiting ones, in one wake-up
+        clients += [socket.create_connection(sock.getsockname(), timeout=2) for _ in range(2)]
+        port.share()  # HTTP workers accept on it from now on
+        port.doRead()
+        assert len(reactor.adoptedStreamConnections) == 6
+        port.stopListening()
+    finally:
+        for c in clients:
+            c.close()
+        sock.close()

@@ -480,7 +480,7 @@ class FtpSession:
     async def quit(self) -> None:
         """Polite QUIT, bounded in time; then close."""
         if self.proto.failure_reason is None and self.proto.transport is not None:
-            # Any answer, an error or none within the delay: the connection is closed below anyway,
+            # An answer, an error or none within the delay: the connection is closed below anyway,
             # which ends the QUIT command too.
             with suppress(Exception):
                 await wait_at_most(defer.ensureDeferred(self.proto.command("QUIT")), QUIT_TIMEOUT,

@@ -24,11 +24,12 @@ from twisted.trial import unittest
 
 from mirrorbits import gocompat
 from mirrorbits.config import Config, ConfigHolder, Hashes
-from mirrorbits.redis.connection import RedisClient, RedisSettings
+from mirrorbits.redis.connection import RedisClient
 from mirrorbits.scan import local
 from mirrorbits.scan.local import LocalScanner, ScanInProgress, WalkedFile, format_local_gts, walk_chunks
 from mirrorbits.scan.source_service import SourceScanService
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.trial import RedisClassTestCase
 
 CHANNEL = "_mirrorbits_file_update"
 
@@ -105,20 +106,9 @@ class LogCapture:
         globalLogPublisher.removeObserver(self.events.append)
 
 
-class ScanTestBase(unittest.TestCase):
-    timeout = 60
-    server: RedisServer
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.cleanup()
-
+class ScanTestBase(RedisClassTestCase):
     def setUp(self) -> None:
-        self.server.flush()
+        super().setUp()
         self.redis = self.server.client(decode=False)
         self.tmp = tempfile.mkdtemp(prefix="mirrorbits-local-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
@@ -128,14 +118,6 @@ class ScanTestBase(unittest.TestCase):
         self.client = self.new_client()
         self.logs = LogCapture()
         self.addCleanup(self.logs.close)
-
-    def new_client(self) -> RedisClient:
-        settings = RedisSettings(address=self.server.address)
-        client = RedisClient(lambda: settings)
-        client.start()
-        client.set_ready()
-        self.addCleanup(lambda: run(client.stop()))
-        return client
 
     def scanner(self, client: RedisClient | None = None, **kw: Any) -> LocalScanner:
         return LocalScanner(client or self.client, lambda: self.config, **kw)
@@ -522,17 +504,8 @@ class FormatTests(unittest.SynchronousTestCase):
            st.sampled_from(["UTC", "Europe/Paris", "America/St_Johns", "Asia/Kathmandu",
                             "America/Sao_Paulo", "Australia/Lord_Howe"]))
     def test_fast_gts_matches_gocompat(self, ns: int, zone: str) -> None:
-        old = os.environ.get("TZ")
-        os.environ["TZ"] = zone
-        time.tzset()
-        try:
+        with tz(zone):
             self.assertEqual(format_local_gts(ns), gocompat.format_gts(ns, "local"))
-        finally:
-            if old is None:
-                os.environ.pop("TZ", None)
-            else:
-                os.environ["TZ"] = old
-            time.tzset()
 
     @settings(max_examples=150, deadline=None)
     @given(st.integers(min_value=-2_500_000_000 * 10**9, max_value=4_000_000_000 * 10**9),

@@ -73,6 +73,8 @@ _GO_SIGNAL_NAMES = {
 MAX_LINE_BYTES = 1 << 20
 #: Safety-net idle timeout: rsync's own --timeout (30 s, 60 s for rsync-ssl) should fire first.
 DEFAULT_IDLE_TIMEOUT = 120.0
+#: Seconds rsync gets to end its helper process after SIGTERM before it is sent SIGKILL.
+KILL_GRACE = 2.0
 _MAX_KEPT_STDERR = 200
 
 
@@ -237,6 +239,7 @@ class RsyncLister(ProcessProtocol):
         self._waiting = False  # a callback's awaitable is pending
         self._ended: Failure | None = None
         self._idle_call: IDelayedCall | None = None
+        self._kill_call: IDelayedCall | None = None
         self.timed_out = False
         self.cancelled = False
         self.callback_error: Failure | None = None
@@ -277,18 +280,27 @@ class RsyncLister(ProcessProtocol):
         self.kill()
 
     def kill(self) -> None:
-        """Kill the child if it still runs, and stop reading its output.
+        """Stop the child if it still runs, and stop reading its output.
 
-        rsync forks helper processes that inherit stdout/stderr; closing our ends of the
-        pipes makes them die of EPIPE instead of keeping the scan alive until their
-        own timeout.
+        SIGTERM first: rsync then ends the helper process it forked for the transfer. A
+        SIGKILL leaves that helper running, blocked on the daemon's socket (and the
+        daemon's connection child waiting on it) until the remote side gives up, which
+        an rsync daemon without a ``timeout`` never does. SIGKILL follows after
+        :data:`KILL_GRACE` if rsync is still there. Closing our ends of the pipes makes
+        a helper that writes to them die of EPIPE.
         """
         if self._ended is None and self.transport is not None:
+            self._signal("TERM")
+            if self._kill_call is None:
+                self._kill_call = self._reactor.callLater(KILL_GRACE, self._signal, "KILL")
+            self._proc().loseConnection()
+
+    def _signal(self, name: str) -> None:
+        if self._ended is None:
             try:
-                self._proc().signalProcess("KILL")
+                self._proc().signalProcess(name)
             except error.ProcessExitedAlready:
                 pass
-            self._proc().loseConnection()
 
     def _cancel(self, _: defer.Deferred[None]) -> None:
         self.cancelled = True
@@ -396,6 +408,8 @@ class RsyncLister(ProcessProtocol):
     # -- end
     def processEnded(self, reason: Failure) -> None:
         self._disarm_idle()
+        if self._kill_call is not None and self._kill_call.active():
+            self._kill_call.cancel()
         if self._err_buf:
             self._err_line(bytes(self._err_buf))
             del self._err_buf[:]

@@ -24,8 +24,10 @@ from mirrorbits.scan.rsync import (
     list_rsync,
     rsync_command,
 )
+from tests.fixtures import processes
 from tests.fixtures import rsyncd as rsyncd_fixtures
 from tests.fixtures.rsyncd import RsyncDaemon, start_rsyncd
+from tests.fixtures.trial import sleep
 
 
 def parse_rsync_line(line: str) -> ListedFile | None:
@@ -346,6 +348,14 @@ class RsyncDaemonTests(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             yield defer.ensureDeferred(list_rsync(self.daemon.url("big"), boom, reactor=reactor))
         self.assertEqual(len(calls), 1)
+        # rsync's helper process (and with it the daemon's connection child) is gone too.
+        url = self.daemon.url("big")
+        for _ in range(250):
+            left = [p for p in processes.processes() if p.command.endswith(url)]
+            if not left:
+                break
+            yield sleep(0.02)
+        self.assertEqual(left, [])
 
 
 class _SilentServer:

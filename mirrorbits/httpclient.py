@@ -123,8 +123,7 @@ class HttpClient:
         self.timeout = timeout
         self._agent: Agent | None = None
         self._agent_ca: str | None = None
-        # The cancel methods of the requests in flight (a bound method compares and hashes by its
-        # Deferred, so the same request's ``d.cancel`` finds its entry again).
+        #: How to cancel each request in flight.
         self._inflight: set[Callable[[], None]] = set()
 
     async def agent(self) -> Agent:
@@ -150,14 +149,28 @@ class HttpClient:
             self._request(method, url, ua, allow_redirect, max_redirects, read_body))
         # Here the timeout does cancel the request: nothing else waits for it.
         d.addTimeout(self.timeout, self.reactor)
-        self._inflight.add(d.cancel)
+        cancelled = False
+
+        def cancel() -> None:
+            nonlocal cancelled
+            cancelled = True
+            d.cancel()
+
+        self._inflight.add(cancel)
         try:
             return await d
+        except Exception:
+            # The Agent reports a cancelled request as ResponseNeverReceived/ResponseFailed; the
+            # caller must see a cancellation, not a mirror that failed to answer.
+            if cancelled:
+                raise defer.CancelledError() from None
+            raise
         finally:
-            self._inflight.discard(d.cancel)
+            self._inflight.discard(cancel)
 
     def cancel_all(self) -> None:
-        """Cancel every request in flight (the daemon is stopping); they raise CancelledError."""
+        """Cancel every request in flight (the daemon is stopping); they raise CancelledError, so
+        no mirror is recorded as down because we stopped asking."""
         for cancel in list(self._inflight):
             cancel()
 

@@ -351,15 +351,16 @@ class Monitor:
             tracked = await self._queue.get()
             self._queued -= 1
             d = defer.Deferred.fromCoroutine(self._check(tracked))
+            # Tracked until the check itself ends, not its worker: stop() cancels the workers,
+            # then the HTTP requests, and waits for the checks to end.
             self._tasks.add(d)
-            try:
-                await follow(d, consume=True)
-            except defer.CancelledError:
-                raise
-            except Exception:
-                log.failure("health check of mirror {id} failed", id=tracked.mirror.id)
-            finally:
-                self._tasks.discard(d)
+            d.addBoth(self._check_ended, d, tracked.mirror.id)
+            await follow(d)
+
+    def _check_ended(self, result: Failure | None, d: defer.Deferred[None], mirror_id: int) -> None:
+        self._tasks.discard(d)
+        if isinstance(result, Failure) and not result.check(defer.CancelledError):
+            log.failure("health check of mirror {id} failed", result, id=mirror_id)
 
     async def _check(self, tracked: Tracked) -> None:
         mirror = tracked.mirror

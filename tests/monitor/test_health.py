@@ -9,7 +9,7 @@ from typing import Any
 
 from mirrorbits import VERSION
 from mirrorbits.config import Config
-from mirrorbits.httpclient import BadURL, HttpClient, escape_url
+from mirrorbits.httpclient import HttpClient
 from mirrorbits.model import LOG_DISABLED, LOG_STATE_CHANGED, PROTO_HTTP, PROTO_HTTPS, Mirror
 from mirrorbits.monitor.cluster import Cluster
 from mirrorbits.monitor.health import HealthChecker
@@ -21,17 +21,6 @@ from tests.monitor.httpd import Answer, CertAuthority, WebServer
 from tests.monitor.support import RedisTestCase, eventually
 
 FILE = "/pub/x.iso"
-
-
-def test_escape_url_like_go() -> None:
-    assert escape_url("http://h:1/a b/é?#%41") == "http://h:1/a%20b/%C3%A9%3F%23%41"
-    assert escape_url("https://h/~x_(1)+[2]!$&',;=:@*") == "https://h/~x_(1)+[2]!$&',;=:@*"
-    for bad in ("http://h/%zz", "http://h/50%", "http://h/a\nb", "http://h/\x7f"):
-        try:
-            escape_url(bad)
-        except BadURL:
-            continue
-        raise AssertionError(f"{bad!r} accepted")
 
 
 class HealthTests(RedisTestCase):
@@ -165,6 +154,20 @@ class HealthTests(RedisTestCase):
         h = self.state(3)
         self.assertEqual((h["httpUp"], h["httpsUp"]), ("1", "1"))
         self.assertTrue(Mirror.from_redis(h).is_up())
+
+    async def test_stopping_during_a_check_records_nothing(self) -> None:
+        """A check cut short by the daemon's stop is not a mirror that failed to answer."""
+        self.http.timeout = 30.0
+        self.good.answer("/hang" + FILE, Answer(mode="slow"))
+        self.add_mirror(1, f"{self.good.base('http')}/hang/", httpUp="1", httpDownReason="")
+        mon = self.monitor()
+        await mon.start()
+        await eventually(lambda: any(r["path"] == "/hang" + FILE for r in self.good.recorder.requests),
+                         timeout=10)
+        await mon.stop()
+        h = self.state(1)
+        self.assertEqual((h["httpUp"], h["httpDownReason"]), ("1", ""))
+        self.assertEqual(self.mirror_log(1), [])
 
     async def test_redirect_policies(self) -> None:
         s = self.good

@@ -585,8 +585,8 @@ class HTTPListener(service.Service):
         self._endpoint_port: IListeningPort | None = None
         self._rebind_listeners: list[Callable[[IListeningPort], None]] = []
         self._sharers: list[Callable[[], defer.Deferred[None]]] = []
-        # Named as StreamServerEndpointService's: the redirector's worker start-up waits on it.
-        self._waitingForPort: defer.Deferred[IListeningPort] = defer.Deferred()
+        #: Fires with the port once listening (:meth:`when_listening`).
+        self._port_ready: defer.Deferred[IListeningPort] = defer.Deferred()
 
     # -- what others may ask ---------------------------------------------------------------------
 
@@ -613,7 +613,7 @@ class HTTPListener(service.Service):
             d.callback(port)
             return port
 
-        self._waitingForPort.addCallback(relay)
+        self._port_ready.addCallback(relay)
         return d
 
     def on_rebind(self, listener: Callable[[IListeningPort], None]) -> None:
@@ -660,7 +660,7 @@ class HTTPListener(service.Service):
         if self.paused:
             self._current.port.stopReading()
         log.info("Service listening on {address}", address=self._current.name)
-        self._waitingForPort.callback(self._current.port)
+        self._port_ready.callback(self._current.port)
 
     def _fail(self, message: str) -> None:
         log.critical("{message}", message=message)
@@ -688,7 +688,7 @@ class HTTPListener(service.Service):
             self._endpoint_port = port
             self.bound_address = spec.text
             log.info("Service listening on {address}", address=spec.text)
-            self._waitingForPort.callback(port)
+            self._port_ready.callback(port)
             return port
 
         d.addCallbacks(listening, lambda f: self._fail(f"listen {spec.text}: {f.getErrorMessage()}"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.redis import schema
 from mirrorbits.scan.mirror import MirrorScanner
+from tests.fixtures import processes
 from tests.monitor.httpd import Answer, WebServer
 from tests.monitor.support import RedisTestCase, eventually, sleep
 
@@ -165,9 +165,9 @@ class ClusterRedisTests(RedisTestCase):
         self.assertEqual(sorted(checks), [("a-00001", 1), ("a-00001", 2), ("b-00002", 3),
                                           ("b-00002", 4), ("c-00003", 5), ("c-00003", 6)])
         # A Go node joins (another process publishing Go's announce) and node a dies.
-        go = subprocess.Popen([sys.executable, str(Path(__file__).with_name("fake_go_node.py")),
-                               self.server.address, "0", "bb-00009"])
-        self.addCleanup(lambda: (go.kill(), go.wait()))
+        go = processes.spawn([sys.executable, str(Path(__file__).with_name("fake_go_node.py")),
+                              self.server.address, "0", "bb-00009"])
+        self.addCleanup(processes.kill, go)
         await defer.Deferred.fromCoroutine(monitors["a-00001"].stop())
         checks.clear()
         b, c = monitors["b-00002"], monitors["c-00003"]

@@ -25,6 +25,7 @@ from mirrorbits.redis.upgrade import (
     copy_key,
     order_renames,
 )
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer, redis_server_binary
 from tests.fixtures.servers import free_port
 from tests.fixtures.trial import RedisClassTestCase, run, sleep
@@ -261,11 +262,11 @@ class VersionCheckTests(UpgradeTestBase):
         setup.set(b"MIRRORBITS_DB_VERSION", b"2")
         setup.save()
         src.stop()
-        proc = subprocess.Popen(
+        proc = processes.spawn(
             [redis_server_binary(), "--port", str(src.port), "--bind", "127.0.0.1", "--dir", src.dir,
              "--save", "", "--key-load-delay", "50000"],  # 50 ms per key: ~0.6 s of loading
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (proc.terminate(), proc.wait()))
+        self.addCleanup(processes.stop, proc)
         probe = None
         for _ in range(200):
             try:

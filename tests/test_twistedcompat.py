@@ -93,6 +93,15 @@ def test_lean_answer_is_twisteds_answer(method: bytes, version: bytes, code: int
     assert answer(LeanSite(root, reactor=Clock()), raw) == answer(twisted_site, raw)
 
 
+def test_a_body_that_is_not_bytes_is_a_500_page() -> None:
+    """``twisted.web.pages.errorPage`` writes and finishes the request itself."""
+    root = Leaf(200, {}, b"", False)
+    root.render = lambda request: "text, not bytes"  # type: ignore[method-assign,assignment,return-value]
+    data, _ = answer(LeanSite(root, reactor=Clock()), b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"Request did not return bytes" in data
+
+
 def test_keep_alive_then_wind_down_closes_after_the_next_answer() -> None:
     """``checkPersistence`` is asked for each request (the channel's hook for a stopping daemon)."""
     site = LeanSite(Leaf(302, {b"Location": b"http://m.example/f"}, b"", False), reactor=Clock())

@@ -199,10 +199,10 @@ class LeanRequest(server.Request):
 
     def _finish_like_twisted(self, body: object) -> None:
         """What ``server.Request.render`` does with a returned body."""
-        if not isinstance(body, bytes):
-            body = pages.errorPage(http.INTERNAL_SERVER_ERROR, "Request did not return bytes",
-                                   "").render(self)
-            assert isinstance(body, bytes)
+        if not isinstance(body, bytes):  # twisted's answer to that bug: a 500 page
+            pages.errorPage(http.INTERNAL_SERVER_ERROR, "Request did not return bytes",
+                            "").render(self)  # writes and finishes the request itself
+            return
         if self.method == b"HEAD":
             if body:
                 self.setHeader(b"Content-Length", b"%d" % (len(body),))

@@ -149,7 +149,6 @@ class LeanChannel(http.HTTPChannel):
         return persistent
 
 
-
 def wind_down(channel: http.HTTPChannel) -> None:
     """No keep-alive from now on: the channel's current request (if any) is its last.
 

@@ -1,4 +1,4 @@
-"""Benchmark of the local repository scan (issue 3): 100,000 small files, a private redis-server.
+"""Benchmark of the local repository scan: 100,000 small files, a private redis-server.
 
 Prints, for a first scan, a no-change rescan and a rescan after 1% of the files changed: wall time,
 files hashed and records written, peak RSS of this process; the worst latency of two PING loops run

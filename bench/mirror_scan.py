@@ -1,4 +1,4 @@
-"""Benchmark of a mirror scan over rsync (issue 6): a real daemon scans a 200,000-file rsync module.
+"""Benchmark of a mirror scan over rsync: a real daemon scans a 200,000-file rsync module.
 
 Everything is real: a private redis-server, ``rsync --daemon`` serving a generated tree of empty
 files, a ``mirrorbits daemon`` process (monitor on, its Repository being the same tree so the

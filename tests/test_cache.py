@@ -23,7 +23,7 @@ def d(coro: Any) -> defer.Deferred[Any]:
 
 
 class LRUTests(unittest.SynchronousTestCase):
-    def test_case49_lru_semantics(self) -> None:
+    def test_lru_semantics(self) -> None:
         lru = LRU(3)
         for k in ("key1", "key2", "key3"):
             lru.set(k, k.upper(), 1)
@@ -96,7 +96,7 @@ class ViewTestCase(RedisClassTestCase):
 
 
 class ViewCases(ViewTestCase):
-    def test_case42_file_info_parsed_and_cached(self) -> defer.Deferred[None]:
+    def test_file_info_parsed_and_cached(self) -> defer.Deferred[None]:
         async def run() -> None:
             self.put_world()
             e = await self.view.load(PATH)
@@ -109,7 +109,7 @@ class ViewCases(ViewTestCase):
             self.assertEqual(self.evals(), before)
         return d(run())
 
-    def test_case43_unknown_file_is_a_cached_zero_record(self) -> defer.Deferred[None]:
+    def test_unknown_file_is_a_cached_zero_record(self) -> defer.Deferred[None]:
         async def run() -> None:
             self.r.hset(schema.file_key(PATH), mapping={k: "" for k in schema.FILE_FIELDS})
             e = await self.view.load(PATH)
@@ -122,7 +122,7 @@ class ViewCases(ViewTestCase):
             self.assertIsNone(e2.info.mod_time_ns)
         return d(run())
 
-    def test_case44_to_47_members_mirrors_fileinfo_distances(self) -> defer.Deferred[None]:
+    def test_members_mirrors_fileinfo_distances(self) -> defer.Deferred[None]:
         async def run() -> None:
             self.put_world()
             self.r.sadd(schema.file_mirrors_key(PATH), "9")  # listed, but no MIRROR_9 hash
@@ -142,7 +142,7 @@ class ViewCases(ViewTestCase):
             self.assertEqual(sorted(int(c.distance) for c in sel.selected), [334, 876])
         return d(run())
 
-    def test_case45_bad_mirror_field_is_skipped_and_fixed_by_update(self) -> defer.Deferred[None]:
+    def test_bad_mirror_field_is_skipped_and_fixed_by_update(self) -> defer.Deferred[None]:
         async def run() -> None:
             self.put_world()
             self.r.hset(schema.mirror_key(2), "latitude", "north")
@@ -156,7 +156,7 @@ class ViewCases(ViewTestCase):
             self.assertEqual(sorted(c.id for c, _ in self.view.lookup(PATH).pairs), [1, 2])
         return d(run())
 
-    def test_case48_clear(self) -> defer.Deferred[None]:
+    def test_clear(self) -> defer.Deferred[None]:
         async def run() -> None:
             self.put_world()
             await self.view.load(PATH)

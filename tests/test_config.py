@@ -1,4 +1,4 @@
-"""Config loading: the Go keys, types, defaults and validation rules (spec data-and-scanning §10)."""
+"""Config loading: the Go keys, types, defaults and validation rules."""
 
 from __future__ import annotations
 
@@ -167,8 +167,8 @@ def test_extension_keys(tmp_path: Path) -> None:
         load_text(tmp_path, "Repository: /srv\nWorkers: 0\n")
 
 
-def test_http_case60_fallback_url_normalisation() -> None:
-    """http.md §18 case 60: a trailing / is added; an empty URL stays empty."""
+def test_fallback_url_normalisation() -> None:
+    """Fallback URLs: a trailing / is added; an empty URL stays empty."""
     c = config_from_mapping({"Repository": "/srv", "Fallbacks": [{"URL": "rsync://test.com"}, {"URL": ""},
                                                                  {"URL": "http://a/b/"}]})
     assert [f.URL for f in c.Fallbacks] == ["rsync://test.com/", "", "http://a/b/"]

@@ -1,4 +1,4 @@
-"""GeoIP (http.md §12) against MaxMind's test databases; expected values come from their JSON sources."""
+"""GeoIP against MaxMind's test databases; expected values come from their JSON sources."""
 
 from __future__ import annotations
 
@@ -304,7 +304,7 @@ def test_service_checks_periodically(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Hand-built databases (§18 case 54 and Go's decoding rules): a tiny MaxMind DB writer.
+# Hand-built databases (Go's decoding rules): a tiny MaxMind DB writer.
 
 
 def _mmdb_encode(value: Any) -> bytes:
@@ -368,7 +368,7 @@ CASE54_CITY = {
 CASE54_ASN = {"autonomous_system_number": 42, "autonomous_system_organization": "forty two"}
 
 
-def test_case54_record_holds_exactly_the_database_values(tmp_path: Path) -> None:
+def test_record_holds_exactly_the_database_values(tmp_path: Path) -> None:
     write_mmdb(tmp_path / CITY_DB, CASE54_CITY, "GeoLite2-City")
     write_mmdb(tmp_path / ASN_DB, CASE54_ASN, "GeoLite2-ASN")
     geo = GeoIP(str(tmp_path))

@@ -4,7 +4,7 @@ The console script itself is :mod:`mirrorbits.console`: it starts the daemon for
 :func:`run` for the rest.  This module is the command table only, shared with the SSH manhole, so it
 never imports the daemon's assembly.
 
-Arguments, texts, columns and prompts follow the Go CLI (cli-and-admin.md §1–§8), because scripts
+Arguments, texts, columns and prompts follow the Go CLI, because scripts
 parse them.  Commands run against the daemon's admin channel (:mod:`mirrorbits.admin.rpc`,
 ``-h``/``-p``/``-P``/``-a`` as in Go).
 
@@ -18,7 +18,7 @@ saying that the daemon cannot be reached).  ``refresh``, ``scan``, ``reload``, `
 The same command runner serves the SSH manhole's non-interactive commands: it writes through a
 :class:`CliIO`, never to ``sys.stdout`` directly.
 
-Deliberate deviations from Go (spec §13, issue 8):
+Deliberate deviations from Go:
 
 * exit status: 0 on success, 1 on errors, **2 on usage errors** (Go exited 0), 255 for ``add``
   validation errors (as Go); an unknown command exits 2; ``scan -all`` exits 1 if a mirror failed;
@@ -203,7 +203,7 @@ def _read_password_blocking() -> str:
 
 
 class Session:
-    """The lazily opened admin connection of one command (spec §2.2)."""
+    """The lazily opened admin connection of one command."""
 
     def __init__(self, io: CliIO, host: str, port: int, password: str, reactor: IDaemonReactor) -> None:
         self.io = io

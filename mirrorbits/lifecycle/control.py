@@ -1,8 +1,7 @@
 """The daemon's lifecycle: reload, reopen logs, seamless upgrade, graceful stop.
 
 One object (:class:`Lifecycle`, a service) that signals, the admin channel (``reload``/``upgrade``
-RPCs) and tests all call, so the three paths cannot drift apart.  Spec: data-and-scanning §11,
-cli-and-admin §10.
+RPCs) and tests all call, so the three paths cannot drift apart.
 
 Deliberate deviations from the Go original (fixes the spec allows):
 

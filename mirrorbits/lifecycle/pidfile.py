@@ -1,4 +1,4 @@
-"""The pid file, as the Go original writes it (spec data-and-scanning §11.2)."""
+"""The pid file, as the Go original writes it."""
 
 from __future__ import annotations
 

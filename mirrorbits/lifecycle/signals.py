@@ -1,4 +1,4 @@
-"""Signal handlers that hand the work to the reactor thread (spec data-and-scanning §11.3).
+"""Signal handlers that hand the work to the reactor thread.
 
 Why ``callFromThread``: a Python signal handler runs between two bytecodes of whatever the main
 thread was doing (possibly inside the reactor), so it only schedules; the reactor's wake-up fd makes

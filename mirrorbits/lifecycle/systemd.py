@@ -2,7 +2,7 @@
 
 Why no library: both protocols are a few lines (a datagram to ``$NOTIFY_SOCKET``; fds from 3 on,
 described by ``LISTEN_PID``/``LISTEN_FDS``/``LISTEN_FDNAMES``), and a missing systemd must cost
-nothing.  Spec data-and-scanning §11.5; we also send RELOADING/STOPPING/MAINPID, which the Go
+nothing.  READY=1 is sent once serving, as the Go original does; we also send RELOADING/STOPPING/MAINPID, which the Go
 original does not (they only make systemd's view more accurate).
 """
 

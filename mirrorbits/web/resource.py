@@ -1,7 +1,6 @@
 """The twisted.web root resource: Go mux rules, request dispatch and the mirror handler.
 
-Why one leaf resource: the Go original mounts a single handler on ``/`` and dispatches on the query
-(http.md §2), and a leaf keeps twisted.web's traversal cost at zero.
+Why one leaf resource: the Go original mounts a single handler on ``/`` and dispatches on the query, and a leaf keeps twisted.web's traversal cost at zero.
 
 Hot path: when the in-memory view (:mod:`mirrorbits.cache`) holds the file, :meth:`render` answers
 synchronously (returns bytes).  Otherwise it returns ``NOT_DONE_YET`` and answers when the view has
@@ -93,7 +92,7 @@ STANDARD = "STANDARD"
 FILESTATS = "FILESTATS"
 MIRRORSTATS = "MIRRORSTATS"
 CHECKSUM = "CHECKSUM"
-#: Not a Go type: ``?mirrors``, the JSON list of all mirrors (engineer L, web/mirrorsjson.py).
+#: Not a Go type: ``?mirrors``, the JSON list of all mirrors (web/mirrorsjson.py).
 MIRRORSJSON = "MIRRORSJSON"
 
 #: How long a request waits for Redis on a view miss before it is answered with the fallbacks.
@@ -130,7 +129,7 @@ def parse_query(raw: str) -> dict[str, list[str]]:
 
 
 def request_type(query: dict[str, list[str]]) -> str:
-    """§2: the first matching parameter decides."""
+    """The request type, from the query like the Go mux: the first matching parameter decides."""
     if not query:
         return STANDARD
     if "mirrorlist" in query:
@@ -256,7 +255,7 @@ class RedirectorResource(resource.Resource):
     # -- entry point -----------------------------------------------------------------------------
 
     def render(self, request: server.Request) -> bytes | int:
-        """Go's ServeMux rules, then dispatch (§1, §2).  Never raises: a bug gives a plain 500."""
+        """Go's ServeMux rules, then dispatch.  Never raises: a bug gives a plain 500."""
         try:
             return self._render(request)
         except Exception:
@@ -288,7 +287,7 @@ class RedirectorResource(resource.Resource):
         return gzip_answer(request, body, st.config.Gzip)
 
     def _moved_permanently(self, request: server.Request, location: str) -> bytes:
-        """ServeMux's 301 for a non-canonical path (§1): no Server header, never gzipped."""
+        """ServeMux's 301 for a non-canonical path: no Server header, never gzipped."""
         request.responseHeaders.removeHeader(b"Server")
         request.setResponseCode(301)
         request.setHeader(b"Location", location.encode("ascii", "backslashreplace"))
@@ -298,7 +297,7 @@ class RedirectorResource(resource.Resource):
             return paths.moved_permanently_body(location).encode("utf-8", "surrogateescape")
         return b""
 
-    # -- mirror handler (§4) -----------------------------------------------------------------------
+    # -- mirror handler -----------------------------------------------------------------------
 
     def _mirror_handler(self, request: server.Request, ctx: RequestContext) -> bytes | int:
         st = self._config_state()
@@ -330,13 +329,13 @@ class RedirectorResource(resource.Resource):
 
     def _answer(self, request: server.Request, ctx: RequestContext, path: str, entry: PathEntry | None,
                 load_error: str | None) -> bytes:
-        """Steps 3–12 of §4 once the view has answered (or Redis failed: ``entry`` None)."""
+        """The answer for a file once the view has answered (or Redis failed: ``entry`` None)."""
         st = self._config_state()
         config = st.config
         info = entry.info if entry is not None and entry.info is not None else FileInfo(path)
         method = request.method
 
-        # 3. If-Modified-Since (§13.1), GET and HEAD only.
+        # 3. If-Modified-Since, GET and HEAD only.
         mod_ns = info.mod_time_ns
         if mod_ns is not None and mod_ns != 0 and (method == b"GET" or method == b"HEAD"):
             ims = request.requestHeaders.getRawHeaders(b"if-modified-since")

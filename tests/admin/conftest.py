@@ -1,6 +1,5 @@
 """A running daemon for the admin tests: real redis-server, real ``mirrorbits daemon`` process with the
-admin channel and the SSH manhole, GeoIP databases mapping 127.0.0.0/8 to France (the spec's fixture,
-cli-and-admin.md §15), and a way to run many CLI command lines in one interpreter."""
+admin channel and the SSH manhole, GeoIP databases mapping 127.0.0.0/8 to France (the spec's fixture), and a way to run many CLI command lines in one interpreter."""
 
 from __future__ import annotations
 

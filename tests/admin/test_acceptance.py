@@ -1,13 +1,12 @@
-"""Issue 8 acceptance, against the running daemon of tests/admin/conftest.py (real redis-server, real
+"""Administration end to end, against the running daemon of tests/admin/conftest.py (real redis-server, real
 ``mirrorbits daemon`` process, GeoIP mapping 127.0.0.0/8 to France).
 
 * A mirror added, edited, enabled and scanned with the Python CLI leaves in Redis exactly what the Go
-  RPC, scanner and monitor write (data-and-scanning.md §1, §2.4-§2.6, §2.13, §8.2), checked field by
+  RPC, scanner and monitor write, checked field by
   field and value by value, and the daemon then redirects to it.
 * The other way round: a mirror written as a Go node writes it is listed, shown, logged, toggled and
   edited by the Python CLI without any other byte of its record changing, and is served.
-* The stats cases of §15 case 42 whose dates do not depend on "today", and cases 53/54 through the
-  real console script.
+* ``stats`` with dates that do not depend on "today", through the real console script.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ def wait_redirect(daemon: AdminDaemon, path: str, want: str, timeout: float = 15
 
 
 def go_monitor_marks_up(daemon: AdminDaemon, mid: int) -> None:
-    """What a Go monitor writes when the HTTP check of mirror ``mid`` succeeds (spec §7.5)."""
+    """What a Go monitor writes when the HTTP check of mirror ``mid`` succeeds."""
     red = daemon.redis.client()
     red.hset(f"MIRROR_{mid}", mapping={"httpUp": "1", "httpDownReason": "", "stateSince": str(int(time.time()))})
     red.publish("_mirrorbits_mirror_update", str(mid))
@@ -229,7 +228,7 @@ def test_go_written_mirror_is_read_kept_and_served(daemon: AdminDaemon, tmp_path
 
 
 def test_stats_with_both_dates_are_exact(daemon: AdminDaemon) -> None:
-    """§15 case 42 with its own fixture dates; both dates given, so "today" plays no part."""
+    """``stats`` with its own fixture dates; both dates given, so "today" plays no part."""
     assert daemon.one("add", "-http", "http://127.0.0.1/", "mirror1").code == 0
     assert daemon.one("add", "-http", "http://127.0.0.2/", "quiet").code == 0
     red = daemon.redis.client()
@@ -257,7 +256,7 @@ def test_stats_with_both_dates_are_exact(daemon: AdminDaemon) -> None:
 
 
 def test_daemon_command_line_errors(tmp_path: Path) -> None:
-    """Cases 53 and 54 through the real console script (exit 2 for an unknown command: issue 8)."""
+    """The real console script (exit 2 for an unknown command, where Go exits 0)."""
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"}
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -277,8 +276,8 @@ def test_daemon_command_line_errors(tmp_path: Path) -> None:
 
 
 def test_mirmon_reads_a_24_character_url_with_an_e_mail(daemon: AdminDaemon, tmp_path: Path) -> None:
-    """Spec §6 defect: Go glued the e-mail to a URL cell exactly 24 wide, and mirmon then took
-    ``http://127.0.0.1/repo12/ops@example.org`` for the URL.  Case 45 (empty e-mail) keeps Go's bytes."""
+    """Go glued the e-mail to a URL cell exactly 24 wide, and mirmon then took
+    ``http://127.0.0.1/repo12/ops@example.org`` for the URL.  An empty e-mail keeps Go's bytes."""
     assert daemon.one("add", "-http", "http://127.0.0.1/repo12/", "-admin-email", "ops@example.org",
                       "m12").code == 0
     assert daemon.one("add", "-http", "http://127.0.0.2/repo12/", "m12b").code == 0
@@ -287,7 +286,7 @@ def test_mirmon_reads_a_24_character_url_with_an_e_mail(daemon: AdminDaemon, tmp
     assert export.code == 0
     assert sorted(export.out.splitlines()) == sorted([
         "FR\thttp://127.0.0.1/repo12/\tops@example.org",  # Go: no TAB here
-        "FR\thttp://127.0.0.2/repo12/",                   # case 45: as Go
+        "FR\thttp://127.0.0.2/repo12/",                   # as Go
         "FR\thttp://127.0.0.1/r/\tjane@example.org"])
     if shutil.which("mirmon") is None:
         print("SKIP mirmon check: Debian's mirmon is not installed (apt-get install -y mirmon)")

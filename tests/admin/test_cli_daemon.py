@@ -1,6 +1,6 @@
-"""cli-and-admin.md §15 against a running daemon on a real Redis, comparing exact stdout.
+"""The CLI against a running daemon on a real Redis, comparing exact stdout with the Go CLI's.
 
-Where issue 8 asks for a fix of Go behaviour, the *fixed* behaviour is asserted and the test says so
+Where we fix a Go behaviour, the *fixed* behaviour is asserted and the test says so
 (exit 2 for usage errors, exact-name preference, strict stats dates, edit validation, ...).
 """
 
@@ -73,16 +73,16 @@ def test_help_unknown_command_and_usage_errors(daemon: AdminDaemon) -> None:
                    ["LIST", "-state=false"], ["list", "-state=false"], ["show"],
                    ["logs", "-l", "-1", "x"], ["version", "x"], ["show", "-help"], {"argv": ["HELP"], "raw": True})
     none, foo, upper, lower, show, logs, version, show_help, upper_help = r
-    assert (none.code, none.out, none.err) == (0, "", help_text)                       # case 1
-    # case 2; deviation: exit 2 (Go 0) for an unknown command
+    assert (none.code, none.out, none.err) == (0, "", help_text)
+    # deviation: exit 2 (Go 0) for an unknown command
     assert (foo.code, foo.out, foo.err) == (2, "Error: Command not found: foo\n", help_text)
-    assert upper == lower and upper.out == "Identifier \n" and upper.code == 0         # case 3
-    # case 21 (usage block exact; exit 2 instead of Go's 0)
+    assert upper == lower and upper.out == "Identifier \n" and upper.code == 0
+    # (usage block exact; exit 2 instead of Go's 0)
     assert show.code == 2 and show.out == ""
     assert show.err == "\nUsage: mirrorbits show [IDENTIFIER]\n\nPrint a mirror configuration\n\n"
-    assert logs.code == 2 and logs.err.startswith(                                      # case 41
+    assert logs.code == 2 and logs.err.startswith(
         'invalid value "-1" for flag -l: parse error\n\nUsage: mirrorbits logs [IDENTIFIER]\n')
-    assert version.code == 2 and version.err.startswith("\nUsage: mirrorbits version \n")  # case 49
+    assert version.code == 2 and version.err.startswith("\nUsage: mirrorbits version \n")
     assert show_help.code == 0 and show_help.err == show.err     # asking for the usage is no error
     assert upper_help.code == 0 and upper_help.err == help_text  # Go panicked on HELP
 
@@ -101,13 +101,11 @@ def test_password_checks(daemon: AdminDaemon) -> None:
     missing, wrong, good = daemon.cli(["list"], password=None), daemon.cli(["list"], password="wrong"), \
         daemon.cli(["list"])
     assert (missing[0].code, missing[0].out, missing[0].err) == (
-        1, "", "Please set the server password with the -P option.\n")              # case 4
-    assert (wrong[0].code, wrong[0].err) == (1, "Password refused\n")              # case 5
-    assert good[0].out == "Identifier \tSTATE\tSINCE\n" and good[0].code == 0      # case 8
-
-
+        1, "", "Please set the server password with the -P option.\n")
+    assert (wrong[0].code, wrong[0].err) == (1, "Password refused\n")
+    assert good[0].out == "Identifier \tSTATE\tSINCE\n" and good[0].code == 0
 def test_raw_call_without_password_is_refused_and_daemon_survives(daemon: AdminDaemon) -> None:
-    """Case 55: a call without the password field answers Unauthenticated (Go crashed)."""
+    """a call without the password field answers Unauthenticated (Go crashed)."""
     from mirrorbits.admin.rpc import AdminCall
 
     def raw_call(box: amp.AmpBox) -> dict[bytes, bytes]:
@@ -145,12 +143,12 @@ def test_raw_call_without_password_is_refused_and_daemon_survives(daemon: AdminD
 
 def test_connection_refused_and_password_prompt(daemon: AdminDaemon) -> None:
     add(daemon, "mirror1", "http://127.0.0.1/repo")
-    nothing = daemon.run_process(["-h", "127.0.0.1", "-p", "1", "-P", PASSWORD, "list"])   # case 6
+    nothing = daemon.run_process(["-h", "127.0.0.1", "-p", "1", "-P", PASSWORD, "list"])
     assert nothing.code == 1 and nothing.err == (
         "mirrorbits: cannot reach the daemon at 127.0.0.1:1: connection refused (is it running, and "
         "listening there? see RPCListenAddress in its configuration)\n")
     prompt = daemon.run_process(["-h", "127.0.0.1", "-p", str(daemon.rpc_port), "-a", "list",
-                                 "-state=false"], stdin="sekret\n")                           # case 7
+                                 "-state=false"], stdin="sekret\n")
     assert (prompt.code, prompt.out) == (0, "Password: ******Identifier \nmirror1 \n")
     eof = daemon.run_process(["-p", str(daemon.rpc_port), "-a", "list"], stdin="")
     assert (eof.code, eof.out, eof.err) == (1, "Password: ", "EOF\n")
@@ -191,7 +189,7 @@ def test_add_validation_exits_255_and_stores_nothing(daemon: AdminDaemon) -> Non
 
 
 GO_MIRROR_1 = {
-    # What the Go RPC save writes for case 13 (data-and-scanning.md §2.13), field by field.
+    # What the Go RPC save writes for that add, field by field.
     "ID": "1", "name": "mirror1", "http": "http://127.0.0.1/repo/", "rsync": "rsync://127.0.0.1/repo/",
     "ftp": "ftp://127.0.0.1/repo/", "sponsorName": "", "sponsorURL": "", "sponsorLogo": "",
     "adminName": "", "adminEmail": "jane@example.org", "customData": "", "continentOnly": "0",
@@ -209,7 +207,7 @@ def test_add_writes_the_go_records(daemon: AdminDaemon) -> None:
                    ["add", "-http", "http://10.0.0.1/pub/", "nogeo"], ["show", "nogeo"],
                    ["add", "-http", "127.0.0.3/repo", "mirror3"])
     first, again, port, nogeo, show_nogeo, schemeless = r
-    assert (first.code, first.err) == (0, "")                                          # case 13
+    assert (first.code, first.err) == (0, "")
     assert first.out == (
         "Mirror location:\nLatitude:  48.8582\nLongitude: 2.3387\nContinent: EU\nCountry:   France\n"
         "ASN:       Example Networks (64500)\n\nMirror 'mirror1' added successfully\n"
@@ -219,19 +217,19 @@ def test_add_writes_the_go_records(daemon: AdminDaemon) -> None:
     assert len(logs) == 1
     assert re.fullmatch(r'\{"Type":2,"MirrorID":1,"Timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?'
                         r'(Z|[+-]\d\d:\d\d)"\}', logs[0])
-    # case 14: same name again
+    # same name again
     assert again.code == 1 and again.out == ""
     assert re.fullmatch(FATAL + "edit error: name already taken\n", again.err)
-    # case 15, fixed: a URL with a port is geolocated (Go: "IP lookup failed: lookup 127.0.0.1:18081")
+    # fixed: a URL with a port is geolocated (Go: "IP lookup failed: lookup 127.0.0.1:18081")
     assert port.code == 0 and "Country:   France" in port.out
     assert red.hget("MIRROR_2", "http") == "http://127.0.0.1:18081/repo/"
-    # case 16
+
     assert nogeo.out == ("Warning: unable to guess the geographic location of this mirror\n\n"
                          "Mirror 'nogeo' added successfully\nEnable this mirror using\n"
                          "  $ mirrorbits enable nogeo\n")
     assert "Latitude: 0\n" in show_nogeo.out and 'CountryCodes: ""\n' in show_nogeo.out \
         and "ASNum: 0\n" in show_nogeo.out
-    # case 18: scheme-less URL kept scheme-less; both protocols stay unknown
+    # scheme-less URL kept scheme-less; both protocols stay unknown
     assert schemeless.code == 0
     assert red.hget("MIRROR_4", "http") == "127.0.0.3/repo/"
     assert red.hget("MIRROR_4", "httpUp") is None and red.hget("MIRROR_4", "httpsUp") is None
@@ -326,11 +324,11 @@ def test_matching_prefers_exact_names(daemon: AdminDaemon) -> None:
         add(daemon, name, "http://127.0.0.1/" + name)
     exact, ambiguous, nothing, case = daemon.cli(["show", "mirror"], ["show", "rror"], ["show", "nothing"],
                                                  ["enable", "MIRROR2"])
-    # case 19, fixed (Go: "Multiple match"): the exact name wins
+    # fixed (Go: "Multiple match"): the exact name wins
     assert exact.code == 0 and exact.out.startswith("Name: mirror\n")
     assert ambiguous.code == 1 and ambiguous.out == ""
     assert ambiguous.err == "Multiple match:\n  mirror\n  mirror1\n  mirror2\n"
-    assert (nothing.code, nothing.err) == (1, "No match for 'nothing'\n")              # case 20
+    assert (nothing.code, nothing.err) == (1, "No match for 'nothing'\n")
     assert case.out == "Mirror 'mirror2' enabled successfully\n"
 
 
@@ -342,9 +340,9 @@ def test_show_enable_disable(daemon: AdminDaemon) -> None:
     show, en1, en2, dis, listed, unknown = daemon.cli(
         ["show", "mirror1"], ["enable", "Mirror1"], ["enable", "mirror1"], ["disable", "mirror1"],
         ["list", "-disabled"], ["show", "mirror9"])
-    assert (show.code, show.out) == (0, SHOW1)                                          # case 22
-    assert en1.out == en2.out == "Mirror 'mirror1' enabled successfully\n"              # case 23
-    assert dis.out == "Mirror 'mirror1' disabled successfully\n"                        # case 24
+    assert (show.code, show.out) == (0, SHOW1)
+    assert en1.out == en2.out == "Mirror 'mirror1' enabled successfully\n"
+    assert dis.out == "Mirror 'mirror1' disabled successfully\n"
     assert listed.out.splitlines()[1].startswith("mirror1 \tdisabled \t")
     assert unknown.code == 1
     types = [json.loads(x)["Type"] for x in red.lrange("MIRRORLOGS_1", 0, -1)]
@@ -361,7 +359,7 @@ def test_show_enable_disable(daemon: AdminDaemon) -> None:
 
 
 def test_change_status_of_unknown_id_creates_nothing(daemon: AdminDaemon) -> None:
-    """Go wrote a stray MIRROR_<id> and log entry for an id without record (spec §9.3); we refuse."""
+    """Go wrote a stray MIRROR_<id> and log entry for an id without record; we refuse."""
     add(daemon, "m1", "http://127.0.0.1/")
     red = daemon.redis.client()
     red.delete("MIRROR_1")  # MIRRORS still names it (e.g. a Go node is removing it right now)
@@ -386,14 +384,14 @@ def test_list_states_columns_and_down_filter(daemon: AdminDaemon) -> None:
                httpDownReason="Connection refused", countryCodes="US FR")
     full, down, located, reason = daemon.cli(["list"], ["list", "-down"], ["list", "-score", "-location"],
                                              ["list", "-down", "-reason"])
-    assert full.out == (                                                                # case 25
+    assert full.out == (
         "Identifier \tSTATE\t\tSINCE\n"
         "mirror1 \tup \t\t(Tue, 14 Nov 2023 22:21:40 UTC)\n"
         "mirror3 \tup/down \t(Tue, 14 Nov 2023 22:13:20 UTC)\n"
         "mirror4 \tdown/up \t(Tue, 14 Nov 2023 21:56:40 UTC)\n"
         "localmirror \tdisabled \t(Mon, 01 Jan 0001 00:00:00 UTC)\n")
     assert [line.split(" ")[0] for line in down.out.splitlines()] == ["Identifier", "mirror3", "mirror4"]
-    assert located.out.splitlines()[0] == "Identifier \tSCORE\tLOCATION \tSTATE\t\tSINCE"   # case 26
+    assert located.out.splitlines()[0] == "Identifier \tSCORE\tLOCATION \tSTATE\t\tSINCE"
     assert "\tUS (EU) \t" in located.out.splitlines()[3]
     # extension: the down reason (hidden -reason flag)
     assert reason.out.splitlines()[1].endswith("\tHTTPS: Unreachable")
@@ -443,10 +441,10 @@ def test_edit(daemon: AdminDaemon, tmp_path: Path) -> None:
         {"argv": ["edit", "m24"], "env": {"EDITOR": "", "PATH": str(tmp_path / "nowhere")}},
     )
     unchanged, renamed, show, bogus, deleted, yaml_error, name_taken, bad_name, no_editor = r
-    assert (unchanged.code, unchanged.out) == (                                        # case 27
+    assert (unchanged.code, unchanged.out) == (
         0, "Aborted - settings are unmodified, so there is nothing to change.\n")
     assert red.hgetall("MIRROR_1") == before
-    assert renamed.code == 0 and renamed.out == (                                       # case 28
+    assert renamed.code == 0 and renamed.out == (
         "- Name: mirror3\n+ Name: mirror3-renamed\n- Score: 0\n+ Score: 5\n"
         "- CountryCodes: FR\n+ CountryCodes: fr,de  be\n- AllowRedirects: null\n+ AllowRedirects: true\n"
         "\nMirror 'mirror3-renamed' edited successfully\n")
@@ -454,16 +452,16 @@ def test_edit(daemon: AdminDaemon, tmp_path: Path) -> None:
     assert show.out.endswith("Comment:\nline one\nline two\n")
     assert red.hget("MIRROR_2", "allowredirects") == "1" and red.hget("MIRRORS", "2") == "mirror3-renamed"
     assert json.loads(red.lrange("MIRRORLOGS_2", -1, -1)[0])["Type"] == 3
-    # case 29, changed by issue 8 ("unknown keys rejected"): the edit is refused, nothing saved
+    # ("unknown keys rejected"): the edit is refused, nothing saved
     assert bogus.code == 0 and re.fullmatch(
         r"yaml: unmarshal errors:\n  line \d+: field Bogus not found in type Mirror\nRetry\? \[Y/n\]Aborted\n",
         bogus.out)
     assert deleted.code == 0 and deleted.out == "Mirror 'mirror1' edited successfully\n"  # absent key kept
     assert red.hget("MIRROR_1", "adminEmail") == "jane@example.org"
-    assert yaml_error.code == 0 and re.fullmatch(                                        # case 30
+    assert yaml_error.code == 0 and re.fullmatch(
         r"yaml: line \d+: did not find expected ',' or '\]'\nRetry\? \[Y/n\]Aborted\n", yaml_error.out)
     assert red.hget("MIRROR_3", "score") == "0"
-    assert name_taken.code == 1 and re.fullmatch(                                        # case 31
+    assert name_taken.code == 1 and re.fullmatch(
         FATAL + "edit error: name already taken\n", name_taken.err)
     # validation (deviation: Go accepted a name with a space); EOF at the prompt means no
     assert bad_name.out == "The identifier cannot contain a space\nRetry? [Y/n]Aborted\n"
@@ -489,11 +487,11 @@ def test_remove(daemon: AdminDaemon) -> None:
     r = daemon.cli(["remove", "-f", "mirror2"], {"argv": ["remove", "local"], "stdin": "n\n"},
                    {"argv": ["remove", "local"], "stdin": ""}, {"argv": ["remove", "local"], "stdin": "Y\n"},
                    ["add", "-http", "http://127.0.0.4/", "new"])
-    assert r[0].out == "Mirror 'mirror2' removed successfully\n"                        # case 32
+    assert r[0].out == "Mirror 'mirror2' removed successfully\n"
     assert not red.exists("MIRROR_2", "MIRRORFILES_2", "MIRRORLOGS_2", "FILEINFO_2_/README")
     assert red.smembers("FILEMIRRORS_/README") == {"1"}
     assert red.hget("STATS_MIRROR_2026_01_01", "2") == "5"
-    assert (r[1].code, r[1].out) == (0, "Removing localmirror, are you sure? [y/N]")    # case 33
+    assert (r[1].code, r[1].out) == (0, "Removing localmirror, are you sure? [y/N]")
     assert (r[2].code, r[2].out) == (0, "Removing localmirror, are you sure? [y/N]")    # EOF = no
     assert r[3].out == "Removing localmirror, are you sure? [y/N]Mirror 'localmirror' removed successfully\n"
     assert red.hgetall("MIRRORS") == {"1": "mirror1", "4": "new"}  # ids 2 and 3 are never reused
@@ -504,17 +502,17 @@ def test_scan_and_refresh(daemon: AdminDaemon) -> None:
     add(daemon, "mirror1", "http://127.0.0.1/", "-rsync", "rsync://127.0.0.1:1/repo/")
     r = daemon.cli(["scan", "m24"], ["refresh"], ["scan", "m24"], ["scan", "-ftp", "mirror1"])
     before, refresh, no_url, no_ftp = r
-    assert (before.code, before.out) == (1, "Scanning m24... ")                        # case 34
+    assert (before.code, before.out) == (1, "Scanning m24... ")
     assert before.err == "\nscan error: local repository not yet indexed. You should run 'refresh' first!\n"
-    assert (refresh.code, refresh.out) == (0, "Refreshing the local repository... done\n")  # case 35
+    assert (refresh.code, refresh.out) == (0, "Refreshing the local repository... done\n")
     assert daemon.redis.client().smembers("FILES") == {"/README", "/sub/file.iso"}
-    assert no_url.err == "\nscan error: scanning m24 failed: no suitable URL for the scan\n"  # case 36
-    assert no_ftp.err == "\nscan error: scanning mirror1 failed: no suitable URL for the scan\n"  # case 38
+    assert no_url.err == "\nscan error: scanning m24 failed: no suitable URL for the scan\n"
+    assert no_ftp.err == "\nscan error: scanning mirror1 failed: no suitable URL for the scan\n"
     daemon.redis.client().set("SCANNING_2", "1")
     locked, all_ = daemon.cli(["scan", "mirror1"], ["scan", "-all"])
     assert locked.code == 1 and locked.err == \
-        "\nscan error: scanning mirror1 failed: scan already in progress\n"                # case 39
-    # case 37: -all goes on after a failure and prints it on stdout (exit 1 here, Go exited 0)
+        "\nscan error: scanning mirror1 failed: scan already in progress\n"
+    # -all goes on after a failure and prints it on stdout (exit 1 here, Go exited 0)
     assert all_.code == 1
     assert all_.out == ("Scanning m24... scan error: scanning m24 failed: no suitable URL for the scan\n"
                         "Scanning mirror1... scan error: scanning mirror1 failed: scan already in progress\n")
@@ -538,7 +536,7 @@ def test_logs(daemon: AdminDaemon) -> None:
               '{"Type":4,"MirrorID":1,"Timestamp":"2026-11-26T03:23:06.1Z"}',
               '{"Type":3,"MirrorID":1,"Timestamp":"2026-11-26T03:23:29Z"}')
     two, empty, full = daemon.cli(["logs", "-l", "2", "mirror1"], ["logs", "m24"], ["logs", "mirror1"])
-    assert two.out == ("Printing logs for mirror1:\n2026-11-26 03:23:06 UTC: Mirror enabled\n"   # case 40
+    assert two.out == ("Printing logs for mirror1:\n2026-11-26 03:23:06 UTC: Mirror enabled\n"
                        "2026-11-26 03:23:29 UTC: Mirror edited\n")
     assert empty.out == "No logs for m24\n"
     lines = full.out.splitlines()
@@ -587,7 +585,7 @@ def test_stats(daemon: AdminDaemon) -> None:
     assert bad_re.code == 1 and re.fullmatch(
         FATAL + r"file stats error: error parsing regexp: missing "
         r"closing \]: `\[`\n", bad_re.err)
-    # deviation (issue 8: bad dates rejected; Go silently used today)
+    # deviation: bad dates rejected (Go silently used today)
     assert bad_date.code == 2 and bad_date.err.startswith('invalid value "2026/10/15" for flag -start-date')
     assert foo.code == 2 and foo.err.startswith("\nUsage: mirrorbits stats [OPTIONS] [mirror|file]")
     assert short.code == 2
@@ -613,7 +611,7 @@ def test_export(daemon: AdminDaemon) -> None:
                           "FR\thttp://127.0.0.3/repo/\t\n"
                           "FR\thttps://127.0.0.3/repo/\t\n"
                           "--\thttp://10.0.0.1/\t\n")  # Go panicked on the mirror without country
-    assert enabled.out.count("\n") == 3 and "127.0.0.3" not in enabled.out                # case 44
+    assert enabled.out.count("\n") == 3 and "127.0.0.3" not in enabled.out
     assert "rsync://" not in http_only.out and "ftp://" not in http_only.out
     assert csv_.code == 0 and csv_.out.splitlines()[0].startswith("ID,Name,HttpURL")   # extension
     assert [m["Name"] for m in json.loads(json_.out)] == ["mirror1", "mirror3", "nogeo"]
@@ -627,8 +625,8 @@ def test_geoupdate(daemon: AdminDaemon) -> None:
                                    ["geoupdate", "-f", "mirror1"], ["geoupdate", "mirror1"])
     diff = ("- Latitude: 1.5\n+ Latitude: 48.8582\n- Longitude: 2.5\n+ Longitude: 2.3387\n"
             "- ContinentCode: NA\n+ ContinentCode: EU\n- ASNum: 1\n+ ASNum: 64500\n")
-    assert (ask.code, ask.out) == (0, diff + "\nUpdate mirror mirror1? [y/N]")            # case 47
-    assert force.out == diff + "\nMirror 'mirror1' updated successfully\n"              # case 46
+    assert (ask.code, ask.out) == (0, diff + "\nUpdate mirror mirror1? [y/N]")
+    assert force.out == diff + "\nMirror 'mirror1' updated successfully\n"
     assert again.out == "Geolocation is up to date, there is nothing to change.\n"
     assert daemon.redis.client().hget("MIRROR_1", "countryCodes") == "US FR"
 
@@ -652,20 +650,20 @@ def test_version(daemon: AdminDaemon) -> None:
 
 def test_reload_changes_password_live_and_keeps_old_config_on_error(daemon: AdminDaemon) -> None:
     daemon.write_config(password="newpass")
-    reload_ = daemon.one("reload")                                                      # case 50
+    reload_ = daemon.one("reload")
     assert (reload_.code, reload_.out, reload_.err) == (0, "", "")
     old = daemon.one("list")
     new = daemon.one("list", password="newpass")
     assert (old.code, old.err) == (1, "Password refused\n") and new.code == 0
     daemon.write_config(password="newpass", extra="OutputMode: bogus\n")
-    bad = daemon.one("reload", password="newpass")                                      # case 51
+    bad = daemon.one("reload", password="newpass")
     assert (bad.code, bad.out) == (0, "")
     assert daemon.one("list", password="newpass").code == 0 and daemon.proc.poll() is None
     assert re.search(r"SIGHUP Received: .*OutputMode", daemon.output())
 
 
 def test_upgrade_answers_then_hands_over(tmp_path: Path) -> None:
-    """Case 52 on a daemon of its own: the CLI gets its answer (exit 0, Go often said "transport is
+    """A slow operation on a daemon of its own: the CLI gets its answer (exit 0, Go often said "transport is
     closing"), the new process takes over (pid file), and later commands work."""
     d = AdminDaemon(tmp_path)
     try:
@@ -712,7 +710,7 @@ def test_mirmon_accepts_the_export(daemon: AdminDaemon, tmp_path: Path) -> None:
 
 
 def test_scan_enable_with_rsync(daemon: AdminDaemon, tmp_path: Path) -> None:
-    """Case 38: a real rsync daemon serving README, sub/file.iso and extra.txt."""
+    """a real rsync daemon serving README, sub/file.iso and extra.txt."""
     from tests.fixtures.rsyncd import start_rsyncd
 
     tree = tmp_path / "tree"
@@ -739,7 +737,7 @@ def test_scan_enable_with_rsync(daemon: AdminDaemon, tmp_path: Path) -> None:
 
 
 def test_add_and_enable_send_the_go_write_commands(daemon: AdminDaemon) -> None:
-    """The Redis commands of add and enable, seen by MONITOR, are the Go RPC's (data §2.13)."""
+    """The Redis commands of add and enable, seen by MONITOR, are the Go RPC's."""
     import threading
 
     seen: list[list[str]] = []

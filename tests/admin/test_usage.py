@@ -45,7 +45,7 @@ CLI commands:
 
 """
 
-# Appendix A of cli-and-admin.md, with the appendix's "\t" notation turned into real TABs.
+# The Go CLI's usage texts, with "\t" written for the real TABs.
 APPENDIX_A = {
     "list": r"""
 Usage: mirrorbits list\s

@@ -1,4 +1,4 @@
-"""Acceptance of issue 9 on real processes: upgrades and reloads under load, SIGTERM after a burst.
+"""The lifecycle on real processes: upgrades and reloads under load, SIGTERM after a burst.
 
 Every request is a GET of a file one mirror carries, so each answer is a 302 that the daemon counts
 in ``STATS_TOTAL``; the counters must equal the 302s the clients received.

@@ -106,7 +106,7 @@ class ClusterRedisTests(RedisTestCase):
     def setUpClass(cls) -> None:
         from tests.fixtures.redis import RedisServer
 
-        cls.server = RedisServer(["--databases", "64"]).start()  # case 35 uses DB 42
+        cls.server = RedisServer(["--databases", "64"]).start()  # one test uses DB 42
 
     async def test_case_35_announce_and_db_prefix(self) -> None:
         await self.listen((schema.CHANNEL_CLUSTER,))

@@ -1,4 +1,4 @@
-"""Issue 7 acceptance: three REAL daemon processes and a simulated Go node on one Redis.
+"""The cluster end to end: three REAL daemon processes and a simulated Go node on one Redis.
 
 Each mirror must be health-checked by exactly one node, split as Go's formula says (the Go node's
 share checked by nobody here), and when one daemon is SIGKILLed its share must be checked by the

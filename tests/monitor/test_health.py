@@ -141,7 +141,7 @@ class HealthTests(RedisTestCase):
             self.addCleanup(srv.stop)
             srv.answer(FILE, Answer(200, {"Content-Length": "1234"}))
         self.good.answer(FILE, Answer(200, {"Content-Length": "1234"}))
-        # Scheme-less mirrors: both protocols checked on the same host:port (case 44).
+        # Scheme-less mirrors: both protocols checked on the same host:port.
         self.add_mirror(1, f"localhost:{expired.number}/", httpUp="0", httpsUp="0")
         self.add_mirror(2, f"localhost:{wrong.number}/", httpUp="0", httpsUp="0")
         self.add_mirror(3, f"localhost:{self.good.number}/", httpUp="0", httpsUp="0")

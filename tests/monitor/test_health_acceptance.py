@@ -1,4 +1,4 @@
-"""Issue 7 acceptance: the test CA is trusted *through configuration* (``CheckTLSCAFile``), and a
+"""Health checks end to end: the test CA is trusted *through configuration* (``CheckTLSCAFile``), and a
 reload that changes it takes effect on the next check (the key is ours, Go uses the system roots
 only)."""
 

@@ -113,7 +113,7 @@ class CommitTests(RedisTestCase):
         self.assertEqual(h["lastSuccessfulSyncPrecision"], "1000000000")  # 0 is stored as 1 s
 
     async def test_zero_files_keeps_the_previous_index(self) -> None:
-        # Go (case 22) drops every FILEMIRRORS/FILEINFO entry; issue 6 asks to keep the index.
+        # Go drops every FILEMIRRORS/FILEINFO entry; we keep the previous index.
         self.seed_case_21()
         with self.assertRaises(ScanError) as ctx:
             await self.run_scan([])

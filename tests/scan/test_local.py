@@ -149,7 +149,7 @@ class IndexTests(ScanTestBase):
 
     @defer.inlineCallbacks
     def test_keys_field_by_field(self) -> Any:
-        """Case 24: FILES, FILE_<path> with exactly the five fields and their encodings, and one
+        """FILES, FILE_<path> with exactly the five fields and their encodings, and one
         file update."""
         path = os.path.join(self.repo, "a", "b.iso")
         write(path)
@@ -190,7 +190,7 @@ class IndexTests(ScanTestBase):
 
     @defer.inlineCallbacks
     def test_go_record_of_unchanged_file_is_not_rewritten(self) -> Any:
-        """Case 25, with the deliberate deviation: Go rewrites and republishes every record; an
+        """A rescan, with the deliberate deviation: Go rewrites and republishes every record; an
         identical record is left alone here (no write, no publish), and the file is not reopened."""
         path = os.path.join(self.repo, "a", "b.iso")
         write(path)
@@ -248,7 +248,7 @@ class IndexTests(ScanTestBase):
 
     @defer.inlineCallbacks
     def test_removed_files(self) -> Any:
-        """Case 27."""
+        """A removed file leaves the index."""
         write(os.path.join(self.repo, "a", "b.iso"))
         self.redis.sadd("FILES", "/a/b.iso", "/old")
         self.redis.hset("FILE_/old", mapping={"size": "1", "modTime": "x"})
@@ -273,7 +273,7 @@ class IndexTests(ScanTestBase):
 
     @defer.inlineCallbacks
     def test_symlinks_fifo_and_odd_names(self) -> Any:
-        """Case 28, FIFOs (Go blocks on them), names with spaces, newlines and non-UTF-8 bytes."""
+        """FIFOs (Go blocks on them), names with spaces, newlines and non-UTF-8 bytes."""
         write(os.path.join(self.repo, "a", "b.iso"))
         os.symlink("a/b.iso", os.path.join(self.repo, "latest"))
         os.symlink("a", os.path.join(self.repo, "dirlink"))

@@ -70,7 +70,7 @@ class MirrorScanTests(RedisTestCase):
         self.assertEqual(r.smembers(schema.file_mirrors_key("/pool/x.deb")), {"1"})
         h = r.hgetall(schema.mirror_key(1))
         self.assertEqual((h["lastSuccessfulSyncProtocol"], h["lastSuccessfulSyncPrecision"], h["tzoffset"]),
-                         ("0", "1000000000", "0"))  # case 33: tzoffset written as 0 when off
+                         ("0", "1000000000", "0"))  # tzoffset written as 0 when off
         events = self.mirror_log(1)
         self.assertEqual([e["Type"] for e in events], [LOG_SCAN_STARTED, LOG_SCAN_COMPLETED])
 

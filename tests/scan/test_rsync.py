@@ -126,7 +126,7 @@ names = st.text(
 @example(name="12,345 report", size=1, when=1)
 def test_fuzz_wellformed_lines_parse_exactly(name: str, size: int, when: int) -> None:
     assume(name[0] not in " \t\n\f\r")
-    assume(not _LOOKALIKE.search(" " + name))  # would legitimately be split (case 5)
+    assume(not _LOOKALIKE.search(" " + name))  # would legitimately be split
     import time
 
     t = time.gmtime(when)

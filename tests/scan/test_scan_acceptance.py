@@ -1,4 +1,4 @@
-"""Issue 6 acceptance, end to end through the monitor's scan entry point (``MirrorScanner.run_job``).
+"""Mirror scans end to end through the monitor's scan entry point (``MirrorScanner.run_job``).
 
 * A mirror that hangs mid-listing, closes the connection mid-listing, or sends garbage is marked
   failed with a logged reason (``[<name>] <reason>`` and a mirror-log event 1 with that ``Err``),

@@ -1,4 +1,4 @@
-"""Checksums (http.md §9.3, cases 19–21) and ``?stats`` (§9.1, case 22) over real HTTP and Redis."""
+"""Checksums and ``?stats`` over real HTTP and Redis."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.web.test_http_cases import SHA256, RedirectorTestCase, d, put_file
 
 
 class Checksums(RedirectorTestCase):
-    def test_case19_sha256(self) -> defer.Deferred[None]:
+    def test_sha256(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             h = await self.harness()
@@ -24,7 +24,7 @@ class Checksums(RedirectorTestCase):
             self.assertIsNone(resp.header("Cache-Control"))
         return d(run())
 
-    def test_case20_first_parameter_decides(self) -> defer.Deferred[None]:
+    def test_first_parameter_decides(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             h = await self.harness()
@@ -34,7 +34,7 @@ class Checksums(RedirectorTestCase):
             self.assertEqual(resp.status, 404)
         return d(run())
 
-    def test_case21_not_on_disk_and_db_down(self) -> defer.Deferred[None]:
+    def test_not_on_disk_and_db_down(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             h = await self.harness()
@@ -60,7 +60,7 @@ class Checksums(RedirectorTestCase):
 
 
 class FileStats(RedirectorTestCase):
-    def test_case22_periods(self) -> defer.Deferred[None]:
+    def test_periods(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness()
             resp = await h.request("/testy.tgz?stats=2024-x")

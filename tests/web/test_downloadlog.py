@@ -1,4 +1,4 @@
-"""The download log (http.md §10.1, cases 55–57), log rotation, and lines written by real requests."""
+"""The download log, log rotation, and lines written by real requests."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def results(path: str = "/test/file.tgz", ip: str = "192.168.0.1", fallback: boo
     return Results(FileInfo(path), ip, GeoRecord(as_num=client_asn), chosen, [], fallback)
 
 
-def test_case55_success_line() -> None:
+def test_success_line() -> None:
     line = format_line("JSON", 200, "GET", results(fallback=True))
     assert line == ('JSON 200 GET "/test/file.tgz" ip:192.168.0.1 mirror:m1 fallback:true sameasn:444 '
                     'distance:99.00km countries:FR,UK,DE')
@@ -34,7 +34,7 @@ def test_case55_success_line() -> None:
     assert line.endswith("mirror:m1 asn:444 distance:99.00km countries:FR,UK,DE")
 
 
-def test_case56_other_statuses() -> None:
+def test_other_statuses() -> None:
     assert format_line("JSON", 404, "GET", results()) == 'JSON 404 GET "/test/file.tgz" ip:192.168.0.1'
     r = results(path="", ip="", names=("m1", "m2"))
     assert format_line("JSON", 500, "GET", r, "test error") == 'JSON 500 GET "" ip: mirror:m1 error:test error'
@@ -53,7 +53,7 @@ def test_prefix_and_header_format() -> None:
     assert re.fullmatch(r"# Binary: Built with \S+ \S+ for \S+/\S+", lines[2])
 
 
-def test_case57_header_only_for_new_or_empty_files_and_reopen() -> None:
+def test_header_only_for_new_or_empty_files_and_reopen() -> None:
     tmp = tempfile.mkdtemp()
     holder = ConfigHolder(Config(Repository="/", LogDir=tmp))
     dl = DownloadLog(holder)

@@ -1,8 +1,10 @@
-"""http.md §18 handler cases 1–18, 23 and 24 against a real redis-server and a real listening
-twisted.web server (raw HTTP over loopback, so every header can be checked byte for byte).
+"""The HTTP handler's answers (statuses, redirects, JSON, fallbacks, gzip, conditional requests)
+against a real redis-server and a real listening twisted.web server (raw HTTP over loopback, so
+every header can be checked byte for byte).
 
-Cases 19–22 (checksums, ``?stats``) belong to the stats/pages part; 25–41 and 52/58 to the
-selection tests; 42–49 are in tests/test_cache.py; 50–54 in the client-info/GeoIP tests.
+Checksums and ``?stats`` are tested in test_checksum.py and test_stats.py; mirror choice in the
+selection tests; the in-memory view in tests/test_cache.py; client addresses and GeoIP in the
+client-info and GeoIP tests.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ class HandlerCases(RedirectorTestCase):
         self.assertEqual(resp.header("Server"), "Mirrorbits/" + _version())
         self.assertEqual(resp.body, b"")
 
-    def test_case01_absent_file_404_without_redis(self) -> defer.Deferred[None]:
+    def test_absent_file_404_without_redis(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness()
             before = cmdstat(self.redis, "hmget") + cmdstat(self.redis, "smembers")
@@ -207,7 +209,7 @@ class HandlerCases(RedirectorTestCase):
             self.assertEqual(cmdstat(self.redis, "hmget") + cmdstat(self.redis, "smembers"), before)
         return d(run())
 
-    def test_case02_dotdot_403(self) -> defer.Deferred[None]:
+    def test_dotdot_403(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness()
             # "/../foobar" is cleaned by Go's mux (301) before the handler sees it, even when the
@@ -227,14 +229,14 @@ class HandlerCases(RedirectorTestCase):
             self.assertEqual(resp.body, b'<a href="/foobar">Moved Permanently</a>.\n\n')
         return d(run())
 
-    def test_case03_repository_deleted_404(self) -> defer.Deferred[None]:
+    def test_repository_deleted_404(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness()
             shutil.rmtree(self.repo)
             self.assert_plain(await h.request("/foobar"), 404, "Not Found")
         return d(run())
 
-    def test_case04_redis_down_fallback(self) -> defer.Deferred[None]:
+    def test_redis_down_fallback(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             h = await self.harness()
@@ -242,7 +244,7 @@ class HandlerCases(RedirectorTestCase):
             try:
                 resp = await h.request("/testy.tgz")
                 self.assert_fallback_redirect(resp)
-                # With If-Modified-Since from 1999 (case 8): unchanged.
+                # With If-Modified-Since from 1999: unchanged.
                 resp = await h.request("/testy.tgz",
                                        headers={"If-Modified-Since": "Tue, 01 Jun 1999 00:00:00 GMT"})
                 self.assert_fallback_redirect(resp)
@@ -253,7 +255,7 @@ class HandlerCases(RedirectorTestCase):
             await h.wait_for(lambda: h.view.subscribed, timeout=10)
         return d(run())
 
-    def test_case05_not_ready_fallback(self) -> defer.Deferred[None]:
+    def test_not_ready_fallback(self) -> defer.Deferred[None]:
         # The real "database not ready / loading" path: the readiness gate is still closed.
         async def run() -> None:
             put_file(self.r)
@@ -262,7 +264,7 @@ class HandlerCases(RedirectorTestCase):
             self.assert_fallback_redirect(await h.request("/testy.tgz"))
         return d(run())
 
-    def test_case06_07_unknown_file_or_no_mirrors(self) -> defer.Deferred[None]:
+    def test_unknown_file_or_no_mirrors(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness()
             self.assert_fallback_redirect(await h.request("/testy.tgz"))  # not scanned yet
@@ -275,7 +277,7 @@ class HandlerCases(RedirectorTestCase):
             self.assert_fallback_redirect(resp)
         return d(run())
 
-    def test_case09_10_mirror_redirect(self) -> defer.Deferred[None]:
+    def test_mirror_redirect(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             self.r.hset(schema.mirror_key(42), mapping={"ID": "42", "http": "http://example.mirror/",
@@ -289,7 +291,7 @@ class HandlerCases(RedirectorTestCase):
                 self.assertEqual(resp.all("Link"), [])
         return d(run())
 
-    def test_case11_not_modified(self) -> defer.Deferred[None]:
+    def test_not_modified(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             put_mirror(self.r, 42, "http://example.mirror/")
@@ -310,7 +312,7 @@ class HandlerCases(RedirectorTestCase):
             self.assertGreaterEqual(cmdstat(self.redis, "smembers"), before)
         return d(run())
 
-    def test_case12_three_mirrors_and_protocols(self) -> defer.Deferred[None]:
+    def test_three_mirrors_and_protocols(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             put_mirror(self.r, 1, "http://a.mirror/", countries="FR DE")
@@ -345,7 +347,7 @@ class HandlerCases(RedirectorTestCase):
             self.assertNotIn("c.mirror", resp.header("Location") + "".join(resp.all("Link")))
         return d(run())
 
-    def test_case13_14_json(self) -> defer.Deferred[None]:
+    def test_json(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             put_mirror(self.r, 1, "http://a.mirror/", countries="FR DE")
@@ -368,7 +370,7 @@ class HandlerCases(RedirectorTestCase):
             self.assertIn(b'"StateSince":"0001-01-01T00:00:00Z","Distance":0,"ComputedScore":0,', resp.body)
             # Without the Accept header: a redirect.
             self.assertEqual((await h.request("/testy.tgz")).status, 302)
-            # Case 14: ?pretty
+            # ?pretty
             resp = await h.request("/testy.tgz?pretty", headers={"Accept": "application/json;q=0"})
             self.assertEqual(resp.status, 200)
             self.assertTrue(resp.body.startswith(b'{\n    "FileInfo": {\n        "Path"'))
@@ -377,7 +379,7 @@ class HandlerCases(RedirectorTestCase):
             self.assertEqual(json.loads(resp.body), doc)
         return d(run())
 
-    def test_case15_fallback_json(self) -> defer.Deferred[None]:
+    def test_fallback_json(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness(OutputMode="json")
             resp = await h.request("/testy.tgz")
@@ -391,13 +393,13 @@ class HandlerCases(RedirectorTestCase):
             self.assertIn(b'"Fallback":true,"LocalJSPath":""}\n', resp.body)
         return d(run())
 
-    def test_case16_no_fallback_503(self) -> defer.Deferred[None]:
+    def test_no_fallback_503(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness(Fallbacks=())
             self.assert_plain(await h.request("/testy.tgz"), 503, "Service Unavailable")
         return d(run())
 
-    def test_case17_root_fallback(self) -> defer.Deferred[None]:
+    def test_root_fallback(self) -> defer.Deferred[None]:
         async def run() -> None:
             h = await self.harness()
             resp = await h.request("/")
@@ -405,7 +407,7 @@ class HandlerCases(RedirectorTestCase):
             self.assertEqual(resp.header("Location"), "http://fallback.mirror/")
         return d(run())
 
-    def test_case18_post_ignores_if_modified_since(self) -> defer.Deferred[None]:
+    def test_post_ignores_if_modified_since(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             put_mirror(self.r, 42, "http://example.mirror/")
@@ -416,7 +418,7 @@ class HandlerCases(RedirectorTestCase):
             self.assert_fallback_redirect(resp, "http://example.mirror/testy.tgz")
         return d(run())
 
-    def test_case23_broken_second_mirror_is_skipped(self) -> defer.Deferred[None]:
+    def test_broken_second_mirror_is_skipped(self) -> defer.Deferred[None]:
         # Go answers 500 "redigo: nil returned" (quirk 2); we skip the vanished mirror instead.
         async def run() -> None:
             put_file(self.r)
@@ -435,7 +437,7 @@ class HandlerCases(RedirectorTestCase):
                 self.assertEqual(resp.all("Link"), [])
         return d(run())
 
-    def test_case24_gzip(self) -> defer.Deferred[None]:
+    def test_gzip(self) -> defer.Deferred[None]:
         async def run() -> None:
             put_file(self.r)
             put_mirror(self.r, 42, "http://example.mirror/")

@@ -1,5 +1,4 @@
-"""``?mirrorlist``, ``?mirrorstats`` and ``?mirrors`` over real HTTP and Redis, and the page helpers
-(http.md §9.2, §14, case 59)."""
+"""``?mirrorlist``, ``?mirrorstats`` and ``?mirrors`` over real HTTP and Redis, and the page helpers."""
 
 from __future__ import annotations
 
@@ -71,7 +70,7 @@ class Tables(HTMLParser):
         return " ".join(" ".join(self.text).split())
 
 
-def test_case59_sizeof_and_concaturl() -> None:
+def test_sizeof_and_concaturl() -> None:
     assert [sizeof(n) for n in (0, 1, 1024, 1000000)] == ["0.0 bytes", "1.0 bytes", "1.0 KiB", "976.6 KiB"]
     for base, path in (("http://test.example/somedir/", "/somefile.bin"),
                        ("http://test.example/somedir", "/somefile.bin"),

@@ -1,4 +1,4 @@
-"""Path sanitisation (http.md §3), the ServeMux 301 (§1) and request-target parsing, on a real tree."""
+"""Path sanitisation, the ServeMux 301 and request-target parsing, on a real tree."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The redirector beyond the §18 table: Redis outages, malformed requests, the redirect selection
+"""The redirector beyond the handler cases: Redis outages, malformed requests, the redirect selection
 memo (hypothesis over random worlds), worker processes sharing the listening socket."""
 
 from __future__ import annotations

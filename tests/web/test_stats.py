@@ -1,4 +1,4 @@
-"""Download counting (http.md §9.4, §10; data-and-scanning §2.8, §2.9) through real redirects
+"""Download counting through real redirects
 served by a real listener, counted into a real redis-server."""
 
 from __future__ import annotations

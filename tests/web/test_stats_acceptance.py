@@ -1,4 +1,4 @@
-"""Issue 5 acceptance, end to end: a real ``mirrorbits daemon`` process on a real redis-server, the
+"""Download statistics end to end: a real ``mirrorbits daemon`` process on a real redis-server, the
 index and mirror records written as the Go original writes them, real GET redirects over loopback,
 then SIGTERM right after the last request.  The ``STATS_*`` keys must then hold exactly what was
 served (per file, per mirror, bytes), on top of what a Go node had already written to the same keys,
@@ -55,7 +55,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
                                            "sha256": hashlib.sha256(CONTENT).hexdigest(), "md5": ""})
     r.sadd(schema.FILES, PATH)
     for mid, url in MIRRORS.items():
-        # The RPC save (data-and-scanning §2.13) plus the state a Go monitor and scan leave behind.
+        # The RPC save plus the state a Go monitor and scan leave behind.
         r.hset(schema.mirror_key(mid), mapping={
             "ID": str(mid), "name": f"m{mid}", "http": url, "rsync": "", "ftp": "", "enabled": "1",
             "httpUp": "1", "httpsUp": "0", "score": "0", "latitude": "0", "longitude": "0",

@@ -26,7 +26,7 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from mirrorbits.admin.formatting import VersionInfo
 from mirrorbits.model import Mirror
@@ -132,14 +132,16 @@ class Operation:
     signature: inspect.Signature
 
 
-_F = TypeVar("_F", bound=Callable[..., Awaitable[object]])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _DECLARED: dict[str, tuple[tuple[str, ...], float | None]] = {}
 
 
-def operation(*cli: str, deadline: float | None = DEFAULT_DEADLINE) -> Callable[[_F], _F]:
+def operation(*cli: str, deadline: float | None = DEFAULT_DEADLINE
+              ) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
     """Declare an :class:`AdminAPI` method as an operation used by the CLI commands ``cli``."""
 
-    def declare(method: _F) -> _F:
+    def declare(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
         _DECLARED[method.__name__] = (cli, deadline)
         return method
 

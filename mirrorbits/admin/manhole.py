@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.application import strports
 from twisted.application.service import Service
@@ -173,7 +173,10 @@ def _flags(kwargs: Mapping[str, FlagValue]) -> list[str]:
     return out
 
 
-CommandFunction = Callable[..., defer.Deferred[Text]]
+class CommandFunction(Protocol):
+    """A CLI command as a function: positional arguments, flags as keyword arguments."""
+
+    def __call__(self, *args: object, **flags: FlagValue) -> defer.Deferred[Text]: ...
 
 
 def cli_functions(call: Callable[[list[str]], defer.Deferred[Text]]) -> dict[str, CommandFunction]:

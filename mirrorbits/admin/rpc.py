@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
@@ -201,8 +201,9 @@ class AdminProtocol(amp.AMP):
             op.signature.bind(self.admin, **kwargs)
         except (ValueError, TypeError) as e:
             raise AdminError(f"bad arguments: {e}", "InvalidArgument") from None
-        bound: Callable[..., Awaitable[object]] = getattr(self.admin, method)
-        return await bound(**kwargs)
+        bound = getattr(self.admin, method)  # an operation of AdminAPI, its arguments bound above
+        result: object = await bound(**kwargs)
+        return result
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]  # noqa: N802
         super().connectionLost(reason)

@@ -169,7 +169,7 @@ def _zone_suffix(offset: int, name: str | None) -> str:
 
 
 def format_local_gts(mtime_ns: int, _localtime: Callable[[float], time.struct_time] = time.localtime,
-                     _strftime: Callable[..., str] = time.strftime) -> str:
+                     _strftime: Callable[[str, time.struct_time], str] = time.strftime) -> str:
     """:func:`mirrorbits.gocompat.format_gts` in the local zone, the fast way (one ``localtime`` and
     one C ``strftime``: this runs once per file, ~2x cheaper than f-string formatting).
     Byte-identical to gocompat's, which it falls back to outside years 1000-9999."""

@@ -357,6 +357,7 @@ class IndexTests(ScanTestBase):
 import json, sys
 sys.path.insert(0, {os.getcwd()!r})
 from twisted.internet import defer, task
+from twisted.internet import reactor  # installed before the privileges drop, like every import here
 from twisted.logger import globalLogPublisher, formatEvent
 from mirrorbits.config import Config
 from mirrorbits.redis.connection import RedisClient, RedisSettings

@@ -24,6 +24,7 @@ from mirrorbits.admin.rpc import RpcService
 from mirrorbits.cache import MirrorView
 from mirrorbits.config import Config, ConfigHolder
 from mirrorbits.geo import GeoIP
+from mirrorbits.history.retention import RetentionService
 from mirrorbits.httpclient import HttpClient
 from mirrorbits.lifecycle.control import Lifecycle
 from mirrorbits.lifecycle.listener import HTTPListener, socket_from_fd
@@ -206,6 +207,11 @@ class Mirrorbits:
         """Download counters, flushed to ``STATS_*`` every 500 ms (mirrorbits.web.stats)."""
         return self._once("download_stats",
                           lambda: DownloadStats(self.get_redis(), lambda: self.config, self.reactor))
+
+    def get_stats_retention(self) -> RetentionService:
+        """The daily prune of the statistics keys outside ``StatsRetention`` (mirrorbits.history)."""
+        return self._once("stats_retention", lambda: RetentionService(
+            self.get_redis(), lambda: self.config, self.reactor))
 
     def get_download_log(self) -> DownloadLog:
         """``<LogDir>/downloads.log``; reopened by the lifecycle on SIGUSR1 and SIGHUP."""

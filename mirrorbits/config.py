@@ -78,6 +78,29 @@ class SentinelHost:
 
 
 @dataclass(frozen=True)
+class StatsRetention:
+    """How long the dated statistics keys are kept; 0 keeps them forever (the Go original's way).
+
+    Yearly and all-time keys are never pruned, so totals stay exact whatever is set here."""
+
+    #: Per-day keys (``STATS_*_YYYY_MM_DD``) older than this many days are deleted.
+    DailyDays: int = 0
+    #: Per-month keys (``STATS_*_YYYY_MM``) older than this many months are deleted.
+    MonthlyMonths: int = 0
+    #: Per-day per-file keys (``STATS_FILE_YYYY_MM_DD``, the big ones); 0 = as ``DailyDays``.
+    FileDays: int = 0
+
+    @property
+    def file_days(self) -> int:
+        """The window of the per-day per-file keys (``FileDays``, else ``DailyDays``)."""
+        return self.FileDays or self.DailyDays
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.DailyDays or self.MonthlyMonths or self.FileDays)
+
+
+@dataclass(frozen=True)
 class Config:
     """Every key of the Go original with its default."""
 
@@ -122,6 +145,8 @@ class Config:
     ManholeAuthorizedKeys: str = ""
     #: Extra CA certificates (PEM) that health checks and trace fetches trust besides the system roots.
     CheckTLSCAFile: str = ""
+    #: How long the dated download statistics are kept (default: forever).
+    StatsRetention: StatsRetention = field(default_factory=StatsRetention)
     # -- not keys: where the config came from, and what was odd about it --
     source: str = field(default="<defaults>", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -144,12 +169,13 @@ GO_KEYS = (
     "DisallowRedirects", "WeightDistributionRange", "DisableOnMissingFile", "AllowOutdatedFiles",
     "Fallbacks", "RedisSentinelMasterName", "RedisSentinels", "RPCListenAddress", "RPCPassword",
 )
-EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile")
+EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile",
+                  "StatsRetention")
 
 
 _R = TypeVar("_R")
 #: A value read from the YAML document: a key's scalar, or a tuple of records.
-_Value = str | bool | int | float | Hashes | tuple[OutdatedFilesRule | Fallback | SentinelHost, ...]
+_Value = str | bool | int | float | Hashes | StatsRetention | tuple[OutdatedFilesRule | Fallback | SentinelHost, ...]
 
 
 class _Reader:
@@ -262,6 +288,9 @@ def config_from_mapping(raw: object, source: str = "<config>", base_dir: str | N
             values[key] = reader.record(key, value, Hashes,
                                         {"SHA1": "boolean", "SHA256": "boolean", "MD5": "boolean"})
             # Sub-keys not given keep their defaults (SHA256 stays on), as in the Go original.
+        elif key == "StatsRetention":
+            values[key] = reader.record(key, value, StatsRetention, {
+                "DailyDays": "integer", "MonthlyMonths": "integer", "FileDays": "integer"})
         elif key == "AllowOutdatedFiles":
             values[key] = tuple(reader.record(f"{key}[{i}]", v, OutdatedFilesRule,
                                               {"Prefix": "string", "Minutes": "integer"})
@@ -302,6 +331,9 @@ def _validate(cfg: Config, reader: _Reader, base_dir: str | None) -> Config:
         raise reader.fail("Workers", cfg.Workers, "must be >= 1")
     if cfg.RedisDB < 0:
         raise reader.fail("RedisDB", cfg.RedisDB, "must be >= 0")
+    for name in ("DailyDays", "MonthlyMonths", "FileDays"):
+        if getattr(cfg.StatsRetention, name) < 0:
+            raise reader.fail(f"StatsRetention.{name}", getattr(cfg.StatsRetention, name), "must be >= 0 (0 = forever)")
     data_dir = cfg.DataDir
     if data_dir and not os.path.isabs(data_dir):
         data_dir = os.path.normpath(os.path.join(base_dir or os.getcwd(), data_dir))

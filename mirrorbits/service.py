@@ -169,6 +169,7 @@ def parts(app: Mirrorbits) -> list[service.IService]:
         app.get_rpc_service(),
         app.get_manhole_service(),
         app.get_download_stats(),
+        app.get_stats_retention(),
         app.get_download_log(),
     ]
     return [part for part in found if part is not None]

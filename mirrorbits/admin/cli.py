@@ -79,8 +79,10 @@ from mirrorbits.admin.formatting import (
     parse_stats_date_strict,
     split_edit_file,
 )
+from mirrorbits.admin.formatting.history import format_prune, format_usage
 from mirrorbits.admin.goflag import ParseResult
 from mirrorbits.config import ConfigError, load_config
+from mirrorbits.history.export import export_csv, export_json
 from mirrorbits.model import Mirror
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis.connection import RedisClient, RedisSettings
@@ -600,8 +602,58 @@ async def cmd_export(io: CliIO, s: Session, args: Sequence[str]) -> int:
     return 0
 
 
+async def _stats_housekeeping(io: CliIO, s: Session, word: str, args: Sequence[str]) -> int:
+    """``stats prune [-dry-run]``, ``stats usage``, ``stats export -format csv|json [-from -to]``."""
+    parsed = usage.stats_subcommand_flagset(word).parse(list(args))
+    if not parsed.ok:
+        io.err(parsed.stderr)
+        raise CliExit(0 if parsed.status.value == "help" else EXIT_USAGE)
+    if parsed.args:
+        io.err(usage.stats_subcommand_flagset(word).usage_text())
+        raise CliExit(EXIT_USAGE)
+    admin = await s.admin("stats")
+    if word == "prune":
+        try:
+            report = await admin.stats_prune(parsed.get_bool("dry-run"))
+        except Exception as e:
+            raise _fatal(io, f"stats prune error: {_rpc(e)}") from None
+        io.out(format_prune(report))
+        return 0
+    if word == "usage":
+        try:
+            families = await admin.stats_usage()
+        except Exception as e:
+            raise _fatal(io, f"stats usage error: {_rpc(e)}") from None
+        io.out(format_usage(families))
+        return 0
+    formatter = {"csv": export_csv, "json": export_json}.get(parsed.get_str("format"))
+    if formatter is None:
+        io.err(f"Unsupported format {parsed.get_str('format')!r}: csv or json\n")
+        raise CliExit(EXIT_USAGE)
+    first, last = parsed.get_str("from"), parsed.get_str("to")
+    period: list[datetime | None] = [None, None]
+    if first or last:
+        try:
+            period[0] = parse_stats_date_strict(first) if first else None
+            period[1] = parse_stats_date_strict(last) if last else datetime.now(UTC)
+        except ValueError as e:
+            io.err(f"{e}\n")
+            raise CliExit(EXIT_USAGE) from None
+        if period[0] is None:
+            io.err("-to needs -from\n")
+            raise CliExit(EXIT_USAGE)
+    try:
+        data = await admin.stats_export(period[0], period[1])
+    except Exception as e:
+        raise _fatal(io, f"stats export error: {_rpc(e)}") from None
+    io.out(formatter(data))
+    return 0
+
+
 async def cmd_stats(io: CliIO, s: Session, args: Sequence[str]) -> int:
     p = _parse(io, "stats", args)
+    if p.args and p.args[0] in usage.STATS_SUBCOMMANDS:
+        return await _stats_housekeeping(io, s, p.args[0], p.args[1:])
     if len(p.args) != 2 or p.args[0] not in ("mirror", "file"):
         raise _usage(io, "stats")
     now = datetime.now(UTC)

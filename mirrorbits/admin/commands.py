@@ -41,13 +41,18 @@ from mirrorbits.admin.interface import (
     AddResult,
     AdminAPI,
     AdminError,
+    FamilyUsage,
     GeoUpdateResult,
     MirrorRef,
+    PruneReport,
     ScanReply,
+    StatsExport,
     StatsMirrorReply,
 )
 from mirrorbits.config import Config
 from mirrorbits.geo import CITY_DB, GeoIP, GeoRecord
+from mirrorbits.history.export import collect_export
+from mirrorbits.history.retention import prune, usage
 from mirrorbits.model import (
     LOG_ADDED,
     LOG_DISABLED,
@@ -59,7 +64,7 @@ from mirrorbits.model import (
     render_mirror_log,
 )
 from mirrorbits.redis import schema
-from mirrorbits.redis.connection import NotReady, RedisClient, RedisUnavailable
+from mirrorbits.redis.connection import NotReady, RedisClient, RedisUnavailable, ResponseError
 from mirrorbits.redis.protocol import Reply
 from mirrorbits.redis.replies import hash_dict
 
@@ -447,6 +452,32 @@ class AdminCommands(AdminAPI):
                     out[path] = out.get(path, 0) + _to_int(count)
         return out
 
+    async def stats_prune(self, dry_run: bool = False) -> PruneReport:
+        """The statistics keys outside the retention window, deleted unless ``dry_run``."""
+        retention = self.config().StatsRetention
+        if not retention.enabled:
+            raise AdminError("no StatsRetention is configured: every statistics key is kept",
+                             "FailedPrecondition")
+        with _stats_errors():
+            return await prune(self.redis, retention, self.now().astimezone(UTC).date(), dry_run)
+
+    async def stats_usage(self) -> list[FamilyUsage]:
+        """Memory per family and level of statistics keys."""
+        with _stats_errors():
+            return await usage(self.redis)
+
+    async def stats_export(self, start: datetime | None = None, end: datetime | None = None) -> StatsExport:
+        """Counters per file and per mirror over [start, end] (all time without dates)."""
+        if (start is None) != (end is None):
+            raise AdminError("give both ends of the period, or neither", "InvalidArgument")
+        first = start.astimezone(UTC).date() if start is not None else None
+        last = end.astimezone(UTC).date() if end is not None else None
+        if first is not None and last is not None and first > last:
+            raise AdminError("the period ends before it starts", "InvalidArgument")
+        names = {m.id: m.name for m in await self.list_mirrors()}
+        with _stats_errors():
+            return await collect_export(self.redis, first, last, names)
+
     async def stats_mirror(self, mirror_id: int, start: datetime, end: datetime) -> StatsMirrorReply:
         """Redirects and bytes of one mirror over [start, end] (``StatsMirror``)."""
         self._check_id(mirror_id)
@@ -701,6 +732,16 @@ class AdminCommands(AdminAPI):
         if self.on_upgrade is None:
             raise AdminError(f"upgrade is not available in the {self.where}", "Unavailable")
         self.on_upgrade()
+
+
+@contextmanager
+def _stats_errors() -> Iterator[None]:
+    """:func:`_redis_errors`, and a command Redis refused (``MEMORY``, ``UNLINK`` disabled...)."""
+    try:
+        with _redis_errors():
+            yield
+    except ResponseError as e:
+        raise AdminError(f"Redis refused: {e}") from None
 
 
 @contextmanager

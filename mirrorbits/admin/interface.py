@@ -29,6 +29,8 @@ from datetime import datetime
 from typing import ParamSpec, Protocol, TypeVar
 
 from mirrorbits.admin.formatting import VersionInfo
+from mirrorbits.history.export import MirrorCounters, StatsExport
+from mirrorbits.history.retention import FamilyUsage, KeySize, PruneReport
 from mirrorbits.model import Mirror
 
 __all__ = [
@@ -36,6 +38,9 @@ __all__ = [
     "AdminAPI",
     "AdminError",
     "DEFAULT_DEADLINE",
+    "FamilyUsage",
+    "KeySize",
+    "MirrorCounters",
     "GeoUpdateResult",
     "MirrorRef",
     "OPERATIONS",
@@ -43,7 +48,9 @@ __all__ = [
     "PROTOCOL_ALL",
     "PROTOCOL_FTP",
     "PROTOCOL_RSYNC",
+    "PruneReport",
     "ScanReply",
+    "StatsExport",
     "StatsMirrorReply",
     "operation",
     "wire_types",
@@ -187,6 +194,19 @@ class AdminAPI(Protocol):
     @operation("stats")
     async def stats_mirror(self, mirror_id: int, start: datetime, end: datetime) -> StatsMirrorReply:
         """Redirects and bytes of one mirror over [start, end]."""
+
+    @operation("stats", deadline=None)
+    async def stats_prune(self, dry_run: bool = False) -> PruneReport:
+        """Delete the statistics keys outside the ``StatsRetention`` window (``dry_run``: only list
+        them), with the memory each one takes."""
+
+    @operation("stats", deadline=60.0)
+    async def stats_usage(self) -> list[FamilyUsage]:
+        """The Redis memory taken by each family and level of statistics keys."""
+
+    @operation("stats", deadline=None)
+    async def stats_export(self, start: datetime | None = None, end: datetime | None = None) -> StatsExport:
+        """The download counters of every file and mirror over [start, end] (both None: all time)."""
 
     @operation("add")
     async def add_mirror(self, mirror: Mirror) -> AddResult:

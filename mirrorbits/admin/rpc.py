@@ -314,6 +314,15 @@ class RemoteAdmin(AdminAPI):
         return cast(api.StatsMirrorReply, await self._call("stats_mirror", mirror_id=mirror_id, start=start,
                                                        end=end))
 
+    async def stats_prune(self, dry_run: bool = False) -> api.PruneReport:
+        return cast(api.PruneReport, await self._call("stats_prune", dry_run=dry_run))
+
+    async def stats_usage(self) -> list[api.FamilyUsage]:
+        return cast("list[api.FamilyUsage]", await self._call("stats_usage"))
+
+    async def stats_export(self, start: datetime | None = None, end: datetime | None = None) -> api.StatsExport:
+        return cast(api.StatsExport, await self._call("stats_export", start=start, end=end))
+
     async def add_mirror(self, mirror: Mirror) -> api.AddResult:
         return cast(api.AddResult, await self._call("add_mirror", mirror=mirror))
 

@@ -34,6 +34,8 @@ __all__ = [
     "lookup_command",
     "dispatch",
     "command_not_found_text",
+    "STATS_SUBCOMMANDS",
+    "stats_subcommand_flagset",
 ]
 
 
@@ -162,6 +164,34 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 _BY_NAME = {c.name: c for c in COMMANDS}
+
+#: ``stats prune|usage|export``: statistics housekeeping, not in the Go CLI.  They are words after
+#: ``stats`` (whose Go usage block stays as it was), each with its own flags.
+STATS_SUBCOMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command(
+        "prune", "Prune old statistics", "[OPTIONS]",
+        "Delete the statistics keys older than the StatsRetention window of the configuration\n"
+        "(never the yearly and total counters), printing each key and the memory it frees",
+        (bool_flag("dry-run", False, "Only print what would be deleted"),),
+    ),
+    Command("usage", "Statistics memory", "", "Print the Redis memory taken by each family of statistics keys"),
+    Command(
+        "export", "Export statistics", "[OPTIONS]",
+        "Print the download counters of every file and mirror, over all time or a period",
+        (
+            string_flag("format", "csv", "Output format: csv or json"),
+            string_flag("from", "", "First day of the period (format YYYY-MM-DD)"),
+            string_flag("to", "", "Last day of the period (format YYYY-MM-DD, default: today)"),
+        ),
+    ),
+)}
+
+
+def stats_subcommand_flagset(word: str) -> FlagSet:
+    """Flag set of ``stats <word>``; its usage block reads ``Usage: mirrorbits stats <word> ...``."""
+    c = STATS_SUBCOMMANDS[word]
+    return FlagSet(f"stats {c.name}", c.flags, usage=lambda fs: _usage_block(
+        f"stats {c.name}", c.signature, c.description, fs))
 
 #: Client (global) flags.
 GLOBAL_FLAGS: tuple[FlagDef, ...] = (

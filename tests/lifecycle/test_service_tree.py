@@ -31,7 +31,7 @@ def test_main_process_tree(tmp_path: Path) -> None:
     root = makeService(DaemonOptions(config=str(config(tmp_path))))
     names = [s.name for s in root]
     assert names == ["lifecycle", "embedded-redis", "redis", "source-scan", "monitor", "redirector",
-                     "rpc", "manhole", "stats", "downloadlog", "http"], names
+                     "rpc", "manhole", "stats", "stats-retention", "downloadlog", "http"], names
     app = root.app
     assert app.worker is None and app.lifecycle is app.get_lifecycle()
     assert app.get_redirector().spawn and not app.get_http_listener().shared

@@ -1,0 +1,1 @@
+"""Download statistics over time: retention of the dated ``STATS_*`` keys, their history, export."""

@@ -15,8 +15,9 @@ from enum import Enum
 from mirrorbits.config import StatsRetention
 from mirrorbits.redis import schema
 
-__all__ = ["Family", "Level", "StatsKey", "SCAN_PATTERN", "coverage", "expired", "key_name", "month_back",
-           "next_month", "parse_stats_key"]
+__all__ = ["Family", "Level", "StatsKey", "SCAN_PATTERN", "coverage", "expired", "key_name", "last_days",
+           "last_months", "month_back", "next_month", "parse_period", "parse_stats_key", "period_expired",
+           "period_label"]
 
 #: ``SCAN MATCH`` pattern of every dated statistics key (and the undated ones, skipped by the parser).
 SCAN_PATTERN = "STATS_*"
@@ -52,13 +53,7 @@ class StatsKey:
     @property
     def period(self) -> str:
         """``2026-12-05``, ``2026-12``, ``2026`` or ``total``."""
-        if self.start is None:
-            return "total"
-        if self.level is Level.YEAR:
-            return f"{self.start.year:04d}"
-        if self.level is Level.MONTH:
-            return f"{self.start.year:04d}-{self.start.month:02d}"
-        return self.start.isoformat()
+        return period_label(self.level, self.start)
 
 
 def parse_stats_key(name: str) -> StatsKey | None:
@@ -134,3 +129,48 @@ def coverage(start: date, end: date) -> list[tuple[Level, date]]:
             out.append((Level.DAY, day))
             day += timedelta(days=1)
     return out
+
+
+_PERIOD_RE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
+
+
+def parse_period(text: str) -> tuple[Level, date] | None:
+    """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` as a level and the period's first day; None otherwise."""
+    m = _PERIOD_RE.match(text.strip())
+    if m is None:
+        return None
+    try:
+        if m.group(2) is None:
+            return Level.YEAR, date(int(m.group(1)), 1, 1)
+        if m.group(3) is None:
+            return Level.MONTH, date(int(m.group(1)), int(m.group(2)), 1)
+        return Level.DAY, date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+
+
+def period_label(level: Level, start: date | None) -> str:
+    """The text of a period, as :func:`parse_period` reads it (``total`` for all time)."""
+    if start is None or level is Level.TOTAL:
+        return "total"
+    if level is Level.YEAR:
+        return f"{start.year:04d}"
+    if level is Level.MONTH:
+        return f"{start.year:04d}-{start.month:02d}"
+    return start.isoformat()
+
+
+def last_days(today: date, n: int) -> list[tuple[Level, date]]:
+    """The ``n`` days ending with ``today``, oldest first."""
+    return [(Level.DAY, today - timedelta(days=i)) for i in range(n - 1, -1, -1)]
+
+
+def last_months(today: date, n: int) -> list[tuple[Level, date]]:
+    """The ``n`` months ending with ``today``'s, oldest first."""
+    return [(Level.MONTH, month_back(today, i)) for i in range(n - 1, -1, -1)]
+
+
+def period_expired(level: Level, start: date, retention: StatsRetention, today: date,
+                   family: Family = Family.MIRROR) -> bool:
+    """Whether retention removes the ``family`` key of this period."""
+    return expired(StatsKey(key_name(family, level, start), family, level, start), retention, today)

@@ -19,12 +19,12 @@ counters are 0.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, TypedDict
 
 from twisted.internet import defer
@@ -38,10 +38,13 @@ from twisted.web.template import Element, Flattenable, Tag, XMLFile, flattenStri
 from mirrorbits import VERSION
 from mirrorbits.config import Config, ConfigHolder
 from mirrorbits.gocompat import Float32, f32, format_duration, format_rfc1123, go_json_marshal
+from mirrorbits.history.keys import Level, last_days, last_months, parse_period, period_label
+from mirrorbits.history.reader import Point, mirror_series
 from mirrorbits.model import Mirror
-from mirrorbits.redis import schema
+from mirrorbits.web.charts import bar, pie_chart, sizeof, sparkline
 from mirrorbits.web.checksum import FileInfoLoader, render_checksum
-from mirrorbits.web.filestats import render_file_stats, reply_int
+from mirrorbits.web.filestats import render_file_stats
+from mirrorbits.web.history import HistoryBody, fetch_history, period_selector, retention_notes
 from mirrorbits.web.mirrorsjson import fetch_mirrors, mirror_state, render_mirrors_json
 from mirrorbits.web.render import Results, plain_error
 from mirrorbits.web.site import deliver
@@ -67,14 +70,13 @@ __all__ = [
 log = Logger(namespace="mirrorbits.pages")
 
 TEMPLATE_FILES = ("base.html", "mirrorlist.html", "mirrorstats.html")
+#: Templates a directory may lack (written for an older version): the bundled one is used instead.
+OPTIONAL_TEMPLATE_FILES = ("history.html",)
 NO_TEMPLATES = "please set a valid path to the templates directory"
 MAP_MIRRORS = 19
 LEAFLET_VERSION = "1.3.4"
 LEAFLET_CDN = f"https://unpkg.com/leaflet@{LEAFLET_VERSION}/dist"
-PALETTE = ("#2980b9", "#27ae60", "#e67e22", "#8e44ad", "#c0392b", "#16a085", "#d35400", "#2c3e50",
-           "#f1c40f", "#7f8c8d")
 _TEXT_HTML = b"text/html; charset=utf-8"
-_SVG_NS = "http://www.w3.org/2000/svg"
 
 # Drawn only when Leaflet loaded.  No "<", ">" or "&" in it: the flattener escapes those in text.
 _MAP_SCRIPT = """
@@ -106,17 +108,6 @@ _MAP_SCRIPT = """
 
 # ---------------------------------------------------------------------------------------------
 # Helpers of the Go templates
-
-
-def sizeof(n: int | float) -> str:
-    """Go's ``sizeof``: ``%3.1f <unit>`` in steps of 1024 (0 → ``0.0 bytes``, 1000000 → ``976.6 KiB``)."""
-    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
-    value = float(n)
-    i = 0
-    while abs(value) >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    return f"{value:3.1f} {units[i]}"
 
 
 def concaturl(base: str, path: str) -> str:
@@ -155,56 +146,6 @@ STATE_COLORS = {"up": "#27ae60", "down": "#c0392b", "degraded": "#e67e22", "disa
 
 def bundled_templates_dir() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
-
-
-def _svg(name: str, children: Iterable[Flattenable] = (), **attrs: str) -> Tag:
-    t = Tag(name, attributes={k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()})
-    t.children.extend(children)
-    return t
-
-
-def _num(x: float) -> str:
-    return f"{x:.2f}".rstrip("0").rstrip(".")
-
-
-def pie_chart(slices: Sequence[tuple[str, float]]) -> Tag:
-    """An inline SVG pie (with a text legend beside it) of ``(label, value)`` pairs."""
-    total = sum(v for _, v in slices) or 1.0
-    cx = cy = r = 100.0
-    parts: list[Tag] = []
-    legend: list[Tag] = []
-    angle = -math.pi / 2
-    for i, (label, value) in enumerate(slices):
-        color = PALETTE[i % len(PALETTE)]
-        frac = value / total
-        pct = frac * 100
-        text = f"{label}: {pct:.0f}%" if pct >= 1 else f"{label}: <1%"
-        if frac >= 0.999999:
-            shape = _svg("circle", [_svg("title", [text])], cx=_num(cx), cy=_num(cy), r=_num(r), fill=color)
-        else:
-            end = angle + frac * 2 * math.pi
-            x1, y1 = cx + r * math.cos(angle), cy + r * math.sin(angle)
-            x2, y2 = cx + r * math.cos(end), cy + r * math.sin(end)
-            large = 1 if frac > 0.5 else 0
-            d = (f"M{_num(cx)},{_num(cy)} L{_num(x1)},{_num(y1)} "
-                 f"A{_num(r)},{_num(r)} 0 {large} 1 {_num(x2)},{_num(y2)} Z")
-            shape = _svg("path", [_svg("title", [text])], d=d, fill=color, stroke="#fff",
-                         stroke_width="1")
-            angle = end
-        parts.append(shape)
-        legend.append(tags.li(tags.span(class_="swatch", style=f"background:{color}"), text))
-    svg = _svg("svg", parts, xmlns=_SVG_NS, viewBox="0 0 200 200", width="180", height="180",
-               role="img", **{"aria-label": "Load distribution"})
-    return tags.div(svg, tags.ul(legend, class_="legend"), class_="pie")
-
-
-def bar(percent: float, color: str, title: str) -> Tag:
-    """A horizontal SVG bar ``percent`` wide, with ``title`` as its tooltip."""
-    pct = percent if math.isfinite(percent) else 0.0
-    pct = max(0.0, min(100.0, pct))
-    return _svg("svg", [
-        _svg("rect", [_svg("title", [title])], x="0", y="0", width=_num(pct), height="10", fill=color),
-    ], xmlns=_SVG_NS, viewBox="0 0 100 10", preserveAspectRatio="none", class_="bar")
 
 
 class Marker(TypedDict):
@@ -250,6 +191,13 @@ class Templates:
         for name in TEMPLATE_FILES:
             loader = XMLFile(FilePath(os.path.join(directory, name)))
             loader.load()  # parse now: a missing or broken file fails here, not on a request
+            self.loaders[name] = loader
+        for name in OPTIONAL_TEMPLATE_FILES:
+            path = os.path.join(directory, name)
+            if not os.path.exists(path):
+                path = os.path.join(bundled_templates_dir(), name)
+            loader = XMLFile(FilePath(path))
+            loader.load()
             self.loaders[name] = loader
 
     @classmethod
@@ -467,19 +415,56 @@ def _sync_class(row: MirrorStatsRow) -> str:
     return "sync-green"
 
 
+SPARK_DAYS = 30
+SPARK_MONTHS = 12
+#: ``?mirrorstats=history``: the global history page (web.history).
+HISTORY = "history"
+
+Period = tuple[Level, date]
+
+
+@dataclass
+class MirrorStatsHistory:
+    """What ``?mirrorstats`` shows besides Go's page: the period, its selector, retention notes and
+    each mirror's sparklines (by mirror id)."""
+
+    since: str
+    selector: Tag
+    notes: list[Tag]
+    sparks: dict[int, tuple[Tag, Tag]]
+
+
+def _spark(points: Sequence[Point], title: str) -> Tag:
+    return sparkline([None if p.pruned else p.downloads for p in points],
+                     [None if p.pruned else p.bytes for p in points], title)
+
+
 class MirrorStatsBody(Element):
     """``mirrorstats.html``."""
 
-    def __init__(self, templates: Templates, rows: list[MirrorStatsRow], local_js_path: str) -> None:
+    def __init__(self, templates: Templates, rows: list[MirrorStatsRow], local_js_path: str,
+                 history: MirrorStatsHistory | None = None) -> None:
         super().__init__(templates.loaders["mirrorstats.html"])
         self.rows = rows
         self.local_js_path = local_js_path
         self.has_tz = any(r.mirror.tz_offset != 0 for r in rows)
+        self.history = history
 
     def render(self, request: IRequest | None) -> Flattenable:
+        since = self.history.since if self.history is not None else "Since 00:00 UTC"
         return tags.transparent(super().render(request)).fillSlots(
             downloads=str(sum(r.downloads for r in self.rows)),
-            bytes=sizeof(sum(r.bytes for r in self.rows)), count=str(len(self.rows)))
+            bytes=sizeof(sum(r.bytes for r in self.rows)), count=str(len(self.rows)), since=since)
+
+    @renderer
+    def periods(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        if self.history is None:
+            return ""
+        return [self.history.selector, *self.history.notes]
+
+    @renderer
+    def spark_header(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        return tag if self.history is not None else ""
 
     @renderer
     def map(self, request: IRequest | None, tag: Tag) -> Flattenable:
@@ -510,10 +495,13 @@ class MirrorStatsBody(Element):
         for r in self.rows:
             bars = [bar(r.percent_d, "#4078C0", f"{r.downloads} downloads"),
                     bar(r.percent_b, "#7CA2D3", f"{sizeof(r.bytes)} transferred")]
+            sparks: list[Flattenable] = []
+            if self.history is not None:
+                sparks = [tags.td(spark, class_="spark") for spark in self.history.sparks.get(r.mirror.id, ())]
             yield tag.clone().fillSlots(
                 name=r.mirror.name, state=mirror_state(r.mirror), downloads=str(r.downloads),
                 bars=bars, bytes=sizeof(r.bytes), sync=r.sync_text, syncclass=_sync_class(r),
-                tz=r.tz_offset)
+                tz=r.tz_offset, sparks=sparks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,45 +559,85 @@ class Pages:
         request.setHeader(b"Cache-Control", b"private, no-cache")
         return body
 
-    async def render_mirrorstats(self, request: IRequest) -> bytes:
-        """The MIRRORSTATS page; the request path is ignored."""
+    def _period(self, query: dict[str, list[str]], default: Period) -> Period | None:
+        value = (query.get("period") or [""])[0]
+        return parse_period(value) if value else default
+
+    async def _page(self, request: IRequest, templates: Templates, title: str, body: Element) -> bytes:
+        try:
+            out = await _flatten(templates, title, title, body, (), self.hostname)
+        except Exception as e:
+            log.failure("{title} page failed", title=title)
+            return plain_error(request, 500, str(e))
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", _TEXT_HTML)
+        return out
+
+    async def render_mirrorstats(self, request: IRequest, query: dict[str, list[str]] | None = None) -> bytes:
+        """The MIRRORSTATS page of a period (``&period=``, default today), with each mirror's last 30
+        days and 12 months as sparklines; the request path is ignored."""
         templates = self.templates
         if templates is None:
             return plain_error(request, 500, NO_TEMPLATES)
+        now = self.clock()
+        today = datetime.fromtimestamp(now, UTC).date()
+        default: Period = (Level.DAY, today)
+        period = self._period(query or {}, default)
+        if period is None:
+            return plain_error(request, 400, "Invalid period")
         try:
             mirrors = await fetch_mirrors(self.redis)
         except Exception as e:
             log.debug("mirrorstats: {err}", err=e)
             return plain_error(request, 500, "Cannot fetch the list of mirrors")
-        now = self.clock()
-        t = time.gmtime(now)
-        day = (t.tm_year, t.tm_mon, t.tm_mday)
-        dkey, bkey = schema.stats_mirror_key(*day), schema.stats_mirror_bytes_key(*day)
-        downloads: dict[int, int] = {}
-        sizes: dict[int, int] = {}
-        if mirrors:
-            cmds: list[tuple[str, ...]] = []
-            for i, _, _ in mirrors:
-                cmds += [("HGET", dkey, str(i)), ("HGET", bkey, str(i))]
-            try:
-                replies = await self.redis.transaction(cmds)
-            except Exception as e:
-                log.debug("mirrorstats: {err}", err=e)
-                return plain_error(request, 500, "Cannot fetch stats")
-            for n, (i, _, _) in enumerate(mirrors):
-                downloads[i] = reply_int(replies[2 * n] if 2 * n < len(replies) else None)
-                sizes[i] = reply_int(replies[2 * n + 1] if 2 * n + 1 < len(replies) else None)
-        rows = build_stats_rows([m for _, _, m in mirrors if m is not None], downloads, sizes, now)
-        local_js = self.config().LocalJSPath
+        retention = self.config().StatsRetention
+        days, months = last_days(today, SPARK_DAYS), last_months(today, SPARK_MONTHS)
+        ids = [i for i, _, _ in mirrors]
         try:
-            body = await _flatten(templates, "Mirrorstats", "Mirrorstats",
-                                  MirrorStatsBody(templates, rows, local_js), (), self.hostname)
+            series = await mirror_series(self.redis, ids, [period, *days, *months], retention, today)
         except Exception as e:
-            log.failure("mirrorstats page failed")
-            return plain_error(request, 500, str(e))
-        request.setResponseCode(200)
-        request.setHeader(b"Content-Type", _TEXT_HTML)
-        return body
+            log.debug("mirrorstats: {err}", err=e)
+            return plain_error(request, 500, "Cannot fetch stats")
+        downloads = {i: points[0].downloads for i, points in series.items()}
+        sizes = {i: points[0].bytes for i, points in series.items()}
+        sparks = {i: (_spark(points[1:1 + SPARK_DAYS], "Last 30 days"),
+                      _spark(points[1 + SPARK_DAYS:], "Last 12 months")) for i, points in series.items()}
+        label = period_label(*period)
+        notes: list[Tag] = []
+        if ids:
+            first = series[ids[0]]
+            if first[0].pruned:
+                notes.append(tags.p(f"The statistics of {label} were removed by the retention policy "
+                                    "(StatsRetention).", class_="warning retention", id="period-pruned"))
+            notes += retention_notes([
+                ("Per-day", first[1:1 + SPARK_DAYS], f"{retention.DailyDays} days"),
+                ("Per-month", first[1 + SPARK_DAYS:], f"{retention.MonthlyMonths} months")])
+        history = MirrorStatsHistory(
+            "Since 00:00 UTC" if period == default else f"In {label}",
+            period_selector("", period, today, default), notes, sparks)
+        rows = build_stats_rows([m for _, _, m in mirrors if m is not None], downloads, sizes, now)
+        body = MirrorStatsBody(templates, rows, self.config().LocalJSPath, history)
+        return await self._page(request, templates, "Mirrorstats", body)
+
+    async def render_history(self, request: IRequest, query: dict[str, list[str]]) -> bytes:
+        """``?mirrorstats=history``: the network's downloads and bytes over time (see web.history)."""
+        templates = self.templates
+        if templates is None:
+            return plain_error(request, 500, NO_TEMPLATES)
+        today = datetime.fromtimestamp(self.clock(), UTC).date()
+        default: Period = (Level.MONTH, today.replace(day=1))
+        period = self._period(query, default)
+        if period is None:
+            return plain_error(request, 400, "Invalid period")
+        try:
+            mirrors = {i: m for i, _, m in await fetch_mirrors(self.redis) if m is not None}
+            data = await fetch_history(self.redis, mirrors, period, self.config().StatsRetention, today)
+        except Exception as e:
+            log.debug("history: {err}", err=e)
+            return plain_error(request, 500, "Cannot fetch stats")
+        body = HistoryBody(templates.loaders["history.html"], data,
+                           period_selector(HISTORY, period, today, default))
+        return await self._page(request, templates, "Download history", body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,7 +659,9 @@ class Endpoints:
             request, self.app.get_redis(), ctx.config.Repository, ctx.url_path, query=ctx.query))
 
     def mirror_stats(self, request: server.Request, ctx: RequestContext) -> int:
-        return deliver(request, ctx.config.Gzip, self.pages.render_mirrorstats(request))
+        if (ctx.query.get("mirrorstats") or [""])[0] == HISTORY:
+            return deliver(request, ctx.config.Gzip, self.pages.render_history(request, ctx.query))
+        return deliver(request, ctx.config.Gzip, self.pages.render_mirrorstats(request, ctx.query))
 
     def checksum(self, request: server.Request, ctx: RequestContext) -> int:
         return deliver(request, ctx.config.Gzip, render_checksum(

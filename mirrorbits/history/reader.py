@@ -8,7 +8,6 @@ files.  A period whose key retention has removed is marked ``pruned`` rather tha
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from datetime import date
 
@@ -114,12 +113,45 @@ async def period_shares(redis: RedisClient, period: Period, retention: StatsRete
     return PeriodShares(maps[0], maps[1], _pruned(period, retention, today, bool(maps[0] or maps[1])))
 
 
+# The top files are chosen inside Redis: a year's per-file hash holds a field per file of the
+# repository (100,000 and more), and sending them all here to keep 20 cost more than the rest of the
+# page.  The script reads the hash once and keeps the n largest (count descending, then path) by
+# insertion into a short sorted list; it only reads.
+#   KEYS[1]: the per-file hash; ARGV[1]: n.  Reply: {fields in the hash, path1, count1, path2, ...}.
+_TOP_FILES_SCRIPT = """
+local n = tonumber(ARGV[1])
+local flat = redis.call('HGETALL', KEYS[1])
+local counts, paths = {}, {}
+local size = 0
+for i = 1, #flat, 2 do
+  local path, c = flat[i], tonumber(flat[i + 1]) or 0
+  if size < n or c > counts[size] or (c == counts[size] and path < paths[size]) then
+    local j = size
+    if size < n then size = size + 1 end
+    while j >= 1 and (counts[j] < c or (counts[j] == c and paths[j] > path)) do
+      if j + 1 <= n then counts[j + 1], paths[j + 1] = counts[j], paths[j] end
+      j = j - 1
+    end
+    counts[j + 1], paths[j + 1] = c, path
+  end
+end
+local out = {#flat / 2}
+for i = 1, size do
+  out[#out + 1] = paths[i]
+  out[#out + 1] = counts[i]
+end
+return out
+"""
+
+
 async def top_files(redis: RedisClient, period: Period, n: int, retention: StatsRetention,
                     today: date) -> tuple[list[tuple[str, int]], int, bool]:
-    """The ``n`` most downloaded files of the period, the number of files downloaded, and whether
-    retention removed the period's per-file key."""
+    """The ``n`` most downloaded files of the period (ties by path), the number of files downloaded,
+    and whether retention removed the period's per-file key."""
     level, start = period
-    counts = hash_dict(await redis.execute("HGETALL", key_name(Family.FILE, level, start)))
-    top = heapq.nsmallest(n, ((-_int(v), k) for k, v in counts.items()))
-    pruned = not counts and period_expired(level, start, retention, today, Family.FILE)
-    return [(k, -v) for v, k in top], len(counts), pruned
+    reply = as_list(await redis.execute("EVAL", _TOP_FILES_SCRIPT, "1",
+                                        key_name(Family.FILE, level, start), str(n)))
+    count = _int(reply[0]) if reply else 0
+    top = [(str(reply[i]), _int(reply[i + 1])) for i in range(1, len(reply) - 1, 2)]
+    pruned = not count and period_expired(level, start, retention, today, Family.FILE)
+    return top, count, pruned

@@ -71,3 +71,30 @@ class RetentionServiceTest(RedisClassTestCase):
         svc, _ = self._service(StatsRetention())
         assert await svc.run_once() is None
         assert r.exists("STATS_FILE_2026_03_08") and not r.exists(schema.lock_key(LOCK_NAME))
+
+
+class TopFilesTest(RedisClassTestCase):
+    """The top files are chosen by a script in Redis: the same list as a sort here would give."""
+
+    def test_top_files_match_a_full_sort(self) -> None:
+        return run(self._top())
+
+    async def _top(self) -> None:
+        import random
+
+        from mirrorbits.history.keys import Level
+        from mirrorbits.history.reader import top_files
+
+        r = self.server.client()
+        rng = random.Random(3)
+        counts = {f"/f{i:05d}": rng.randint(1, 30) for i in range(3000)}  # many ties
+        r.hset("STATS_FILE_2026_03", mapping=counts)
+        client = self.new_client()
+        for n in (1, 20, 100):
+            top, total, pruned = await top_files(client, (Level.MONTH, date(2026, 3, 1)), n, StatsRetention(),
+                                                 date(2026, 3, 10))
+            assert top == sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+            assert total == 3000 and not pruned
+        top, total, pruned = await top_files(client, (Level.MONTH, date(2025, 1, 1)), 20,
+                                             StatsRetention(MonthlyMonths=3), date(2026, 3, 10))
+        assert top == [] and total == 0 and pruned

@@ -11,7 +11,8 @@ Differences from the Go original (also listed in the README):
 * ``RedisAddress: embedded`` asks for a private redis-server started by the daemon, with its data under
   ``DataDir``; a config without ``RedisAddress`` keeps the Go meaning, ``127.0.0.1:6379``;
 * a few keys of our own (``DataDir``, ``Workers``, ``ManholeListenAddress``,
-  ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``), all optional, listed in :data:`EXTENSION_KEYS`.
+  ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``, ``StatsRetention``), all optional, listed in
+  :data:`EXTENSION_KEYS`.
 """
 
 from __future__ import annotations

@@ -214,6 +214,8 @@ class HistoryBody(Element):
     def top_files(self, request: IRequest | None, tag: Tag) -> Flattenable:
         d = self.data
         if not d.files:
+            if d.files_pruned or d.period_pruned:
+                return tags.p(tags.em("Removed by the retention policy"), id="no-files")
             return tags.p(tags.em("No file downloads in this period"), id="no-files")
         return [_table("top-files", [(p, str(n)) for p, n in d.files], ("File", "Downloads")),
                 tags.p(f"{len(d.files)} of {d.file_count} files downloaded in this period.", class_="muted")]

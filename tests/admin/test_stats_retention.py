@@ -184,3 +184,23 @@ def test_export_round_trips(daemon: AdminDaemon) -> None:
     assert bad.code == 2 and "csv or json" in bad.err
     bad = daemon.one("stats", "export", "-to", "2020-01-01")
     assert bad.code == 2
+
+
+def test_the_same_commands_through_the_manhole_and_usage_errors(daemon: AdminDaemon) -> None:
+    from tests.admin.test_manhole import run_ssh
+
+    r = daemon.redis.client()
+    seed(r, _today(), 40, PATHS, MIRRORS)
+    usage = run_ssh(daemon, "stats", "usage")
+    assert (usage.returncode, usage.stderr) == (0, "")
+    assert usage.stdout == daemon.one("stats", "usage").out
+    export = run_ssh(daemon, "stats", "export", "-format", "csv")
+    assert export.returncode == 0 and export.stdout == daemon.one("stats", "export").out
+    bad = daemon.one("stats", "prune", "now")
+    assert bad.code == 2 and bad.err.startswith("\nUsage: mirrorbits stats prune [OPTIONS]")
+    bad = daemon.one("stats", "usage", "-x")
+    assert bad.code == 2 and "flag provided but not defined: -x" in bad.err
+    helped = daemon.one("stats", "export", "-help")
+    assert helped.code == 0 and "-format string" in helped.err
+    # The Go grammar of stats is unchanged.
+    assert daemon.one("stats").code == 2

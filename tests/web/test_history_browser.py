@@ -148,6 +148,7 @@ class HistoryBrowser(RedirectorTestCase):
             ten = today - timedelta(days=10)
             page, _ = await self.page(f"{base}/?mirrorstats=history&period={ten.isoformat()}", "history-files-pruned")
             self.assertIn("files-pruned", page.ids)
+            self.assertIn("Top files of " + ten.isoformat() + " Removed by the retention policy", page.all_text)
             self.assertEqual(int(page.tables["mirror-share"][0][1]),
                              max(self.seeded.mirrors[ten][i] for i in (1, 2, 3, 7)))
 

@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
 
 #: An argument of a Redis command.
-RedisArg = str | int | float | bytes
+RedisArg = str | int | bytes  # what txredisapi encodes as Go writes it (no float)
 
 __all__ = [
     "AddResult",

@@ -17,7 +17,8 @@ with Sentinel):
 * every command has a deadline (:data:`COMMAND_TIMEOUT` unless the caller gives its own): a paused or
   hung server fails the caller with :class:`CommandTimeout` instead of holding it forever.
 
-The wire protocol is :mod:`mirrorbits.redis.protocol`; replies are typed there
+The wire protocol is :mod:`mirrorbits.redis.protocol` (txredisapi writes the commands, our parser
+reads the replies; :mod:`mirrorbits.redis.txcompat` is the seam); replies are typed there
 (:data:`~mirrorbits.redis.protocol.Reply`) and read with :mod:`mirrorbits.redis.replies` or the
 typed helpers here (:meth:`RedisClient.hgetall`...).
 """

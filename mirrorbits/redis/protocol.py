@@ -1,27 +1,29 @@
-"""The Redis wire protocol (RESP2): command encoding, the reply parser, one connection's reply queue.
+"""The Redis wire protocol (RESP2) through txredisapi, with the one fast reply parser.
 
-This is the daemon's only RESP implementation; every connection (commands, pipelines, the redirector
-view's bulk reads, pub/sub, the sentinels) is a :class:`RedisProtocol`.  It is written for bulk reads:
+Every connection of the daemon (commands, pipelines, the redirector view's bulk reads, pub/sub, the
+sentinels, the embedded server's probes) is a :class:`RedisProtocol`: txredisapi's protocol
+(:mod:`mirrorbits.redis.txcompat` says what of it is relied on) with our reply parser.  It is
+written for bulk reads:
 
 * :class:`RespReplyParser` parses everything that has arrived in one pass, keeps its state across TCP
-  reads (nested arrays on an explicit stack, no recursion, no reactor turn per element) — general
-  purpose clients spend a reactor iteration per bulk string, 4 s for one 100,000-member SMEMBERS;
-* a request (one command or a pipeline of thousands) is one write and one entry per reply in a
-  ``deque``, and completes one Deferred, not one per command;
+  reads (nested arrays on an explicit stack, no recursion, no reactor turn per element) and hands
+  each complete reply to txredisapi's ``replyReceived`` — txredisapi's own parser spends a reactor
+  iteration per bulk string, 4 s for one 100,000-member SMEMBERS;
+* a request (one command or a pipeline of thousands) is encoded by txredisapi and written in one
+  piece, and completes one Deferred, not one per command;
 * every request has a deadline: when Redis does not answer in time (paused, hung, overloaded) the
   caller gets :class:`~mirrorbits.redis.errors.CommandTimeout` and the late reply, should it come, is
   read and dropped, so the connection stays in step for the requests queued behind it.
 
-Bulk strings are decoded as UTF-8 with ``surrogateescape``: non-UTF-8 file names round-trip byte-exactly
-between the file system, Redis and Go nodes.  Numbers in bulk strings stay strings (Go stores them as
-text, and comparisons of records are textual).
+Bulk strings are decoded as UTF-8 with ``surrogateescape`` (and arguments encoded so): non-UTF-8 file
+names round-trip byte-exactly between the file system, Redis and Go nodes.  Numbers in bulk strings
+stay strings (Go stores them as text, and comparisons of records are textual).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
@@ -30,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mirrorbits.reactor import IDaemonReactor
+from mirrorbits.redis import txcompat
 from mirrorbits.redis.errors import CommandTimeout, ResponseError, Unreachable
 
 log = Logger(namespace="mirrorbits.redis")
@@ -37,22 +40,13 @@ log = Logger(namespace="mirrorbits.redis")
 #: A decoded reply: bulk and status strings as ``str``, integers, nil as None, arrays as lists and
 #: error replies as :class:`ResponseError` values (inside pipelines and EXEC they are data).
 Reply: TypeAlias = "str | int | None | ResponseError | list[Reply]"
-#: A command argument: text is encoded as UTF-8 with ``surrogateescape``, numbers in decimal.
-Arg: TypeAlias = "str | bytes | int | float"
+#: A command argument: text is encoded as UTF-8 with ``surrogateescape``, integers in decimal.
+Arg: TypeAlias = txcompat.Arg
 Command: TypeAlias = Sequence[Arg]
 
 #: The Go original dials with a 200 ms connect timeout; loopback and LAN Redis answer far faster, and
 #: a short timeout keeps requests from stalling while Redis is away.
 CONNECT_TIMEOUT = 0.2
-
-
-def encode_command(args: Command) -> bytes:
-    """One command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode("utf-8", "surrogateescape")
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
 
 
 class RespReplyParser:
@@ -127,24 +121,28 @@ class RespReplyParser:
 
 
 class _Request:
-    """The replies one request waits for; it sits in the reply queue once per expected reply."""
+    """The reply slots of one request in txredisapi's queue.  Replies come in order, so when the
+    last slot fires, every slot holds its reply (``Deferred.result``: the slots have no callbacks of
+    their own) — one callback per request instead of one per reply."""
 
-    __slots__ = ("count", "replies", "done", "deadline")
+    __slots__ = ("slots", "done", "deadline")
 
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.replies: list[Reply] = []
+    def __init__(self, slots: list[defer.Deferred[object]]) -> None:
+        self.slots = slots
         self.done: defer.Deferred[list[Reply]] = defer.Deferred()
         self.deadline: IDelayedCall | None = None
 
-    def add(self, reply: Reply) -> None:
-        replies = self.replies
-        replies.append(reply)
-        if len(replies) == self.count:
-            if self.deadline is not None and self.deadline.active():
-                self.deadline.cancel()
-            if not self.done.called:  # else it timed out or was cancelled: the reply is dropped
-                self.done.callback(replies)
+    def complete(self, last: object) -> None:
+        if self.deadline is not None and self.deadline.active():
+            self.deadline.cancel()
+        if self.done.called:  # it timed out or was cancelled: the replies are dropped
+            return
+        if isinstance(last, txcompat.LostConnection):  # every slot after the first lost one has it
+            self.fail(Unreachable(f"Redis connection lost: {last}"))
+            return
+        # What RespReplyParser delivered, through handle_reply, which passes it on as it is.
+        replies = cast("list[Reply]", [slot.result for slot in self.slots])
+        self.done.callback(replies)
 
     def fail(self, error: Exception) -> None:
         if self.deadline is not None and self.deadline.active():
@@ -153,53 +151,46 @@ class _Request:
             self.done.errback(Failure(error))
 
 
-class RedisProtocol(protocol.Protocol):
-    """One Redis connection: requests are written whole and answered in order.
+class RedisProtocol(txcompat.BaseRedisProtocol):  # type: ignore[misc]
+    """One Redis connection: txredisapi's protocol fed by :class:`RespReplyParser`; requests are
+    written whole and answered in order.
 
     Once subscribed (:meth:`subscribe`), ``message`` pushes go to :attr:`on_message` and only the
     subscription confirmations are replies.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
+        super().__init__(charset="utf-8", errors="surrogateescape", convertNumbers=False)
         self.clock = clock
-        self._queue: deque[_Request] = deque()
-        self._parser = RespReplyParser(self._reply)
-        self._lost_waiters: list[defer.Deferred[None]] = []
-        self.connected = False
+        self.replyQueue = txcompat.ReplyQueue()
+        self.parser = RespReplyParser(self.replyReceived)
         self.subscribed = False
         self.on_message: Callable[[str, str], None] | None = None
 
-    # -- Twisted's side ---------------------------------------------------------------------------
+    # -- Twisted's and txredisapi's side ------------------------------------------------------------
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
-        self.connected = True
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         try:
-            self._parser.feed(data)
-        except (ValueError, IndexError) as e:  # not RESP, or a reply nobody asked for
+            self.parser.feed(data)
+        except ValueError as e:  # not RESP, or a reply nobody asked for
             log.error("Redis protocol error: {e}", e=e)
             self.abort()
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
-        self.connected = False
-        error = Unreachable(f"Redis connection lost: {reason.getErrorMessage()}")
-        queue, self._queue = self._queue, deque()
-        for request in queue:
-            request.fail(error)
-        waiters, self._lost_waiters = self._lost_waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    # -- ours ---------------------------------------------------------------------------------
-
-    def _reply(self, reply: Reply) -> None:
+    def replyReceived(self, reply: Reply) -> None:  # noqa: N802 - txredisapi's name
         if self.subscribed and type(reply) is list and reply and reply[0] in ("message", "pmessage"):
             if self.on_message is not None:
                 channel, message = reply[-2], reply[-1]
                 self.on_message(str(channel), str(message))
             return
-        self._queue.popleft().add(reply)
+        super().replyReceived(reply)
+
+    @staticmethod
+    def handle_reply(reply: Reply) -> Reply:
+        """Error replies are values (a pipeline or EXEC carries them per command); :meth:`execute`
+        raises them."""
+        return reply
+
+    # -- ours ---------------------------------------------------------------------------------
 
     def request(self, commands: Iterable[Command], timeout: float | None,
                 replies: int | None = None) -> defer.Deferred[list[Reply]]:
@@ -207,20 +198,18 @@ class RedisProtocol(protocol.Protocol):
         replies as values), or fails with :class:`CommandTimeout` after ``timeout`` seconds or with
         :class:`Unreachable` when the connection is lost.  ``replies`` overrides the count of replies
         expected (SUBSCRIBE answers once per channel)."""
-        payload = [encode_command(c) for c in commands]
-        count = len(payload) if replies is None else replies
-        req = _Request(count)
-        if not count:
-            req.done.callback([])
-            return req.done
-        if not self.connected or self.transport is None:
-            req.fail(Unreachable("Not connected"))
-            return req.done
+        if not self.usable:
+            return defer.fail(Unreachable("Not connected"))
+        slots = txcompat.write_pipelined(self, commands)
+        if replies is not None:
+            slots.extend(txcompat.extra_reply(self) for _ in range(replies - len(slots)))
+        if not slots:
+            return defer.succeed([])
+        req = _Request(slots)
         if timeout is not None:
             req.deadline = self.clock.callLater(timeout, req.fail, CommandTimeout(
                 f"Redis did not answer within {timeout:g} s"))
-        self._queue.extend([req] * count)
-        self.transport.write(b"".join(payload))
+        slots[-1].addCallback(req.complete)
         return req.done
 
     async def execute(self, *args: Arg, timeout: float | None) -> Reply:
@@ -241,9 +230,8 @@ class RedisProtocol(protocol.Protocol):
         """Fires once the connection is closed (at once if it is already)."""
         if not self.connected:
             return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
-        self._lost_waiters.append(d)
-        return d
+        lost: defer.Deferred[object] = self.whenDisconnected()
+        return lost.addCallback(lambda _: None)
 
     @property
     def usable(self) -> bool:
@@ -258,7 +246,7 @@ class RedisProtocol(protocol.Protocol):
     def abort(self) -> None:
         """Close at once; waiting requests fail with :class:`Unreachable`."""
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
 
 def parse_address(address: str) -> tuple[str, str, int]:

@@ -1,6 +1,6 @@
 """The RESP layer (mirrorbits.redis.protocol): the reply parser on split and nested input, command
-encoding, request deadlines on a fake clock, and deadlines against a real redis-server paused by
-``CLIENT PAUSE``."""
+encoding by txredisapi, request deadlines on a fake clock, and deadlines against a real redis-server
+paused by ``CLIENT PAUSE``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from mirrorbits.redis.connection import CommandTimeout, RedisUnavailable, ResponseError
-from mirrorbits.redis.protocol import RedisProtocol, Reply, RespReplyParser, encode_command
+from mirrorbits.redis.protocol import RedisProtocol, Reply, RespReplyParser
 from mirrorbits.redis.replies import as_int, as_list, as_str, as_str_list, hash_dict
 from tests.fixtures.trial import RedisClassTestCase, eventually, run
 
@@ -52,10 +52,6 @@ class ParserTests(unittest.SynchronousTestCase):
         with self.assertRaises(ValueError):
             parse([b"?what\r\n"])
 
-    def test_encode(self) -> None:
-        self.assertEqual(encode_command(("SET", b"k\xff", 12, "\udce9")),
-                         b"*4\r\n$3\r\nSET\r\n$2\r\nk\xff\r\n$2\r\n12\r\n$1\r\n\xe9\r\n")
-
 
 class RepliesTests(unittest.SynchronousTestCase):
     def test_typed_readings(self) -> None:
@@ -85,8 +81,8 @@ class DeadlineOnClockTests(unittest.SynchronousTestCase):
     def test_timeout_then_late_reply_is_dropped(self) -> None:
         first = self.proto.request([("GET", "a")], timeout=2.0)
         second = self.proto.request([("GET", "b"), ("GET", "c")], timeout=5.0)
-        self.assertEqual(self.transport.value(), encode_command(("GET", "a")) +
-                         encode_command(("GET", "b")) + encode_command(("GET", "c")))
+        self.assertEqual(self.transport.value(), b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+                         b"*2\r\n$3\r\nGET\r\n$1\r\nb\r\n*2\r\n$3\r\nGET\r\n$1\r\nc\r\n")
         self.clock.advance(1.9)
         self.assertNoResult(first)
         self.clock.advance(0.2)
@@ -107,10 +103,38 @@ class DeadlineOnClockTests(unittest.SynchronousTestCase):
         self.assertEqual(self.successResultOf(second), ["B"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_encoding_is_byte_exact(self) -> None:
+        """Non-UTF-8 bytes, surrogate-escaped text and integers are written as Go writes them."""
+        self.proto.request([("SET", b"k\xff", 12, "\udce9")], timeout=None)
+        self.assertEqual(self.transport.value(),
+                         b"*4\r\n$3\r\nSET\r\n$2\r\nk\xff\r\n$2\r\n12\r\n$1\r\n\xe9\r\n")
+
+    def test_unencodable_argument_leaves_the_queue_in_step(self) -> None:
+        """A command txredisapi cannot encode fails alone: nothing is written, no slot is left."""
+        with self.assertRaises(ValueError):
+            self.proto.request([("GET", "a"), ("GET", "\ud800")], timeout=1.0)
+        self.assertEqual(self.transport.value(), b"")
+        d = self.proto.request([("GET", "b")], timeout=1.0)
+        self.proto.dataReceived(b"$1\r\nB\r\n")
+        self.assertEqual(self.successResultOf(d), ["B"])
+
+    def test_error_replies_are_values_in_a_pipeline(self) -> None:
+        d = self.proto.request([("GET", "a"), ("INCR", "s")], timeout=1.0)
+        self.proto.dataReceived(b"$1\r\nA\r\n-ERR value is not an integer\r\n")
+        a, err = self.successResultOf(d)
+        self.assertEqual(a, "A")
+        self.assertIsInstance(err, ResponseError)
+
+    def test_unsolicited_reply_drops_the_connection(self) -> None:
+        self.proto.dataReceived(b"+OK\r\n")
+        self.assertTrue(self.transport.disconnecting)
+
     def test_connection_lost_fails_waiters(self) -> None:
         d = self.proto.request([("PING",)], timeout=None)
         self.proto.connectionLost(Failure(ConnectionResetError()))
         self.failureResultOf(d, RedisUnavailable)
+        self.successResultOf(self.proto.when_lost())
+        self.failureResultOf(self.proto.request([("PING",)], timeout=None), RedisUnavailable)
 
     def test_subscriber_messages_are_not_replies(self) -> None:
         got: list[tuple[str, str]] = []

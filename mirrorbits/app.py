@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar, cast
 
+from prometheus_client.registry import Collector
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 from mirrorbits.admin.commands import AdminCommands, admin_for_app
 from mirrorbits.admin.manhole import ManholeService, manhole_service
 from mirrorbits.admin.rpc import RpcService
-from mirrorbits.cache import MirrorView
+from mirrorbits.cache import MirrorView, ViewCollector
 from mirrorbits.config import Config, ConfigHolder
 from mirrorbits.geo import GeoIP
 from mirrorbits.history.retention import RetentionService
@@ -29,6 +31,7 @@ from mirrorbits.httpclient import HttpClient
 from mirrorbits.lifecycle.control import Lifecycle
 from mirrorbits.lifecycle.listener import HTTPListener, socket_from_fd
 from mirrorbits.lifecycle.upgrade import Inherited, inherited_listener
+from mirrorbits.metrics import MetricsService, metrics_service
 from mirrorbits.monitor.cluster import Cluster
 from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import Monitor
@@ -60,6 +63,8 @@ class WorkerSpec:
     listen_fd: int
     #: A pipe on which the worker says once its signal handlers are in place (None: nobody asks).
     ready_fd: int | None = None
+    #: The Unix socket on which the worker hands its metrics to its parent (None: metrics are off).
+    metrics_socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,17 @@ class Mirrorbits:
         """GeoIP checks, the view's life and (main process, ``Workers`` > 1) the worker processes."""
         return self._once("redirector", lambda: RedirectorService(
             self, self.get_http_listener(), spawn=self.worker is None))
+
+    # -- observability ------------------------------------------------------------------------------
+
+    def get_metrics_service(self) -> MetricsService | None:
+        """The ``/metrics``, ``/healthz``, ``/readyz`` listener on ``MetricsListenAddress`` (None when
+        the key is empty, the default); in an HTTP worker, the socket its parent scrapes instead."""
+        return self._once("metrics", lambda: metrics_service(self, self.metrics_collectors()))
+
+    def metrics_collectors(self) -> list[Collector]:
+        """Collectors that read the state of this process's parts at scrape time."""
+        return [ViewCollector(self.get_cache(), time.time)]
 
     # -- statistics, download log and pages ------------------------------------------------------
 

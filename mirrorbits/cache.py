@@ -32,6 +32,8 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -50,7 +52,9 @@ __all__ = [
     "MirrorSource",
     "MirrorView",
     "PathEntry",
+    "ViewCollector",
     "candidate_from_mirror",
+    "mirror_state_families",
 ]
 
 log = Logger(namespace="mirrorbits.cache")
@@ -286,7 +290,13 @@ class MirrorView:
         self._warming: defer.Deferred[None] | None = None
         self._stopped = False
         self._mf_intern: dict[tuple[str | None, str | None], MirrorFile] = {}
-        self.stats = {"hits": 0, "misses": 0, "loads": 0, "refreshes": 0, "clears": 0}
+        self.stats = {"hits": 0, "misses": 0, "negative": 0, "loads": 0, "refreshes": 0, "clears": 0}
+        #: ``hits`` and ``negative`` (a hit on a file known not to exist) are counted by the
+        #: redirector, which knows a lookup is a request's; ``misses`` by :meth:`load`.
+        #: True once a warm-up has completed (and until the next clear): ``/readyz`` waits for it.
+        self.warmed = False
+        #: How long the last complete warm-up took, seconds (None: none yet).
+        self.warm_seconds: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -325,6 +335,7 @@ class MirrorView:
         self._dirty_paths.clear()
         self._dirty_mirrors.clear()
         self.stats["clears"] += 1
+        self.warmed = False
 
     def on_reconnect(self) -> None:
         log.info("Pub/sub reconnected: clearing and re-warming the cache")
@@ -565,6 +576,7 @@ class MirrorView:
 
     async def _warm(self) -> None:
         epoch = self.epoch
+        started = self.reactor.seconds()
         ids = []
         for k in await self.redis.hgetall(schema.MIRRORS):
             try:
@@ -601,6 +613,9 @@ class MirrorView:
                 if e is not None and e.pairs is None:
                     self._compose(e)
         log.info("Cache warmed: {n} files, {m} mirrors", n=len(self._paths), m=len(self._mirrors))
+        if epoch == self.epoch and not self._stopped:
+            self.warmed = True
+            self.warm_seconds = self.reactor.seconds() - started
         if self.freeze_gc:
             freeze_long_lived()
 
@@ -656,3 +671,70 @@ class MirrorView:
             self._schedule(RETRY_DELAY)
 
         d.addErrback(failed)
+
+
+class ViewCollector(Collector):
+    """The view's counters and the mirrors' state as the view holds them, read at scrape time.
+
+    Why a collector instead of counters bumped on the hot path: the view already counts its hits and
+    misses in plain integers, and the mirror records it keeps are exactly the state an operator
+    watches; reading both when Prometheus asks costs the requests nothing.  A scrape runs in a
+    thread: the dictionaries are copied (one C-level call each) before they are walked.
+    """
+
+    def __init__(self, view: MirrorView, clock: Callable[[], float]) -> None:
+        self.view = view
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.view
+        stats = dict(view.stats)
+        lookups = CounterMetricFamily("mirrorbits_view_lookups", "Lookups of a path in the in-memory "
+                                      "view, by result (negative: a file known not to exist)",
+                                      labels=["result"])
+        lookups.add_metric(["hit"], stats["hits"])
+        lookups.add_metric(["negative"], stats["negative"])
+        lookups.add_metric(["miss"], stats["misses"])
+        yield lookups
+        yield CounterMetricFamily("mirrorbits_view_loads", "Pipelined loads from Redis (misses, "
+                                  "refreshes and warm-up batches)", value=stats["loads"])
+        yield CounterMetricFamily("mirrorbits_view_refreshes", "Background refreshes after pub/sub "
+                                  "messages", value=stats["refreshes"])
+        yield CounterMetricFamily("mirrorbits_view_clears", "Times the view was cleared (after a "
+                                  "pub/sub reconnect)", value=stats["clears"])
+        size = GaugeMetricFamily("mirrorbits_view_entries", "Entries in the in-memory view",
+                                 labels=["kind"])
+        size.add_metric(["paths"], len(view._paths))
+        size.add_metric(["mirrors"], len(view._mirrors))
+        yield size
+        yield GaugeMetricFamily("mirrorbits_view_warm", "1 once the view has warmed (until it is "
+                                "cleared)", value=1 if view.warmed else 0)
+        if view.warm_seconds is not None:
+            yield GaugeMetricFamily("mirrorbits_view_warmup_duration_seconds",
+                                    "Duration of the last complete warm-up", value=view.warm_seconds)
+        yield from mirror_state_families([c.mirror for c in list(view._mirrors.values())], self.clock())
+
+
+def mirror_state_families(mirrors: Sequence[Mirror], now: float) -> Iterator[Metric]:
+    """``mirrorbits_mirror_{info,enabled,up,last_successful_sync_*}`` from mirror records."""
+    info = GaugeMetricFamily("mirrorbits_mirror_info", "Always 1: a mirror's location (join on "
+                             "mirror)", labels=["mirror", "continent", "country"])
+    enabled = GaugeMetricFamily("mirrorbits_mirror_enabled", "1 when the mirror is enabled",
+                                labels=["mirror"])
+    up = GaugeMetricFamily("mirrorbits_mirror_up", "1 when the last health check of the mirror over "
+                           "this protocol succeeded", labels=["mirror", "protocol"])
+    synced = GaugeMetricFamily("mirrorbits_mirror_last_successful_sync_timestamp_seconds",
+                               "When the mirror was last scanned successfully (Unix time)",
+                               labels=["mirror"])
+    age = GaugeMetricFamily("mirrorbits_mirror_last_successful_sync_age_seconds",
+                            "Seconds since the mirror was last scanned successfully", labels=["mirror"])
+    for m in mirrors:
+        country = m.country_codes.split(" ")[0] if m.country_codes else ""
+        info.add_metric([m.name, m.continent_code, country], 1)
+        enabled.add_metric([m.name], 1 if m.enabled else 0)
+        up.add_metric([m.name, "http"], 1 if m.http_up else 0)
+        up.add_metric([m.name, "https"], 1 if m.https_up else 0)
+        if m.last_successful_sync:
+            synced.add_metric([m.name], m.last_successful_sync)
+            age.add_metric([m.name], max(0.0, now - m.last_successful_sync))
+    yield from (info, enabled, up, synced, age)

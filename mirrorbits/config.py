@@ -11,8 +11,8 @@ Differences from the Go original (also listed in the README):
 * ``RedisAddress: embedded`` asks for a private redis-server started by the daemon, with its data under
   ``DataDir``; a config without ``RedisAddress`` keeps the Go meaning, ``127.0.0.1:6379``;
 * a few keys of our own (``DataDir``, ``Workers``, ``ManholeListenAddress``,
-  ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``, ``StatsRetention``), all optional, listed in
-  :data:`EXTENSION_KEYS`.
+  ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``, ``StatsRetention``, ``MetricsListenAddress``), all
+  optional, listed in :data:`EXTENSION_KEYS`.
 """
 
 from __future__ import annotations
@@ -148,6 +148,9 @@ class Config:
     CheckTLSCAFile: str = ""
     #: How long the dated download statistics are kept (default: forever).
     StatsRetention: StatsRetention = field(default_factory=StatsRetention)
+    #: Listen address of the Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` endpoints (its own
+    #: listener, never the redirector's); empty = nothing listens.  Bound at start.
+    MetricsListenAddress: str = ""
     # -- not keys: where the config came from, and what was odd about it --
     source: str = field(default="<defaults>", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -171,7 +174,7 @@ GO_KEYS = (
     "Fallbacks", "RedisSentinelMasterName", "RedisSentinels", "RPCListenAddress", "RPCPassword",
 )
 EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile",
-                  "StatsRetention")
+                  "StatsRetention", "MetricsListenAddress")
 
 
 _R = TypeVar("_R")
@@ -271,6 +274,7 @@ _TYPES: dict[str, str] = {
     "DisableOnMissingFile": "boolean", "RedisSentinelMasterName": "string", "RPCListenAddress": "string",
     "RPCPassword": "string", "DataDir": "string", "Workers": "integer",
     "ManholeListenAddress": "string", "ManholeAuthorizedKeys": "string", "CheckTLSCAFile": "string",
+    "MetricsListenAddress": "string",
 }
 
 

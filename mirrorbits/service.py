@@ -161,8 +161,12 @@ def load_options_config(options: DaemonOptions) -> ConfigHolder:
 def parts(app: Mirrorbits) -> list[service.IService]:
     """The services between Redis and the HTTP listener, in start order."""
     if app.worker is not None:
-        return [app.get_redirector(), app.get_download_stats(), app.get_download_log()]
-    found: list[service.IService | None] = [
+        found: list[service.IService | None] = [
+            app.get_metrics_service(), app.get_redirector(), app.get_download_stats(),
+            app.get_download_log()]
+        return [part for part in found if part is not None]
+    found = [
+        app.get_metrics_service(),
         app.get_source_scanner(),
         app.get_monitor_service() if app.run_monitor else None,
         app.get_redirector(),

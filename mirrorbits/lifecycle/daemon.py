@@ -167,7 +167,8 @@ def run_worker(arguments: Sequence[str], reactor: IDaemonReactor | None = None) 
     opts = parse_worker_arguments(arguments)
     options = DaemonOptions(config=opts.config, debug=opts.debug, monitor=False,
                             log_file=opts.log or None,
-                            worker=WorkerSpec(opts.index, LISTEN_FD, opts.ready_fd))
+                            worker=WorkerSpec(opts.index, LISTEN_FD, opts.ready_fd,
+                                              metrics_socket=opts.metrics_socket))
     stream = start_logging(opts.log, opts.debug)
     try:
         holder = load_options_config(options)

@@ -71,11 +71,13 @@ def say_ready(fd: int) -> str | None:
 
 
 def worker_arguments(index: int, config: str, *, ready_fd: int | None, debug: bool,
-                     log_file: str | None) -> list[str]:
+                     log_file: str | None, metrics_socket: str | None = None) -> list[str]:
     """The command line (after ``python -m mirrorbits.worker``) of worker ``index``."""
     args = ["--index", str(index), "--config", config]
     if ready_fd is not None:
         args += ["--ready-fd", str(ready_fd)]
+    if metrics_socket:
+        args += ["--metrics-socket", metrics_socket]
     if debug:
         args.append("--debug")
     if log_file:
@@ -84,11 +86,13 @@ def worker_arguments(index: int, config: str, *, ready_fd: int | None, debug: bo
 
 
 def parse_worker_arguments(arguments: Sequence[str]) -> argparse.Namespace:
-    """What :func:`worker_arguments` wrote: ``index``, ``config``, ``ready_fd``, ``debug``, ``log``."""
+    """What :func:`worker_arguments` wrote: ``index``, ``config``, ``ready_fd``, ``debug``, ``log``,
+    ``metrics_socket``."""
     parser = argparse.ArgumentParser(prog="mirrorbits-worker")
     parser.add_argument("--index", type=int, default=1)
     parser.add_argument("--config", required=True)
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--log", default="")
+    parser.add_argument("--metrics-socket", default=None)
     return parser.parse_args(list(arguments))

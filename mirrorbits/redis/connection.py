@@ -28,8 +28,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -83,6 +85,21 @@ COMMAND_TIMEOUT = 15.0
 #: Deadline of each step of a dial (AUTH, SELECT, ROLE, INFO): a server that accepts connections but
 #: does not answer must not hold the dial.
 SETUP_TIMEOUT = 2.0
+
+REDIS_UP = Gauge("mirrorbits_redis_up", "1 while the command connection to the Redis master is open")
+REDIS_CONNECTS = Counter("mirrorbits_redis_connections", "Successful dials of the Redis master "
+                         "(the first one and every reconnect)")
+REDIS_DIAL_FAILURES = Counter("mirrorbits_redis_dial_failures", "Dials of Redis that failed")
+REDIS_COMMAND_DURATION = Histogram(
+    "mirrorbits_redis_command_duration_seconds",
+    "Round trip of one command or pipeline, from the request to its last reply",
+    buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+REDIS_ERRORS = Counter("mirrorbits_redis_errors", "Commands that failed, by reason (unavailable: "
+                       "no usable connection or no answer in time; reply: an error reply)", ["reason"])
+REDIS_UNAVAILABLE = REDIS_ERRORS.labels("unavailable")
+REDIS_ERROR_REPLIES = REDIS_ERRORS.labels("reply")
+SENTINEL_FAILOVERS = Counter("mirrorbits_redis_sentinel_failovers", "Master switches announced "
+                             "by the sentinels (+switch-master)")
 
 
 @dataclass(frozen=True)
@@ -253,8 +270,12 @@ class RedisClient:
             if not self.failing:
                 log.error("Redis: {err}", err=err)
             self.failing = True
+            REDIS_DIAL_FAILURES.inc()
+            REDIS_UP.set(0)
             raise err from None
         self._conn = conn
+        REDIS_CONNECTS.inc()
+        REDIS_UP.set(1)
         self._backoff = 0.0
         if self.failing or address != self.master_address:
             log.info("Connected to redis master {addr} (version {v})", addr=address,
@@ -272,6 +293,7 @@ class RedisClient:
     def _lost(self, _: None, conn: RedisProtocol) -> None:
         if self._conn is conn:
             self._conn = None
+            REDIS_UP.set(0)
         self._reconnect_soon()
 
     def _reconnect_soon(self) -> None:
@@ -365,10 +387,17 @@ class RedisClient:
                        timeout: float = COMMAND_TIMEOUT) -> list[Reply]:
         """Send many commands in one write; returns their replies (errors as ResponseError values)."""
         self._check_gate(unblocked)
-        conn = await self._get_connection()
-        replies = await conn.request(commands, timeout)
+        started = perf_counter()
+        try:
+            conn = await self._get_connection()
+            replies = await conn.request(commands, timeout)
+        except RedisUnavailable:
+            REDIS_UNAVAILABLE.inc()
+            raise
+        REDIS_COMMAND_DURATION.observe(perf_counter() - started)
         for r in replies:
             if isinstance(r, ResponseError):
+                REDIS_ERROR_REPLIES.inc()
                 self._check_error(conn, r)
         return replies
 
@@ -441,6 +470,7 @@ class RedisClient:
         if event is None:
             return
         if event.kind == "switched":
+            SENTINEL_FAILOVERS.inc()
             log.info("Sentinel: master {name} switched to {new}", name=event.master_name,
                      new=event.new_address)
             self._failover_until = 0.0

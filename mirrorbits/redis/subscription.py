@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from mirrorbits.redis.connection import RedisClient
 
 log = Logger(namespace="mirrorbits.redis")
+
+PUBSUB_RECONNECTS = Counter("mirrorbits_redis_pubsub_reconnects", "Pub/sub subscriptions opened "
+                            "again after their connection was lost")
 
 #: How long SUBSCRIBE (and AUTH before it) may take.
 SUBSCRIBE_TIMEOUT = 2.0
@@ -133,6 +137,8 @@ class Subscription:
                 await self._sleep(self.RETRY)
                 continue
             self.subscribed = True
+            if self._had_connection:
+                PUBSUB_RECONNECTS.inc()
             if self._had_connection and self.on_reconnect is not None:
                 try:
                     self.on_reconnect()

@@ -32,6 +32,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
+from prometheus_client import Counter
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -66,7 +67,7 @@ from mirrorbits.web.render import (
     render_json,
     render_redirect,
 )
-from mirrorbits.web.site import deliver, gzip_answer
+from mirrorbits.web.site import LeanRequest, deliver, gzip_answer
 
 if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
@@ -101,6 +102,21 @@ LOAD_TIMEOUT = 2.0
 MAX_IP_TEXT = 256
 
 _BAD_QUERY_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+#: The ``kind`` label of the request metrics for each request type.
+METRICS_KINDS = {STANDARD: "redirect", MIRRORLIST: "mirrorlist", FILESTATS: "stats",
+                 MIRRORSTATS: "mirrorstats", CHECKSUM: "checksum", MIRRORSJSON: "mirrors"}
+
+MIRROR_REDIRECTS = Counter("mirrorbits_mirror_redirects", "Downloads (GET) redirected to a mirror",
+                           ["mirror"])
+MIRROR_BYTES = Counter("mirrorbits_mirror_redirected_bytes",
+                       "Size of the files whose downloads were redirected to a mirror", ["mirror"])
+FALLBACKS = Counter("mirrorbits_fallbacks", "Answers made of the configured fallbacks, by reason "
+                    "(redis: Redis could not answer; no_mirror: no mirror has the file)", ["reason"])
+FALLBACK_REDIS = FALLBACKS.labels("redis")
+FALLBACK_NO_MIRROR = FALLBACKS.labels("no_mirror")
+CLIENTS = Counter("mirrorbits_http_client_requests", "Requests for files, by the client's country "
+                  "(GeoIP; \"unknown\" when not located)", ["country"])
 
 
 @dataclass(slots=True)
@@ -200,6 +216,9 @@ class RedirectorResource(resource.Resource):
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, MirrorView, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
+        #: Label children of the per-mirror and per-country counters, looked up once each.
+        self._mirror_counters: dict[str, tuple[Counter, Counter]] = {}
+        self._country_counters: dict[str, Counter] = {}
         self.dispatch: dict[str, Callable[[server.Request, RequestContext], bytes | int]] = {
             STANDARD: self._mirror_handler,
             MIRRORLIST: self._mirror_handler,
@@ -280,6 +299,8 @@ class RedirectorResource(resource.Resource):
         header_table(request.responseHeaders)[b"Server"] = [st.server]  # checked once
         query = parse_query(target.raw_query)
         rtype = request_type(query)
+        if isinstance(request, LeanRequest):
+            request.metrics_kind = METRICS_KINDS[rtype]
         ctx = RequestContext(url_path, query, st.config, rtype)
         body = self.dispatch[rtype](request, ctx)
         if isinstance(body, int):  # NOT_DONE_YET
@@ -308,7 +329,7 @@ class RedirectorResource(resource.Resource):
         view = self.view
         entry = view.lookup(path)
         if entry is not None:
-            view.stats["hits"] += 1
+            view.stats["negative" if entry.info is None or entry.info.mod_time_ns is None else "hits"] += 1
             return self._answer(request, ctx, path, entry, None)
         return deliver(request, st.config.Gzip, self._load_and_answer(request, ctx, path))
 
@@ -357,6 +378,11 @@ class RedirectorResource(resource.Resource):
             values = ctx.query.get("fromip")
             ip = clientinfo.fromip_override(ip, values[0] if values else None)
         rec, loc = self._client_location(ip)
+        country = self._country_counters.get(rec.country_code)
+        if country is None:
+            country = self._country_counters[rec.country_code] = CLIENTS.labels(
+                rec.country_code or "unknown")
+        country.inc()
         secure = clientinfo.secure_option(
             _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
             config.AllowHTTPToHTTPSRedirects)
@@ -367,6 +393,8 @@ class RedirectorResource(resource.Resource):
             rtype = MIRRORLIST
         elif mode == "json" or (mode == "auto" and _accepts_json(request)):
             rtype = JSON
+            if isinstance(request, LeanRequest):
+                request.metrics_kind = "json"
         else:
             rtype = REDIRECT
 
@@ -388,6 +416,10 @@ class RedirectorResource(resource.Resource):
             # (quirk 1); a partial list is never used here, so the fallbacks stand alone.
             mlist = fallback_choices(st.fallbacks, loc, secure, self.rng)
             fallback = True
+            if isinstance(request, LeanRequest):
+                request.metrics_fallback = True
+            (FALLBACK_REDIS if sel.error is not None or load_error is not None
+             else FALLBACK_NO_MIRROR).inc()
         results = Results(info, ip, rec, mlist, sel.excluded, fallback, config.LocalJSPath,
                           sel.error or load_error)
 
@@ -405,7 +437,18 @@ class RedirectorResource(resource.Resource):
         self.download_log.log(rtype, request.code, method.decode("latin-1"), results)
         if rtype == REDIRECT and method == b"GET" and mlist:
             self.download_stats.count_download(request, results)
+            if not fallback:
+                self._count_redirect(mlist[0].candidate.name, info.size)
         return body
+
+    def _count_redirect(self, mirror: str, size: int | None) -> None:
+        counters = self._mirror_counters.get(mirror)
+        if counters is None:
+            counters = self._mirror_counters[mirror] = (MIRROR_REDIRECTS.labels(mirror),
+                                                        MIRROR_BYTES.labels(mirror))
+        counters[0].inc()
+        if size:
+            counters[1].inc(size)
 
     def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,
                             secure: Secure, config: Config, st: _ConfigState

@@ -31,11 +31,13 @@ module is the parent's side.  Lifecycle of a worker:
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted.application import service
 from twisted.internet import defer, error, protocol
@@ -46,6 +48,7 @@ from twisted.python.failure import Failure
 from mirrorbits.geo import GeoIPService
 from mirrorbits.lifecycle.listener import HTTPListener
 from mirrorbits.lifecycle.worker import LISTEN_FD, READY_FD, WORKER_MODULE, worker_arguments
+from mirrorbits.metrics import worker_metrics_path
 from mirrorbits.reactor import IDaemonReactor
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["RedirectorService", "WorkerProcess", "spawn_workers"]
 
 log = Logger(namespace="mirrorbits.workers")
+
+T = TypeVar("T")
 
 #: The parent kills a worker that has not exited this long after SIGTERM.
 WORKER_KILL_AFTER = 20.0
@@ -151,14 +156,18 @@ class WorkerProcess(protocol.ProcessProtocol):
 
 def spawn_workers(reactor: IDaemonReactor, listen_fd: int, count: int, *, config_path: str,
                   debug: bool = False, log_file: str | None = None,
-                  indexes: Sequence[int] | None = None) -> list[WorkerProcess]:
+                  indexes: Sequence[int] | None = None,
+                  metrics_dir: str | None = None) -> list[WorkerProcess]:
     """Start ``count`` worker processes that serve HTTP on the already-bound ``listen_fd``
     (numbered ``indexes``, by default 1..count), each reading ``config_path`` as the main process
-    does and logging as it does (``debug``, ``log_file``)."""
+    does and logging as it does (``debug``, ``log_file``); with ``metrics_dir``, each hands its
+    metrics to the parent on a socket there (:func:`mirrorbits.metrics.worker_metrics_path`)."""
     workers = []
     for i in indexes if indexes is not None else range(1, count + 1):
+        metrics_socket = worker_metrics_path(metrics_dir, i) if metrics_dir is not None else None
         args = [sys.executable, "-m", WORKER_MODULE,
-                *worker_arguments(i, config_path, ready_fd=READY_FD, debug=debug, log_file=log_file)]
+                *worker_arguments(i, config_path, ready_fd=READY_FD, debug=debug, log_file=log_file,
+                                  metrics_socket=metrics_socket)]
         proto = WorkerProcess(i)
         reactor.spawnProcess(proto, sys.executable, args, env=os.environ.copy(),
                              childFDs={0: "w", 1: 1, 2: 2, LISTEN_FD: listen_fd, READY_FD: "r"})
@@ -186,6 +195,15 @@ class RedirectorService(service.Service):
         self._stopping = False
         self._respawns: dict[int, IDelayedCall] = {}
         self._respawn_delay: dict[int, float] = {}
+        #: Where the workers serve their metrics to this process (set when metrics are on).
+        self.metrics_dir: str | None = None
+
+    def worker_metrics_sockets(self) -> list[tuple[int, str]]:
+        """(index, socket path) of each live worker, for the scrape of the whole daemon."""
+        if self.metrics_dir is None:
+            return []
+        return [(w.index, worker_metrics_path(self.metrics_dir, w.index))
+                for w in list(self.workers) if w.alive]
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -198,6 +216,8 @@ class RedirectorService(service.Service):
         cache.freeze_gc = self.freeze_gc
         cache.start()
         if self.spawn and self.app.config.Workers > 1:
+            if self.app.config.MetricsListenAddress and self.metrics_dir is None:
+                self.metrics_dir = tempfile.mkdtemp(prefix="mirrorbits-metrics-")
             if self.app.lifecycle is not None:
                 self.app.lifecycle.forward_signals(self.forward_signal)
             self.app.reactor.callLater(0, self._start_workers)
@@ -232,7 +252,8 @@ class RedirectorService(service.Service):
             return []
         options = self.app.options
         workers = spawn_workers(self.app.reactor, fd, len(indexes), config_path=config_path,
-                                debug=options.debug, log_file=options.log_file, indexes=indexes)
+                                debug=options.debug, log_file=options.log_file, indexes=indexes,
+                                metrics_dir=self.metrics_dir)
         for w in workers:
             w.ended.addCallback(self._worker_ended, w)
         return workers
@@ -296,4 +317,13 @@ class RedirectorService(service.Service):
         self.app.get_cache().stop()
         d = self.stop_workers()
         self.workers = []
+        if self.metrics_dir is not None:
+            metrics_dir, self.metrics_dir = self.metrics_dir, None
+            d.addBoth(_remove_after, metrics_dir)
         return d
+
+
+def _remove_after(result: T, directory: str) -> T:
+    """Remove ``directory`` (the workers' metrics sockets), passing ``result`` on."""
+    shutil.rmtree(directory, ignore_errors=True)
+    return result

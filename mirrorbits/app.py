@@ -32,7 +32,7 @@ from mirrorbits.lifecycle.control import Lifecycle
 from mirrorbits.lifecycle.listener import HTTPListener, socket_from_fd
 from mirrorbits.lifecycle.upgrade import Inherited, inherited_listener
 from mirrorbits.metrics import MetricsService, metrics_service
-from mirrorbits.monitor.cluster import Cluster
+from mirrorbits.monitor.cluster import Cluster, ClusterCollector
 from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.monitor.service import MonitorService
@@ -46,7 +46,7 @@ from mirrorbits.web.downloadlog import DownloadLog
 from mirrorbits.web.pages import Endpoints
 from mirrorbits.web.resource import RedirectorResource
 from mirrorbits.web.site import make_site
-from mirrorbits.web.stats import DownloadStats
+from mirrorbits.web.stats import DownloadStats, DownloadStatsCollector
 from mirrorbits.web.workers import RedirectorService
 
 log = Logger(namespace="mirrorbits")
@@ -215,7 +215,11 @@ class Mirrorbits:
 
     def metrics_collectors(self) -> list[Collector]:
         """Collectors that read the state of this process's parts at scrape time."""
-        return [ViewCollector(self.get_cache(), time.time)]
+        collectors: list[Collector] = [ViewCollector(self.get_cache(), time.time),
+                                       DownloadStatsCollector(self.get_download_stats())]
+        if self.run_monitor:
+            collectors.append(ClusterCollector(self.get_cluster()))
+        return collectors
 
     # -- statistics, download log and pages ------------------------------------------------------
 

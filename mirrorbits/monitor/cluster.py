@@ -12,8 +12,10 @@ from __future__ import annotations
 import bisect
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -163,3 +165,21 @@ class Cluster:
     def is_handled(self, mirror_id: int) -> bool:
         """Whether this node checks and scans ``mirror_id`` right now."""
         return is_handled(self.mirrors_index, mirror_id, self.node_index, self.node_total)
+
+
+class ClusterCollector(Collector):
+    """The cluster as this node sees it, read at scrape time (copies first: a scrape runs in a
+    thread of its own)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        cluster = self.cluster
+        index = list(cluster.mirrors_index)
+        node_index, node_total = cluster.node_index, cluster.node_total
+        yield GaugeMetricFamily("mirrorbits_cluster_nodes", "Nodes (this one included) that announced "
+                                "themselves recently on the shared Redis", value=node_total)
+        yield GaugeMetricFamily("mirrorbits_cluster_mirrors_owned", "Mirrors this node checks and "
+                                "scans (its share of the cluster's)",
+                                value=sum(1 for m in index if is_handled(index, m, node_index, node_total)))

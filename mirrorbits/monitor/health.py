@@ -8,7 +8,9 @@ the mirror's ``allowredirects`` policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from time import perf_counter
 
+from prometheus_client import Counter, Histogram
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -16,6 +18,13 @@ from mirrorbits.httpclient import HttpClient, RedirectRefused, describe_error, d
 from mirrorbits.model import PROTO_HTTP, PROTO_HTTPS, Mirror
 
 log = Logger(namespace="mirrorbits.monitor")
+
+CHECK_DURATION = Histogram("mirrorbits_health_check_duration_seconds",
+                           "Duration of one health check (HEAD of a file), by protocol", ["protocol"],
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+CHECK_FAILURES = Counter("mirrorbits_health_check_failures", "Health checks that found the mirror "
+                         "down, by reason (unreachable, unauthorized_redirect, not_found, status)",
+                         ["mirror", "protocol", "reason"])
 
 REASON_UNREACHABLE = "Unreachable"
 REASON_UNAUTHORIZED_REDIRECT = "Unauthorized redirect"
@@ -55,6 +64,17 @@ def redirects_allowed(mirror: Mirror, disallow_redirects: bool) -> bool:
     return not disallow_redirects
 
 
+def failure_reason(reason: str) -> str:
+    """The bounded ``reason`` label of a failed check (its text names paths and codes)."""
+    if reason == REASON_UNREACHABLE:
+        return "unreachable"
+    if reason == REASON_UNAUTHORIZED_REDIRECT:
+        return "unauthorized_redirect"
+    if reason.startswith("File not found"):
+        return "not_found"
+    return "status"
+
+
 class HealthChecker:
     """Runs the HEAD requests of one mirror and turns each into a :class:`CheckOutcome`."""
 
@@ -67,8 +87,13 @@ class HealthChecker:
         allowed = redirects_allowed(mirror, disallow_redirects)
         outcomes = []
         for proto, url in check_urls(mirror, path):
-            outcomes.append(await self._check_one(mirror, proto, url, path, size, allowed,
-                                                  disable_on_missing))
+            started = perf_counter()
+            outcome = await self._check_one(mirror, proto, url, path, size, allowed, disable_on_missing)
+            protocol = "https" if proto == PROTO_HTTPS else "http"
+            CHECK_DURATION.labels(protocol).observe(perf_counter() - started)
+            if not outcome.up:
+                CHECK_FAILURES.labels(mirror.name, protocol, failure_reason(outcome.reason)).inc()
+            outcomes.append(outcome)
         return outcomes
 
     async def _check_one(self, mirror: Mirror, proto: int, url: str, path: str, size: int,

@@ -646,6 +646,8 @@ class ScanResult:
     failed: int = 0
     vanished: int = 0
     skipped: int = 0
+    #: Total size of the files the walk found.
+    bytes: int = 0
 
 
 def _chunks(seq: Sequence[T], n: int) -> Iterator[Sequence[T]]:
@@ -777,6 +779,7 @@ class LocalScanner:
                 if files is _END:
                     break
                 self._check_stop()
+                result.bytes += sum(f[1] for f in files)
                 reads.append((files, defer.Deferred.fromCoroutine(self.client.execute(
                     "EVAL", READ_SCRIPT, "0", FILE_PREFIX, pack([f[0] for f in files])))))
                 # Compare while the walk goes on; keep IN_FLIGHT reads queued in Redis.

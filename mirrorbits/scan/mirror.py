@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from prometheus_client import Counter, Gauge
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,6 +32,14 @@ from mirrorbits.scan.listing import ListingOutcome, ScanAborted, ScanError
 from mirrorbits.scan.trace import fetch_trace
 
 log = Logger(namespace="mirrorbits.scan")
+
+SCAN_DURATION = Gauge("mirrorbits_mirror_scan_duration_seconds", "Duration of the mirror's last "
+                      "successful scan", ["mirror"])
+SCAN_FILES = Gauge("mirrorbits_mirror_scan_files", "Files the mirror's last successful scan "
+                   "indexed", ["mirror"])
+SCAN_FAILURES = Counter("mirrorbits_mirror_scan_failures", "Scans of a mirror that failed, by "
+                        "reason (failed, aborted, in_progress: another scan held the lock)",
+                        ["mirror", "protocol", "reason"])
 
 T = TypeVar("T")
 
@@ -184,19 +193,29 @@ class MirrorScanner:
         if name is None:
             raise ScanError("mirror not found")
         tx = MirrorScanTransaction(self.redis, mirror_id, name, batch=self.batch)
-        await tx.begin(typ)  # ScanInProgress: nothing logged, lastSync untouched
+        started = self.reactor.seconds()
+        try:
+            await tx.begin(typ)  # ScanInProgress: nothing logged, lastSync untouched
+        except ScanInProgress:
+            SCAN_FAILURES.labels(name, protocol, "in_progress").inc()
+            raise
         try:
             outcome = await self._list(protocol, url, tx, name, job)
             result = await tx.commit(typ, outcome.precision_ns)
         except Exception as e:
             message = _message(e)
+            SCAN_FAILURES.labels(name, protocol,
+                                 "aborted" if isinstance(e, ScanAborted) else "failed").inc()
             await tx.fail(message)
             if isinstance(e, ScanError) and str(e) == message:
                 raise
             raise (ScanAborted(message) if isinstance(e, ScanAborted) else ScanError(message)) from None
         except BaseException:
+            SCAN_FAILURES.labels(name, protocol, "aborted").inc()
             await tx.fail(ERR_ABORTED)
             raise
+        SCAN_DURATION.labels(name).set(self.reactor.seconds() - started)
+        SCAN_FILES.labels(name).set(result.files_indexed)
         try:
             offset = await self.adjust_tz_offset(mirror_id, name, outcome.precision_ns)
             result = replace(result, tz_offset_ms=offset)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prometheus_client import Counter, Gauge
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -22,6 +23,18 @@ from mirrorbits.redis.connection import RedisClient
 from mirrorbits.scan.local import LocalScanner, ScanResult
 
 log = Logger(namespace="mirrorbits.scan.source")
+
+LOCAL_FILES = Gauge("mirrorbits_local_files", "Files of the local repository, as of the last scan")
+LOCAL_BYTES = Gauge("mirrorbits_local_bytes", "Total size of the local repository's files, as of the "
+                    "last scan")
+LOCAL_HASHED = Counter("mirrorbits_local_files_hashed", "Files of the local repository hashed "
+                       "(new or changed files)")
+LOCAL_SCAN_DURATION = Gauge("mirrorbits_local_scan_duration_seconds", "Duration of the last "
+                            "successful scan of the local repository")
+LOCAL_SCAN_LAST = Gauge("mirrorbits_local_scan_last_success_timestamp_seconds",
+                        "When the last successful scan of the local repository ended (Unix time)")
+LOCAL_SCAN_FAILURES = Counter("mirrorbits_local_scan_failures", "Scans of the local repository "
+                              "that failed")
 
 #: Go retries the start-up scan every second until it succeeds.
 STARTUP_RETRY = 1.0
@@ -65,11 +78,20 @@ class SourceScanService(service.Service):
         Raises :class:`mirrorbits.scan.local.LocalScanError` ("scan already in progress",
         "<repo>: No such file or directory"...) or a Redis error."""
         await self._serial.acquire()
+        started = self.reactor.seconds()
         try:
             result = await self.scanner.scan(rehash=rehash)
+        except Exception:
+            LOCAL_SCAN_FAILURES.inc()
+            raise
         finally:
             self._serial.release()
         self.last_result = result
+        LOCAL_FILES.set(result.indexed)
+        LOCAL_BYTES.set(result.bytes)
+        LOCAL_HASHED.inc(result.hashed)
+        LOCAL_SCAN_DURATION.set(self.reactor.seconds() - started)
+        LOCAL_SCAN_LAST.set_to_current_time()
         return result
 
     def when_indexed(self) -> defer.Deferred[None]:

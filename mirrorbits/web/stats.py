@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from time import perf_counter
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -41,9 +45,16 @@ if TYPE_CHECKING:
     from mirrorbits.redis.connection import RedisClient
     from mirrorbits.web.render import Results
 
-__all__ = ["DownloadStats", "FLUSH_INTERVAL", "utc_day"]
+__all__ = ["DownloadStats", "DownloadStatsCollector", "FLUSH_INTERVAL", "utc_day"]
 
 log = Logger(namespace="mirrorbits.stats")
+
+FLUSH_DURATION = Histogram("mirrorbits_downloads_flush_duration_seconds",
+                           "Duration of one write of the pending download counters to Redis",
+                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                    1.0, 2.5))
+FLUSH_FAILURES = Counter("mirrorbits_downloads_flush_failures", "Writes of the download counters "
+                         "that failed (the counts are kept in memory for the next one)")
 
 #: Go's push ticker.
 FLUSH_INTERVAL = 0.5
@@ -311,9 +322,12 @@ class DownloadStats(Service):
         args = self._script_args(files, mirrors, sizes)
         if args is None:
             return True
+        started = perf_counter()
         try:
             reply = await self.redis.execute(*args)
+            FLUSH_DURATION.observe(perf_counter() - started)
         except Exception as e:
+            FLUSH_FAILURES.inc()
             # Kept for the next tick.  (A connection lost after EXEC was sent but before its reply
             # cannot tell whether Redis applied it; like Go we retry, so that rare batch may count
             # twice rather than never.)
@@ -369,3 +383,15 @@ class DownloadStats(Service):
         if getattr(self.redis, "_stopped", False):
             # The client was stopped before us and we dialled again: close that connection.
             await self.redis.stop()
+
+
+class DownloadStatsCollector(Collector):
+    """``mirrorbits_downloads_pending``: downloads counted but not yet in Redis, read at scrape time
+    (from the scrape's thread: the counters are copied in one C-level call before they are summed)."""
+
+    def __init__(self, stats: DownloadStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("mirrorbits_downloads_pending", "Downloads counted in memory and not "
+                                "yet written to Redis", value=sum(list(self.stats._files.values())))

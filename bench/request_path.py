@@ -7,6 +7,7 @@ in-memory transport, and reports CPU microseconds per request — optionally wit
 
     python bench/request_path.py --world /tmp/world            # build once, then reuse
     python bench/request_path.py --world /tmp/world --profile  # top functions by own time
+    python bench/request_path.py --world /tmp/world --metrics-ab   # rounds with/without metrics
 
 The world (Redis dump, repository tree, IP list) is the one bench/redirector.py builds; Redis is a
 private redis-server on a free port.  Download counters are flushed every 500 ms as in the daemon
@@ -49,6 +50,22 @@ def requests(world_dir: str, n: int, seed: int = 1) -> list[bytes]:
         ip = rng.choice(ips)
         out.append(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Forwarded-For: {ip}\r\n\r\n".encode())
     return out
+
+
+def metrics_switch(site, root):  # type: ignore[no-untyped-def]
+    """on(True/False): the request path's metrics as they are, or their calls made no-ops (what is
+    left with them off: one ``perf_counter`` call, the kind attribute and the per-country dict
+    update, ~0.2 us together)."""
+
+    def on(enabled: bool) -> None:
+        if enabled:
+            site.__dict__.pop("log", None)
+            root.__dict__.pop("_count_redirect", None)
+        else:
+            site.log = lambda request: None
+            root._count_redirect = lambda mirror, size: None
+
+    return on
 
 
 async def run(args: argparse.Namespace, conf: str) -> None:
@@ -103,8 +120,22 @@ async def run(args: argparse.Namespace, conf: str) -> None:
     measured = reqs[args.warmup:]
     size = max(1, len(measured) // args.rounds)
     per_round = []
-    for start in range(0, size * args.rounds, size):
-        per_round.append(await drive(measured[start:start + size]) * 1e6 / size)
+    if args.metrics_ab:
+        switch = metrics_switch(site, app.get_web_root())
+        by_state: dict[bool, list[float]] = {True: [], False: []}
+        for i, start in enumerate(range(0, size * args.rounds, size)):
+            for state in ((True, False) if i % 2 else (False, True)):
+                switch(state)
+                by_state[state].append(await drive(measured[start:start + size]) * 1e6 / size)
+        switch(True)
+        for state in (False, True):
+            r = sorted(by_state[state])
+            print(f"metrics {'on ' if state else 'off'}: min {r[0]:.1f}, median {r[len(r) // 2]:.1f} "
+                  f"us CPU per request ({len(r)} rounds of {size})", flush=True)
+        off, on = sorted(by_state[False]), sorted(by_state[True])
+        print(f"metrics cost: {100 * (on[0] / off[0] - 1):+.1f}% (min), "
+              f"{100 * (on[len(on) // 2] / off[len(off) // 2] - 1):+.1f}% (median)", flush=True)
+        per_round = by_state[True]
     if profiler is not None:
         import pstats
 
@@ -127,6 +158,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--no-stats", action="store_true")
+    ap.add_argument("--metrics-ab", action="store_true",
+                    help="alternate rounds with the request path's metrics on and made no-ops")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-lines", type=int, default=40)
     args = ap.parse_args()

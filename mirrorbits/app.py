@@ -45,7 +45,7 @@ from mirrorbits.scan.source_service import SourceScanService
 from mirrorbits.web.downloadlog import DownloadLog
 from mirrorbits.web.pages import Endpoints
 from mirrorbits.web.resource import RedirectorResource
-from mirrorbits.web.site import make_site
+from mirrorbits.web.site import LeanSite, make_site
 from mirrorbits.web.stats import DownloadStats, DownloadStatsCollector
 from mirrorbits.web.workers import RedirectorService
 
@@ -216,7 +216,8 @@ class Mirrorbits:
     def metrics_collectors(self) -> list[Collector]:
         """Collectors that read the state of this process's parts at scrape time."""
         collectors: list[Collector] = [ViewCollector(self.get_cache(), time.time),
-                                       DownloadStatsCollector(self.get_download_stats())]
+                                       DownloadStatsCollector(self.get_download_stats()),
+                                       self.get_web_root().redirect_counts, LeanSite.request_metrics]
         if self.run_monitor:
             collectors.append(ClusterCollector(self.get_cluster()))
         return collectors

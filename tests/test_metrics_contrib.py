@@ -17,6 +17,8 @@ from mirrorbits.cache import MirrorView, ViewCollector, mirror_state_families
 from mirrorbits.model import Mirror
 from mirrorbits.monitor.cluster import Cluster, ClusterCollector
 from mirrorbits.redis.connection import RedisClient, RedisSettings
+from mirrorbits.web.resource import RedirectCounts
+from mirrorbits.web.site import RequestMetrics
 from mirrorbits.web.stats import DownloadStats, DownloadStatsCollector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +75,8 @@ def test_every_metric_of_the_daemon_is_documented_and_every_documented_one_exist
     view = MirrorView(redis)
     view.warm_seconds = 1.0
     collectors = [ViewCollector(view, lambda: 0.0), ClusterCollector(Cluster(redis, 0)),
-                  DownloadStatsCollector(DownloadStats(redis, lambda: None))]  # type: ignore[arg-type]
+                  DownloadStatsCollector(DownloadStats(redis, lambda: None)),  # type: ignore[arg-type]
+                  RequestMetrics(), RedirectCounts()]
     for c in collectors:
         declared |= {exposed_name(m) for m in c.collect()}
     declared |= {exposed_name(m) for m in mirror_state_families([Mirror(id=1, name="m")], 0.0)}

@@ -26,13 +26,15 @@ import calendar
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
 from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -107,16 +109,43 @@ _BAD_QUERY_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 METRICS_KINDS = {STANDARD: "redirect", MIRRORLIST: "mirrorlist", FILESTATS: "stats",
                  MIRRORSTATS: "mirrorstats", CHECKSUM: "checksum", MIRRORSJSON: "mirrors"}
 
-MIRROR_REDIRECTS = Counter("mirrorbits_mirror_redirects", "Downloads (GET) redirected to a mirror",
-                           ["mirror"])
-MIRROR_BYTES = Counter("mirrorbits_mirror_redirected_bytes",
-                       "Size of the files whose downloads were redirected to a mirror", ["mirror"])
 FALLBACKS = Counter("mirrorbits_fallbacks", "Answers made of the configured fallbacks, by reason "
                     "(redis: Redis could not answer; no_mirror: no mirror has the file)", ["reason"])
 FALLBACK_REDIS = FALLBACKS.labels("redis")
 FALLBACK_NO_MIRROR = FALLBACKS.labels("no_mirror")
-CLIENTS = Counter("mirrorbits_http_client_requests", "Requests for files, by the client's country "
-                  "(GeoIP; \"unknown\" when not located)", ["country"])
+
+
+class RedirectCounts(Collector):
+    """Requests by client country, downloads and bytes redirected per mirror.
+
+    Why plain integers read at scrape time instead of a ``Counter`` child per label: these are
+    counted on every redirect, and a library counter's increment (a lock, a check, a method call)
+    costs several times a dict update; the families below are what a ``Counter`` would expose.
+    The scrape runs in a thread: it copies each dict (one C-level call) before walking it.
+    """
+
+    def __init__(self) -> None:
+        #: GeoIP country code ("" when not located) -> requests for files.
+        self.countries: dict[str, int] = {}
+        #: Mirror name -> [downloads redirected to it, their bytes].
+        self.mirrors: dict[str, list[int]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        clients = CounterMetricFamily("mirrorbits_http_client_requests", "Requests for files, by the "
+                                      "client's country (GeoIP; \"unknown\" when not located)",
+                                      labels=["country"])
+        for country, n in dict(self.countries).items():
+            clients.add_metric([country or "unknown"], n)
+        yield clients
+        redirects = CounterMetricFamily("mirrorbits_mirror_redirects", "Downloads (GET) redirected "
+                                        "to a mirror", labels=["mirror"])
+        sizes = CounterMetricFamily("mirrorbits_mirror_redirected_bytes", "Size of the files whose "
+                                    "downloads were redirected to a mirror", labels=["mirror"])
+        for mirror, (n, size) in dict(self.mirrors).items():
+            redirects.add_metric([mirror], n)
+            sizes.add_metric([mirror], size)
+        yield redirects
+        yield sizes
 
 
 @dataclass(slots=True)
@@ -216,9 +245,10 @@ class RedirectorResource(resource.Resource):
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, MirrorView, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
-        #: Label children of the per-mirror and per-country counters, looked up once each.
-        self._mirror_counters: dict[str, tuple[Counter, Counter]] = {}
-        self._country_counters: dict[str, Counter] = {}
+        #: Per-country and per-mirror counts (exported by the metrics listener, when there is one).
+        self.redirect_counts = RedirectCounts()
+        self._countries = self.redirect_counts.countries
+        self._mirror_redirects = self.redirect_counts.mirrors
         self.dispatch: dict[str, Callable[[server.Request, RequestContext], bytes | int]] = {
             STANDARD: self._mirror_handler,
             MIRRORLIST: self._mirror_handler,
@@ -378,11 +408,8 @@ class RedirectorResource(resource.Resource):
             values = ctx.query.get("fromip")
             ip = clientinfo.fromip_override(ip, values[0] if values else None)
         rec, loc = self._client_location(ip)
-        country = self._country_counters.get(rec.country_code)
-        if country is None:
-            country = self._country_counters[rec.country_code] = CLIENTS.labels(
-                rec.country_code or "unknown")
-        country.inc()
+        countries = self._countries
+        countries[rec.country_code] = countries.get(rec.country_code, 0) + 1
         secure = clientinfo.secure_option(
             _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
             config.AllowHTTPToHTTPSRedirects)
@@ -442,13 +469,11 @@ class RedirectorResource(resource.Resource):
         return body
 
     def _count_redirect(self, mirror: str, size: int | None) -> None:
-        counters = self._mirror_counters.get(mirror)
-        if counters is None:
-            counters = self._mirror_counters[mirror] = (MIRROR_REDIRECTS.labels(mirror),
-                                                        MIRROR_BYTES.labels(mirror))
-        counters[0].inc()
-        if size:
-            counters[1].inc(size)
+        counts = self._mirror_redirects.get(mirror)
+        if counts is None:
+            counts = self._mirror_redirects[mirror] = [0, 0]
+        counts[0] += 1
+        counts[1] += size or 0
 
     def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,
                             secure: Secure, config: Config, st: _ConfigState

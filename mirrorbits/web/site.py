@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
@@ -46,9 +48,8 @@ __all__ = ["LeanChannel", "LeanRequest", "LeanSite", "NotFoundRoot", "RequestMet
 log = Logger(namespace="mirrorbits.web")
 
 _NO_BODY = (http.NOT_MODIFIED, http.NO_CONTENT)
+_CONNECTION_CLOSE = [b"close"]
 
-REQUESTS = Counter("mirrorbits_http_requests", "HTTP requests answered, by kind and outcome",
-                   ["kind", "outcome"])
 REQUEST_DURATION = Histogram(
     "mirrorbits_http_request_duration_seconds",
     "Time from a request's dispatch to its last byte handed to the kernel, by kind",
@@ -70,24 +71,39 @@ def outcome_of(code: int, fallback: bool) -> str:
     return "client_error" if 400 <= code < 500 else "error" if code >= 500 else "other"
 
 
-class RequestMetrics:
-    """The label children of the request metrics, looked up once per (kind, status, fallback)
-    instead of once per request (``labels()`` formats and hashes its arguments each time)."""
+class RequestMetrics(Collector):
+    """``mirrorbits_http_requests_total`` and the duration histogram's label children.
 
-    __slots__ = ("_children",)
+    Why the request count is a plain integer per (kind, status, fallback), turned into the counter
+    family at scrape time: a library counter's increment (a lock, checks, a method call) on every
+    request cost more than the rest of the metrics together (``bench/request_path.py
+    --metrics-ab``).  The histogram's children are looked up once per kind, not per request.  The
+    scrape runs in a thread: it copies the dict (one C-level call) before walking it.
+    """
 
     def __init__(self) -> None:
-        self._children: dict[tuple[str, int, bool], tuple[Counter, Histogram]] = {}
+        self.counts: dict[tuple[str, int, bool], int] = {}
+        self._durations: dict[str, Histogram] = {}
 
     def observe(self, kind: str, code: int, fallback: bool, seconds: float) -> None:
         key = (kind, code, fallback)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (REQUESTS.labels(kind, outcome_of(code, fallback)),
-                                               REQUEST_DURATION.labels(kind))
-        children[0].inc()
-        children[1].observe(seconds)
-_CONNECTION_CLOSE = [b"close"]
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        duration = self._durations.get(kind)
+        if duration is None:
+            duration = self._durations[kind] = REQUEST_DURATION.labels(kind)
+        duration.observe(seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        totals: dict[tuple[str, str], int] = {}
+        for (kind, code, fallback), n in dict(self.counts).items():
+            label = (kind, outcome_of(code, fallback))
+            totals[label] = totals.get(label, 0) + n
+        family = CounterMetricFamily("mirrorbits_http_requests", "HTTP requests answered, by kind "
+                                     "and outcome", labels=["kind", "outcome"])
+        for labels, n in sorted(totals.items()):
+            family.add_metric(list(labels), n)
+        yield family
 
 
 def gzip_answer(request: server.Request, body: bytes, enabled: bool) -> bytes:

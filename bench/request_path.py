@@ -136,6 +136,9 @@ async def run(args: argparse.Namespace, conf: str) -> None:
         print(f"metrics cost: {100 * (on[0] / off[0] - 1):+.1f}% (min), "
               f"{100 * (on[len(on) // 2] / off[len(off) // 2] - 1):+.1f}% (median)", flush=True)
         per_round = by_state[True]
+    else:
+        for start in range(0, size * args.rounds, size):
+            per_round.append(await drive(measured[start:start + size]) * 1e6 / size)
     if profiler is not None:
         import pstats
 

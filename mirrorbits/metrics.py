@@ -22,6 +22,7 @@ main process, and a copy per worker would be counted N times.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -247,6 +248,9 @@ class MetricsService(service.Service):
 
     def _factory(self) -> tuple[str, IProtocolFactory]:
         if self.worker_socket is not None:
+            # A worker that died left its socket behind; its successor takes the same path.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.worker_socket)
             escaped = self.worker_socket.replace("\\", "\\\\").replace(":", "\\:")
             return f"unix:{escaped}:mode=600", protocol.Factory.forProtocol(WorkerMetricsServer)
         site = server.Site(self.root())

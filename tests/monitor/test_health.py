@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from mirrorbits import VERSION
 from mirrorbits.config import Config
 from mirrorbits.httpclient import HttpClient
@@ -90,7 +92,25 @@ class HealthTests(RedisTestCase):
         self.config = self.config.replace(DisableOnMissingFile=True)
         await self.listen((schema.CHANNEL_MIRROR_UPDATE,))
         start = int(time.time())
+        failures = {"nf": "not_found", "fb": "status", "err": "status", "noredir": "unauthorized_redirect",
+                    "slow": "unreachable", "drop": "unreachable"}
+
+        def failed_checks() -> dict[str, float]:
+            return {p: REGISTRY.get_sample_value("mirrorbits_health_check_failures_total", {
+                "mirror": f"m{i}", "protocol": "https", "reason": failures.get(p, "status")}) or 0.0
+                for i, p in enumerate(paths, start=1)}
+
+        def checks() -> float:
+            return REGISTRY.get_sample_value("mirrorbits_health_check_duration_seconds_count",
+                                             {"protocol": "https"}) or 0.0
+
+        failed_before, checks_before = failed_checks(), checks()
         await self.run_checks(list(range(1, len(paths) + 1)) + [20])
+        # The metrics: a failed check counted once under its bounded reason, every check timed.
+        failed_after = failed_checks()
+        self.assertEqual({p: failed_after[p] - failed_before[p] for p in paths},
+                         {p: 1.0 if p in failures else 0.0 for p in paths})
+        self.assertGreaterEqual(checks() - checks_before, len(paths))
         expected = {
             "ok": ("1", ""), "nf": ("0", f"File not found {FILE} (error 404)"),
             "fb": ("0", "Got status code 403"), "err": ("0", "Got status code 500"),

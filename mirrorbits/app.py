@@ -181,7 +181,8 @@ class Mirrorbits:
 
     def get_rpc_service(self) -> RpcService:
         """The admin channel of the ``mirrorbits`` CLI, on ``RPCListenAddress``."""
-        return self._once("rpc", lambda: RpcService(self.get_admin(), lambda: self.config, self.reactor))
+        return self._once("rpc", lambda: RpcService(self.get_admin(), lambda: self.config, self.reactor,
+                                                    failed=self.fatal))
 
     def get_manhole_service(self) -> ManholeService | None:
         """The SSH manhole, or None when ``ManholeListenAddress`` is empty (the default)."""
@@ -259,7 +260,8 @@ class Mirrorbits:
             return HTTPListener(site, address, self.reactor,
                                 inherited=inherited.sock if inherited is not None else None,
                                 paused=inherited is not None and inherited.parent_pid is not None,
-                                fatal=self.fatal)
+                                fatal=self.fatal,
+                                key="the --listen option" if self.options.listen else "ListenAddress")
 
         return self._once("http", build)
 
@@ -280,13 +282,21 @@ class Mirrorbits:
     # -- fatal conditions --------------------------------------------------------------------------
 
     def fatal(self, message: str) -> None:
-        """A condition the daemon must not run with: log it, stop, exit non-zero."""
+        """A condition the daemon must not run with: log it, stop what started, exit non-zero.
+
+        Also during the service tree's start, which twistd runs before the reactor: the stop then
+        happens as soon as the reactor runs, so what already started (the embedded Redis, the
+        admin channel) is stopped by the tree's ordinary stop instead of being left behind."""
         log.critical("{message}", message=message)
+        if self.exit_code:
+            return  # already stopping for an earlier fatal condition
         self.exit_code = 1
         if self.hard_exit_on_fatal:
             self.reactor.addSystemEventTrigger("after", "shutdown", self._hard_exit)
         if self.reactor.running:
             self.reactor.callLater(0, self._stop_reactor)
+        else:
+            self.reactor.callWhenRunning(self._stop_reactor)
 
     def _stop_reactor(self) -> None:
         try:

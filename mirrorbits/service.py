@@ -126,6 +126,19 @@ class MirrorbitsService(service.MultiService):
             parent.setComponent(ILogObserver, self.log_observer)
         super().setServiceParent(parent)
 
+    def startService(self) -> None:  # noqa: N802
+        """Start the children in order; one that raises ends the daemon through its fatal path,
+        so that the parts already started (the embedded Redis...) are stopped, not left behind,
+        and the ones after it are never started."""
+        service.Service.startService(self)
+        for child in self:
+            try:
+                child.startService()
+            except Exception as e:
+                log.failure("Starting {name} failed", name=child.name)
+                self.app.fatal(f"cannot start {child.name}: {e}")
+                return
+
     def stopService(self) -> defer.Deferred[None]:  # noqa: N802
         """Stop the children one after the other, in reverse order (MultiService stops them all at
         once: the stats would flush and Redis close while HTTP requests still run)."""
@@ -134,6 +147,8 @@ class MirrorbitsService(service.MultiService):
 
     async def _stop_in_order(self) -> None:
         for child in reversed(list(self)):
+            if not child.running:
+                continue  # never started (a fatal start-up failure before it)
             d = defer.maybeDeferred(child.stopService)
             d.addTimeout(self.child_stop_timeout, self.app.reactor)
             try:

@@ -25,7 +25,6 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from twisted.application import strports
 from twisted.application.service import Service
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
@@ -41,7 +40,7 @@ from zope.interface import implementer
 
 from mirrorbits.admin import cli
 from mirrorbits.admin.interface import AdminAPI
-from mirrorbits.endpoints import listen_description
+from mirrorbits.endpoints import ConfiguredListener
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 
 if TYPE_CHECKING:
@@ -394,7 +393,7 @@ class ManholeService(Service):
 
     def __init__(self, app: Mirrorbits) -> None:
         self.app = app
-        self._inner: Service | None = None
+        self._inner: ConfiguredListener | None = None
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -402,16 +401,18 @@ class ManholeService(Service):
         if not self.app.config.ManholeAuthorizedKeys:
             log.error("ManholeListenAddress is set but ManholeAuthorizedKeys is empty: manhole disabled")
             return
-        self._inner = strports.service(listen_description(address),
-                                       manhole_factory(self.app, self.app.reactor),
-                                       reactor=self.app.reactor)
+        if self._inner is None:  # one listener: only its first start is fatal when it fails
+            self._inner = ConfiguredListener("ManholeListenAddress", address,
+                                             manhole_factory(self.app, self.app.reactor),
+                                             self.app.reactor, failed=self.app.fatal)
         self._inner.startService()
         log.info("SSH manhole listening on {address}", address=address)
 
     def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802
         super().stopService()
-        inner, self._inner = self._inner, None
-        return inner.stopService() if inner is not None else None
+        if self._inner is not None and self._inner.running:
+            return self._inner.stopService()
+        return None
 
 
 def manhole_service(app: Mirrorbits) -> ManholeService | None:

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
-from twisted.application import strports
-from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -37,7 +35,7 @@ from mirrorbits.admin import interface as api
 from mirrorbits.admin.formatting import VersionInfo
 from mirrorbits.admin.interface import OPERATIONS, AdminAPI, AdminError
 from mirrorbits.config import Config
-from mirrorbits.endpoints import listen_description
+from mirrorbits.endpoints import ConfiguredListener
 from mirrorbits.model import Mirror
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 
@@ -224,31 +222,19 @@ class _AdminFactory(protocol.Factory):
         return p
 
 
-class RpcService(Service):
-    """Listens on ``RPCListenAddress`` with the admin AMP protocol."""
+class RpcService(ConfiguredListener):
+    """Listens on ``RPCListenAddress`` with the admin AMP protocol; ``failed(message)`` when it
+    cannot at start-up (the daemon's fatal path)."""
 
     name = "rpc"
 
     def __init__(self, admin: AdminAPI, config: Callable[[], Config],
-                 reactor: IDaemonReactor | None = None) -> None:
+                 reactor: IDaemonReactor | None = None, *,
+                 failed: Callable[[str], None] | None = None) -> None:
         self.admin = admin
         self.config = config
-        self.reactor = reactor
-        self._inner: Service | None = None
-        self.address = config().RPCListenAddress
-
-    def startService(self) -> None:  # noqa: N802
-        super().startService()
-        desc = listen_description(self.address)
-        self._inner = strports.service(desc, _AdminFactory(self.admin, self.config), reactor=self.reactor)
-        self._inner.startService()
-
-    def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802
-        super().stopService()
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            return inner.stopService()  # type: ignore[no-any-return]
-        return None
+        super().__init__("RPCListenAddress", config().RPCListenAddress, _AdminFactory(admin, config),
+                         reactor if reactor is not None else default_reactor(), failed)
 
 
 # ---------------------------------------------------------------------------------------------------

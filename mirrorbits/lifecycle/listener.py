@@ -49,6 +49,7 @@ from twisted.web import http
 from zope.interface import implementer
 
 from mirrorbits.deferutil import wait_at_most
+from mirrorbits.endpoints import listen_problem
 from mirrorbits.web.site import wind_down
 
 if TYPE_CHECKING:
@@ -555,7 +556,8 @@ class HTTPListener(service.Service):
     ``address`` is called for the current ``ListenAddress`` (the ``--listen`` override wins).
     ``inherited``: a listening socket from the previous generation or systemd.  ``paused``: adopt
     but do not accept until :meth:`resume` (an upgraded child waits until it is ready).
-    ``fatal`` is called when the address cannot be bound at start.  ``shared``: other processes
+    ``fatal`` is called when the address cannot be bound at start, with a message that names the
+    address and ``key``, where the address comes from (``ListenAddress``).  ``shared``: other processes
     keep accepting on this socket when we stop (an HTTP worker's socket, owned by the main
     process): serve our own accept queue, but neither refuse new connections nor unlink a path.
     """
@@ -565,8 +567,9 @@ class HTTPListener(service.Service):
     def __init__(self, factory: IProtocolFactory, address: Callable[[], str], reactor: IDaemonReactor, *,
                  inherited: socket.socket | None = None, paused: bool = False,
                  fatal: Callable[[str], None] | None = None, drain_timeout: float = 5.0,
-                 idle_grace: float = 1.0, shared: bool = False) -> None:
+                 idle_grace: float = 1.0, shared: bool = False, key: str = "ListenAddress") -> None:
         self.factory = factory
+        self.key = key
         self.address = address
         self.reactor = reactor
         self.inherited = inherited
@@ -641,19 +644,19 @@ class HTTPListener(service.Service):
             try:
                 spec = parse_listen_address(address)
             except ValueError as e:
-                self._fail(str(e))
+                self._fail(f"{e} ({self.key})")
                 return
             if spec.description:
                 self._listen_endpoint(spec)
                 return
             if spec.systemd_index is not None:
-                self._fail(f"listen address {address!r}: systemd did not pass socket "
+                self._fail(f"cannot listen on {address} ({self.key}): systemd did not pass socket "
                            f"{spec.systemd_index} (LISTEN_FDS)")
                 return
             try:
                 sock = bind_socket(spec)
             except OSError as e:
-                self._fail(f"listen {address}: {e.strerror or e}")
+                self._fail(listen_problem(address, self.key, e))
                 return
         self.bound_address = address
         self._current = self._adopt(sock)
@@ -663,9 +666,10 @@ class HTTPListener(service.Service):
         self._port_ready.callback(self._current.port)
 
     def _fail(self, message: str) -> None:
-        log.critical("{message}", message=message)
         if self.fatal is not None:
-            self.fatal(message)
+            self.fatal(message)  # logs it, once
+        else:
+            log.critical("{message}", message=message)
 
     def _adopt(self, sock: socket.socket) -> _Listening:
         inode = None
@@ -691,7 +695,7 @@ class HTTPListener(service.Service):
             self._port_ready.callback(port)
             return port
 
-        d.addCallbacks(listening, lambda f: self._fail(f"listen {spec.text}: {f.getErrorMessage()}"))
+        d.addCallbacks(listening, lambda f: self._fail(listen_problem(spec.text, self.key, f.value)))
 
     def resume(self) -> None:
         """Start accepting (after a paused start)."""

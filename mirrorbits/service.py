@@ -24,6 +24,7 @@ from twisted.python.components import Componentized
 
 from mirrorbits.app import DaemonOptions, Mirrorbits, WorkerSpec
 from mirrorbits.config import ConfigError, ConfigHolder, find_config_path, load_config
+from mirrorbits.lifecycle.signals import EarlySignals
 from mirrorbits.reactor import IDaemonReactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
@@ -196,8 +197,13 @@ def parts(app: Mirrorbits) -> list[service.IService]:
 
 def makeService(options: DaemonOptions | dict[str, object],  # noqa: N802
                 reactor: IDaemonReactor | None = None,
-                config: ConfigHolder | None = None) -> MirrorbitsService:
+                config: ConfigHolder | None = None,
+                early: EarlySignals | None = None) -> MirrorbitsService:
     """Build the daemon (or, with ``options.worker``, an HTTP worker process).
+
+    ``early``: the handlers each entry point installs first thing, which keep the SIGHUP, SIGUSR1
+    and SIGUSR2 that arrive before the lifecycle's own handlers (their default action would kill
+    the process half-started); the lifecycle acts on them once the daemon serves.
 
     Raises :class:`ConfigError` for a config that cannot be used."""
     if isinstance(options, dict):
@@ -206,7 +212,9 @@ def makeService(options: DaemonOptions | dict[str, object],  # noqa: N802
     holder = config or load_options_config(options)
     app = Mirrorbits(holder, reactor, monitor=options.monitor, options=options)
     root = MirrorbitsService(app)
-    app.get_lifecycle().setServiceParent(root)
+    lifecycle = app.get_lifecycle()
+    lifecycle.early = early
+    lifecycle.setServiceParent(root)
     embedded = app.get_embedded_redis() if app.worker is None else None
     if embedded is not None:
         embedded.setServiceParent(root)

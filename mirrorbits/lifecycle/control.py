@@ -154,12 +154,21 @@ class Lifecycle(service.Service):
             signal.SIGUSR2: self._on_sigusr2,
             signal.SIGQUIT: self._on_sigquit,
         }
+        early = self.early.take() if self.early is not None else []
         self.signals.install(handlers, chain=frozenset({signal.SIGUSR1}))
-        for signum in self.early.take() if self.early is not None else ():
-            log.info("Handling {name} received during start-up", name=signal.Signals(signum).name)
-            self.reactor.callLater(0, handlers[signum])
+        if early:
+            self.serving.addCallback(self._replay_early, [handlers[signum] for signum in early], early)
         if self.worker is not None:
             self._worker_started()
+
+    def _replay_early(self, result: None, handlers: list[Callable[[], object]],
+                      signums: list[int]) -> None:
+        """The signals that came during start-up, acted on once start-up is done (this process
+        serves): a reload asked while the daemon was starting is done then, not lost."""
+        for handler, signum in zip(handlers, signums, strict=True):
+            log.info("Handling {name} received during start-up", name=signal.Signals(signum).name)
+            self.reactor.callLater(0, handler)
+        return result
 
     def _worker_started(self) -> None:
         """Tell the parent that signals can be sent, and stop when the parent goes away."""

@@ -144,14 +144,13 @@ def run_daemon(arguments: Sequence[str], reactor: IDaemonReactor | None = None) 
     sys.stdout.flush()
     reactor = reactor if reactor is not None else default_reactor()
     try:
-        root = makeService(options, reactor=reactor, config=holder)
+        root = makeService(options, reactor=reactor, config=holder, early=early)
     except (ConfigError, ValueError) as e:
         sys.stderr.write(f"{e}\n")
         remove_pidfile(pidfile)
         return 1
     root.app.hard_exit_on_fatal = False
     lifecycle = root.app.get_lifecycle()
-    lifecycle.early = early
     if isinstance(stream, ReopenableLog):
         lifecycle.add_log_reopener(stream.reopen)
     status = serve(root, reactor)
@@ -173,12 +172,11 @@ def run_worker(arguments: Sequence[str], reactor: IDaemonReactor | None = None) 
     try:
         holder = load_options_config(options)
         root = makeService(options, reactor=reactor if reactor is not None else default_reactor(),
-                           config=holder)
+                           config=holder, early=early)
     except (ConfigError, ValueError) as e:
         sys.stderr.write(f"HTTP worker {opts.index}: {e}\n")
         return 1
     lifecycle = root.app.get_lifecycle()
-    lifecycle.early = early
     if isinstance(stream, ReopenableLog):
         lifecycle.add_log_reopener(stream.reopen)
     return serve(root, root.app.reactor)

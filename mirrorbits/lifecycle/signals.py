@@ -80,6 +80,7 @@ class EarlySignals:
 
     def __init__(self) -> None:
         self.received: list[int] = []
+        self.taken = False
 
     def install(self) -> EarlySignals:
         for signum in self.SIGNALS:
@@ -87,9 +88,13 @@ class EarlySignals:
         return self
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
-        if signum not in self.received:
+        # Once taken, this handler may still be called: put back on the lifecycle's stop, or
+        # chained by it as "the previous handler".  A signal then is not a start-up one.
+        if not self.taken and signum not in self.received:
             self.received.append(signum)
 
     def take(self) -> list[int]:
+        """The signals received so far, in order; from now on nothing more is recorded."""
         received, self.received = self.received, []
+        self.taken = True
         return received

@@ -33,6 +33,12 @@ class MirrorbitsServiceMaker:
     def makeService(self, options: usage.Options) -> IService:  # noqa: N802 - twisted's interface
         import sys
 
+        from mirrorbits.lifecycle.signals import EarlySignals
+
+        # First thing: from here on a SIGHUP/SIGUSR1 during start-up is kept for later instead of
+        # killing the process (twistd installs no handler for them).
+        early = EarlySignals().install()
+
         from mirrorbits.config import ConfigError
         from mirrorbits.lifecycle.daemon import twistd_log_observer
         from mirrorbits.service import DaemonOptions, makeService
@@ -40,7 +46,8 @@ class MirrorbitsServiceMaker:
         debug = bool(options["debug"])
         try:
             root = makeService(DaemonOptions(config=options["config"], listen=options["listen"],
-                                             debug=debug, monitor=not options["no-monitor"]))
+                                             debug=debug, monitor=not options["no-monitor"]),
+                               early=early)
         except ConfigError as e:
             sys.stderr.write(f"{e}\n")
             raise SystemExit(1) from None

@@ -101,22 +101,17 @@ def assert_started_embedded_redis(output: str) -> None:
     assert "starting embedded Redis" in output, output[-4000:]
 
 
+@pytest.mark.parametrize("key", ["ListenAddress", "RPCListenAddress"])
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-def test_http_port_taken(tmp_path: Path, taken_port: int, entry: str) -> None:
-    conf = quickstart_config(tmp_path, f"127.0.0.1:{taken_port}", f"127.0.0.1:{free_port()}")
+def test_port_taken(tmp_path: Path, taken_port: int, entry: str, key: str) -> None:
+    """The HTTP port or the admin channel's port is taken."""
+    addresses = {"ListenAddress": f"127.0.0.1:{free_port()}",
+                 "RPCListenAddress": f"127.0.0.1:{free_port()}",
+                 key: f"127.0.0.1:{taken_port}"}
+    conf = quickstart_config(tmp_path, addresses["ListenAddress"], addresses["RPCListenAddress"])
     status, output = run_to_exit(tmp_path, entry, conf)
     assert status != 0, output[-4000:]
-    message = f"cannot listen on 127.0.0.1:{taken_port} (ListenAddress): Address already in use"
-    assert output.count(message) == 1, output[-4000:]
-    assert_started_embedded_redis(output)
-
-
-@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-def test_admin_port_taken(tmp_path: Path, taken_port: int, entry: str) -> None:
-    conf = quickstart_config(tmp_path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{taken_port}")
-    status, output = run_to_exit(tmp_path, entry, conf)
-    assert status != 0, output[-4000:]
-    message = f"cannot listen on 127.0.0.1:{taken_port} (RPCListenAddress): Address already in use"
+    message = f"cannot listen on 127.0.0.1:{taken_port} ({key}): Address already in use"
     assert output.count(message) == 1, output[-4000:]
     assert_started_embedded_redis(output)
 

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 
-from mirrorbits.config import Config  # noqa: E402
+from mirrorbits.config import Config, TorrentConfig  # noqa: E402
 from mirrorbits.redis.connection import RedisClient, RedisSettings  # noqa: E402
 from mirrorbits.scan.local import COMMIT_BATCH, HASH_WORKERS, LocalScanner  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
@@ -240,7 +240,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             clients.append(c)
             return c
 
-        cfg = Config(Repository=repo)
+        cfg = Config(Repository=repo, Torrent=TorrentConfig(Enabled=args.torrent))
+        print(f"-- torrents {'on (piece hashes computed)' if args.torrent else 'off'}", flush=True)
         gc.collect()  # see the module docstring
         ping_client = new_client()
         batches = [int(x) for x in args.sweep.split(",")] if args.sweep else [args.batch]
@@ -272,6 +273,8 @@ if __name__ == "__main__":
                         "the 1%% change run modifies it")
     parser.add_argument("--spread-mtimes", action="store_true",
                         help="give the files random mtimes over ten years when building the tree")
+    parser.add_argument("--torrent", action="store_true",
+                        help="Torrent.Enabled: the scan also computes and stores piece hashes")
     parser.add_argument("--sweep", default="", help="comma-separated commit batch sizes (first scan only)")
     opts = parser.parse_args()
     task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, opts)))

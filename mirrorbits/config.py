@@ -11,8 +11,8 @@ Differences from the Go original (also listed in the README):
 * ``RedisAddress: embedded`` asks for a private redis-server started by the daemon, with its data under
   ``DataDir``; a config without ``RedisAddress`` keeps the Go meaning, ``127.0.0.1:6379``;
 * a few keys of our own (``DataDir``, ``Workers``, ``ManholeListenAddress``,
-  ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``, ``StatsRetention``, ``MetricsListenAddress``), all
-  optional, listed in :data:`EXTENSION_KEYS`.
+  ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``, ``StatsRetention``, ``MetricsListenAddress``,
+  ``MetalinkMaxURLs``, ``Torrent``), all optional, listed in :data:`EXTENSION_KEYS`.
 """
 
 from __future__ import annotations
@@ -71,6 +71,22 @@ class Fallback:
     URL: str = ""
     CountryCode: str = ""
     ContinentCode: str = ""
+
+
+@dataclass(frozen=True)
+class TorrentConfig:
+    """The ``Torrent`` block: BitTorrent files, magnets and info-hashes of the indexed files (off by
+    default; turning it on makes the local scan compute piece hashes)."""
+
+    Enabled: bool = False
+    #: Bytes per piece, a power of two (16 KiB at least); 0 picks one per file by its size.
+    PieceLength: int = 0
+    #: Announce URLs: each item a URL (a tier of its own) or a list of URLs (one tier).
+    Trackers: tuple[tuple[str, ...], ...] = ()
+    #: DHT bootstrap nodes, ``host:port``.
+    DHTNodes: tuple[str, ...] = ()
+    #: Most mirrors listed as web seeds (``url-list``) or ``ws=`` of a magnet.
+    MaxWebSeeds: int = 10
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,10 @@ class Config:
     #: Listen address of the Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` endpoints (its own
     #: listener, never the redirector's); empty = nothing listens.  Bound at start.
     MetricsListenAddress: str = ""
+    #: Most mirror URLs a Metalink document lists (``X-Metalink-Limit`` may lower it per request).
+    MetalinkMaxURLs: int = 10
+    #: Torrents, magnets and info-hashes (see :class:`TorrentConfig`).
+    Torrent: TorrentConfig = field(default_factory=TorrentConfig)
     # -- not keys: where the config came from, and what was odd about it --
     source: str = field(default="<defaults>", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -174,12 +194,13 @@ GO_KEYS = (
     "Fallbacks", "RedisSentinelMasterName", "RedisSentinels", "RPCListenAddress", "RPCPassword",
 )
 EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile",
-                  "StatsRetention", "MetricsListenAddress")
+                  "StatsRetention", "MetricsListenAddress", "MetalinkMaxURLs", "Torrent")
 
 
 _R = TypeVar("_R")
 #: A value read from the YAML document: a key's scalar, or a tuple of records.
-_Value = str | bool | int | float | Hashes | StatsRetention | tuple[OutdatedFilesRule | Fallback | SentinelHost, ...]
+_Value = (str | bool | int | float | Hashes | StatsRetention | TorrentConfig
+          | tuple[OutdatedFilesRule | Fallback | SentinelHost, ...])
 
 
 class _Reader:
@@ -252,6 +273,20 @@ class _Reader:
             raise self.fail(key, value, "expected a list")
         return value
 
+    def string_list(self, key: str, value: object) -> tuple[str, ...]:
+        return tuple(self.string(f"{key}[{i}]", v) for i, v in enumerate(self.sequence(key, value)))
+
+    def tiers(self, key: str, value: object) -> tuple[tuple[str, ...], ...]:
+        """A list whose items are a URL (a tier of one) or a list of URLs (a tier)."""
+        out = []
+        for i, item in enumerate(self.sequence(key, value)):
+            tier = self.string_list(f"{key}[{i}]", item) if isinstance(item, list) else (
+                self.string(f"{key}[{i}]", item),)
+            tier = tuple(u for u in tier if u)
+            if tier:
+                out.append(tier)
+        return tuple(out)
+
     def record(self, key: str, value: object, cls: type[_R], types: dict[str, str]) -> _R:
         item = self.mapping(key, value)
         kwargs: dict[str, object] = {}
@@ -275,6 +310,7 @@ _TYPES: dict[str, str] = {
     "RPCPassword": "string", "DataDir": "string", "Workers": "integer",
     "ManholeListenAddress": "string", "ManholeAuthorizedKeys": "string", "CheckTLSCAFile": "string",
     "MetricsListenAddress": "string",
+    "MetalinkMaxURLs": "integer",
 }
 
 
@@ -305,6 +341,10 @@ def config_from_mapping(raw: object, source: str = "<config>", base_dir: str | N
                                               {"URL": "string", "CountryCode": "string",
                                                "ContinentCode": "string"})
                                 for i, v in enumerate(reader.sequence(key, value)))
+        elif key == "Torrent":
+            values[key] = reader.record(key, value, TorrentConfig, {
+                "Enabled": "boolean", "PieceLength": "integer", "Trackers": "tiers",
+                "DHTNodes": "string_list", "MaxWebSeeds": "integer"})
         elif key == "RedisSentinels":
             values[key] = tuple(reader.record(f"{key}[{i}]", v, SentinelHost, {"Host": "string"})
                                 for i, v in enumerate(reader.sequence(key, value)))
@@ -334,6 +374,17 @@ def _validate(cfg: Config, reader: _Reader, base_dir: str | None) -> Config:
             raise reader.fail(f"AllowOutdatedFiles[{i}].Minutes", rule.Minutes, "must be >= 0")
     if cfg.Workers < 1:
         raise reader.fail("Workers", cfg.Workers, "must be >= 1")
+    if cfg.MetalinkMaxURLs < 1:
+        raise reader.fail("MetalinkMaxURLs", cfg.MetalinkMaxURLs, "must be >= 1")
+    plen = cfg.Torrent.PieceLength
+    if plen and (plen < 16384 or plen & (plen - 1)):
+        raise reader.fail("Torrent.PieceLength", plen, "must be 0 (automatic) or a power of two >= 16384")
+    if cfg.Torrent.MaxWebSeeds < 0:
+        raise reader.fail("Torrent.MaxWebSeeds", cfg.Torrent.MaxWebSeeds, "must be >= 0")
+    for node in cfg.Torrent.DHTNodes:
+        host, sep, port = node.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise reader.fail("Torrent.DHTNodes", node, "expected host:port")
     if cfg.RedisDB < 0:
         raise reader.fail("RedisDB", cfg.RedisDB, "must be >= 0")
     for name in ("DailyDays", "MonthlyMonths", "FileDays"):

@@ -34,6 +34,14 @@ def file_key(path: str) -> str:
     return "FILE_" + path
 
 
+def file_pieces_key(path: str) -> str:
+    """``FILEPIECES_<path>`` (not a Go key; Go nodes never read it): the piece hashes of the local
+    file, fields ``size`` and ``modTime`` (as in ``FILE_<path>`` when they were computed),
+    ``length`` (bytes per piece), ``sha1`` and ``sha256`` (the pieces' lowercase hex digests, one
+    after the other)."""
+    return "FILEPIECES_" + path
+
+
 def file_mirrors_key(path: str) -> str:
     """``FILEMIRRORS_<path>``: ids of the mirrors that carry ``path``."""
     return "FILEMIRRORS_" + path

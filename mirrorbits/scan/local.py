@@ -124,6 +124,13 @@ LOCK_RETRY_DELAY = 1.0
 ALGORITHMS = ("sha1", "sha256", "md5")
 #: ``schema.file_key("")``: the scripts build ``FILE_<path>`` from it.
 FILE_PREFIX = schema.file_key("")
+#: ``schema.file_pieces_key("")``: the same for the piece hashes (``Torrent.Enabled``).
+PIECES_PREFIX = schema.file_pieces_key("")
+#: Automatic piece lengths: the smallest power of two from 256 KiB that gives at most
+#: PIECES_TARGET pieces, 16 MiB at most (what BitTorrent tools pick for a single file).
+MIN_AUTO_PIECE = 256 * 1024
+MAX_AUTO_PIECE = 16 * 1024 * 1024
+PIECES_TARGET = 2048
 
 
 class LocalScanError(Exception):
@@ -369,6 +376,22 @@ def walk_chunks(repository: str, chunk_size: int, emit: Callable[[list[WalkedFil
 # Hashing (blocking: runs in the worker pool)
 
 
+def piece_length_for(size: int, configured: int) -> int:
+    """Bytes per piece for a file of ``size`` bytes: ``Torrent.PieceLength`` when set, else
+    automatic (see :data:`PIECES_TARGET`)."""
+    if configured > 0:
+        return configured
+    length = MIN_AUTO_PIECE
+    while length < MAX_AUTO_PIECE and size > length * PIECES_TARGET:
+        length *= 2
+    return length
+
+
+def piece_setting(config: Config) -> int | None:
+    """None when torrents are off (no piece hashes), else ``Torrent.PieceLength`` (0 = automatic)."""
+    return config.Torrent.PieceLength if config.Torrent.Enabled else None
+
+
 def enabled_algorithms(config: Config) -> tuple[str, ...]:
     """The algorithms switched on in ``Hashes``, in the field order sha1, sha256, md5."""
     h = config.Hashes
@@ -398,20 +421,68 @@ class HashFailed(OSError):
     pass
 
 
-def hash_file(fspath: bytes, algorithms: Sequence[str], buf: bytearray | None = None
-              ) -> tuple[dict[str, str], int, int]:
-    """Hash one file in a single pass for every algorithm.
+class _PieceHasher:
+    """SHA-1 and SHA-256 of each ``length``-byte piece of a stream fed in chunks."""
+
+    __slots__ = ("length", "left", "sha1", "sha256", "h1", "h256")
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.left = length
+        self.sha1: list[str] = []
+        self.sha256: list[str] = []
+        self.h1 = _sha1()
+        self.h256: _Hasher = hashlib.sha256()
+
+    def update(self, chunk: memoryview) -> None:
+        while len(chunk) >= self.left:
+            part, chunk = chunk[:self.left], chunk[self.left:]
+            self.h1.update(part)
+            self.h256.update(part)
+            self._close()
+        if len(chunk):
+            self.h1.update(chunk)
+            self.h256.update(chunk)
+            self.left -= len(chunk)
+
+    def _close(self) -> None:
+        self.sha1.append(self.h1.hexdigest())
+        self.sha256.append(self.h256.hexdigest())
+        self.h1 = _sha1()
+        self.h256 = hashlib.sha256()
+        self.left = self.length
+
+    def finish(self) -> tuple[str, str]:
+        """(SHA-1 hex digests, SHA-256 hex digests), each concatenated in piece order."""
+        if self.left != self.length:  # the last, shorter piece
+            self._close()
+        return "".join(self.sha1), "".join(self.sha256)
+
+
+#: Keys of :func:`hash_file`'s result that hold piece hashes rather than a file digest.
+PIECES_SHA1 = "pieces-sha1"
+PIECES_SHA256 = "pieces-sha256"
+
+
+def hash_file(fspath: bytes, algorithms: Sequence[str], buf: bytearray | None = None,
+              piece_length: int = 0) -> tuple[dict[str, str], int, int]:
+    """Hash one file in a single pass for every algorithm, and its pieces when ``piece_length``.
 
     Returns (hex digests by name, size, mtime_ns) where size and mtime come from ``fstat`` of the
-    opened file, so they describe the content that was hashed.  Never follows a symlink or blocks
-    on a FIFO: anything that is not a regular file raises :class:`HashFailed`.
+    opened file, so they describe the content that was hashed; with ``piece_length`` the digests
+    also hold :data:`PIECES_SHA1` and :data:`PIECES_SHA256` (each piece's hex digest, concatenated),
+    computed from the same reads.  Never follows a symlink or blocks on a FIFO: anything that is
+    not a regular file raises :class:`HashFailed`.
     """
     fd = os.open(fspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    pieces = _PieceHasher(piece_length) if piece_length > 0 else None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise HashFailed(errno.EINVAL, "not a regular file")
-        hashers = [_CONSTRUCTORS[a]() for a in algorithms]
+        hashers: list[_Hasher | _PieceHasher] = [_CONSTRUCTORS[a]() for a in algorithms]
+        if pieces is not None:
+            hashers.append(pieces)
         if hashers:
             if buf is None:
                 buf = bytearray(READ_SIZE)
@@ -427,8 +498,11 @@ def hash_file(fspath: bytes, algorithms: Sequence[str], buf: bytearray | None = 
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    return ({a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)},
-            st.st_size, st.st_mtime_ns)
+    digests = {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=False)
+               if not isinstance(h, _PieceHasher)}
+    if pieces is not None:
+        digests[PIECES_SHA1], digests[PIECES_SHA256] = pieces.finish()
+    return digests, st.st_size, st.st_mtime_ns
 
 
 def _go_error(op: str, path: str, e: OSError) -> str:
@@ -448,12 +522,19 @@ def _go_error(op: str, path: str, e: OSError) -> str:
 
 #: ``HMGET <ARGV[1]><path> size modTime sha1 sha256 md5`` for every path packed in ARGV[2], as one
 #: JSON array (cjson is C, much cheaper than building a string in Lua; the values are ASCII text,
-#: and any other byte passes through cjson unchanged).
+#: and any other byte passes through cjson unchanged).  With ARGV[3] (the piece hashes' key
+#: prefix, when torrents are on) each row goes on with ``HMGET <ARGV[3]><path> size modTime
+#: length``.
 READ_SCRIPT = _UNPACKER + """
 local out, nextv = {}, unpacker(ARGV[2])
 local p = nextv()
 while p do
-  out[#out + 1] = redis.call('HMGET', ARGV[1] .. p, 'size', 'modTime', 'sha1', 'sha256', 'md5')
+  local row = redis.call('HMGET', ARGV[1] .. p, 'size', 'modTime', 'sha1', 'sha256', 'md5')
+  if ARGV[3] then
+    local pc = redis.call('HMGET', ARGV[3] .. p, 'size', 'modTime', 'length')
+    row[6], row[7], row[8] = pc[1], pc[2], pc[3]
+  end
+  out[#out + 1] = row
   p = nextv()
 end
 return cjson.encode(out)
@@ -477,6 +558,21 @@ while path do
     redis.call('PUBLISH', ARGV[2], path)
     count = count + 1
   end
+  path = nextv()
+end
+return count
+"""
+
+#: ``HSET <ARGV[1]><path> size .. modTime .. length .. sha1 .. sha256 ..`` for every (path, size,
+#: modTime, length, sha1, sha256) packed in ARGV[2]: the piece hashes, one whole record at once.
+PIECES_SCRIPT = _UNPACKER + """
+local nextv, count = unpacker(ARGV[2]), 0
+local path = nextv()
+while path do
+  local size, mt, len, s1, s256 = nextv(), nextv(), nextv(), nextv(), nextv()
+  redis.call('HSET', ARGV[1] .. path, 'size', size, 'modTime', mt, 'length', len, 'sha1', s1,
+             'sha256', s256)
+  count = count + 1
   path = nextv()
 end
 return count
@@ -554,6 +650,8 @@ class BatchOutcome:
     indexed: list[bytes] = field(default_factory=list)
     #: Packed WRITE_SCRIPT records of the FILE_ hashes to write.
     changed: list[bytes] = field(default_factory=list)
+    #: Packed PIECES_SCRIPT records of the piece hashes to write.
+    pieces: list[bytes] = field(default_factory=list)
     to_hash: list[HashJob] = field(default_factory=list)
     hashed: int = 0
     failed: int = 0
@@ -562,11 +660,24 @@ class BatchOutcome:
     logs: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
 
 
+def _pieces_stale(row: Sequence[object], size: int, gts: str, mtime_ns: int, pieces: int) -> bool:
+    """Whether the stored piece hashes (``row[5:8]``: size, modTime, length) miss or describe
+    other content or another piece length than the file's now."""
+    if row[5] != str(size) or row[7] != str(piece_length_for(size, pieces)):
+        return True
+    if row[6] == gts:
+        return False
+    return not isinstance(row[6], str) or gocompat.parse_gts(row[6]) != mtime_ns
+
+
 def compare_batch(files: Sequence[WalkedFile], stored: str | bytes | None, algorithms: Sequence[str],
-                  force: bool) -> BatchOutcome:
+                  force: bool, pieces: int | None = None) -> BatchOutcome:
     """Decide for each file of a chunk from its stored record (the READ_SCRIPT reply): unchanged,
     a record to rewrite without hashing, or a file to hash.  Runs on the reactor thread (a few
-    microseconds per file: the common case is two string comparisons)."""
+    microseconds per file: the common case is two string comparisons).
+
+    ``pieces`` (:func:`piece_setting`): None when torrents are off; else a file whose piece
+    hashes are missing or stale is hashed again too (the same read gives both)."""
     rows = json.loads(stored) if stored else None
     if not isinstance(rows, list) or len(rows) != len(files):
         raise ValueError("malformed FILE_ batch reply")
@@ -575,19 +686,20 @@ def compare_batch(files: Sequence[WalkedFile], stored: str | bytes | None, algor
     enabled = [_SUM_INDEX[a] for a in algorithms]
     for f, row in zip(files, rows, strict=True):
         path, size, mtime_ns, gts = f
+        stale = pieces is not None and _pieces_stale(row, size, gts, mtime_ns, pieces)
         # The common case of a rescan: the same text as we would write, every enabled hash there.
         # (cjson gives a missing field as false.)
-        if not force and row[1] == gts and row[0] == str(size):
+        if not force and not stale and row[1] == gts and row[0] == str(size):
             for i in enabled:
                 if not row[i]:
                     break
             else:
                 indexed.append(path)
-                if False in row:  # a field missing, e.g. a disabled hash: complete the record
-                    changed.append(_record(path, [v or "" for v in row]))
+                if False in row[:5]:  # a field missing, e.g. a disabled hash: complete the record
+                    changed.append(_record(path, [v or "" for v in row[:5]]))
                 continue
-        reply = tuple([v if isinstance(v, str) else None for v in row])
-        if needs_rehash(reply, size, mtime_ns, enabled, force):
+        reply = tuple([v if isinstance(v, str) else None for v in row[:5]])
+        if stale or needs_rehash(reply, size, mtime_ns, enabled, force):
             out.to_hash.append((path, size, mtime_ns, gts, *reply))
             continue
         new = (str(size), gts, *(v or "" for v in reply[2:5]))
@@ -598,20 +710,22 @@ def compare_batch(files: Sequence[WalkedFile], stored: str | bytes | None, algor
 
 
 def hash_batch(repository: str, jobs: Sequence[HashJob], algorithms: Sequence[str],
-               abort: threading.Event | None = None) -> BatchOutcome:
-    """Hash the files of ``jobs`` and build their records (blocking: runs in the hashing pool).
-    Raises :class:`ScanAborted` as soon as ``abort`` is set."""
+               abort: threading.Event | None = None, pieces: int | None = None) -> BatchOutcome:
+    """Hash the files of ``jobs`` and build their records, with their piece hashes when
+    ``pieces`` is not None (blocking: runs in the hashing pool).  Raises :class:`ScanAborted` as
+    soon as ``abort`` is set."""
     out = BatchOutcome()
     root = _encode(repository)
-    buf = bytearray(READ_SIZE) if algorithms else None
+    buf = bytearray(READ_SIZE) if algorithms or pieces is not None else None
     for job in jobs:
         path, size, mtime_ns, gts = job[:4]
         reply = job[4:]
         if abort is not None and abort.is_set():
             raise ScanAborted()
         digests: dict[str, str] = {}
+        plen = piece_length_for(size, pieces) if pieces is not None else 0
         try:
-            digests, size2, mtime2 = hash_file(root + path, algorithms, buf)
+            digests, size2, mtime2 = hash_file(root + path, algorithms, buf, plen)
             out.hashed += 1
             if (size2, mtime2) != (size, mtime_ns):  # changed during the scan: describe
                 size, mtime_ns = size2, mtime2       # the content that was hashed
@@ -627,6 +741,12 @@ def hash_batch(repository: str, jobs: Sequence[HashJob], algorithms: Sequence[st
                 "open", repository + _decode(path), e)
             out.logs.append(("warn", "{path}: hashing failed: {err}", {"path": _decode(path), "err": err}))
         new = (str(size), gts, digests.get("sha1", ""), digests.get("sha256", ""), digests.get("md5", ""))
+        if PIECES_SHA1 in digests:
+            if plen != piece_length_for(size, pieces or 0):  # the file grew or shrank meanwhile
+                plen = 0
+            else:
+                out.pieces.append(pack([path, *(_encode(v) for v in (
+                    str(size), gts, str(plen), digests[PIECES_SHA1], digests[PIECES_SHA256]))]))
         out.indexed.append(path)
         if reply != new:
             out.changed.append(_record(path, new))
@@ -703,11 +823,13 @@ class LocalScanner:
         config = self.config()
         repository = config.Repository
         algorithms = enabled_algorithms(config)
+        pieces = piece_setting(config)
         log.info("[source] Scanning the filesystem...")
         pool = ThreadPool(minthreads=0, maxthreads=self.hash_workers, name="mirrorbits-hash")
         pool.start()
         try:
-            result, indexed, changed = await self._walk_and_compare(pool, repository, algorithms, rehash)
+            result, indexed, changed, piece_records = await self._walk_and_compare(
+                pool, repository, algorithms, rehash, pieces)
         finally:
             pool.stop()  # joins idle threads only: every task has finished here
         self._check_stop()
@@ -716,14 +838,16 @@ class LocalScanner:
         log.info("[source] Indexing the files... ({hashed} hashed, {changed} records to write)",
                  hashed=result.hashed, changed=len(changed))
         result.indexed = len(indexed)
-        result.removed, result.written = await self._commit(indexed, changed)
+        result.removed, result.written = await self._commit(indexed, changed, piece_records)
         log.info("[source] Indexed {n} files, {k} removed", n=result.indexed, k=result.removed)
         return result
 
     async def _walk_and_compare(self, pool: ThreadPool, repository: str, algorithms: tuple[str, ...],
-                                force: bool) -> tuple[ScanResult, list[bytes], list[bytes]]:
+                                force: bool, pieces: int | None = None
+                                ) -> tuple[ScanResult, list[bytes], list[bytes], list[bytes]]:
         """The pipeline of the module docstring: walk thread -> read scripts -> comparison on the
-        reactor -> hashing pool.  Returns the figures, the indexed paths and the records to write."""
+        reactor -> hashing pool.  Returns the figures, the indexed paths, the records to write and
+        the piece hash records to write."""
         reactor = self.reactor
         abort = self._abort = threading.Event()
         if self._stop.is_set():
@@ -746,6 +870,7 @@ class LocalScanner:
         result = ScanResult()
         indexed: list[bytes] = []
         changed: list[bytes] = []
+        piece_records: list[bytes] = []
         # Hash tasks handed to the pool, oldest first; at most HASH_QUEUE per thread, so the
         # comparison waits for the hashing rather than piling up tasks (and their Deferreds,
         # which would live long enough to drive full GC collections).
@@ -755,6 +880,7 @@ class LocalScanner:
         def merge(o: BatchOutcome) -> None:
             indexed.extend(o.indexed)
             changed.extend(o.changed)
+            piece_records.extend(o.pieces)
             result.hashed += o.hashed
             result.failed += o.failed
             result.vanished += o.vanished
@@ -763,13 +889,13 @@ class LocalScanner:
 
         async def compare_oldest() -> None:
             files, d = reads.popleft()
-            o = compare_batch(files, as_str(await d), algorithms, force)
+            o = compare_batch(files, as_str(await d), algorithms, force, pieces)
             merge(o)
             if o.to_hash:
                 if self.before_hash is not None:
                     await defer.maybeDeferred(self.before_hash, [j[0] for j in o.to_hash])
                 hashing.append(threads.deferToThreadPool(
-                    reactor, pool, hash_batch, repository, o.to_hash, algorithms, abort))
+                    reactor, pool, hash_batch, repository, o.to_hash, algorithms, abort, pieces))
                 while len(hashing) > HASH_QUEUE * self.hash_workers:
                     merge(await hashing.popleft())
 
@@ -780,8 +906,11 @@ class LocalScanner:
                     break
                 self._check_stop()
                 result.bytes += sum(f[1] for f in files)
+                read_args: tuple[str | bytes, ...] = (FILE_PREFIX, pack([f[0] for f in files]))
+                if pieces is not None:
+                    read_args += (PIECES_PREFIX,)
                 reads.append((files, defer.Deferred.fromCoroutine(self.client.execute(
-                    "EVAL", READ_SCRIPT, "0", FILE_PREFIX, pack([f[0] for f in files])))))
+                    "EVAL", READ_SCRIPT, "0", *read_args))))
                 # Compare while the walk goes on; keep IN_FLIGHT reads queued in Redis.
                 while reads and (len(reads) >= IN_FLIGHT or not queue.pending):
                     await compare_oldest()
@@ -805,7 +934,7 @@ class LocalScanner:
         for path, why in skipped:
             log.debug("[source] {path}: skipped ({why})", path=path, why=why)
         result.skipped = len(skipped)
-        return result, indexed, changed
+        return result, indexed, changed, piece_records
 
     async def _acquire_lock(self) -> ClusterLock:
         for attempt in range(self.lock_attempts):
@@ -830,12 +959,13 @@ class LocalScanner:
             return "UNLINK"
         return "DEL"
 
-    async def _commit(self, indexed: list[bytes], changed: list[bytes]) -> tuple[int, int]:
+    async def _commit(self, indexed: list[bytes], changed: list[bytes],
+                      piece_records: Sequence[bytes] = ()) -> tuple[int, int]:
         """Write the index under ``SOURCE_REPO_SYNC`` in bounded transactions; returns the number of
         paths removed and of records written."""
         lock = await self._acquire_lock()
         try:
-            return await self._commit_locked(lock, indexed, changed)
+            return await self._commit_locked(lock, indexed, changed, piece_records)
         finally:
             if lock.lost:
                 # The key expired under us: it may be another node's lock by now, and its value
@@ -863,8 +993,8 @@ class LocalScanner:
             raise
         return replies
 
-    async def _commit_locked(self, lock: ClusterLock, indexed: list[bytes], changed: list[bytes]
-                             ) -> tuple[int, int]:
+    async def _commit_locked(self, lock: ClusterLock, indexed: list[bytes], changed: list[bytes],
+                             piece_records: Sequence[bytes] = ()) -> tuple[int, int]:
         n = self.commit_batch
         unlink = await self._unlink_command()
 
@@ -883,6 +1013,9 @@ class LocalScanner:
         written = sum(as_int(r) for r in await self._run_bounded(
             (("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, b"".join(chunk))
              for chunk in _chunks(changed, n)), check))
+        #    Piece hashes (torrents on), one whole record per file, in the same bounded batches.
+        await self._run_bounded((("EVAL", PIECES_SCRIPT, "0", PIECES_PREFIX, b"".join(chunk))
+                                 for chunk in _chunks(piece_records, n)), check)
         # 3. Removed paths: what FILES holds that FILES_TMP does not, a bounded SSCAN step at a
         #    time (Go: one SDIFF).  Consistent: only the lock holder writes FILES.
         removed: set[bytes] = set()
@@ -900,7 +1033,7 @@ class LocalScanner:
             check()
             cmds: list[tuple[str | bytes, ...]] = []
             for path in chunk:
-                cmds.append(("DEL", FILE_PREFIX.encode() + path))
+                cmds.append(("DEL", FILE_PREFIX.encode() + path, PIECES_PREFIX.encode() + path))
                 cmds.append(("PUBLISH", channel, path))
             self._raise_errors(await self.client.transaction(cmds))
         # 4. Swap FILES in.  With 0 files FILES_TMP does not exist: empty FILES instead (Go's

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, TypedDict
+from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -264,9 +265,10 @@ def _candidate_label(cand: Candidate) -> str:
 class MirrorListBody(Element):
     """``mirrorlist.html`` for one :class:`~mirrorbits.web.render.Results`."""
 
-    def __init__(self, templates: Templates, results: Results) -> None:
+    def __init__(self, templates: Templates, results: Results, torrents: bool = False) -> None:
         super().__init__(templates.loaders["mirrorlist.html"])
         self.results = results
+        self.torrents = torrents
 
     def render(self, request: IRequest | None) -> Flattenable:
         r = self.results
@@ -289,6 +291,20 @@ class MirrorListBody(Element):
             return tags.p("This file has not been scanned yet.", class_="muted")
         return tag.fillSlots(size=f"{sizeof(fi.size)} ({fi.size} bytes)",
                              modified=format_rfc1123(fi.mod_time_ns, "UTC"))
+
+    @renderer
+    def formats(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        """Links to the file's download descriptions: the Metalink always, the torrent and the
+        magnet when torrents are on."""
+        fi = self.results.file_info
+        if fi.mod_time_ns is None:
+            return ""
+        name = quote(os.path.basename(fi.path))
+        links: list[Flattenable] = [tags.a("Metalink", href=name + ".meta4")]
+        if self.torrents:
+            links += [" · ", tags.a("Torrent", href=name + ".torrent"),
+                      " · ", tags.a("Magnet", href=name + ".magnet")]
+        return tag(*links)
 
     @renderer
     def hashes(self, request: IRequest | None, tag: Tag) -> Iterator[Tag]:
@@ -550,7 +566,8 @@ class Pages:
         path = results.file_info.path
         try:
             body = await _flatten(templates, f"Mirrorlist {path}", path,
-                                  MirrorListBody(templates, results), (), self.hostname)
+                                  MirrorListBody(templates, results, self.config().Torrent.Enabled), (),
+                                  self.hostname)
         except Exception as e:
             log.failure("mirrorlist page failed")
             return plain_error(request, 500, str(e))

@@ -45,6 +45,8 @@ from mirrorbits.config import Config
 from mirrorbits.deferutil import wait_at_most
 from mirrorbits.geo import GeoIP, GeoRecord
 from mirrorbits.model import FileInfo
+from mirrorbits.redis import schema
+from mirrorbits.redis.replies import Reply
 from mirrorbits.selection import (
     Chosen,
     ClientLocation,
@@ -60,6 +62,14 @@ from mirrorbits.selection import (
 )
 from mirrorbits.twistedcompat import header_table
 from mirrorbits.web import clientinfo, paths
+from mirrorbits.web.formats import (
+    FormatAnswers,
+    PieceHashes,
+    accept_format,
+    query_format,
+    split_suffix,
+    wants_format_headers,
+)
 from mirrorbits.web.render import (
     JSON,
     MIRRORLIST,
@@ -282,6 +292,14 @@ class RedirectorResource(resource.Resource):
         return self.app.get_pages()
 
     @cached_property
+    def formats(self) -> FormatAnswers:
+        """The format answers; piece hashes are read with the hub's Redis client, on first use."""
+        async def read_pieces(path: str) -> Reply:
+            return await self.app.get_redis().execute(
+                "HMGET", schema.file_pieces_key(path), "size", "modTime", "length", "sha1", "sha256")
+        return FormatAnswers(read_pieces, self.app.reactor)
+
+    @cached_property
     def download_log(self) -> DownloadLog:
         return self.app.get_download_log()
 
@@ -352,39 +370,77 @@ class RedirectorResource(resource.Resource):
 
     def _mirror_handler(self, request: server.Request, ctx: RequestContext) -> bytes | int:
         st = self._config_state()
+        # A download format (Metalink) is asked for by ?meta4 / ?metalink, by a format suffix on a
+        # path that is not itself a file of the repository, or by an Accept that prefers it.
+        torrents = st.config.Torrent.Enabled
+        fmt = query_format(ctx.query, torrents) if ctx.query and ctx.request_type == STANDARD else None
         try:
             path = paths.sanitize_path(st.repository, ctx.url_path)
+        except paths.NotFound as exc:
+            split = split_suffix(ctx.url_path, torrents) if ctx.request_type == STANDARD else None
+            if split is None:
+                return plain_error(request, exc.status, exc.text)
+            try:
+                path = paths.sanitize_path(st.repository, split[0])
+            except paths.PathError:
+                return plain_error(request, exc.status, exc.text)
+            fmt = split[1]
         except paths.PathError as exc:
             return plain_error(request, exc.status, exc.text)
+        if fmt is None and ctx.request_type == STANDARD:
+            accept = request.requestHeaders.getRawHeaders(b"accept")
+            if accept and b"metalink" in accept[0]:
+                fmt = accept_format(accept[0])[0]
+        if fmt is not None and torrents:
+            return deliver(request, st.config.Gzip, self._format_with_pieces(request, ctx, path, fmt))
         view = self.view
         entry = view.lookup(path)
         if entry is not None:
             view.stats["negative" if entry.info is None or entry.info.mod_time_ns is None else "hits"] += 1
-            return self._answer(request, ctx, path, entry, None)
-        return deliver(request, st.config.Gzip, self._load_and_answer(request, ctx, path))
+            return self._answer(request, ctx, path, entry, None, fmt)
+        return deliver(request, st.config.Gzip, self._load_and_answer(request, ctx, path, fmt))
 
-    async def _load_and_answer(self, request: server.Request, ctx: RequestContext, path: str) -> bytes:
-        view = self.view
-        error: str | None = None
-        entry: PathEntry | None = None
+    async def _load_entry(self, path: str) -> tuple[PathEntry | None, str | None]:
+        """The view's entry for ``path`` loaded from Redis, or (None, why) when Redis cannot answer."""
         try:
             # The load goes on after a timeout: its result fills the view for the next request.
-            entry = await wait_at_most(defer.Deferred.fromCoroutine(view.load(path)), LOAD_TIMEOUT,
+            entry = await wait_at_most(defer.Deferred.fromCoroutine(self.view.load(path)), LOAD_TIMEOUT,
                                        self.app.reactor, consume=True,
                                        message=f"Redis did not answer within {LOAD_TIMEOUT}s")
         except Exception as exc:  # Redis down, loading, not ready, timeout: fallbacks
             error = str(exc) or exc.__class__.__name__
             log.debug("Cannot load {path}: {err}", path=path, err=error)
-            entry = None
-        return self._answer(request, ctx, path, entry, error)
+            return None, error
+        return entry, None
+
+    async def _load_and_answer(self, request: server.Request, ctx: RequestContext, path: str,
+                               fmt: str | None = None) -> bytes:
+        entry, error = await self._load_entry(path)
+        return self._answer(request, ctx, path, entry, error, fmt)
+
+    async def _format_with_pieces(self, request: server.Request, ctx: RequestContext, path: str,
+                                  fmt: str) -> bytes:
+        """A format answer when torrents are on: the file's piece hashes may need a Redis read."""
+        entry = self.view.lookup(path)
+        error: str | None = None
+        if entry is None:
+            entry, error = await self._load_entry(path)
+        info = entry.info if entry is not None and entry.info is not None else FileInfo(path)
+        pieces = await self.formats.pieces(info)
+        return self._format_answer(request, ctx, path, entry, info, error, fmt, pieces)
 
     def _answer(self, request: server.Request, ctx: RequestContext, path: str, entry: PathEntry | None,
-                load_error: str | None) -> bytes:
-        """The answer for a file once the view has answered (or Redis failed: ``entry`` None)."""
+                load_error: str | None, fmt: str | None = None) -> bytes:
+        """The answer for a file once the view has answered (or Redis failed: ``entry`` None).
+
+        ``fmt``: the download format asked for (:mod:`mirrorbits.web.formats`), None for the
+        redirect, JSON or mirror list answer."""
         st = self._config_state()
         config = st.config
         info = entry.info if entry is not None and entry.info is not None else FileInfo(path)
         method = request.method
+        if fmt is not None:
+            return self._format_answer(request, ctx, path, entry, info, load_error, fmt)
 
         # 3. If-Modified-Since, GET and HEAD only.
         mod_ns = info.mod_time_ns
@@ -434,21 +490,11 @@ class RedirectorResource(resource.Resource):
                 sel, plan = fast
         if sel is None:
             sel = self._selection(path, info, entry, loc, secure, is_list, config, st)
-        mlist = sel.selected
-        fallback = False
-        if sel.error is not None or not mlist:
-            if not st.fallbacks:
-                return plain_error(request, 503, "Service Unavailable")
-            # Go appends the fallbacks to a partial, unfiltered list after a network error
-            # (quirk 1); a partial list is never used here, so the fallbacks stand alone.
-            mlist = fallback_choices(st.fallbacks, loc, secure, self.rng)
-            fallback = True
-            if isinstance(request, LeanRequest):
-                request.metrics_fallback = True
-            (FALLBACK_REDIS if sel.error is not None or load_error is not None
-             else FALLBACK_NO_MIRROR).inc()
-        results = Results(info, ip, rec, mlist, sel.excluded, fallback, config.LocalJSPath,
-                          sel.error or load_error)
+        results = self._results(request, info, ip, rec, loc, secure, sel, load_error, st)
+        if results is None:
+            return plain_error(request, 503, "Service Unavailable")
+        mlist = results.mirror_list
+        fallback = results.fallback
 
         # 10. Render.
         if rtype == MIRRORLIST:
@@ -459,6 +505,8 @@ class RedirectorResource(resource.Resource):
         else:
             body = render_redirect(request, results, config.MaxLinkHeaders,
                                    plan.extra if plan is not None and not fallback else None)
+        if wants_format_headers(request):
+            self.formats.add_headers(request, info, config.Torrent.Enabled)
 
         # 11–12. Log line and download counting.
         self.download_log.log(rtype, request.code, method.decode("latin-1"), results)
@@ -474,6 +522,50 @@ class RedirectorResource(resource.Resource):
             counts = self._mirror_redirects[mirror] = [0, 0]
         counts[0] += 1
         counts[1] += size or 0
+
+    def _format_answer(self, request: server.Request, ctx: RequestContext, path: str,
+                       entry: PathEntry | None, info: FileInfo, load_error: str | None, fmt: str,
+                       pieces: PieceHashes | None = None) -> bytes:
+        """A Metalink document: the file's record and every mirror the redirector would choose
+        for this client, in its order (the fallbacks when none is usable).  A path the index does
+        not hold (a directory, an unknown file) is 404; when Redis cannot answer, the document
+        lists the fallbacks."""
+        st = self._config_state()
+        config = st.config
+        if entry is not None and info.mod_time_ns is None:
+            return plain_error(request, 404, "Not Found")
+        ip = clientinfo.request_client_ip(request)
+        if len(ip) > MAX_IP_TEXT or not (ip.isascii() and ip.isprintable()):
+            return plain_error(request, 400, "Bad Request")
+        rec, loc = self._client_location(ip)
+        secure = clientinfo.secure_option(
+            _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
+            config.AllowHTTPToHTTPSRedirects)
+        sel = self._selection(path, info, entry, loc, secure, False, config, st)
+        results = self._results(request, info, ip, rec, loc, secure, sel, load_error, st)
+        if results is None:
+            return plain_error(request, 503, "Service Unavailable")
+        return self.formats.render(request, fmt, results, config, pieces)
+
+    def _results(self, request: server.Request, info: FileInfo, ip: str, rec: GeoRecord,
+                 loc: ClientLocation, secure: Secure, sel: Selection, load_error: str | None,
+                 st: _ConfigState) -> Results | None:
+        """The selection's mirrors, or the fallbacks when it has none; None (503) without any."""
+        mlist = sel.selected
+        fallback = False
+        if sel.error is not None or not mlist:
+            if not st.fallbacks:
+                return None
+            # Go appends the fallbacks to a partial, unfiltered list after a network error
+            # (quirk 1); a partial list is never used here, so the fallbacks stand alone.
+            mlist = fallback_choices(st.fallbacks, loc, secure, self.rng)
+            fallback = True
+            if isinstance(request, LeanRequest):
+                request.metrics_fallback = True
+            (FALLBACK_REDIS if sel.error is not None or load_error is not None
+             else FALLBACK_NO_MIRROR).inc()
+        return Results(info, ip, rec, mlist, sel.excluded, fallback, st.config.LocalJSPath,
+                       sel.error or load_error)
 
     def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,
                             secure: Secure, config: Config, st: _ConfigState

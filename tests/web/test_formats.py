@@ -1,0 +1,254 @@
+"""Metalink documents and digest headers, against a real redis-server and a real twisted.web
+server over loopback (raw HTTP, so a plain request can be compared header for header)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from mirrorbits.config import TorrentConfig
+from mirrorbits.formats import digest, torrent
+from mirrorbits.model import FileInfo
+from mirrorbits.redis import schema
+from mirrorbits.web.formats import accept_format, split_suffix
+from tests.web.test_http_cases import SHA256, RedirectorTestCase, Response, d, put_file, put_mirror
+
+NS = "{urn:ietf:params:xml:ns:metalink}"
+NS3 = "{http://www.metalinker.org/}"
+SCHEMA = Path(__file__).resolve().parents[1] / "data" / "metalink4.rng"
+SHA1 = "a" * 40
+MD5 = "b" * 32
+
+
+def validate_meta4(body: bytes, tmp: str) -> None:
+    """RFC 5854's RELAX NG schema, checked by xmllint."""
+    doc = os.path.join(tmp, "doc.meta4")
+    with open(doc, "wb") as f:
+        f.write(body)
+    p = subprocess.run(["xmllint", "--noout", "--relaxng", str(SCHEMA), doc],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+class Pure(unittest.SynchronousTestCase):
+    def test_want_digest_q_values(self) -> None:
+        info = FileInfo("/f", 1, 1, sha1=SHA1, sha256=SHA256, md5=MD5)
+        b64 = {k: base64.b64encode(bytes.fromhex(v)).decode() for k, v in
+               (("SHA-256", SHA256), ("SHA", SHA1), ("MD5", MD5))}
+        got = digest.digest_header(info, digest.parse_want_digest([b"SHA-512;q=1, SHA-256;q=1, SHA;q=0.1"]))
+        self.assertEqual(got, f"SHA-256={b64['SHA-256']},SHA={b64['SHA']}".encode())
+        got = digest.digest_header(info, digest.parse_want_digest([b"md5;q=0.9, sha-256;q=0.3"]))
+        self.assertEqual(got, f"MD5={b64['MD5']},SHA-256={b64['SHA-256']}".encode())
+        self.assertIsNone(digest.digest_header(info, digest.parse_want_digest([b"SHA-256;q=0, UNIXsum"])))
+        self.assertEqual(digest.digest_header(info, digest.parse_want_digest([b"*;q=0.5, SHA;q=0"])),
+                         f"SHA-256={b64['SHA-256']},MD5={b64['MD5']}".encode())
+        only256 = FileInfo("/f", 1, 1, sha256=SHA256)
+        self.assertIsNone(digest.digest_header(only256, {"sha": 1.0, "md5": 1.0}))
+        self.assertEqual(digest.repr_digest_header(info, digest.parse_want_repr_digest([b"sha-512=3, sha-256=1"])),
+                         f"sha-256=:{b64['SHA-256']}:".encode())
+        self.assertIsNone(digest.repr_digest_header(info, digest.parse_want_repr_digest([b"sha-256=0"])))
+
+    def test_bencode_torrent_and_magnet(self) -> None:
+        self.assertEqual(torrent.bencode({b"b": [1, "x"], b"a": b"yz"}), b"d1:a2:yz1:bli1e1:xee")
+        info = torrent.info_dict("f.iso", 5, 16384, "ab" * 20)
+        self.assertEqual(info, b"d6:lengthi5e4:name5:f.iso12:piece lengthi16384e6:pieces20:" + b"\xab" * 20 + b"e")
+        meta = torrent.metainfo(info, web_seeds=["http://m/f.iso"], trackers=[["http://t/a"], ["udp://u:1"]],
+                                nodes=["127.0.0.1:6881"], creation_date=7, created_by="M")
+        self.assertEqual(meta, b"d8:announce10:http://t/a13:announce-listll10:http://t/ael9:udp://u:1ee"
+                               b"10:created by1:M13:creation datei7e4:info" + info +
+                               b"5:nodesll9:127.0.0.1i6881eee8:url-listl14:http://m/f.isoee")
+        btih = torrent.info_hash(info)
+        self.assertEqual(btih, hashlib.sha1(info).hexdigest())
+        self.assertEqual(torrent.magnet(btih, name="a b", size=5, web_seeds=["http://m/a b"], trackers=[["http://t/a"]]),
+                         f"magnet:?xt=urn:btih:{btih}&dn=a%20b&xl=5&tr=http%3A%2F%2Ft%2Fa&ws=http%3A%2F%2Fm%2Fa%20b")
+
+    def test_accept_negotiation(self) -> None:
+        self.assertEqual(accept_format(b"application/metalink4+xml"), ("meta4", True))
+        self.assertEqual(accept_format(b"application/metalink+xml"), ("metalink", True))
+        # aria2's default: metalink and */* weigh the same, so the redirect (with its Link) wins.
+        self.assertEqual(accept_format(b"*/*,application/metalink4+xml,application/metalink+xml"),
+                         (None, True))
+        self.assertEqual(accept_format(b"*/*;q=0.5, application/metalink4+xml"), ("meta4", True))
+        self.assertEqual(accept_format(b"application/metalink4+xml;q=0"), (None, False))
+        self.assertEqual(accept_format(b"text/html"), (None, False))
+        self.assertEqual(split_suffix("/a/file.iso.meta4"), ("/a/file.iso", "meta4"))
+        self.assertEqual(split_suffix("/a/file.iso.metalink"), ("/a/file.iso", "metalink"))
+        self.assertIsNone(split_suffix("/a/.meta4"))
+        self.assertIsNone(split_suffix("/a/file.iso"))
+        self.assertIsNone(split_suffix("/a/file.iso.torrent"))  # torrents off
+        self.assertEqual(split_suffix("/a/file.iso.btih", torrents=True), ("/a/file.iso", "btih"))
+
+
+def setup_world(r: object) -> None:
+    r.hset(schema.file_key("/testy.tgz"), mapping={  # type: ignore[attr-defined]
+        "size": "48", "modTime": "2025-06-01 06:00:00.123456789 +0000 UTC", "sha1": SHA1,
+        "sha256": SHA256, "md5": MD5})
+    put_mirror(r, 1, "http://a.mirror/", countries="FR DE")
+    put_mirror(r, 2, "http://b.mirror/pub/")
+    put_mirror(r, 3, "http://c.mirror/", countries="US")
+
+
+class Documents(RedirectorTestCase):
+    def meta4(self, resp: Response) -> ET.Element:
+        self.assertEqual(resp.status, 200, resp.body)
+        self.assertEqual(resp.header("Content-Type"), "application/metalink4+xml")
+        self.assertEqual(resp.header("Cache-Control"), "private, no-cache")
+        validate_meta4(resp.body, self.tmp)
+        return ET.fromstring(resp.body)
+
+    def test_meta4_by_suffix_query_and_accept(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            h = await self.harness()
+            for path, headers in (("/testy.tgz.meta4", {}), ("/testy.tgz?meta4", {}),
+                                  ("/testy.tgz", {"Accept": "application/metalink4+xml"})):
+                root = self.meta4(await h.request(path, headers=headers))
+                self.assertEqual(root.find(f"{NS}origin").text, "http://127.0.0.1/testy.tgz.meta4")
+                self.assertEqual(root.find(f"{NS}origin").get("dynamic"), "true")
+                self.assertEqual(root.find(f"{NS}published").text, "2025-06-01T06:00:00Z")
+                self.assertEqual(root.find(f"{NS}updated").text, "2025-06-01T06:00:00Z")
+                f = root.find(f"{NS}file")
+                self.assertEqual(f.get("name"), "testy.tgz")
+                self.assertEqual(f.find(f"{NS}size").text, "48")
+                self.assertEqual({e.get("type"): e.text for e in f.findall(f"{NS}hash")},
+                                 {"sha-256": SHA256, "sha-1": SHA1, "md5": MD5})
+                urls = f.findall(f"{NS}url")
+                self.assertEqual([u.get("priority") for u in urls], ["1", "2", "3"])
+                locs = {u.text: u.get("location") for u in urls}
+                self.assertEqual(locs, {"http://a.mirror/testy.tgz": "fr",
+                                        "http://b.mirror/pub/testy.tgz": None,
+                                        "http://c.mirror/testy.tgz": "us"})
+            resp = await h.request("/testy.tgz.meta4", headers={"X-Metalink-Limit": "2"})
+            self.assertEqual(len(self.meta4(resp).findall(f"{NS}file/{NS}url")), 2)
+            h.set_config(MetalinkMaxURLs=1)
+            resp = await h.request("/testy.tgz.meta4", headers={"X-Metalink-Limit": "5"})
+            self.assertEqual(len(self.meta4(resp).findall(f"{NS}file/{NS}url")), 1)
+        return d(run())
+
+    def test_metalink3(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            h = await self.harness()
+            for path in ("/testy.tgz.metalink", "/testy.tgz?metalink"):
+                resp = await h.request(path)
+                self.assertEqual((resp.status, resp.header("Content-Type")),
+                                 (200, "application/metalink+xml"))
+                root = ET.fromstring(resp.body)
+                self.assertEqual(root.get("version"), "3.0")
+                f = root.find(f"{NS3}files/{NS3}file")
+                self.assertEqual(f.find(f"{NS3}size").text, "48")
+                self.assertEqual({e.get("type"): e.text for e in f.findall(f"{NS3}verification/{NS3}hash")},
+                                 {"sha256": SHA256, "sha1": SHA1, "md5": MD5})
+                prefs = [u.get("preference") for u in f.findall(f"{NS3}resources/{NS3}url")]
+                self.assertEqual(prefs, ["100", "99", "98"])
+        return d(run())
+
+    def test_status_rules(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            os.mkdir(os.path.join(self.repo, "dir"))
+            open(os.path.join(self.repo, "unknown.iso"), "wb").close()
+            h = await self.harness()
+            for path in ("/missing.iso.meta4", "/missing.iso?meta4", "/dir.meta4", "/dir?meta4",
+                         "/unknown.iso.meta4", "/unknown.iso?metalink"):
+                resp = await h.request(path)
+                self.assertEqual((resp.status, resp.body), (404, b"Not Found\n"), path)
+            # No usable mirror: the fallbacks are the document's URLs.
+            put_file(self.r, "/lonely.iso")
+            open(os.path.join(self.repo, "lonely.iso"), "wb").close()
+            root = self.meta4(await h.request("/lonely.iso.meta4"))
+            self.assertEqual([u.text for u in root.findall(f"{NS}file/{NS}url")],
+                             ["http://fallback.mirror/lonely.iso"])
+            h.set_config(Fallbacks=())
+            self.assertEqual((await h.request("/lonely.iso.meta4")).status, 503)
+        return d(run())
+
+    def test_torrent_urls_with_torrents_off(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            h = await self.harness(MaxLinkHeaders=0)
+            for path in ("/testy.tgz.torrent", "/testy.tgz.magnet", "/testy.tgz.btih"):
+                resp = await h.request(path)
+                self.assertEqual((resp.status, resp.body), (404, b"Not Found\n"), path)
+            plain = await h.request("/testy.tgz")
+            for path in ("/testy.tgz?torrent", "/testy.tgz?magnet", "/testy.tgz?btih"):
+                resp = await h.request(path)  # a Go node ignores these queries: so do we
+                self.assertEqual((resp.status, sorted(resp.names())), (302, sorted(plain.names())))
+        return d(run())
+
+    def test_mirrorlist_links_the_formats(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            h = await self.harness()
+            page = (await h.request("/testy.tgz?mirrorlist")).body
+            self.assertIn(b'<a href="testy.tgz.meta4">Metalink</a>', page)
+            self.assertNotIn(b"testy.tgz.torrent", page)
+            h.set_config(Torrent=TorrentConfig(Enabled=True))
+            page = (await h.request("/testy.tgz?mirrorlist")).body
+            self.assertIn(b'<a href="testy.tgz.torrent">Torrent</a>', page)
+            self.assertIn(b'<a href="testy.tgz.magnet">Magnet</a>', page)
+        return d(run())
+
+    def test_real_file_named_meta4_is_redirected(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            open(os.path.join(self.repo, "x.meta4"), "wb").close()
+            put_file(self.r, "/x.meta4")
+            put_mirror(self.r, 1, "http://a.mirror/", path="/x.meta4")
+            h = await self.harness()
+            resp = await h.request("/x.meta4")
+            self.assertEqual((resp.status, resp.header("Location")), (302, "http://a.mirror/x.meta4"))
+            open(os.path.join(self.repo, "testy.tgz.meta4"), "wb").close()
+            resp = await h.request("/testy.tgz.meta4")  # now a file of the repository, unindexed
+            self.assertEqual((resp.status, resp.header("Location")),
+                             (302, "http://fallback.mirror/testy.tgz.meta4"))
+        return d(run())
+
+
+class Headers(RedirectorTestCase):
+    def test_plain_request_unchanged_and_digest_when_asked(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            h = await self.harness(MaxLinkHeaders=0)
+            plain = await h.request("/testy.tgz", headers={"Accept": "*/*"})
+            self.assertEqual(sorted(plain.names()),
+                             ["cache-control", "connection", "content-length", "content-type", "date",
+                              "location", "server"])
+            self.assertEqual(plain.body, b"")
+            b64 = base64.b64encode(bytes.fromhex(SHA256)).decode()
+            resp = await h.request("/testy.tgz", headers={"Want-Digest": "SHA-512;q=1, SHA-256;q=1, SHA;q=0.1"})
+            self.assertEqual(resp.status, 302)
+            sha1_b64 = base64.b64encode(bytes.fromhex(SHA1)).decode()
+            self.assertEqual(resp.header("Digest"), f"SHA-256={b64},SHA={sha1_b64}")
+            self.assertEqual(resp.all("Link"), ['<http://127.0.0.1/testy.tgz.meta4>; rel=describedby; '
+                                                'type="application/metalink4+xml"'])
+            self.assertEqual(sorted(resp.names() - {"digest", "link"}), sorted(plain.names()))
+            resp = await h.request("/testy.tgz", headers={"Want-Repr-Digest": "sha-256=5"})
+            self.assertEqual(resp.header("Repr-Digest"), f"sha-256=:{b64}:")
+            self.assertEqual(resp.all("Link"), [])
+            # aria2's Accept: the redirect, with the describedby link next to the duplicates.
+            h.set_config(MaxLinkHeaders=10)
+            resp = await h.request("/testy.tgz", headers={
+                "Accept": "*/*,application/metalink4+xml,application/metalink+xml"})
+            self.assertEqual(resp.status, 302)
+            links = resp.all("Link")
+            self.assertEqual(len(links), 3)
+            self.assertTrue(all("rel=duplicate" in link for link in links[:2]))
+            self.assertEqual(links[2], '<http://127.0.0.1/testy.tgz.meta4>; rel=describedby; '
+                                       'type="application/metalink4+xml"')
+            self.assertIsNone(resp.header("Digest"))
+            resp = await h.request("/testy.tgz", headers={"Want-Digest": "sha-256", "X-Forwarded-Proto": "https"})
+            self.assertEqual(resp.all("Link")[-1], '<https://127.0.0.1/testy.tgz.meta4>; rel=describedby; '
+                                                   'type="application/metalink4+xml"')
+            # The JSON answer gets the same headers.
+            h.set_config(OutputMode="json")
+            resp = await h.request("/testy.tgz", headers={"Want-Digest": "sha-256"})
+            self.assertEqual((resp.status, resp.header("Digest")), (200, f"SHA-256={b64}"))
+        return d(run())

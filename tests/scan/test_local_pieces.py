@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet import defer
@@ -34,7 +36,9 @@ class PieceLength(unittest.SynchronousTestCase):
         self.assertEqual(local.piece_length_for(10, 65536), 65536)
 
     def test_pieces_across_read_boundaries(self) -> None:
-        path = os.path.join(self.mktemp())
+        tmp = tempfile.mkdtemp(prefix="mirrorbits-pieces-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "f")
         data = os.urandom(local.READ_SIZE * 2 + 12345)
         with open(path, "wb") as f:
             f.write(data)

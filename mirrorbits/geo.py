@@ -328,10 +328,12 @@ class GeoIP:
                     "Can't load the GeoIP databases, please set a valid path in the mirrorbits configuration"
                 )
                 return False
-            # Go claims "all requests will be served by the fallback mirrors"; in fact (and here) the
-            # mirrors are still chosen, at random, since no client has a valid location.
+            # Go says "all requests will be served by the fallback mirrors", which is not what
+            # happens (in Go or here): the mirrors are still chosen, at random, since no client has
+            # a valid location. A newcomer reading that would think their mirrors unused.
             self.log.critical(
-                "Can't load the GeoIP databases, all requests will be served by the fallback mirrors"
+                "Can't load the GeoIP databases: clients and mirrors have no location, so mirrors are"
+                " chosen at random (the fallbacks serve only what no mirror can)"
             )
         elif self._city is None or self._asn is None:
             self.log.critical(

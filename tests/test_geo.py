@@ -184,6 +184,9 @@ def test_no_database_at_all(tmp_path: Path) -> None:
         assert geo.startup_report(has_fallbacks=False) is False
         assert geo.startup_report(has_fallbacks=True) is True
     assert sum("Can't load the GeoIP databases" in e["log_format"] for e in events) == 2
+    # ... says what happens then: mirrors are still used, at random (not "all by the fallbacks")
+    degraded = [e["log_format"] for e in events if "Can't load" in e["log_format"]][1]
+    assert "chosen at random" in degraded and "all requests" not in degraded
     # ... and the log says where it looked, what it wants, under which key, and how to get it
     helps = [e["help"] for e in events if "help" in e]
     assert len(helps) == 2 and helps[0] == geo.missing_text()

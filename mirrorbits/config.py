@@ -165,7 +165,7 @@ class Config:
     #: How long the dated download statistics are kept (default: forever).
     StatsRetention: StatsRetention = field(default_factory=StatsRetention)
     #: Listen address of the Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` endpoints (its own
-    #: listener, never the redirector's); empty = nothing listens.  Bound at start.
+    #: listener, never the redirector's); empty = nothing listens.  Bound at start and at an upgrade.
     MetricsListenAddress: str = ""
     #: Most mirror URLs a Metalink document lists (``X-Metalink-Limit`` may lower it per request).
     MetalinkMaxURLs: int = 10

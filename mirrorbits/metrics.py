@@ -35,9 +35,8 @@ from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.twisted import MetricsResource
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import defer, protocol, task
-from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
@@ -45,7 +44,7 @@ from twisted.web.iweb import IRequest
 import twisted
 from mirrorbits import VERSION
 from mirrorbits.deferutil import wait_at_most
-from mirrorbits.endpoints import listen_description
+from mirrorbits.endpoints import ConfiguredListener
 
 if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
@@ -232,7 +231,7 @@ class MetricsService(service.Service):
         self.address = address
         self.worker_socket = worker_socket
         self.worker_sockets = worker_sockets
-        self._listener: service.Service | None = None
+        self._listener: ConfiguredListener | None = None
         self._lag: task.LoopingCall | None = None
         self._expected = 0.0
 
@@ -246,23 +245,25 @@ class MetricsService(service.Service):
         root.putChild(b"readyz", ReadyResource(Readiness(self.app)))
         return root
 
-    def _factory(self) -> tuple[str, IProtocolFactory]:
+    def _listener_for(self) -> ConfiguredListener:
         if self.worker_socket is not None:
             # A worker that died left its socket behind; its successor takes the same path.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.worker_socket)
-            escaped = self.worker_socket.replace("\\", "\\\\").replace(":", "\\:")
-            return f"unix:{escaped}:mode=600", protocol.Factory.forProtocol(WorkerMetricsServer)
+            return ConfiguredListener("metrics socket", "unix:" + self.worker_socket,
+                                      protocol.Factory.forProtocol(WorkerMetricsServer), self.app.reactor)
         site = server.Site(self.root())
         site.noisy = False
-        return listen_description(self.address), site
+        # Like the admin channel: an address that cannot be bound at start stops the daemon.
+        return ConfiguredListener("MetricsListenAddress", self.address, site, self.app.reactor,
+                                  self.app.fatal)
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         super().startService()
         for collector in self.collectors:
             REGISTRY.register(collector)
-        description, factory = self._factory()
-        self._listener = strports.service(description, factory, reactor=self.app.reactor)
+        if self._listener is None:  # one listener, started again after a failed upgrade
+            self._listener = self._listener_for()
         self._listener.startService()
         if self.worker_socket is None:
             log.info("Metrics, /healthz and /readyz on {address}", address=self.address)
@@ -282,10 +283,9 @@ class MetricsService(service.Service):
             self._lag.stop()
         for collector in self.collectors:
             REGISTRY.unregister(collector)
-        listener, self._listener = self._listener, None
-        if listener is None:
+        if self._listener is None or not self._listener.running:
             return None
-        return defer.maybeDeferred(listener.stopService)
+        return self._listener.stopService()
 
 
 def metrics_service(app: Mirrorbits, collectors: Sequence[Collector]) -> MetricsService | None:

@@ -247,3 +247,50 @@ def test_workers_series_reach_the_parents_scrape(world: dict[str, Any]) -> None:
                            timeout=60)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     assert d.stop() == 0
+
+
+def test_the_metrics_listener_follows_a_seamless_upgrade(tmp_path: Path) -> None:
+    """SIGUSR2: the old process releases the metrics port before it spawns the new one (as it does
+    the admin channel), and the new process serves ``/metrics`` and ``/readyz`` on it."""
+    from tests.fixtures.redis import RedisServer
+    from tests.lifecycle.helpers import Daemon as Generations
+    from tests.lifecycle.helpers import go_style, kill_all, redirects, seed_world, subreaper, wait_exit
+    from tests.lifecycle.helpers import write_config as lifecycle_config
+
+    metrics_port = free_port()
+    with RedisServer() as redis:
+        seed_world(redis.client())
+        port = free_port()
+        conf = lifecycle_config(tmp_path, port, redis, f"MetricsListenAddress: 127.0.0.1:{metrics_port}\n")
+        pidfile = tmp_path / "mirrorbits.pid"
+        pids: list[int] = []
+        with subreaper():
+            d = Generations(go_style(conf, pidfile), tmp_path, pidfile=pidfile)
+            pids.append(d.proc.pid)
+            try:
+                wait_for_port("127.0.0.1", port, timeout=30)
+                wait_for_port("127.0.0.1", metrics_port, timeout=30)
+                assert redirects(port)
+                first = sample(get(metrics_port, "/metrics")[2], "mirrorbits_build_info", {})
+                assert first == 1
+                os.kill(d.proc.pid, 12)  # SIGUSR2
+                child = d.wait_pid_change(d.proc.pid, timeout=30)
+                pids.append(child)
+                assert d.proc.wait(30) == 0, d.output()[-3000:]
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        if get(metrics_port, "/readyz")[0] == 200:
+                            break
+                    except OSError:
+                        pass
+                    assert time.monotonic() < deadline, d.output()[-3000:]
+                    time.sleep(0.1)
+                assert redirects(port)
+                text = get(metrics_port, "/metrics")[2]
+                assert sample(text, "process_start_time_seconds", {}) > 0
+                assert "MetricsListenAddress" not in d.output(), d.output()[-3000:]  # no bind error
+                os.kill(child, 15)
+                assert wait_exit(child) == 0
+            finally:
+                kill_all(pids)

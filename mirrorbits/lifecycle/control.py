@@ -54,9 +54,10 @@ log = Logger(namespace="mirrorbits.lifecycle")
 #: Go waits 100 ms between adopting the listener and asking the parent to quit.
 QUIT_PARENT_DELAY = 0.1
 
-#: Sibling services whose ports the new process binds again: stopped before the child is spawned
-#: (Go closes its RPC server first) and started again if the upgrade fails (Go leaves RPC closed).
-RELEASE_ON_UPGRADE = ("rpc", "manhole")
+#: Sibling services whose ports the new process binds again (admin channel, manhole, metrics):
+#: stopped before the child is spawned (Go closes its RPC server first) and started again if the
+#: upgrade fails (Go leaves RPC closed).
+RELEASE_ON_UPGRADE = ("rpc", "manhole", "metrics")
 
 
 class Lifecycle(service.Service):

@@ -31,21 +31,16 @@ ENTRY_POINTS: dict[str, Callable[[Path], list[str]]] = {
 }
 
 
-def quickstart_config(tmp: Path, http: str, rpc: str) -> Path:
-    """The quick-start config (embedded Redis) with its DataDir in ``tmp`` and the given addresses."""
+def quickstart_config(tmp: Path, addresses: dict[str, str]) -> Path:
+    """The quick-start config (embedded Redis) with its DataDir in ``tmp`` and the given listen
+    addresses (config key -> address)."""
+    settings = {"Repository": str(QUICKSTART / "repo"), "DataDir": str(tmp / "data"),
+                "GeoipDatabasePath": str(tmp / "nogeoip"), **addresses}
     lines = []
     for line in (QUICKSTART / "mirrorbits.conf").read_text().splitlines():
         key = line.split(":", 1)[0]
-        if key == "Repository":
-            line = f"Repository: {QUICKSTART / 'repo'}"
-        elif key == "DataDir":
-            line = f"DataDir: {tmp / 'data'}"
-        elif key == "ListenAddress":
-            line = f"ListenAddress: {http}"
-        elif key == "RPCListenAddress":
-            line = f"RPCListenAddress: {rpc}"
-        lines.append(line)
-    lines.append(f"GeoipDatabasePath: {tmp / 'nogeoip'}")
+        lines.append(f"{key}: {settings.pop(key)}" if key in settings else line)
+    lines += [f"{key}: {value}" for key, value in settings.items()]
     conf = tmp / "mirrorbits.conf"
     conf.write_text("\n".join(lines) + "\n")
     return conf
@@ -101,15 +96,14 @@ def assert_started_embedded_redis(output: str) -> None:
     assert "starting embedded Redis" in output, output[-4000:]
 
 
-@pytest.mark.parametrize("key", ["ListenAddress", "RPCListenAddress"])
+@pytest.mark.parametrize("key", ["ListenAddress", "RPCListenAddress", "MetricsListenAddress"])
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_port_taken(tmp_path: Path, taken_port: int, entry: str, key: str) -> None:
-    """The HTTP port or the admin channel's port is taken."""
-    addresses = {"ListenAddress": f"127.0.0.1:{free_port()}",
-                 "RPCListenAddress": f"127.0.0.1:{free_port()}",
-                 key: f"127.0.0.1:{taken_port}"}
-    conf = quickstart_config(tmp_path, addresses["ListenAddress"], addresses["RPCListenAddress"])
-    status, output = run_to_exit(tmp_path, entry, conf)
+    """The HTTP port, the admin channel's or the metrics listener's is taken."""
+    addresses = {name: f"127.0.0.1:{free_port()}"
+                 for name in ("ListenAddress", "RPCListenAddress", "MetricsListenAddress")}
+    addresses[key] = f"127.0.0.1:{taken_port}"
+    status, output = run_to_exit(tmp_path, entry, quickstart_config(tmp_path, addresses))
     assert status != 0, output[-4000:]
     message = f"cannot listen on 127.0.0.1:{taken_port} ({key}): Address already in use"
     assert output.count(message) == 1, output[-4000:]
@@ -117,7 +111,8 @@ def test_port_taken(tmp_path: Path, taken_port: int, entry: str, key: str) -> No
 
 
 def test_bad_admin_address(tmp_path: Path) -> None:
-    conf = quickstart_config(tmp_path, f"127.0.0.1:{free_port()}", "127.0.0.1:notaport")
+    conf = quickstart_config(tmp_path, {"ListenAddress": f"127.0.0.1:{free_port()}",
+                                        "RPCListenAddress": "127.0.0.1:notaport"})
     status, output = run_to_exit(tmp_path, "twistd mirrorbits", conf)
     assert status != 0, output[-4000:]
     assert "cannot listen on 127.0.0.1:notaport (RPCListenAddress): invalid listen address" in output, \

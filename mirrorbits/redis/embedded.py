@@ -123,6 +123,7 @@ class EmbeddedRedis(service.Service):
         self.process: IProcessTransport | None = None
         self._proto: _ServerProcess | None = None
         self._ready: defer.Deferred[None] = defer.Deferred()
+        self._starting: defer.Deferred[None] | None = None
         #: Set by the seamless upgrade: the next process adopts the server, so do not stop it.
         self.keep_running = False
         self.adopted = False
@@ -147,12 +148,13 @@ class EmbeddedRedis(service.Service):
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
-        start = defer.Deferred.fromCoroutine(self._start())
-        start.chainDeferred(self._ready)
+        self._starting = defer.Deferred.fromCoroutine(self._start())
+        self._starting.chainDeferred(self._ready)
         self._ready.addErrback(self._start_failed)
 
     def _start_failed(self, failure: Failure) -> Failure:
-        log.error("embedded Redis: {error}", error=failure.getErrorMessage())
+        if not failure.check(defer.CancelledError):  # stopped while starting: said by the stop
+            log.error("embedded Redis: {error}", error=failure.getErrorMessage())
         return failure
 
     async def _start(self) -> None:
@@ -160,7 +162,10 @@ class EmbeddedRedis(service.Service):
         if len(sock.encode()) > MAX_SOCKET_PATH:
             raise EmbeddedRedisError(f"data directory path too long for a Unix socket: {sock}")
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
-        if await ping_socket(self.reactor, sock):
+        found = await ping_socket(self.reactor, sock)
+        if not self.running:
+            raise defer.CancelledError()  # stopped meanwhile: start nothing
+        if found:
             log.info("embedded Redis already running on {sock}: adopting it", sock=sock)
             self.adopted = True
             return
@@ -190,6 +195,11 @@ class EmbeddedRedis(service.Service):
 
     def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802
         super().stopService()
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.called:
+            # Stopped during the start (a fatal start-up failure elsewhere): no server may be
+            # spawned after this; one already spawned is stopped below.
+            starting.cancel()
         if self.keep_running:
             log.info("leaving the embedded Redis running for the new process")
             return None

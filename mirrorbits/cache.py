@@ -29,7 +29,6 @@ import gc
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,11 +44,10 @@ from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, Subscription
 from mirrorbits.redis.protocol import Command, Reply
 from mirrorbits.redis.replies import as_list, as_str, as_str_list, hash_dict
-from mirrorbits.selection import Candidate, FilePlan, MirrorFile, Secure
+from mirrorbits.selection import Candidate, FilePlan, MirrorFile, MirrorSource, Secure
 
 __all__ = [
     "LRU",
-    "MirrorSource",
     "MirrorView",
     "PathEntry",
     "ViewCollector",
@@ -186,14 +184,6 @@ class LRU(Generic[K, V]):
 
 # ---------------------------------------------------------------------------------------------
 # Records
-
-
-@dataclass(slots=True, eq=False)
-class MirrorSource:
-    """What a Candidate carries for the renderers: the full Go record, JSON parts built lazily."""
-
-    mirror: Mirror
-    json_cache: dict[str, object] = field(default_factory=dict)
 
 
 def candidate_from_mirror(m: Mirror) -> Candidate:

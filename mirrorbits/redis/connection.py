@@ -164,6 +164,12 @@ class RedisClient:
         self._recovery.start(1.0, now=False)
         self._watch_sentinels()
 
+    @property
+    def stopped(self) -> bool:
+        """True from :meth:`stop` until the next :meth:`start`: a caller that still dials (a final
+        flush at shutdown) knows it must close the connection it opened itself."""
+        return self._stopped
+
     async def stop(self) -> None:
         self._stopped = True
         if self._reconnect_call is not None and self._reconnect_call.active():

@@ -32,6 +32,7 @@ from mirrorbits.selection.records import (
     ClientLocation,
     Excluded,
     MirrorFile,
+    MirrorSource,
     Secure,
     Selection,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "FilePlan",
     "LocationPlan",
     "MirrorFile",
+    "MirrorSource",
     "RedirectPool",
     "Secure",
     "Selection",

@@ -99,6 +99,16 @@ class MirrorFile:
     mod_time_ns: int | None = None
 
 
+@dataclass(slots=True, eq=False)
+class MirrorSource:
+    """What the view attaches to a :class:`Candidate` for the renderers: the full Go record, and
+    the parts of its JSON document (the fields before and after the per-request ones) that the
+    renderer builds on first use, once per loaded record rather than per request."""
+
+    mirror: Mirror
+    json_parts: tuple[list[tuple[str, object]], list[tuple[str, object]]] | None = None
+
+
 @dataclass(slots=True, frozen=True, eq=False)
 class Candidate:
     """What selection needs of one mirror record, with every per-mirror derivation precomputed.
@@ -106,11 +116,12 @@ class Candidate:
     Build one when a mirror record is loaded (not per request) and treat it as immutable.  The
     record's fields that the per-request loops and the renderers read are copied into slots
     (an attribute read instead of two); everything else is read from ``mirror``.  ``source`` is
-    free for the caller (e.g. the renderers' cache); selection never looks at it.
+    the view's :class:`MirrorSource` for a loaded mirror and None for a ``Fallbacks`` pseudo-mirror;
+    selection never looks at it.
     """
 
     mirror: Mirror
-    source: object = field(default=None, compare=False, repr=False)
+    source: MirrorSource | None = field(default=None, compare=False, repr=False)
     # Copied from the record:
     id: int = field(init=False)
     name: str = field(init=False)

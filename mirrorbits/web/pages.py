@@ -257,9 +257,7 @@ def _selection(weight: float) -> str:
 
 
 def _candidate_label(cand: Candidate) -> str:
-    src = getattr(cand, "source", None)
-    sponsor = getattr(getattr(src, "mirror", None), "sponsor_name", "") if src is not None else ""
-    return sponsor or cand.name
+    return cand.mirror.sponsor_name or cand.name
 
 
 class MirrorListBody(Element):
@@ -322,8 +320,7 @@ class MirrorListBody(Element):
         r = self.results
         markers: list[Marker] = []
         for i, ch in enumerate(r.mirror_list[:MAP_MIRRORS], 1):
-            src = getattr(ch.candidate, "source", None)
-            if src is None:
+            if ch.candidate.source is None:
                 continue  # fallback pseudo-mirrors have no position
             markers.append({"lat": Float32(ch.candidate.latitude), "lon": Float32(ch.candidate.longitude),
                             "label": f"{i}. {ch.candidate.name}",

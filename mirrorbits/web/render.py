@@ -188,10 +188,10 @@ def _pseudo_mirror(ch: Chosen | Excluded) -> Mirror:
 def mirror_document(ch: Chosen | Excluded) -> dict[str, object]:
     """One Mirror object in Go's field order."""
     src = ch.candidate.source
-    if src is not None and hasattr(src, "json_cache"):
-        parts = src.json_cache.get("parts")
+    if src is not None:
+        parts = src.json_parts
         if parts is None:
-            parts = src.json_cache["parts"] = _mirror_head_tail(ch.candidate.mirror)
+            parts = src.json_parts = _mirror_head_tail(ch.candidate.mirror)
     else:
         parts = _mirror_head_tail(_pseudo_mirror(ch))
     head, tail = parts

@@ -230,7 +230,7 @@ class DownloadStats(Service):
         on every ranged hit).  Any Redis error means "count it"."""
         digest = hashlib.sha256(f"{client_ip}/{user_agent}".encode("utf-8", "surrogateescape")).hexdigest()
         key = schema.downloaded_key(digest, path)
-        version = getattr(self.redis, "server_version", "") or ""
+        version = self.redis.server_version
         try:
             if version and redis_version_number(version) >= _SET_GET_VERSION:
                 previous = await self.redis.execute("SET", key, "1", "GET", "EX", interval)
@@ -380,7 +380,7 @@ class DownloadStats(Service):
                 log.error("{n} downloads could not be saved to Redis before exit", n=self.pending())
                 break
             await task.deferLater(self.reactor, _STOP_RETRY, lambda: None)
-        if getattr(self.redis, "_stopped", False):
+        if self.redis.stopped:
             # The client was stopped before us and we dialled again: close that connection.
             await self.redis.stop()
 

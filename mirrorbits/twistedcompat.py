@@ -1,8 +1,8 @@
-"""The one place that relies on a Twisted internal (checked by ``tests/test_twistedcompat.py``).
+"""The one place that relies on Twisted internals (checked by ``tests/test_twistedcompat.py``).
 
-Everything else in the package uses Twisted's public API only.  What is here is here for speed on
-the redirector's hot path, and the canary test fails loudly when a Twisted release changes what it
-relies on; the Twisted requirement in ``setup.cfg`` is bounded to the releases that test passed on.
+Everything else in the package uses Twisted's public API only.  The canary test fails loudly when a
+Twisted release changes what this module relies on; the Twisted requirement in ``setup.cfg`` is
+bounded to the releases that test passed on.  Two internals are used:
 
 ``Headers._rawHeaders``: a ``dict`` from the canonical header name (``b"Content-Type"``, as
 ``Headers`` canonicalises it) to the list of values, in insertion order; ``getAllRawHeaders``
@@ -10,13 +10,18 @@ iterates it.  A redirect sets six to eight headers whose names are constants and
 checked once when made (no CR/LF); ``Headers.setRawHeaders`` canonicalises the name and re-checks
 every value on every request: 1.8 us for a redirect's six headers against 0.3 us through the table
 (timeit on the 2-core VM), i.e. ~2% of the redirect's ~70-100 us of CPU.
+
+``endpoints._SystemdParser._sddaemon``: importing ``twisted.internet.endpoints`` parses systemd's
+``LISTEN_FDS``/``LISTEN_FDNAMES`` into this ``ListenFDs`` object (for ``systemd:`` endpoint
+descriptions) and deletes the variables from the environment, so once any module has imported it,
+that object is the only record left of the sockets systemd passed.
 """
 
 from __future__ import annotations
 
 from twisted.web.http_headers import Headers
 
-__all__ = ["header_table"]
+__all__ = ["header_table", "systemd_inherited_fds"]
 
 
 def header_table(headers: Headers) -> dict[bytes, list[bytes]]:
@@ -28,3 +33,16 @@ def header_table(headers: Headers) -> dict[bytes, list[bytes]]:
     """
     table: dict[bytes, list[bytes]] = headers._rawHeaders
     return table
+
+
+def systemd_inherited_fds() -> list[tuple[int, str]]:
+    """The sockets systemd passed, as ``(fd, name)`` (``"unknown"`` when unnamed), as Twisted read them.
+
+    ``twisted.internet.endpoints`` is imported here, on call, on purpose: importing it consumes the
+    ``LISTEN_*`` variables, which :func:`mirrorbits.lifecycle.systemd.listen_fds` reads first.
+    """
+    from twisted.internet import endpoints
+
+    daemon = endpoints._SystemdParser._sddaemon
+    names = {fd: name for name, fd in daemon.inheritedNamedDescriptors().items()}
+    return [(fd, names.get(fd, "unknown")) for fd in daemon.inheritedDescriptors()]

@@ -2,13 +2,16 @@
 
 If one of these fails after a Twisted upgrade, serving would break (or answer different bytes):
 fix :mod:`mirrorbits.twistedcompat` or the lean request first, then widen the Twisted bound in
-setup.cfg.  The first test covers the one internal (``Headers._rawHeaders``); the others cover the
+setup.cfg.  The first two tests cover the internals (``Headers._rawHeaders`` and the ``ListenFDs``
+that ``twisted.internet.endpoints`` keeps for ``systemd:`` descriptions); the others cover the
 public behaviours the lean request, the channel and the listener build on.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -20,6 +23,7 @@ from twisted.web.http_headers import Headers
 from mirrorbits.lifecycle.listener import ConnectionTracker, adopt_listening_socket
 from mirrorbits.twistedcompat import header_table
 from mirrorbits.web.site import LeanChannel, LeanSite, wind_down
+from tests.fixtures.processes import spawn, stop
 
 
 def test_header_table_is_the_live_canonical_table() -> None:
@@ -37,6 +41,28 @@ def test_header_table_is_the_live_canonical_table() -> None:
     headers.removeHeader(b"LOCATION")
     assert b"Location" not in table
 
+
+
+_SYSTEMD_CHILD = """
+import os
+from twisted.internet import endpoints  # consumes LISTEN_* as a daemon's imports would
+from mirrorbits.twistedcompat import systemd_inherited_fds
+print(systemd_inherited_fds(), "LISTEN_FDS" in os.environ)
+"""
+
+
+def test_systemd_fds_are_read_back_from_twisted_after_it_consumed_the_environment() -> None:
+    # LISTEN_PID must be the child's own pid, hence the shell that execs Python.  The fds need not
+    # be open: Twisted only computes their numbers (mirrorbits.lifecycle.systemd checks them).
+    proc = spawn(["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=http:admin exec "$0" -c "$1"',
+                  sys.executable, _SYSTEMD_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert out.strip() == "[(3, 'http'), (4, 'admin')] False"
 
 class Leaf(resource.Resource):
     """Answers as ``spec`` says: (code, headers, body, cookie)."""

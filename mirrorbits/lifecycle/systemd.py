@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from mirrorbits.twistedcompat import systemd_inherited_fds
+
 log = Logger(namespace="mirrorbits.systemd")
 
 #: The first fd systemd passes (``SD_LISTEN_FDS_START``).
@@ -97,20 +99,9 @@ def listen_fds(environ: MutableMapping[str, str] | None = None, *, unset: bool =
 
 
 def _from_twisted() -> list[ActivatedSocket]:
-    """What Twisted read: importing ``twisted.internet.endpoints`` parses ``LISTEN_FDS`` into a class
-    attribute (for ``systemd:`` endpoint descriptions) and deletes the variables from the
-    environment, so once any part has imported it, that object is the only record left."""
-    try:
-        from twisted.internet import endpoints
-
-        names_tried = ("_SystemdParser", "_SystemDServerEndpointParser")  # current, older name
-        parser = next(getattr(endpoints, n) for n in names_tried if hasattr(endpoints, n))
-        daemon = parser._sddaemon
-        fds = list(daemon.inheritedDescriptors())
-        names = {fd: name for name, fd in daemon.inheritedNamedDescriptors().items()}
-    except (ImportError, AttributeError, StopIteration):
-        return []
-    return _checked([(fd, names.get(fd, "unknown")) for fd in fds])
+    """What Twisted read of ``LISTEN_FDS`` (see :func:`mirrorbits.twistedcompat.systemd_inherited_fds`):
+    once any module has imported ``twisted.internet.endpoints``, that is the only record left."""
+    return _checked(systemd_inherited_fds())
 
 
 def _checked(fds: list[tuple[int, str]]) -> list[ActivatedSocket]:

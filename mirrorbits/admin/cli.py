@@ -40,6 +40,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import termios
+import tty as tty_mod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -163,9 +165,6 @@ def _read_password_blocking() -> str:
     tty = os.isatty(fd)
     old = None
     if tty:
-        import termios
-        import tty as tty_mod
-
         old = termios.tcgetattr(fd)
         tty_mod.setraw(fd)
     buf = bytearray()
@@ -192,8 +191,6 @@ def _read_password_blocking() -> str:
             sys.stdout.flush()
     finally:
         if old is not None:
-            import termios
-
             termios.tcsetattr(fd, termios.TCSADRAIN, old)
             sys.stdout.write("\n")
             sys.stdout.flush()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+import twisted
 from mirrorbits import VERSION
 from mirrorbits.admin.formatting import VersionInfo, mirror_yaml, stats_key_coverage, yaml_diff
 from mirrorbits.admin.interface import (
@@ -63,6 +65,7 @@ from mirrorbits.model import (
     mirror_log_json,
     render_mirror_log,
 )
+from mirrorbits.reactor import default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import NotReady, RedisClient, RedisUnavailable, ResponseError
 from mirrorbits.redis.protocol import Reply
@@ -262,8 +265,6 @@ def regexp_compile(pattern: str) -> re.Pattern[str]:
 
 def version_info() -> VersionInfo:
     """This process' build information, in the six Go labels (Python and Twisted as "GoVersion")."""
-    import twisted
-
     return VersionInfo(
         version=f"v{VERSION}",
         build=os.environ.get("MIRRORBITS_BUILD", "python"),
@@ -695,9 +696,7 @@ class AdminCommands(AdminAPI):
             try:
                 d = defer.Deferred.fromCoroutine(_await(self.mirror_scanner.scan_mirror(mirror, proto)))
                 if timeout:
-                    from twisted.internet import reactor
-
-                    d.addTimeout(timeout, reactor)
+                    d.addTimeout(timeout, default_reactor())
                 try:
                     r = await d
                 except defer.TimeoutError:
@@ -769,8 +768,6 @@ def upgrade_by_signal(reactor: IReactorTime) -> Callable[[], None]:
     """The daemon's ``upgrade`` hook until the lifecycle code offers one: SIGUSR2 to ourselves, a
     moment later so the caller gets its answer first.  Refused when nothing handles SIGUSR2 (its
     default action would kill the daemon)."""
-    import signal
-
     def upgrade() -> None:
         handler = signal.getsignal(signal.SIGUSR2)
         if handler in (signal.SIG_DFL, signal.SIG_IGN, None):

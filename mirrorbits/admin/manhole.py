@@ -25,6 +25,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.service import Service
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
@@ -99,8 +100,6 @@ def host_key(data_dir: str) -> keys.Key:
     if os.path.exists(path):
         with open(path, "rb") as f:
             return keys.Key.fromString(f.read())
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
     key = keys.Key(ed25519.Ed25519PrivateKey.generate())
     os.makedirs(data_dir, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -49,7 +49,7 @@ from twisted.web import http
 from zope.interface import implementer
 
 from mirrorbits.deferutil import wait_at_most
-from mirrorbits.endpoints import listen_problem
+from mirrorbits.endpoints import ipv6_available, listen_problem
 from mirrorbits.web.site import wind_down
 
 if TYPE_CHECKING:
@@ -102,12 +102,6 @@ def _split_description(text: str) -> list[str]:
     return parts
 
 
-def _ipv6_available() -> bool:
-    from mirrorbits.endpoints import ipv6_available
-
-    return ipv6_available()
-
-
 def parse_listen_address(address: str) -> ListenSpec:
     """``ListenAddress`` (Go syntax or endpoint description) as a :class:`ListenSpec`.
 
@@ -143,7 +137,7 @@ def parse_listen_address(address: str) -> ListenSpec:
     if host.startswith("[") and host.endswith("]"):
         return ListenSpec(address, socket.AF_INET6, host=host[1:-1], port=int(port))
     if not host:
-        if _ipv6_available():  # Go's ":8080": one dual-stack socket
+        if ipv6_available():  # Go's ":8080": one dual-stack socket
             return ListenSpec(address, socket.AF_INET6, host="::", port=int(port))
         return ListenSpec(address, socket.AF_INET, host="0.0.0.0", port=int(port))
     if ":" in host:

@@ -35,14 +35,12 @@ from urllib.parse import unquote_plus
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
 from mirrorbits import VERSION
 from mirrorbits.cache import LRU, MirrorView, PathEntry
 from mirrorbits.config import Config
-from mirrorbits.deferutil import wait_at_most
 from mirrorbits.geo import GeoIP, GeoRecord
 from mirrorbits.model import FileInfo
 from mirrorbits.redis import schema
@@ -108,8 +106,6 @@ CHECKSUM = "CHECKSUM"
 #: Not a Go type: ``?mirrors``, the JSON list of all mirrors (web/mirrorsjson.py).
 MIRRORSJSON = "MIRRORSJSON"
 
-#: How long a request waits for Redis on a view miss before it is answered with the fallbacks.
-LOAD_TIMEOUT = 2.0
 #: Longest client IP text we accept from X-Forwarded-For (IPv6 with zone is < 64).
 MAX_IP_TEXT = 256
 
@@ -403,10 +399,9 @@ class RedirectorResource(resource.Resource):
     async def _load_entry(self, path: str) -> tuple[PathEntry | None, str | None]:
         """The view's entry for ``path`` loaded from Redis, or (None, why) when Redis cannot answer."""
         try:
-            # The load goes on after a timeout: its result fills the view for the next request.
-            entry = await wait_at_most(defer.Deferred.fromCoroutine(self.view.load(path)), LOAD_TIMEOUT,
-                                       self.app.reactor, consume=True,
-                                       message=f"Redis did not answer within {LOAD_TIMEOUT}s")
+            # The view owns the deadline (MirrorView.load_timeout): past it, load() fails with
+            # CommandTimeout and this request is answered with the fallbacks.
+            entry = await self.view.load(path)
         except Exception as exc:  # Redis down, loading, not ready, timeout: fallbacks
             error = str(exc) or exc.__class__.__name__
             log.debug("Cannot load {path}: {err}", path=path, err=error)

@@ -92,9 +92,7 @@ class Outages(RedirectorTestCase):
             put_file(self.r)
             put_mirror(self.r, 42, "http://example.mirror/")
             h = await self.harness()
-            from mirrorbits.web import resource as res
-
-            self.patch(res, "LOAD_TIMEOUT", 0.3)
+            h.view.load_timeout = 0.3
             self.redis.proc.send_signal(__import__("signal").SIGSTOP)
             try:
                 t0 = reactor.seconds()

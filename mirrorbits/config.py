@@ -387,9 +387,10 @@ def _validate(cfg: Config, reader: _Reader, base_dir: str | None) -> Config:
             raise reader.fail("Torrent.DHTNodes", node, "expected host:port")
     if cfg.RedisDB < 0:
         raise reader.fail("RedisDB", cfg.RedisDB, "must be >= 0")
-    for name in ("DailyDays", "MonthlyMonths", "FileDays"):
-        if getattr(cfg.StatsRetention, name) < 0:
-            raise reader.fail(f"StatsRetention.{name}", getattr(cfg.StatsRetention, name), "must be >= 0 (0 = forever)")
+    sr = cfg.StatsRetention
+    for name, days in (("DailyDays", sr.DailyDays), ("MonthlyMonths", sr.MonthlyMonths), ("FileDays", sr.FileDays)):
+        if days < 0:
+            raise reader.fail(f"StatsRetention.{name}", days, "must be >= 0 (0 = forever)")
     data_dir = cfg.DataDir
     if data_dir and not os.path.isabs(data_dir):
         data_dir = os.path.normpath(os.path.join(base_dir or os.getcwd(), data_dir))

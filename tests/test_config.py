@@ -82,6 +82,9 @@ def test_shipped_sample_needs_repository() -> None:
     ("AllowOutdatedFiles:\n  - Prefix: /dists/\n    Minutes: -5", "AllowOutdatedFiles[0].Minutes"),
     ("Fallbacks: http://x/", "Fallbacks"),
     ("Hashes: [1, 2]", "Hashes"),
+    ("StatsRetention:\n  DailyDays: -1", "StatsRetention.DailyDays"),
+    ("StatsRetention:\n  MonthlyMonths: -2", "StatsRetention.MonthlyMonths"),
+    ("StatsRetention:\n  FileDays: -3", "StatsRetention.FileDays"),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as e:

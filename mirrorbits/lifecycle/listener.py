@@ -187,25 +187,22 @@ def bind_socket(spec: ListenSpec) -> socket.socket:
 
     Raises ``OSError`` when the address cannot be bound.
     """
+    address: tuple[object, ...] | None = None  # None: the Unix socket at spec.path
     if spec.family == socket.AF_UNIX:
         _remove_stale_unix_socket(spec.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(spec.path)
-            os.chmod(spec.path, 0o666)  # as Twisted's listenUNIX (mode 0666) and Go
-            sock.listen(spec.backlog)
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        return sock
-    family, sockaddr = _resolve(spec)
+        family: int = socket.AF_UNIX
+    else:
+        family, address = _resolve(spec)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and sockaddr[0] == "::":
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(sockaddr)
+        if address is None:
+            sock.bind(spec.path)
+            os.chmod(spec.path, 0o666)  # as Twisted's listenUNIX (mode 0666) and Go
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and address[0] == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(address)
         sock.listen(spec.backlog)
     except OSError:
         sock.close()

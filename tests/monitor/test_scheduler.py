@@ -52,6 +52,8 @@ class SchedulerTests(RedisTestCase):
         self.clock.advance(time.time())
         #: Mirror ids, one per scan the monitor started.
         self.scans: list[int] = []
+        #: When set, every scan waits for it before it runs (a scan in progress for as long as needed).
+        self.hold: defer.Deferred[None] | None = None
 
     def add_mirror(self, i: int, **fields: str) -> None:
         self.web.answer(f"/m{i}/f", Answer(200))
@@ -67,6 +69,8 @@ class SchedulerTests(RedisTestCase):
 
         async def counted_run_job(mirror: Mirror) -> ScanJobResult:
             self.scans.append(mirror.id)
+            if self.hold is not None:
+                await self.hold
             return await run_job(mirror)
 
         scanner.run_job = counted_run_job  # type: ignore[method-assign]
@@ -127,6 +131,24 @@ class SchedulerTests(RedisTestCase):
         # here: the scanner stamps lastSync with the wall time, which the fake clock has left behind.)
         waited = await self.run_until(lambda: len(self.scans) == 4)
         self.assertLessEqual(waited, 2 * 60)
+
+    async def test_a_mirror_being_scanned_is_not_scanned_again(self) -> None:
+        # Scan slots to spare (ConcurrentSync 3, one mirror): only the mirror's own "scanning" mark
+        # keeps the ticks during its scan from starting a second one.
+        self.config = self.config.replace(ConcurrentSync=3)
+        self.add_mirror(1)
+        hold: defer.Deferred[None] = defer.Deferred()
+        self.hold = hold
+        mon = self.monitor()
+        self.addCleanup(lambda: None if hold.called else hold.callback(None))
+        await mon.start()
+        await self.run_until(lambda: self.scans)
+        await self.advance(10)  # ten ticks while the scan is in progress
+        self.assertEqual(self.scans, [1])
+        hold.callback(None)
+        await self.run_until(lambda: self.r.hget(schema.mirror_key(1), "lastSuccessfulSync"))
+        await self.advance(10)
+        self.assertEqual(self.scans, [1])
 
     async def test_removed_forgotten_and_reenabled_rechecked(self) -> None:
         self.config = self.config.replace(ConcurrentSync=0)

@@ -276,8 +276,8 @@ class Session:
         return AdminCommands(client, lambda: config, where="CLI without the daemon")
 
     async def close(self) -> None:
-        if self._admin is not None and hasattr(self._admin, "close"):
-            self._admin.close()
+        if isinstance(self._admin, rpc.RemoteAdmin):
+            self._admin.close()  # the AMP connection (a local AdminCommands holds none)
         if self._local_client is not None:
             await self._local_client.stop()
 

@@ -2,9 +2,10 @@
 
 If one of these fails after a Twisted upgrade, serving would break (or answer different bytes):
 fix :mod:`mirrorbits.twistedcompat` or the lean request first, then widen the Twisted bound in
-setup.cfg.  The first two tests cover the internals (``Headers._rawHeaders`` and the ``ListenFDs``
-that ``twisted.internet.endpoints`` keeps for ``systemd:`` descriptions); the others cover the
-public behaviours the lean request, the channel and the listener build on.
+setup.cfg.  The first tests cover the internals (``Headers._rawHeaders``, the ``ListenFDs`` that
+``twisted.internet.endpoints`` keeps for ``systemd:`` descriptions, the channel's refusal method and
+header byte count); the others cover the public behaviours the lean request, the channel and the
+listener build on.
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 from twisted.web.http_headers import Headers
 
 from mirrorbits.lifecycle.listener import ConnectionTracker, adopt_listening_socket
-from mirrorbits.twistedcompat import header_table
-from mirrorbits.web.site import LeanChannel, LeanSite, wind_down
+from mirrorbits.twistedcompat import RefusalHookChannel, header_table
+from mirrorbits.web.site import (
+    BAD_REQUEST,
+    HEADERS_TOO_LARGE,
+    REFUSED_DRAIN_SECONDS,
+    URI_TOO_LONG,
+    LeanChannel,
+    LeanSite,
+    wind_down,
+)
 from tests.fixtures.processes import spawn, stop
 
 
@@ -63,6 +72,74 @@ def test_systemd_fds_are_read_back_from_twisted_after_it_consumed_the_environmen
         stop(proc)
     assert proc.returncode == 0, err
     assert out.strip() == "[(3, 'http'), (4, 'admin')] False"
+
+
+class RecordingChannel(RefusalHookChannel):
+    refusals: list[bool]
+
+    def refuse_malformed(self, headers_too_large: bool) -> None:
+        self.refusals.append(headers_too_large)
+        super().refuse_malformed(headers_too_large)
+
+
+@pytest.mark.parametrize("raw,too_large", [
+    (b"GET /f HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(17)), True),
+    (b"GET /f\r\n\r\n", False),  # not "method target version"
+    (b"GET /f HTTP/1.1\r\nno colon\r\n\r\n", False),
+])
+def test_refusals_go_through_the_hook_with_the_header_byte_count(raw: bytes, too_large: bool) -> None:
+    """Twisted refuses a malformed request through ``_respondToBadRequestAndDisconnect``, and an
+    oversize header block is told apart by ``_receivedHeaderSize``; its default answer is the
+    400 the lean channel keeps byte for byte."""
+    channel = RecordingChannel()
+    channel.refusals = []
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(raw)
+    assert channel.refusals == [too_large]
+    assert transport.value() == BAD_REQUEST and transport.disconnecting
+
+
+class HalfClosingTransport(StringTransport):
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:  # noqa: N802 - twisted's name
+        self.write_closed = True
+
+
+@pytest.mark.parametrize("raw,answer", [
+    (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n", URI_TOO_LONG),
+    (b"GET /f HTTP/1.1\r\nCookie: " + b"c" * 17_000 + b"\r\n\r\n", HEADERS_TOO_LARGE),
+    (b"GET /f HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(17))
+     + b"\r\nGET /f HTTP/1.1\r\n\r\n", HEADERS_TOO_LARGE),
+    (b"GET /f\r\n\r\nGET /f HTTP/1.1\r\n\r\n", BAD_REQUEST),
+])
+def test_lean_channel_answers_a_refusal_then_drains_for_a_bounded_time(raw: bytes,
+                                                                        answer: bytes) -> None:
+    """One answer (nothing of what follows in the same read is parsed), our side closed at once,
+    the connection closed after the drain."""
+    clock = Clock()
+    site = LeanSite(Leaf(302, {b"Location": b"http://m.example/f"}, b"", False), reactor=clock)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    assert isinstance(channel, LeanChannel)
+    transport = HalfClosingTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(raw)
+    channel.dataReceived(b"more bytes the client was still sending\r\n\r\n")
+    assert transport.value() == answer
+    assert transport.write_closed and not transport.disconnecting
+    clock.advance(REFUSED_DRAIN_SECONDS)
+    assert transport.disconnecting
+
+
+def test_plain_twisted_channel_still_answers_400_this_way() -> None:
+    """What the lean channel keeps for other refusals is twisted's own answer, byte for byte."""
+    channel = http.HTTPChannel()
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /f\r\n\r\n")
+    assert transport.value() == BAD_REQUEST
+
 
 class Leaf(resource.Resource):
     """Answers as ``spec`` says: (code, headers, body, cookie)."""

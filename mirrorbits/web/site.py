@@ -10,7 +10,9 @@ Only public twisted.web API is used, so a new Twisted release cannot break servi
 
 * :class:`LeanChannel` overrides the documented ``HTTPChannel`` hooks ``getHost`` (asked once per
   connection instead of once per request) and ``checkPersistence`` (a stopping daemon answers
-  every later request with ``Connection: close``: :func:`wind_down`);
+  every later request with ``Connection: close``: :func:`wind_down`), and ``LineReceiver``'s
+  ``lineLengthExceeded`` (an oversize request line or header line is answered 414 or 431 instead
+  of a silent close; an oversize header block goes through :mod:`mirrorbits.twistedcompat`);
 * :class:`LeanRequest` overrides ``process``, the method twisted.web documents for subclasses: for
   a leaf root resource that returns its whole body at once (the redirector) it writes status line,
   headers and body in one transport write and ends with the public ``finish``.  Anything else (a
@@ -32,13 +34,13 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IConsumer
 from twisted.logger import Logger
 from twisted.python import failure
 from twisted.web import http, pages, resource, server
 
 from mirrorbits import VERSION
-from mirrorbits.twistedcompat import header_table
+from mirrorbits.twistedcompat import RefusalHookChannel, header_table
 from mirrorbits.web.render import plain_error
 
 if TYPE_CHECKING:
@@ -51,6 +53,25 @@ log = Logger(namespace="mirrorbits.web")
 
 _NO_BODY = (http.NOT_MODIFIED, http.NO_CONTENT)
 _CONNECTION_CLOSE = [b"close"]
+
+
+def _go_error(status: bytes) -> bytes:
+    """The answer Go's net/http writes itself for a request it refuses before any handler."""
+    return (b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Connection: close\r\n\r\n" + status)
+
+
+#: A request line longer than ``LeanChannel.MAX_LENGTH`` (Go's status text for 414).
+URI_TOO_LONG = _go_error(b"414 URI Too Long")
+#: A header line longer than ``MAX_LENGTH``, or request line plus header lines longer than
+#: ``totalHeadersSize``: Go's own answer when a request's head exceeds ``MaxHeaderBytes``.
+HEADERS_TOO_LARGE = _go_error(b"431 Request Header Fields Too Large")
+#: How long a refused connection keeps reading (and dropping) what the client still sends after
+#: the answer, so that closing with unread bytes does not reset the connection before the client
+#: has read the answer (Go waits 500 ms for the same reason).
+REFUSED_DRAIN_SECONDS = 2.0
+#: Twisted's own answer to any other request its parser refuses (kept byte for byte).
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 #: Upper bounds of the request duration histogram's buckets (seconds).
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -190,12 +211,25 @@ class DateCache:
         return self.value
 
 
-class LeanChannel(http.HTTPChannel):
+def _drop(data: bytes) -> None:
+    """What a refused connection does with the bytes it still receives."""
+
+
+class LeanChannel(RefusalHookChannel):
     """One HTTP/1.x connection: its local address asked once, and a "last request" mode for stops.
 
     Why not twisted's default protocol factory (``_GenericHTTPChannelProtocol``): it only adds
     HTTP/2 negotiation over TLS, which needs the optional ``h2`` package the daemon does not
     install, and a proxy layer on every call of the hot path.
+
+    Size limits of a request's head: twisted's, 16 KiB for the request line or any header line
+    (``MAX_LENGTH``) and 16 KiB for the request line and header lines together
+    (``totalHeadersSize``).  The Go original allows 1 MiB (+4 KiB) for the whole head and answers
+    431 beyond.  Why the smaller bound: each connection may buffer that much before it is
+    refused, a download path is far shorter (Linux' ``PATH_MAX`` is 4 KiB), and common proxies
+    refuse longer heads themselves (nginx: 8 KiB per line).  An oversize request line gets 414
+    (Go has no such answer: its only limit is on the whole head), an oversize header line or
+    header block 431, both in the shape of Go's own 431.
     """
 
     #: Set by :func:`wind_down`: every request from now on is this connection's last.
@@ -218,6 +252,32 @@ class LeanChannel(http.HTTPChannel):
             return False
         persistent: bool = super().checkPersistence(request, version)
         return persistent
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - twisted's name
+        # A request object exists from its request line on (and is gone once answered).
+        self.refuse(HEADERS_TOO_LARGE if self.requests else URI_TOO_LONG)
+
+    def refuse_malformed(self, headers_too_large: bool) -> None:
+        self.refuse(HEADERS_TOO_LARGE if headers_too_large else BAD_REQUEST)
+
+    def refuse(self, answer: bytes) -> None:
+        """Write ``answer``, close our side, and drop what the client still sends for at most
+        :data:`REFUSED_DRAIN_SECONDS` before closing for good."""
+        transport = self.transport
+        assert transport is not None
+        # Nothing more is parsed on this connection, whatever is left in the current read.
+        self.dataReceived = self.rawDataReceived = _drop  # type: ignore[method-assign]
+        self.setRawMode()
+        self.persistent = False
+        transport.write(answer)
+        cast(IConsumer, transport).unregisterProducer()  # as ``HTTPChannel.loseConnection``
+        self.setTimeout(None)
+        close_write = getattr(transport, "loseWriteConnection", None)
+        if close_write is None:
+            transport.loseConnection()
+            return
+        close_write()
+        self.callLater(REFUSED_DRAIN_SECONDS, transport.loseConnection)
 
 
 def wind_down(channel: http.HTTPChannel) -> None:

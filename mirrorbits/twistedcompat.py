@@ -2,7 +2,7 @@
 
 Everything else in the package uses Twisted's public API only.  The canary test fails loudly when a
 Twisted release changes what this module relies on; the Twisted requirement in ``setup.cfg`` is
-bounded to the releases that test passed on.  Three internals are used:
+bounded to the releases that test passed on.  These internals are used:
 
 ``Headers._rawHeaders``: a ``dict`` from the canonical header name (``b"Content-Type"``, as
 ``Headers`` canonicalises it) to the list of values, in insertion order; ``getAllRawHeaders``

@@ -172,3 +172,50 @@ class CommitTests(RedisTestCase):
         await tx.fail("mirror removed during the scan")
         self.assertFalse(self.r.exists(schema.file_info_key(3, "/c")))
         self.assertFalse(self.r.exists(schema.file_mirrors_key("/c")))
+
+
+class UnchangedRescanTests(RedisTestCase):
+    """A rescan announces only the files it changed: an unchanged one makes no view reload anything."""
+
+    async def scan(self, files: list[ListedFile]) -> object:
+        tx = MirrorScanTransaction(self.client, 3, "m3", batch=3)
+        await tx.begin(SCANNER_RSYNC)
+        for f in files:
+            d = tx.add(f)
+            if d is not None:
+                await d
+        result = await tx.commit(SCANNER_RSYNC, 10**9)
+        await tx.complete(result)
+        return result
+
+    def file_messages(self) -> list[str]:
+        return [m for ch, m in self.messages if ch == schema.CHANNEL_MIRROR_FILE_UPDATE]
+
+    def index(self, paths: list[str]) -> dict[str, object]:
+        r = self.r
+        return {p: (r.hgetall(schema.file_info_key(3, p)), r.smembers(schema.file_mirrors_key(p)))
+                for p in paths}
+
+    async def test_unchanged_rescan_sends_no_file_message_and_k_changes_send_k(self) -> None:
+        r = self.r
+        r.hset(schema.MIRRORS, "3", "m3")
+        r.hset(schema.mirror_key(3), mapping={"ID": "3", "name": "m3"})
+        paths = [f"/d/{i}" for i in range(10)]
+        files = [listed(p, 100 + i) for i, p in enumerate(paths)]
+        await self.scan(files)
+        first = self.index(paths)
+        await self.listen()
+        await self.scan(files)
+        self.assertEqual(self.index(paths), first)
+        # one changed size, one changed modTime, one dropped, one new; a FILEMIRRORS that lost the
+        # mirror behind our back (a Go node's removal) is written and announced again
+        r.srem(schema.file_mirrors_key("/d/5"), "3")
+        changed = [listed("/d/0", 1), listed("/d/1", 101, T0 + 10**9), *files[2:9], listed("/d/new")]
+        await self.scan(changed)
+        await eventually(lambda: len(self.file_messages()) >= 5)
+        self.assertEqual(sorted(self.file_messages()), ["3 /d/0", "3 /d/1", "3 /d/5", "3 /d/9", "3 /d/new"])
+        self.assertEqual(r.hgetall(schema.file_info_key(3, "/d/0")),
+                         {"size": "1", "modTime": "2019-03-04 12:34:56 +0000 UTC"})
+        self.assertEqual(r.hget(schema.file_info_key(3, "/d/1"), "modTime"), "2019-03-04 12:34:57 +0000 UTC")
+        self.assertEqual(r.smembers(schema.file_mirrors_key("/d/5")), {"3"})
+        self.assertFalse(r.exists(schema.file_info_key(3, "/d/9")))

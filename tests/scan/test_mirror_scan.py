@@ -74,6 +74,20 @@ class MirrorScanTests(RedisTestCase):
         events = self.mirror_log(1)
         self.assertEqual([e["Type"] for e in events], [LOG_SCAN_STARTED, LOG_SCAN_COMPLETED])
 
+    async def test_rsync_rescan_announces_only_what_changed(self) -> None:
+        mirror = self.add_mirror(rsync=self.rsyncd())
+        await self.scanner.scan_mirror(mirror, "rsync")
+        await self.listen((schema.CHANNEL_MIRROR_FILE_UPDATE,))
+        await self.scanner.scan_mirror(mirror, "rsync")
+        os.utime(self.tree / "pool/x.deb", (MTIME + 60, MTIME + 60))
+        result = await self.scanner.scan_mirror(mirror, "rsync")
+        self.assertEqual((result.files_indexed, result.removed), (3, 0))
+        await eventually(lambda: self.messages)
+        await sleep(0.2)
+        self.assertEqual(self.messages, [(schema.CHANNEL_MIRROR_FILE_UPDATE, "1 /pool/x.deb")])
+        self.assertEqual(self.r.hget(schema.file_info_key(1, "/pool/x.deb"), "modTime"),
+                         "2023-11-14 22:14:20 +0000 UTC")
+
     async def test_case_29_timezone_offset_detected(self) -> None:
         self.config = self.config.replace(FixTimezoneOffsets=True)
         mirror = self.add_mirror(rsync=self.rsyncd())

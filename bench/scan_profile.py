@@ -34,16 +34,17 @@ from tests.fixtures.redis import RedisServer  # noqa: E402
 from tests.fixtures.rsyncd import start_rsyncd  # noqa: E402
 from tests.fixtures.servers import free_port, wait_for_port  # noqa: E402
 
-#: Stages a sample is charged to: the first whose pattern matches a frame, leaf first.
+#: Stages a sample is charged to: the first (in this order) with a matching frame anywhere in its
+#: stack, so the modTime parsing the view does for a refreshed path counts as the view's.
 STAGES: list[tuple[str, re.Pattern[str]]] = [
-    ("view: pub/sub message handling", re.compile(r"handle_message \(mirrorbits/cache\.py|_flush \(mirrorbits/cache\.py")),
-    ("view: refresh fetch", re.compile(r"_fetch \(mirrorbits/cache\.py|_refresh \(mirrorbits/cache\.py")),
-    ("pub/sub reply parsing + dispatch", re.compile(r"pubsub|PubSub|subscri", re.I)),
+    ("view: refresh (load script reply, JSON, records)", re.compile(
+        r"(_fetch|_refresh|_apply_path|_apply_mirror|_mirror_file) \(mirrorbits/cache\.py")),
+    ("view: pub/sub message handling", re.compile(r"(handle_message|_flush|_schedule) \(mirrorbits/cache\.py")),
+    ("pub/sub client", re.compile(r"mirrorbits/redis/pubsub|Subscri")),
     ("listing parse (rsync output)", re.compile(r"mirrorbits/scan/rsync\.py")),
-    ("staging (format records, RPUSH)", re.compile(r"\((mirrorbits/scan/commit\.py):\d+\).*?|add \(mirrorbits/scan/commit")),
-    ("gocompat (modTime text)", re.compile(r"mirrorbits/gocompat")),
-    ("Redis client (encode/parse)", re.compile(r"mirrorbits/redis/|txredisapi")),
-    ("reactor / twisted", re.compile(r"twisted/")),
+    ("staging and commit (records, RPUSH, Lua calls)", re.compile(r"mirrorbits/scan/commit\.py")),
+    ("Redis client (encode, reply parse)", re.compile(r"mirrorbits/redis/|txredisapi")),
+    ("reactor (poll, socket reads/writes)", re.compile(r"twisted/")),
 ]
 
 
@@ -58,11 +59,9 @@ def redis_cpu(client: object) -> float:
 
 
 def classify(stack: str) -> str:
-    frames = stack.split(";")
-    for frame in reversed(frames):  # leaf first
-        for name, pattern in STAGES:
-            if pattern.search(frame):
-                return name
+    for name, pattern in STAGES:
+        if pattern.search(stack):
+            return name
     return "other"
 
 
@@ -84,6 +83,19 @@ def analyse(raw: Path) -> tuple[int, collections.Counter[str], collections.Count
         mine = [f for f in frames if "mirrorbits/" in f]
         ours[re.sub(r":\d+\)", ")", mine[-1]) if mine else "(no mirrorbits frame)"] += n
     return total, stages, leaves, ours
+
+
+def report(raw: Path, cpu: float, entries: int) -> None:
+    total, stages, leaves, ours = analyse(raw)
+    print(f"\n{total} samples (active only); per stage:")
+    for name, n in stages.most_common():
+        print(f"  {100 * n / total:5.1f}%  {cpu * n / total / entries * 1e6:5.1f} us/entry  {name}")
+    print("\ninnermost mirrorbits frame:")
+    for name, n in ours.most_common(25):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("\nleaf functions:")
+    for name, n in leaves.most_common(25):
+        print(f"  {100 * n / total:5.1f}%  {name}")
 
 
 def main() -> None:
@@ -152,16 +164,7 @@ def main() -> None:
         print(f"unchanged scan -all under py-spy: daemon CPU {cpu:.2f} s, wall {wall:.1f} s", flush=True)
         if args.keep_profile:
             shutil.copy(raw, args.keep_profile)
-        total, stages, leaves, ours = analyse(raw)
-        print(f"\n{total} samples (active only); per stage (innermost matching frame):")
-        for name, n in stages.most_common():
-            print(f"  {100 * n / total:5.1f}%  {cpu * n / total / entries * 1e6:5.1f} us/entry  {name}")
-        print("\ninnermost mirrorbits frame:")
-        for name, n in ours.most_common(25):
-            print(f"  {100 * n / total:5.1f}%  {name}")
-        print("\nleaf functions:")
-        for name, n in leaves.most_common(25):
-            print(f"  {100 * n / total:5.1f}%  {name}")
+        report(raw, cpu, entries)
     finally:
         if daemon is not None:
             daemon.terminate()

@@ -88,8 +88,18 @@ class ConfiguredListener(service.Service):
         self._waiting: defer.Deferred[IListeningPort] | None = None
         self._started_before = False
 
+    def privilegedStartService(self) -> None:  # noqa: N802
+        """twistd calls this before it drops privileges (``--uid``): a port below 1024 is bound
+        here, as Twisted's own ``strports`` service does."""
+        super().privilegedStartService()
+        self._listen()
+
     def startService(self) -> None:  # noqa: N802
         super().startService()
+        if self._waiting is None:
+            self._listen()
+
+    def _listen(self) -> None:
         first, self._started_before = not self._started_before, True
         try:
             endpoint = endpoints.serverFromString(self.reactor, listen_description(self.address))

@@ -99,8 +99,21 @@ class ConfiguredListener(service.Service):
         if self._waiting is None:
             self._listen()
 
+    def refusal(self) -> str | None:
+        """Why this address must not be served with the current config (None: it may be)."""
+        return None
+
     def _listen(self) -> None:
         first, self._started_before = not self._started_before, True
+        refused = self.refusal()
+        if refused is not None:
+            self._waiting = defer.Deferred()  # never fires: started, and not listening
+            self._waiting.addErrback(lambda _: None)  # its cancellation at stop
+            if first and self.failed is not None:
+                self.failed(refused)
+            else:
+                log.error("{message}", message=refused)
+            return
         try:
             endpoint = endpoints.serverFromString(self.reactor, listen_description(self.address))
             waiting = endpoint.listen(self.factory)

@@ -237,6 +237,10 @@ class Session:
                 self.io.err("Please set the server password with the -P option.\n" if not self.password
                             else "Password refused\n")
                 raise CliExit(1) from None
+            if e.code == "ResourceExhausted":  # this address gave too many wrong passwords
+                remote.close()
+                self.io.err(f"mirrorbits: {e.message}\n")
+                raise CliExit(1) from None
         self._admin = remote
         return remote
 

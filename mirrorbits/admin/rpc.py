@@ -9,7 +9,10 @@ mirrors.
 Security: the password is compared, in constant time, with the *current*
 ``RPCPassword`` on every call, so ``reload`` changes it live; a call without a password is refused
 with ``Unauthenticated``/``access denied`` (the Go daemon crashed on it).  Nothing a client sends can
-stop the daemon: unknown methods, bad JSON and unexpected exceptions become error answers.
+stop the daemon: unknown methods, bad JSON and unexpected exceptions become error answers.  An
+address that gives a wrong password 5 times in a minute is refused for a growing delay
+(:class:`~mirrorbits.admin.backoff.FailureBackoff`), and the channel does not start on a non-loopback
+address without a password (Go allowed it: anyone who reaches the port could remove every mirror).
 
 The listener is bound to ``RPCListenAddress`` (default ``localhost:3390``) at start and, as in Go, not
 re-bound on reload.
@@ -19,12 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import ipaddress
 import json
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
 from twisted.internet import defer, protocol
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
@@ -32,6 +38,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from mirrorbits.admin import interface as api
+from mirrorbits.admin.backoff import FailureBackoff
 from mirrorbits.admin.formatting import VersionInfo
 from mirrorbits.admin.interface import OPERATIONS, AdminAPI, AdminError
 from mirrorbits.config import Config
@@ -150,10 +157,12 @@ class AdminProtocol(amp.AMP):
     """One admin connection in the daemon.  Calls still running when it drops are cancelled (a scan
     whose CLI went away stops, as the Go daemon aborted on the caller's deadline)."""
 
-    def __init__(self, admin: AdminAPI, config: Callable[[], Config]) -> None:
+    def __init__(self, admin: AdminAPI, config: Callable[[], Config],
+                 backoff: FailureBackoff | None = None) -> None:
         super().__init__()
         self.admin = admin
         self.config = config
+        self.backoff = backoff
         self._running: set[defer.Deferred[dict[str, str]]] = set()
 
     @AdminCall.responder
@@ -185,10 +194,17 @@ class AdminProtocol(amp.AMP):
 
     async def _dispatch(self, method: str, password: str | None, args: str | None) -> object:
         expected = self.config().RPCPassword
+        peer = self._peer()
+        if self.backoff is not None and (wait := self.backoff.refused_for(peer)):
+            raise AdminError(f"too many wrong passwords: try again in {math.ceil(wait)} s", "ResourceExhausted")
         # A missing password is refused, never a crash (Go panicked on it).
         if password is None or not hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
                                                        expected.encode("utf-8", "surrogateescape")):
+            if self.backoff is not None:
+                self.backoff.failure(peer)
             raise AdminError("access denied", "Unauthenticated")
+        if self.backoff is not None:
+            self.backoff.success(peer)
         op = OPERATIONS.get(method)
         if op is None:
             raise AdminError(f"unknown method {method!r}", "Unimplemented")
@@ -203,6 +219,13 @@ class AdminProtocol(amp.AMP):
         result: object = await bound(**kwargs)
         return result
 
+    def _peer(self) -> str:
+        """The address failures are counted against: the peer's host (one key for a Unix socket)."""
+        peer = self.transport.getPeer() if self.transport is not None else None
+        if isinstance(peer, IPv4Address | IPv6Address):
+            return peer.host
+        return "local"
+
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]  # noqa: N802
         super().connectionLost(reason)
         for d in list(self._running):
@@ -212,12 +235,13 @@ class AdminProtocol(amp.AMP):
 class _AdminFactory(protocol.Factory):
     noisy = False
 
-    def __init__(self, admin: AdminAPI, config: Callable[[], Config]) -> None:
+    def __init__(self, admin: AdminAPI, config: Callable[[], Config], backoff: FailureBackoff) -> None:
         self.admin = admin
         self.config = config
+        self.backoff = backoff
 
     def buildProtocol(self, addr: IAddress | None) -> AdminProtocol:  # noqa: N802
-        p = AdminProtocol(self.admin, self.config)
+        p = AdminProtocol(self.admin, self.config, self.backoff)
         p.factory = self
         return p
 
@@ -233,8 +257,40 @@ class RpcService(ConfiguredListener):
                  failed: Callable[[str], None] | None = None) -> None:
         self.admin = admin
         self.config = config
-        super().__init__("RPCListenAddress", config().RPCListenAddress, _AdminFactory(admin, config),
-                         reactor if reactor is not None else default_reactor(), failed)
+        reactor = reactor if reactor is not None else default_reactor()
+        self.backoff = FailureBackoff(reactor)
+        super().__init__("RPCListenAddress", config().RPCListenAddress,
+                         _AdminFactory(admin, config, self.backoff), reactor, failed)
+
+    def refusal(self) -> str | None:
+        if self.config().RPCPassword or is_loopback(self.address):
+            return None
+        return (f"RPCListenAddress {self.address} is not a loopback address and RPCPassword is empty: "
+                "set RPCPassword (or listen on localhost or a unix: socket)")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a listen address (Go syntax or endpoint description) only accepts local clients:
+    ``unix:``, ``localhost``, 127.0.0.0/8 and ``::1``.  An empty host (``:3390``), another host name
+    (not resolved at start) and a ``systemd:`` socket (whose address the daemon does not choose)
+    count as reachable from elsewhere."""
+    if address.startswith("unix:"):
+        return True
+    if address.startswith(("tcp:", "tcp6:", "ssl:")):
+        params = [p for p in address.replace("\\:", "\0").split(":") if p.startswith("interface=")]
+        host = params[0][len("interface="):].replace("\0", ":") if params else ""
+    elif address.startswith("systemd:"):
+        return False
+    else:
+        host = address.rpartition(":")[0]
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------

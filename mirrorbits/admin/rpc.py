@@ -158,11 +158,13 @@ class AdminProtocol(amp.AMP):
     whose CLI went away stops, as the Go daemon aborted on the caller's deadline)."""
 
     def __init__(self, admin: AdminAPI, config: Callable[[], Config],
-                 backoff: FailureBackoff | None = None) -> None:
+                 backoff: FailureBackoff | None = None, *, public: bool = False) -> None:
         super().__init__()
         self.admin = admin
         self.config = config
         self.backoff = backoff
+        #: Listening on a non-loopback address: an empty password (emptied by a reload) opens nothing.
+        self.public = public
         self._running: set[defer.Deferred[dict[str, str]]] = set()
 
     @AdminCall.responder
@@ -197,6 +199,8 @@ class AdminProtocol(amp.AMP):
         peer = self._peer()
         if self.backoff is not None and (wait := self.backoff.refused_for(peer)):
             raise AdminError(f"too many wrong passwords: try again in {math.ceil(wait)} s", "ResourceExhausted")
+        if not expected and self.public:
+            raise AdminError("RPCPassword is empty on a non-loopback admin channel", "Unauthenticated")
         # A missing password is refused, never a crash (Go panicked on it).
         if password is None or not hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
                                                        expected.encode("utf-8", "surrogateescape")):
@@ -235,13 +239,15 @@ class AdminProtocol(amp.AMP):
 class _AdminFactory(protocol.Factory):
     noisy = False
 
-    def __init__(self, admin: AdminAPI, config: Callable[[], Config], backoff: FailureBackoff) -> None:
+    def __init__(self, admin: AdminAPI, config: Callable[[], Config], backoff: FailureBackoff,
+                 public: bool) -> None:
         self.admin = admin
         self.config = config
         self.backoff = backoff
+        self.public = public
 
     def buildProtocol(self, addr: IAddress | None) -> AdminProtocol:  # noqa: N802
-        p = AdminProtocol(self.admin, self.config, self.backoff)
+        p = AdminProtocol(self.admin, self.config, self.backoff, public=self.public)
         p.factory = self
         return p
 
@@ -259,8 +265,9 @@ class RpcService(ConfiguredListener):
         self.config = config
         reactor = reactor if reactor is not None else default_reactor()
         self.backoff = FailureBackoff(reactor)
-        super().__init__("RPCListenAddress", config().RPCListenAddress,
-                         _AdminFactory(admin, config, self.backoff), reactor, failed)
+        address = config().RPCListenAddress
+        super().__init__("RPCListenAddress", address,
+                         _AdminFactory(admin, config, self.backoff, not is_loopback(address)), reactor, failed)
 
     def refusal(self) -> str | None:
         if self.config().RPCPassword or is_loopback(self.address):

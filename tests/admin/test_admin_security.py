@@ -145,6 +145,33 @@ class ChannelBackoff(unittest.TestCase):
         return defer.Deferred.fromCoroutine(run())
 
 
+class EmptiedPassword(unittest.TestCase):
+    """A reload that empties RPCPassword on a non-loopback channel (bound with one) opens nothing."""
+
+    timeout = 30
+
+    def test_refused(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            config = Config()
+            self.assertEqual(config.RPCPassword, "")
+            servers = {}
+            for public in (True, False):
+                port: IListeningPort = await endpoints.TCP4ServerEndpoint(
+                    reactor, 0, interface="127.0.0.1").listen(protocol.Factory.forProtocol(
+                        lambda public=public: AdminProtocol(Pong(), lambda: config, public=public)))
+                self.addCleanup(port.stopListening)
+                proto = await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+                    protocol.Factory.forProtocol(amp.AMP))
+                servers[public] = RemoteAdmin(proto, "", task.Clock())
+                self.addCleanup(servers[public].close)
+            with self.assertRaises(AdminError) as caught:
+                await servers[True].ping()
+            self.assertEqual(str(caught.exception), "RPCPassword is empty on a non-loopback admin channel")
+            await servers[False].ping()  # loopback: no password needed, as in Go
+
+        return defer.Deferred.fromCoroutine(run())
+
+
 def test_non_loopback_admin_channel_without_password_is_refused(tmp_path: Path) -> None:
     address = f"0.0.0.0:{free_port()}"
     conf = quickstart_config(tmp_path, {"ListenAddress": f"127.0.0.1:{free_port()}",

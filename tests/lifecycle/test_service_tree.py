@@ -8,6 +8,7 @@ lifecycle last).
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def test_worker_tree(tmp_path: Path) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)
     try:
-        spec = WorkerSpec(index=1, listen_fd=sock.fileno())
+        # The tree owns the fd it is given (a worker's inherited socket): give it its own copy, or
+        # its socket object closes ours once collected, by then maybe another file's number.
+        spec = WorkerSpec(index=1, listen_fd=os.dup(sock.fileno()))
         root = makeService(DaemonOptions(config=str(config(tmp_path)), worker=spec))
         names = [s.name for s in root]
         assert names == ["lifecycle", "redis", "redirector", "stats", "downloadlog", "http"], names

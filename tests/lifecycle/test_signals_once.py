@@ -12,16 +12,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
-from tests.lifecycle.helpers import ROOT, TWISTD, Daemon, go_style, kill_all, write_config
+from tests.lifecycle.helpers import ROOT, TWISTD, Daemon, go_style, write_config
 
 GEOIP_DATA = Path(__file__).resolve().parents[1] / "data" / "geoip"
 GEOIP_RELOAD = "Reloading the GeoIP databases"
@@ -105,11 +105,7 @@ def run_and_reload(args: list[str], cwd: Path, port: int, extra_env: dict[str, s
         d.wait_log("SIGHUP Received: Reloading configuration...")
         time.sleep(0.5)
     finally:
-        d.proc.send_signal(signal.SIGTERM)
-        try:
-            d.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            kill_all([d.proc.pid])
+        processes.stop(d.proc, grace=30)
     return d.output()
 
 
@@ -167,8 +163,4 @@ def test_twistd_log_file_follows_logrotate(tmp_path: Path, redis: RedisServer) -
         assert "SIGUSR1 Received" in old and "SIGHUP Received" not in old
         assert "#debug]" not in old + logfile.read_text()
     finally:
-        d.proc.send_signal(signal.SIGTERM)
-        try:
-            d.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            kill_all([d.proc.pid])
+        processes.stop(d.proc, grace=30)

@@ -19,6 +19,7 @@ from mirrorbits.selection import (
     LocationPlan,
     MirrorFile,
     Secure,
+    document_order,
     draw_redirect,
     plan_file,
     redirect_pool,
@@ -70,6 +71,36 @@ def test_fast_path_equals_select_mirrors(w, seed):
         return
     assert len(weighted) == len(ref.selected) >= 2
     assert summary(got) == summary(ref.selected)
+
+
+@SETTINGS
+@given(any_world, st.integers(0, 2**32), st.integers(1, 12))
+def test_document_order_is_the_redirect_then_the_mirror_list(w, seed, limit):
+    """A download document lists the redirect's own draw (same seed, same mirrors, same order),
+    then the other accepted mirrors in the mirror list's order, up to the limit."""
+    world, client, opts = w
+    if not client.valid:
+        return
+    plan = plan_file(PATH, LOCAL_SIZE, LOCAL_MTIME, world, secure=opts["secure"],
+                     allow_outdated=opts["allow_outdated"],
+                     fix_timezone_offsets=opts["fix_timezone_offsets"])
+    loc = LocationPlan(client, [c for c, _ in world])
+    wdr = opts["weight_distribution_range"]
+    pool = redirect_pool(plan, loc, wdr)
+    drawn = draw_redirect(pool, random.Random(seed)) if pool is not None else []
+    got = document_order(plan, loc, drawn, limit, wdr)
+    redirect = slow(world, client, opts, seed).selected
+    listing = select_mirrors(PATH, LOCAL_SIZE, LOCAL_MTIME, world, client, rng=random.Random(seed),
+                             for_mirrorlist=True, **opts).selected
+    ids = [c.candidate.id for c in got]
+    # The first mirrors are exactly the redirect's list (its draw, or its sorted list).
+    head = [c.candidate.id for c in redirect][:limit]
+    assert ids[:len(head)] == head
+    # Then the mirror list's order for the others, and every accepted mirror up to the limit.
+    rest = [c.candidate.id for c in listing if c.candidate.id not in head]
+    assert ids == (head + rest)[:limit]
+    assert [c.absolute_url for c in got] == [
+        {c.candidate.id: c.absolute_url for c in listing}[i] for i in ids]
 
 
 @SETTINGS

@@ -31,7 +31,8 @@ from mirrorbits.selection.records import (
     Secure,
 )
 
-__all__ = ["FilePlan", "LocationPlan", "RedirectPool", "draw_redirect", "plan_file", "redirect_pool"]
+__all__ = ["FilePlan", "LocationPlan", "RedirectPool", "document_order", "draw_redirect", "plan_file",
+           "redirect_pool"]
 
 
 @dataclass(slots=True, eq=False)
@@ -96,13 +97,16 @@ def _location_ok(cand: Candidate, client: ClientLocation) -> bool:
     return client.country not in cand.excluded_country_set
 
 
-#: Weighted-mirror tables kept per location plan (one per distinct (closest, farthest, range)).
+#: (candidate, distance, ComputedScore) rows of a location plan's score tables.
+_Scored = list[tuple[Candidate, float, int]]
+
+#: Score tables kept per location plan (one per distinct (closest, farthest, range)).
 _TABLES_MAX = 256
 
 
 class LocationPlan:
     """The client half for one *valid* client location and one set of mirror records: the mirrors
-    that pass the client half of the filter, sorted by distance, and the weighted-mirror tables derived from them.
+    that pass the client half of the filter, sorted by distance, and the score tables derived from them.
 
     Build it from *all* current candidates (the same objects the file plans hold); it is only
     valid while those records are.
@@ -119,26 +123,56 @@ class LocationPlan:
         order = sorted(range(len(ok)), key=dists.__getitem__)
         #: (distance, candidate), nearest first.
         self.by_distance: list[tuple[float, Candidate]] = [(dists[i], ok[i]) for i in order]
-        self._tables: dict[tuple[float, float, float], list[tuple[Candidate, float, int]]] = {}
+        self._tables: dict[tuple[float, float, float], tuple[_Scored, _Scored]] = {}
 
-    def weighted(self, closest: float, farthest: float, weight_distribution_range: float
-                 ) -> list[tuple[Candidate, float, int]]:
-        """(candidate, distance, ComputedScore) of every mirror of this plan whose score exceeds
-        ``int(farthest)`` when the accepted set has these extremes (Go's arithmetic)."""
+    def _scored(self, closest: float, farthest: float, weight_distribution_range: float
+                ) -> tuple[_Scored, _Scored]:
+        """(every mirror of this plan, the weighted ones) as (candidate, distance, ComputedScore)
+        when the accepted set has these extremes (Go's arithmetic)."""
         key = (closest, farthest, weight_distribution_range)
-        table = self._tables.get(key)
-        if table is not None:
-            return table
+        tables = self._tables.get(key)
+        if tables is not None:
+            return tables
         by_distance = self.by_distance
         dists = [d for d, _ in by_distance]
         scores = computed_scores(self.client, [c for _, c in by_distance], dists, closest, farthest,
                                  weight_distribution_range)
         base = int(farthest)
-        table = [(cand, d, cs) for (d, cand), cs in zip(by_distance, scores, strict=True) if cs > base]
+        every = [(cand, d, cs) for (d, cand), cs in zip(by_distance, scores, strict=True)]
+        tables = (every, [t for t in every if t[2] > base])
         if len(self._tables) >= _TABLES_MAX:
             self._tables.clear()
-        self._tables[key] = table
-        return table
+        self._tables[key] = tables
+        return tables
+
+    def weighted(self, closest: float, farthest: float, weight_distribution_range: float) -> _Scored:
+        """(candidate, distance, ComputedScore) of every mirror of this plan whose score exceeds
+        ``int(farthest)`` when the accepted set has these extremes (Go's arithmetic)."""
+        return self._scored(closest, farthest, weight_distribution_range)[1]
+
+    def scored(self, closest: float, farthest: float, weight_distribution_range: float) -> _Scored:
+        """(candidate, distance, ComputedScore) of every mirror of this plan, nearest first."""
+        return self._scored(closest, farthest, weight_distribution_range)[0]
+
+
+def _extremes(plan: FilePlan, loc: LocationPlan) -> tuple[float, float] | None:
+    """(closest, farthest) distance of the mirrors accepted for this (file, client), or None when
+    none is."""
+    eligible = plan.eligible
+    if not eligible:
+        return None
+    by_distance = loc.by_distance
+    for d, cand in by_distance:
+        if cand in eligible:
+            closest = d
+            break
+    else:
+        return None
+    for k in range(len(by_distance) - 1, -1, -1):
+        d, cand = by_distance[k]
+        if cand in eligible:
+            return closest, d
+    return None  # unreachable: the forward scan found one
 
 
 @dataclass(slots=True)
@@ -156,21 +190,11 @@ def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: 
                   ) -> RedirectPool | None:
     """The weighted pool a redirect draws from, or None when fewer than two mirrors get a weight
     (or none is accepted): :func:`select_mirrors` must then give the (unweighted) sorted list."""
+    extremes = _extremes(plan, loc)
+    if extremes is None:
+        return None
+    closest, farthest = extremes
     eligible = plan.eligible
-    if not eligible:
-        return None
-    by_distance = loc.by_distance
-    for d, cand in by_distance:
-        if cand in eligible:
-            closest = d
-            break
-    else:
-        return None
-    for k in range(len(by_distance) - 1, -1, -1):
-        d, cand = by_distance[k]
-        if cand in eligible:
-            farthest = d
-            break
     base = int(farthest)
     items = []
     for cand, d, cs in loc.weighted(closest, farthest, weight_distribution_range):
@@ -210,4 +234,34 @@ def draw_redirect(pool: RedirectPool, rng: random.Random) -> list[Chosen]:
         ch, w = items.pop(k)
         rest -= w
         out.append(ch)
+    return out
+
+
+def document_order(plan: FilePlan, loc: LocationPlan, drawn: Sequence[Chosen], limit: int,
+                   weight_distribution_range: float = 1.5) -> list[Chosen]:
+    """The mirrors a download document (Metalink, torrent web seeds) lists for this (file,
+    client), up to ``limit``: the redirect's own list first (``drawn``: a :func:`draw_redirect`
+    or, without a weighted pool, nothing), then every other accepted mirror in the mirror list's
+    order (score descending, then the file's order), as :func:`select_mirrors` with
+    ``for_mirrorlist`` ranks them.
+
+    Why: the document must start with exactly what a redirect of this client would have chosen
+    (priority 1 = the redirect's mirror), yet may list more mirrors than the redirect's five
+    draws; the rest is ranked without a draw, from the same cached score tables."""
+    out = list(drawn[:limit])
+    if len(out) >= limit:
+        return out
+    extremes = _extremes(plan, loc)
+    if extremes is None:
+        return out
+    closest, farthest = extremes
+    eligible = plan.eligible
+    taken = {ch.candidate for ch in out}
+    items = []
+    for cand, d, cs in loc.scored(closest, farthest, weight_distribution_range):
+        e = eligible.get(cand)
+        if e is not None and cand not in taken:
+            items.append((-cs, e[0], cand, e[1], d))
+    items.sort()  # (-score, position) are unique: the candidate is never compared
+    out.extend(Chosen(cand, url, d, -ncs) for ncs, _, cand, url, d in items[:limit - len(out)])
     return out

@@ -52,6 +52,7 @@ __all__ = [
     "FormatAnswers",
     "PieceHashes",
     "accept_format",
+    "document_size",
     "query_format",
     "split_suffix",
     "wants_format_headers",
@@ -173,6 +174,17 @@ def _limit(request: IRequest, config: Config) -> int:
         if text.isdigit() and len(text) < 10:
             limit = min(limit, int(text))
     return max(limit, 0)
+
+
+def document_size(request: IRequest, fmt: str, config: Config) -> int:
+    """How many mirrors the ``fmt`` answer lists: the Metalink URL limit, the torrent's and
+    magnet's web seeds; one for the info-hash (which lists none, but is answered like the others
+    only when a mirror or fallback can serve the file)."""
+    if fmt in (META4, METALINK):
+        return _limit(request, config)
+    if fmt == BTIH:
+        return 1
+    return config.Torrent.MaxWebSeeds
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ from mirrorbits.selection import (
     LocationPlan,
     Secure,
     Selection,
+    document_order,
     draw_redirect,
     fallback_choices,
     plan_file,
@@ -64,6 +65,7 @@ from mirrorbits.web.formats import (
     FormatAnswers,
     PieceHashes,
     accept_format,
+    document_size,
     query_format,
     split_suffix,
     wants_format_headers,
@@ -387,10 +389,15 @@ class RedirectorResource(resource.Resource):
             accept = request.requestHeaders.getRawHeaders(b"accept")
             if accept and b"metalink" in accept[0]:
                 fmt = accept_format(accept[0])[0]
-        if fmt is not None and torrents:
-            return deliver(request, st.config.Gzip, self._format_with_pieces(request, ctx, path, fmt))
         view = self.view
         entry = view.lookup(path)
+        if fmt is not None and torrents:
+            if entry is not None:  # answered at once when the piece hashes are known too
+                info = entry.info if entry.info is not None else FileInfo(path)
+                known, pieces = self.formats.cached_pieces(info)
+                if known:
+                    return self._format_answer(request, ctx, path, entry, info, None, fmt, pieces)
+            return deliver(request, st.config.Gzip, self._format_with_pieces(request, ctx, path, fmt))
         if entry is not None:
             view.stats["negative" if entry.info is None or entry.info.mod_time_ns is None else "hits"] += 1
             return self._answer(request, ctx, path, entry, None, fmt)
@@ -536,11 +543,39 @@ class RedirectorResource(resource.Resource):
         secure = clientinfo.secure_option(
             _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
             config.AllowHTTPToHTTPSRedirects)
-        sel = self._selection(path, info, entry, loc, secure, False, config, st)
+        sel = self._document_selection(path, info, entry, loc, secure, document_size(request, fmt, config),
+                                       config, st)
         results = self._results(request, info, ip, rec, loc, secure, sel, load_error, st)
         if results is None:
             return plain_error(request, 503, "Service Unavailable")
         return self.formats.render(request, fmt, results, config, pieces)
+
+    def _document_selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
+                            secure: Secure, limit: int, config: Config, st: _ConfigState) -> Selection:
+        """The mirrors of a download document, up to ``limit``: what the redirect would choose for
+        this client first (one draw, the same rng calls), then the other usable mirrors in the
+        mirror list's order (:func:`~mirrorbits.selection.document_order`).
+
+        Why through the redirect's plans: a document answer then costs what a redirect costs, not
+        a full :func:`select_mirrors` (the file and location halves are the redirect's own, cached
+        under the same validity rules).  Without a client location the redirect is a uniform
+        random sample: the document is a uniform random order of every usable mirror."""
+        wdr = config.WeightDistributionRange
+        if loc.valid and entry is not None and self.memo_size > 0 and entry.pairs is not None \
+                and info.mod_time_ns is not None:
+            plan = self._file_plan(path, info, entry, secure, config, st)
+            lplan = self._location_plan(loc)
+            pool = redirect_pool(plan, lplan, wdr)
+            drawn = draw_redirect(pool, self.rng) if pool is not None else []
+            return Selection(document_order(plan, lplan, drawn, limit, wdr), [])
+        if not loc.valid:
+            return self._selection(path, info, entry, loc, secure, True, config, st)
+        sel = self._selection(path, info, entry, loc, secure, False, config, st)
+        if sel.error is None and len(sel.selected) < limit:
+            taken = {ch.candidate for ch in sel.selected}
+            ranked = self._selection(path, info, entry, loc, secure, True, config, st).selected
+            sel.selected.extend(ch for ch in ranked if ch.candidate not in taken)
+        return sel
 
     def _results(self, request: server.Request, info: FileInfo, ip: str, rec: GeoRecord,
                  loc: ClientLocation, secure: Secure, sel: Selection, load_error: str | None,
@@ -584,28 +619,12 @@ class RedirectorResource(resource.Resource):
         pairs = entry.pairs
         if pairs is None or info.mod_time_ns is None:
             return None
-        plans = entry.plans
-        if plans is None or plans[0] is not pairs or plans[1] is not st:
-            plans = entry.plans = (pairs, st, {})
-        plan = plans[2].get(secure)
-        if plan is None:
-            plan = plans[2][secure] = plan_file(
-                path, info.size, info.mod_time_ns, pairs, secure=secure, allow_outdated=st.outdated,
-                fix_timezone_offsets=config.FixTimezoneOffsets)
-        lkey = (loc.country, loc.continent, loc.asnum, loc.geo_key)
-        view = self.view
-        gen = view.gen
-        lp_hit = self._loc_plans.get(lkey)
-        if lp_hit is None or lp_hit[0] != gen or lp_hit[1] is not view:
-            if len(self._loc_plans) >= self.location_plans:
-                self._loc_plans.clear()
-            lp_hit = (gen, view, LocationPlan(loc, view.mirrors().values()))
-            self._loc_plans[lkey] = lp_hit
-        pool = redirect_pool(plan, lp_hit[2], config.WeightDistributionRange)
+        plan = self._file_plan(path, info, entry, secure, config, st)
+        pool = redirect_pool(plan, self._location_plan(loc), config.WeightDistributionRange)
         if pool is not None:
             return Selection(draw_redirect(pool, self.rng), []), plan
 
-        key = (path, secure, lkey)
+        key = (path, secure, (loc.country, loc.continent, loc.asnum, loc.geo_key))
         memo = self._memo
         hit = memo.get(key)
         if hit is None or hit[0] is not pairs or hit[1] is not st:
@@ -619,6 +638,37 @@ class RedirectorResource(resource.Resource):
             self.memo_stats["hits"] += 1
         return Selection([Chosen(ch.candidate, ch.absolute_url, ch.distance, ch.computed_score,
                                  ch.weight) for ch in hit[2]], []), plan
+
+    def _file_plan(self, path: str, info: FileInfo, entry: PathEntry, secure: Secure, config: Config,
+                   st: _ConfigState) -> FilePlan:
+        """The file half of the fast path for ``entry`` (whose pairs and modTime are known), kept on
+        the view entry per secure option while its pairs and the config are the same."""
+        pairs = entry.pairs or ()
+        plans = entry.plans
+        if plans is None or plans[0] is not pairs or plans[1] is not st:
+            plans = (pairs, st, {})
+            entry.plans = plans
+        by_secure = plans[2]
+        plan = by_secure.get(secure)
+        if plan is None:
+            plan = by_secure[secure] = plan_file(
+                path, info.size, info.mod_time_ns, pairs, secure=secure, allow_outdated=st.outdated,
+                fix_timezone_offsets=config.FixTimezoneOffsets)
+        return plan
+
+    def _location_plan(self, loc: ClientLocation) -> LocationPlan:
+        """The client half of the fast path for a valid location, kept per location while the
+        view's mirror generation is the same."""
+        lkey = (loc.country, loc.continent, loc.asnum, loc.geo_key)
+        view = self.view
+        gen = view.gen
+        lp_hit = self._loc_plans.get(lkey)
+        if lp_hit is None or lp_hit[0] != gen or lp_hit[1] is not view:
+            if len(self._loc_plans) >= self.location_plans:
+                self._loc_plans.clear()
+            lp_hit = (gen, view, LocationPlan(loc, view.mirrors().values()))
+            self._loc_plans[lkey] = lp_hit
+        return lp_hit[2]
 
     def _selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
                    secure: Secure, is_list: bool, config: Config, st: _ConfigState) -> Selection:

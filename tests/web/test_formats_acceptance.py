@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,3 +266,109 @@ def test_torrents_from_the_local_scan(tmp_path: Path, worlds: list[World]) -> No
     os.utime(local, ns=(MTIME_NS + 10**9, MTIME_NS + 10**9))
     w.refresh()
     wait(lambda: w.get(PATH + ".btih")[0] == 200 and w.get(PATH + ".btih")[1] != btih, d.output)
+
+
+#: (name, country, latitude, longitude) of the mirrors of the order test; two of them in London.
+SITES = [("gb1", "GB", 51.5, -0.1), ("fr", "FR", 48.85, 2.35), ("de", "DE", 52.5, 13.4),
+         ("us", "US", 40.7, -74.0), ("jp", "JP", 35.7, 139.7), ("se", "SE", 59.3, 18.0),
+         ("gb2", "GB", 51.51, -0.12)]
+#: Clients the MaxMind test City database locates: London, Linköping, near Seattle, Jilin.
+LONDON, SWEDEN, SEATTLE, JILIN = "81.2.69.142", "89.160.20.113", "216.160.83.57", "175.16.199.1"
+
+
+def order_world(tmp: Path) -> World:
+    """A Go node's index of one file carried by mirrors over the globe, and GeoIP databases."""
+    server = RedisServer().start()
+    r = server.client()
+    r.set("MIRRORBITS_DB_VERSION", "2")
+    write_file_record(r, GOOD)
+    r.sadd(schema.FILES, PATH)
+    now = int(time.time())
+    for mid, (name, cc, lat, lon) in enumerate(SITES, 1):
+        r.hset(schema.mirror_key(mid), mapping={
+            "ID": str(mid), "name": name, "http": f"http://{name}.mirror/", "enabled": "1", "httpUp": "1",
+            "httpsUp": "0", "countryCodes": cc, "latitude": str(lat), "longitude": str(lon),
+            "stateSince": str(now - 3600), "lastSuccessfulSync": str(now - 60)})
+        r.hset(schema.MIRRORS, str(mid), name)
+        r.sadd(schema.file_mirrors_key(PATH), str(mid))
+        r.hset(schema.file_info_key(mid, PATH), mapping={
+            "size": str(len(CONTENT)), "modTime": gocompat.format_gts(MTIME_NS, "local")})
+    geoip = tmp / "geoip"
+    geoip.mkdir()
+    data = Path(__file__).resolve().parents[1] / "data" / "geoip"
+    for db in ("GeoLite2-City", "GeoLite2-ASN"):
+        (geoip / f"{db}.mmdb").write_bytes((data / f"{db}-Test.mmdb").read_bytes())
+    (tmp / "repo" / "pub").mkdir(parents=True)
+    (tmp / "repo" / "pub" / "file.bin").write_bytes(b"")
+    port, rpc_port = free_port(), free_port()
+    conf = tmp / "mirrorbits.conf"
+    conf.write_text(f"Repository: {tmp / 'repo'}\nRedisAddress: {server.address}\nDataDir: {tmp / 'data'}\n"
+                    f"ListenAddress: 127.0.0.1:{port}\nRPCListenAddress: 127.0.0.1:{rpc_port}\n"
+                    f"GeoipDatabasePath: {geoip}\nOutputMode: redirect\n")
+    return World(server, tmp, conf, port, rpc_port, [])
+
+
+def redirect_list(w: World, client: str) -> list[str]:
+    """The redirect's mirrors for ``client``: ``Location``, then the ``rel=duplicate`` links."""
+    conn = http.client.HTTPConnection("127.0.0.1", w.port, timeout=10)
+    try:
+        conn.request("GET", PATH, headers={"X-Forwarded-For": client})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 302, resp.status
+        links = [v.split(">")[0].lstrip("<") for k, v in resp.getheaders() if k.lower() == "link"]
+        return [resp.getheader("Location") or "", *links]
+    finally:
+        conn.close()
+
+
+def document_lists(w: World, client: str) -> tuple[list[str], list[str]]:
+    """The mirror URLs of the ``.meta4`` (by priority) and the ``.metalink`` (by preference) for
+    ``client``."""
+    ns4, ns3 = "{urn:ietf:params:xml:ns:metalink}", "{http://www.metalinker.org/}"
+    status4, meta4 = w.get(PATH + ".meta4", {"X-Forwarded-For": client})
+    status3, meta3 = w.get(PATH + ".metalink", {"X-Forwarded-For": client})
+    assert (status4, status3) == (200, 200)
+    urls4 = sorted(ET.fromstring(meta4).iter(f"{ns4}url"), key=lambda u: int(u.get("priority", "0")))
+    urls3 = sorted(ET.fromstring(meta3).iter(f"{ns3}url"), key=lambda u: -int(u.get("preference", "0")))
+    return [u.text or "" for u in urls4], [u.text or "" for u in urls3]
+
+
+def test_documents_list_mirrors_in_the_redirects_order(tmp_path: Path, worlds: list[World]) -> None:
+    """Against a real daemon with GeoIP: each client's documents start with what its redirect
+    chooses, in the same order (priority 1 = the redirect's mirror)."""
+    w = order_world(tmp_path)
+    worlds.append(w)
+    w.start()
+    wait(lambda: status(w.port, PATH) == 302, w.daemons[0].output)
+    every = {f"http://{name}.mirror{PATH}" for name, *_ in SITES}
+    # Only one mirror gets a weight for these clients: the redirect's list is the sorted list,
+    # the same at every request, and the documents list exactly it.
+    for client in (SWEDEN, SEATTLE, JILIN):
+        redirect = redirect_list(w, client)
+        assert set(redirect) == every, (client, redirect)
+        assert redirect_list(w, client) == redirect
+        meta4, metalink = document_lists(w, client)
+        assert meta4 == redirect, (client, meta4, redirect)
+        assert metalink == redirect, client
+    assert redirect_list(w, SWEDEN)[0] == f"http://se.mirror{PATH}"
+    assert redirect_list(w, SEATTLE)[0] == f"http://us.mirror{PATH}"
+    # In London five mirrors share the weight: each redirect is a weighted draw of all five.
+    # Every document draws the same way, then lists the other two in the mirror list's order.
+    pool = set(redirect_list(w, LONDON))
+    assert len(pool) == 5 and {f"http://gb1.mirror{PATH}", f"http://gb2.mirror{PATH}"} <= pool
+    n = 300
+    firsts: dict[str, dict[str, int]] = {"redirect": dict.fromkeys(pool, 0), "meta4": dict.fromkeys(pool, 0)}
+    tails = set()
+    for _ in range(n):
+        redirect = redirect_list(w, LONDON)
+        assert set(redirect) == pool
+        firsts["redirect"][redirect[0]] += 1
+        meta4, _ = document_lists(w, LONDON)
+        assert set(meta4[:5]) == pool and set(meta4) == every, meta4
+        firsts["meta4"][meta4[0]] += 1
+        tails.add(tuple(meta4[5:]))
+    assert tails == {(f"http://us.mirror{PATH}", f"http://jp.mirror{PATH}")}, tails
+    assert sum(1 for k in firsts["meta4"].values() if k) >= 3, firsts  # a draw, not a fixed order
+    for url in pool:  # the same draw: the same frequencies, within 4.4 standard deviations
+        assert abs(firsts["redirect"][url] - firsts["meta4"][url]) / n < 0.18, firsts

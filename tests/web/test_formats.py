@@ -136,8 +136,9 @@ class Documents(RedirectorTestCase):
         async def run() -> None:
             setup_world(self.r)
             h = await self.harness()
-            for path in ("/testy.tgz.metalink", "/testy.tgz?metalink"):
-                resp = await h.request(path)
+            for path, headers in (("/testy.tgz.metalink", {}), ("/testy.tgz?metalink", {}),
+                                  ("/testy.tgz", {"Accept": "application/metalink+xml"})):
+                resp = await h.request(path, headers=headers)
                 self.assertEqual((resp.status, resp.header("Content-Type")),
                                  (200, "application/metalink+xml"))
                 root = ET.fromstring(resp.body)
@@ -251,4 +252,124 @@ class Headers(RedirectorTestCase):
             h.set_config(OutputMode="json")
             resp = await h.request("/testy.tgz", headers={"Want-Digest": "sha-256"})
             self.assertEqual((resp.status, resp.header("Digest")), (200, f"SHA-256={b64}"))
+        return d(run())
+
+
+def bdecode(data: bytes) -> object:
+    """The bencoded value ``data`` holds (all of it)."""
+    def one(i: int) -> tuple[object, int]:
+        c = data[i:i + 1]
+        if c == b"i":
+            end = data.index(b"e", i)
+            return int(data[i + 1:end]), end + 1
+        if c == b"l":
+            items, i = [], i + 1
+            while data[i:i + 1] != b"e":
+                item, i = one(i)
+                items.append(item)
+            return items, i + 1
+        if c == b"d":
+            out, i = {}, i + 1
+            while data[i:i + 1] != b"e":
+                key, i = one(i)
+                out[key], i = one(i)
+            return out, i + 1
+        colon = data.index(b":", i)
+        n = int(data[i:colon])
+        return data[colon + 1:colon + 1 + n], colon + 1 + n
+    value, end = one(0)
+    assert end == len(data)
+    return value
+
+
+PIECES_SHA1 = "c" * 40
+PIECES_SHA256 = "d" * 64
+
+
+def put_pieces(r: object) -> None:
+    """``FILEPIECES_`` of /testy.tgz as the local scan stores it: one 16 KiB piece of 48 bytes."""
+    r.hset(schema.file_pieces_key("/testy.tgz"), mapping={  # type: ignore[attr-defined]
+        "size": "48", "modTime": "2025-06-01 06:00:00.123456789 +0000 UTC", "length": "16384",
+        "sha1": PIECES_SHA1, "sha256": PIECES_SHA256})
+
+
+class Limits(RedirectorTestCase):
+    def test_twelve_mirrors_give_ten_urls_by_default(self) -> defer.Deferred[None]:
+        """``MetalinkMaxURLs`` (10) bounds the document, not the redirect's draw of five."""
+        async def run() -> None:
+            setup_world(self.r)
+            for mid in range(4, 13):
+                put_mirror(self.r, mid, f"http://m{mid}.mirror/")
+            h = await self.harness()
+            root = ET.fromstring((await h.request("/testy.tgz.meta4")).body)
+            urls = [u.text for u in root.iter(f"{NS}url")]
+            self.assertEqual((len(urls), len(set(urls))), (10, 10))
+            root = ET.fromstring((await h.request("/testy.tgz.meta4", headers={"X-Metalink-Limit": "3"})).body)
+            self.assertEqual(len(root.findall(f"{NS}file/{NS}url")), 3)
+        return d(run())
+
+
+class Torrents(RedirectorTestCase):
+    def test_documents_from_stored_pieces(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            put_pieces(self.r)
+            h = await self.harness(Torrent=TorrentConfig(
+                Enabled=True, Trackers=(("http://t/a",), ("udp://u:1", "udp://v:2")),
+                DHTNodes=("127.0.0.1:6881",), MaxWebSeeds=2))
+            resp = await h.request("/testy.tgz.torrent")
+            self.assertEqual((resp.status, resp.header("Content-Type")), (200, "application/x-bittorrent"))
+            meta = bdecode(resp.body)
+            assert isinstance(meta, dict)
+            self.assertEqual(meta[b"info"], {b"name": b"testy.tgz", b"length": 48, b"piece length": 16384,
+                                             b"pieces": bytes.fromhex(PIECES_SHA1)})
+            seeds = meta[b"url-list"]
+            assert isinstance(seeds, list)
+            self.assertEqual(len(seeds), 2)  # MaxWebSeeds
+            self.assertLessEqual(set(seeds), {b"http://a.mirror/testy.tgz", b"http://b.mirror/pub/testy.tgz",
+                                              b"http://c.mirror/testy.tgz"})
+            self.assertEqual(meta[b"announce"], b"http://t/a")
+            self.assertEqual(meta[b"announce-list"], [[b"http://t/a"], [b"udp://u:1", b"udp://v:2"]])
+            self.assertEqual(meta[b"nodes"], [[b"127.0.0.1", 6881]])
+            self.assertEqual(meta[b"creation date"], 1748757600)  # the file's modTime, 2025-06-01 06:00 UTC
+            btih = (await h.request("/testy.tgz.btih")).body
+            self.assertEqual(btih, hashlib.sha1(torrent.bencode(meta[b"info"])).hexdigest().encode() + b"\n")
+            # The .meta4 carries the SHA-256 pieces and the torrent, and still validates.
+            resp = await h.request("/testy.tgz.meta4")
+            self.assertEqual(resp.status, 200)
+            validate_meta4(resp.body, self.tmp)
+            f = ET.fromstring(resp.body).find(f"{NS}file")
+            pieces = f.find(f"{NS}pieces")
+            self.assertEqual((pieces.get("length"), pieces.get("type")), ("16384", "sha-256"))
+            self.assertEqual([e.text for e in pieces.findall(f"{NS}hash")], [PIECES_SHA256])
+            self.assertEqual([(m.get("mediatype"), m.text) for m in f.findall(f"{NS}metaurl")],
+                             [("torrent", "http://127.0.0.1/testy.tgz.torrent")])
+            # The describedby links name the torrent too.
+            resp = await h.request("/testy.tgz", headers={"Want-Digest": "SHA-256"})
+            self.assertEqual(resp.all("Link")[-2:], [
+                '<http://127.0.0.1/testy.tgz.meta4>; rel=describedby; type="application/metalink4+xml"',
+                '<http://127.0.0.1/testy.tgz.torrent>; rel=describedby; type="application/x-bittorrent"'])
+        return d(run())
+
+    def test_plain_request_is_the_same_bytes_with_torrents_on(self) -> defer.Deferred[None]:
+        """Torrents on (and the file's pieces known) add no byte to a request that asks for none
+        of the formats."""
+        async def run() -> None:
+            setup_world(self.r)
+            put_pieces(self.r)
+            h = await self.harness(MaxLinkHeaders=0)
+            await h.request("/testy.tgz.meta4")
+            answers = []
+            for enabled in (False, True, False):
+                h.set_config(Torrent=TorrentConfig(Enabled=enabled))
+                if enabled:  # the pieces read and cached first
+                    self.assertEqual((await h.request("/testy.tgz.btih")).status, 200)
+                resp = await h.request("/testy.tgz", headers={"Accept": "*/*", "User-Agent": "curl/8"})
+                self.assertEqual(resp.status, 302)
+                answers.append(([(k, v) for k, v in resp.headers if k.lower() not in ("date", "location")],
+                                resp.body))
+            self.assertEqual(answers[0], answers[1])
+            self.assertEqual(answers[1], answers[2])
+            self.assertEqual(sorted(k for k, _ in answers[0][0]),
+                             ["Cache-Control", "Connection", "Content-Length", "Content-Type", "Server"])
         return d(run())

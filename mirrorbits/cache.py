@@ -280,7 +280,8 @@ class MirrorView:
         self._warming: defer.Deferred[None] | None = None
         self._stopped = False
         self._mf_intern: dict[tuple[str | None, str | None], MirrorFile] = {}
-        self.stats = {"hits": 0, "misses": 0, "negative": 0, "loads": 0, "refreshes": 0, "clears": 0}
+        self.stats = {"hits": 0, "misses": 0, "negative": 0, "loads": 0, "refreshes": 0,
+                      "paths_refreshed": 0, "clears": 0}
         #: ``hits`` and ``negative`` (a hit on a file known not to exist) are counted by the
         #: redirector, which knows a lookup is a request's; ``misses`` by :meth:`load`.
         #: True once a warm-up has completed (and until the next clear): ``/readyz`` waits for it.
@@ -642,6 +643,7 @@ class MirrorView:
         paths, self._dirty_paths = sorted(self._dirty_paths), set()
         mirror_ids, self._dirty_mirrors = sorted(self._dirty_mirrors), set()
         self.stats["refreshes"] += 1
+        self.stats["paths_refreshed"] += len(paths)
         if mirror_ids:
             self._refresh([], mirror_ids)
         for start in range(0, len(paths), BATCH):
@@ -690,6 +692,9 @@ class ViewCollector(Collector):
                                   "refreshes and warm-up batches)", value=stats["loads"])
         yield CounterMetricFamily("mirrorbits_view_refreshes", "Background refreshes after pub/sub "
                                   "messages", value=stats["refreshes"])
+        yield CounterMetricFamily("mirrorbits_view_paths_refreshed", "Paths reloaded by those "
+                                  "refreshes (a mirror scan reloads the paths it changed)",
+                                  value=stats["paths_refreshed"])
         yield CounterMetricFamily("mirrorbits_view_clears", "Times the view was cleared (after a "
                                   "pub/sub reconnect)", value=stats["clears"])
         size = GaugeMetricFamily("mirrorbits_view_entries", "Entries in the in-memory view",

@@ -17,10 +17,15 @@ from mirrorbits.redis.connection import RedisClient
 log = Logger(namespace="mirrorbits.mirrorlog")
 
 
-async def append_log(redis: RedisClient, mirror_id: int, type_: int, **extra: object) -> None:
-    """``RPUSH MIRRORLOGS_<id>`` one event in Go's JSON form (errors are logged, not raised)."""
+async def append_log(redis: RedisClient, mirror_id: int, type_: int,
+                     **extra: object) -> tuple[str, int] | None:
+    """``RPUSH MIRRORLOGS_<id>`` one event in Go's JSON form (errors are logged, not raised).
+    Returns the element and the log's length after it (the mirror scan's proof that nobody scanned
+    since needs both), or None when it could not be written."""
     entry = mirror_log_json(type_, mirror_id, time.time_ns(), **extra)  # type: ignore[arg-type]
     try:
-        await redis.execute("RPUSH", schema.mirror_logs_key(mirror_id), entry)
+        length = await redis.execute("RPUSH", schema.mirror_logs_key(mirror_id), entry)
     except Exception as e:
         log.warn("Cannot write the mirror log of {id}: {err}", id=mirror_id, err=e)
+        return None
+    return (entry, length) if isinstance(length, int) else None

@@ -641,7 +641,8 @@ class AdminCommands(AdminAPI):
             cmds.append(("PUBLISH", schema.CHANNEL_MIRROR_FILE_UPDATE, f"{mirror_id} {path}"))
         cmds.append(("DEL", schema.mirror_key(mirror_id), schema.mirror_files_key(mirror_id),
                      schema.mirror_files_tmp_key(mirror_id), schema.handled_files_key(mirror_id),
-                     schema.scanning_key(mirror_id), schema.mirror_logs_key(mirror_id)))
+                     schema.scanning_key(mirror_id), schema.mirror_logs_key(mirror_id),
+                     schema.mirror_scan_digest_key(mirror_id)))
         cmds.append(("HDEL", schema.MIRRORS, str(mirror_id)))
         try:
             await self._transaction(cmds)

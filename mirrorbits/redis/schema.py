@@ -59,6 +59,12 @@ def mirror_files_tmp_key(mirror_id: int | str) -> str:
     return f"MIRRORFILESTMP_{mirror_id}"
 
 
+def mirror_scan_digest_key(mirror_id: int | str) -> str:
+    """``MIRRORSCANDIGEST_<id>``: the proof that the mirror's index matches its last listing
+    (``scan.unchanged``; not a Go key, Go never reads it)."""
+    return f"MIRRORSCANDIGEST_{mirror_id}"
+
+
 def handled_files_key(mirror_id: int | str) -> str:
     return f"HANDLEDFILES_{mirror_id}"
 

@@ -53,6 +53,7 @@ from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
 from mirrorbits.redis.replies import as_int, as_list
+from mirrorbits.scan import unchanged
 from mirrorbits.scan.listing import PRECISION_S, ListedFile, ScanError
 
 log = Logger(namespace="mirrorbits.scan")
@@ -62,6 +63,11 @@ log = Logger(namespace="mirrorbits.scan")
 BATCH = 250
 #: The private staging keys expire after a day, in case this process dies mid-scan.
 STAGING_TTL = 86400
+
+#: While a rescan may turn out unchanged, up to this many listed files are held in memory instead of
+#: being staged (~120 bytes each); past it, or once the listing is longer than the recorded one, they
+#: are staged as usual (the comparison may still be skipped at the end).
+SPECULATIVE_FILES = 100_000
 
 ERR_IN_PROGRESS = "scan already in progress"
 ERR_NO_FILES = "the mirror listed no files (the previous index is kept)"
@@ -92,6 +98,8 @@ class ScanResult:
     tz_offset_ms: int = 0
     #: Set by the admin command when it enabled the mirror afterwards.
     enabled: bool = False
+    #: The listing was proven unchanged (``scan.unchanged``): no comparison, no index write.
+    unchanged: bool = False
 
 
 # The batches run inside Redis, so only a count crosses the wire: reading 200,000 entries back
@@ -171,6 +179,13 @@ class MirrorScanTransaction:
         self._staging = staging_key(mirror_id)
         self._tmp = schema.mirror_files_tmp_key(mirror_id)
         self._handled_tmp = handled_tmp_key(mirror_id)
+        self._digest = unchanged.new_digest()
+        #: The last full comparison's record, when nobody rewrote the index since (see begin).
+        self._candidate: unchanged.Candidate | None = None
+        #: Hold the listed files in memory rather than stage them, hoping to skip the comparison.
+        self._speculating = False
+        self._compared = 0
+        self._known = 0
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -179,6 +194,9 @@ class MirrorScanTransaction:
         if not await self.lock.acquire():
             raise ScanInProgress()
         try:
+            # Before our own "scan started" event, which the record's proof counts.
+            self._candidate = await unchanged.check_record(self.redis, self.mirror_id, int(time.time()))
+            self._speculating = self._candidate is not None
             await self.redis.transaction([("HSET", schema.mirror_key(self.mirror_id), "lastSync",
                                            str(int(time.time())))])
             await self.redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(self.mirror_id))
@@ -194,17 +212,31 @@ class MirrorScanTransaction:
         """Stage one listed file (Go ``AddFile``).  Returns a Deferred when a batch is being written;
         the lister waits for it, so memory stays bounded."""
         self.files += 1
-        self._buffer.append(f"{f.size}\0{gocompat.format_gts(f.mtime_ns, f.zone)}\0{f.path}")  # type: ignore[arg-type]
+        entry = f"{f.size}\0{gocompat.format_gts(f.mtime_ns, f.zone)}\0{f.path}"  # type: ignore[arg-type]
+        self._digest.update(f"{entry}\n".encode("utf-8", "surrogateescape"))
+        self._buffer.append(entry)
+        if self._speculating:
+            candidate = self._candidate
+            if (candidate is None or self.files > candidate.files
+                    or len(self._buffer) >= SPECULATIVE_FILES):
+                self._speculating = False
+                return self._flush()
+            return None
         if len(self._buffer) >= self.batch:
             return self._flush()
         return None
 
     def _flush(self) -> defer.Deferred[None]:
         entries, self._buffer = self._buffer, []
-        d = defer.Deferred.fromCoroutine(self._write_staging(entries))
+        d = defer.Deferred.fromCoroutine(self._write_staging_batches(entries))
         self._pending = d
         # The lister may be cancelled while it waits; the Redis write must not be.
         return follow(d, consume=True)
+
+    async def _write_staging_batches(self, entries: list[str]) -> None:
+        """Stage ``entries`` one batch per write (more than one batch after a speculative hold)."""
+        for i in range(0, len(entries), self.batch):
+            await self._write_staging(entries[i:i + self.batch])
 
     async def _write_staging(self, entries: list[str]) -> None:
         replies = await self.redis.pipeline([("RPUSH", self._staging, *entries),
@@ -236,18 +268,47 @@ class MirrorScanTransaction:
         caller must :meth:`fail`; Redis errors propagate the same way."""
         if self._pending is not None and not self._pending.called:
             await follow(self._pending, consume=True)
-        if self._buffer:
-            await self._flush()
-        if self.staged != self.files:  # a staging write failed
-            raise ScanError(f"only {self.staged} of {self.files} files could be staged")
         if self.files == 0:
             raise ScanError(ERR_NO_FILES)
         if not await self.redis.execute("HEXISTS", schema.MIRRORS, str(self.mirror_id)):
             # Removed while we were listing: writing now would resurrect its file entries.
             raise ScanError("mirror removed during the scan")
+        if await self._proven_unchanged():
+            if self.staged:
+                await self._drop_staging()
+            return await self._mark_success(scanner_type, precision_ns,
+                                            ScanResult(self.files, self._known, 0, unchanged=True))
+        self._compared = int(time.time())
+        if self._buffer:
+            await self._flush()
+        if self.staged != self.files:  # a staging write failed
+            raise ScanError(f"only {self.staged} of {self.files} files could be staged")
         known = await self._phase_add()
         removed = await self._phase_remove()
         await self._phase_rename(known)
+        return await self._mark_success(scanner_type, precision_ns, ScanResult(self.files, known, removed))
+
+    async def _proven_unchanged(self) -> bool:
+        """The listing is the one last compared and the index is still what that comparison wrote
+        (see :mod:`mirrorbits.scan.unchanged`)."""
+        candidate = self._candidate
+        if candidate is None or candidate.files != self.files or candidate.digest != self.digest:
+            return False
+        known = await unchanged.handled_if_current(self.redis, self.mirror_id)
+        if known is None:
+            log.debug("[{name}] full comparison: FILES changed", name=self.name)
+            return False
+        self._known = known
+        self._compared = candidate.compared
+        return True
+
+    @property
+    def digest(self) -> str:
+        """Hex digest of the staged records listed so far."""
+        return self._digest.hexdigest()
+
+    async def _mark_success(self, scanner_type: int, precision_ns: int, result: ScanResult) -> ScanResult:
+        """Go's ``setLastSync(successful)``: ``lastSync``, ``lastSuccessfulSync*``, one update."""
         now = str(int(time.time()))
         precision = precision_ns if precision_ns > 0 else PRECISION_S
         await self.redis.transaction([
@@ -257,7 +318,7 @@ class MirrorScanTransaction:
              "lastSuccessfulSyncPrecision", str(precision)),
         ])
         await self.redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(self.mirror_id))
-        return ScanResult(self.files, known, removed)
+        return result
 
     def _prefixes(self) -> list[str]:
         return [schema.file_mirrors_key(""), schema.file_info_key(self.mirror_id, ""),
@@ -315,9 +376,11 @@ class MirrorScanTransaction:
         """Log "Indexed …" and event 8, then release the lock."""
         log.info("[{name}] Indexed {n} files ({known} known), {removed} removed", name=self.name,
                  n=result.files_indexed, known=result.known_indexed, removed=result.removed)
-        await append_log(self.redis, self.mirror_id, LOG_SCAN_COMPLETED,
-                         FilesIndexed=result.files_indexed, KnownIndexed=result.known_indexed,
-                         Removed=result.removed, TZOffset=result.tz_offset_ms)
+        completed = await append_log(self.redis, self.mirror_id, LOG_SCAN_COMPLETED,
+                                     FilesIndexed=result.files_indexed, KnownIndexed=result.known_indexed,
+                                     Removed=result.removed, TZOffset=result.tz_offset_ms)
+        await unchanged.write_record(self.redis, self.mirror_id, self.digest, self.files, completed,
+                                     self._compared)
         await self.release()
 
     async def release(self) -> None:

@@ -41,6 +41,10 @@ SCAN_FAILURES = Counter("mirrorbits_mirror_scan_failures", "Scans of a mirror th
                         "reason (failed, aborted, in_progress: another scan held the lock)",
                         ["mirror", "protocol", "reason"])
 
+SCAN_UNCHANGED = Counter("mirrorbits_mirror_scan_unchanged", "Successful scans of a mirror whose "
+                         "listing was proven unchanged, so that nothing was compared or rewritten",
+                         ["mirror", "protocol"])
+
 T = TypeVar("T")
 
 ERR_NO_URL = "no suitable URL for the scan"
@@ -216,6 +220,8 @@ class MirrorScanner:
             raise
         SCAN_DURATION.labels(name).set(self.reactor.seconds() - started)
         SCAN_FILES.labels(name).set(result.files_indexed)
+        if result.unchanged:
+            SCAN_UNCHANGED.labels(name, protocol).inc()
         try:
             offset = await self.adjust_tz_offset(mirror_id, name, outcome.precision_ns)
             result = replace(result, tz_offset_ms=offset)

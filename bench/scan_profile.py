@@ -8,6 +8,12 @@ CPU time (``/proc/<pid>/stat``) and Redis' (``INFO cpu``), once under ``py-spy r
 the daemon from outside, ``--idle`` off), whose stacks are then sorted into the scan's stages.
 
     python bench/scan_profile.py [--rate 250] [--keep-profile /tmp/scan.txt] [--no-profile]
+                                 [--changed 1]
+
+``--changed P`` adds, after the unchanged rescans, one ``scan -all`` after P% of the repository's
+files got a new modification time (every mirror lists them all, so P% of each listing changed).
+Each rescan also reports the redirector view's work during it (``mirrorbits_view_refreshes`` and
+``mirrorbits_view_paths_refreshed`` from the daemon's ``/metrics``).
 
 Needs ``py-spy`` (PyPI) on PATH or beside this interpreter.
 """
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +110,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--keep-profile", help="copy py-spy's collapsed stacks here")
     ap.add_argument("--no-profile", action="store_true", help="skip the third scan (under py-spy)")
+    ap.add_argument("--changed", type=float, default=0.0,
+                    help="then rescan once more after this percentage of the files changed")
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     workdir = Path(tempfile.mkdtemp(prefix="mb-scanprof-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
@@ -115,13 +124,13 @@ def main() -> None:
         r = redis.client()
         for mid in r.hkeys("MIRRORS"):
             r.hset(f"MIRROR_{mid}", "rsync", rsyncd.url("repo"))
-        rpc_port, http_port = free_port(), free_port()
+        rpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
         conf = workdir / "mirrorbits.conf"
         conf.write_text(
             f"Repository: {repo}\nRedisAddress: {redis.address}\nDataDir: {workdir / 'data'}\n"
             f"ListenAddress: 127.0.0.1:{http_port}\nRPCListenAddress: 127.0.0.1:{rpc_port}\n"
             f"RPCPassword: {PASSWORD}\nGeoipDatabasePath: {workdir / 'nogeoip'}\n"
-            "RepositoryScanInterval: 0\n")
+            f"RepositoryScanInterval: 0\nMetricsListenAddress: 127.0.0.1:{metrics_port}\n")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("MIRRORBITS_CONFIG", None)
         log = open(workdir / "daemon.log", "ab")
@@ -131,8 +140,17 @@ def main() -> None:
         wait_for_port("127.0.0.1", rpc_port, timeout=120)
         time.sleep(3)
 
+        def view_work() -> tuple[float, float]:
+            """(refreshes, paths reloaded) by the daemon's view so far."""
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).read().decode()
+            values = dict(re.findall(r"^(mirrorbits_view_(?:refreshes|paths_refreshed)_total) (\S+)$",
+                                     text, re.MULTILINE))
+            return (float(values.get("mirrorbits_view_refreshes_total", "nan")),
+                    float(values.get("mirrorbits_view_paths_refreshed_total", "nan")))
+
         def scan_all() -> tuple[float, float, float, str]:
             assert daemon is not None
+            v0 = view_work()
             c0, r0, t0 = cpu_seconds(daemon.pid), redis_cpu(r), time.perf_counter()
             out = subprocess.run([sys.executable, "-m", "mirrorbits", "-h", "127.0.0.1", "-p", str(rpc_port),
                                   "-P", PASSWORD, "scan", "-all", "-rsync"],
@@ -140,7 +158,12 @@ def main() -> None:
             wall = time.perf_counter() - t0
             if out.returncode:
                 raise RuntimeError(out.stdout + out.stderr)
-            return cpu_seconds(daemon.pid) - c0, redis_cpu(r) - r0, wall, out.stdout
+            cpu, rcpu = cpu_seconds(daemon.pid) - c0, redis_cpu(r) - r0
+            time.sleep(1)  # the view's refreshes follow the messages by a few hundred ms
+            v1 = view_work()
+            print(f"  view during the scan: {v1[0] - v0[0]:.0f} refreshes, {v1[1] - v0[1]:.0f} paths "
+                  "reloaded", flush=True)
+            return cpu, rcpu, wall, out.stdout
 
         print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}; world {counts}", flush=True)
         cpu, rcpu, wall, out = scan_all()
@@ -151,6 +174,17 @@ def main() -> None:
         print(f"unchanged scan -all ({entries} listed files): daemon CPU {cpu:.2f} s "
               f"({cpu / entries * 1e6:.1f} us/entry), Redis CPU {rcpu:.2f} s, wall {wall:.1f} s, "
               f"load {os.getloadavg()}", flush=True)
+        if args.changed:
+            files = sorted(p for p in repo.rglob("*") if p.is_file())
+            step = max(1, round(100 / args.changed))
+            touched = files[::step]
+            for f in touched:
+                st = f.stat()
+                os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 60 * 10**9))
+            cpu, rcpu, wall, out = scan_all()
+            print(f"{args.changed:g}%-changed scan -all ({len(touched)} of {len(files)} files changed, "
+                  f"{entries} listed files): daemon CPU {cpu:.2f} s ({cpu / entries * 1e6:.1f} us/entry), "
+                  f"Redis CPU {rcpu:.2f} s, wall {wall:.1f} s, load {os.getloadavg()}", flush=True)
         if args.no_profile:
             return
         raw = workdir / "profile.txt"

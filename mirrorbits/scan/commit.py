@@ -31,6 +31,11 @@ file without its info), and ``HANDLEDFILES_<id>`` is the intersection with ``FIL
 batch was written rather than at one instant (a local scan renaming ``FILES`` meanwhile can leave
 it off by the files that changed, until the next mirror scan, just as Go's is between scans).
 
+A rescan whose listing is proven to be the one last compared (:mod:`mirrorbits.scan.unchanged`)
+holds its files in memory instead of staging them (up to :data:`SPECULATIVE_FILES`) and skips
+phases 1-3: it only writes the success mark, the time-zone offset and the log events, as Go's scan
+does when its rewrite of the index changes no byte.
+
 A listing of **0 files** is treated as a failure that keeps the previous index (Go removes every
 ``FILEMIRRORS``/``FILEINFO`` entry of the mirror but keeps a stale ``MIRRORFILES``): an empty
 rsync module or FTP directory is far more often a broken mirror than an empty one.

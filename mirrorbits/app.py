@@ -34,6 +34,7 @@ from mirrorbits.lifecycle.upgrade import Inherited, inherited_listener
 from mirrorbits.metrics import MetricsService, metrics_service
 from mirrorbits.monitor.cluster import Cluster, ClusterCollector
 from mirrorbits.monitor.health import HealthChecker
+from mirrorbits.monitor.resolve import HostResolver, ReactorResolver
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.monitor.service import MonitorService
 from mirrorbits.reactor import IDaemonReactor, default_reactor
@@ -86,13 +87,16 @@ class Mirrorbits:
     """The daemon's dependency hub.  ``monitor`` is the Go ``-monitor`` flag."""
 
     def __init__(self, config: ConfigHolder, reactor: IDaemonReactor | None = None, *,
-                 monitor: bool = True, options: DaemonOptions | None = None) -> None:
+                 monitor: bool = True, options: DaemonOptions | None = None,
+                 host_resolver: HostResolver | None = None) -> None:
         self.reactor: IDaemonReactor = reactor if reactor is not None else default_reactor()
         self.config_holder = config
         self.options = options if options is not None else DaemonOptions(monitor=monitor)
         #: The Go ``-monitor`` flag; an HTTP worker process never monitors.
         self.run_monitor = monitor and self.options.monitor and self.options.worker is None
         self._built: dict[str, object] = {}
+        if host_resolver is not None:
+            self._built["host_resolver"] = host_resolver
         #: Non-zero when a fatal condition (unsupported schema...) must end the process with an error.
         self.exit_code = 0
         #: Under twistd there is no way to return an exit status: end the process after shutdown.
@@ -163,11 +167,18 @@ class Mirrorbits:
         return self._once("cluster", lambda: Cluster(self.get_redis(), self.config.RedisDB,
                                                      reactor=self.reactor))
 
+    def get_host_resolver(self) -> HostResolver:
+        """Names of the mirrors to IPv4/IPv6 addresses for the per-family health checks
+        (``SelectByIPFamily``): the reactor's resolver unless the hub was given one (tests give a
+        :class:`~mirrorbits.monitor.resolve.StaticResolver`)."""
+        return self._once("host_resolver", lambda: ReactorResolver(self.reactor))
+
     def get_monitor(self) -> Monitor:
         """Health checks and scan scheduling; ``mirror_updated(id)`` takes MIRROR_UPDATE ids."""
         return self._once("monitor", lambda: Monitor(
             self.get_redis(), lambda: self.config, self.get_cluster(),
-            HealthChecker(self.get_http_client()), self.get_mirror_scanner(), self.reactor,
+            HealthChecker(self.get_http_client(), self.get_host_resolver()),
+            self.get_mirror_scanner(), self.reactor,
             wait_indexed=self.get_source_scanner().when_indexed))
 
     def get_monitor_service(self) -> MonitorService:

@@ -38,13 +38,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mirrorbits.ipfamily import FamilyStates, read_family_health
 from mirrorbits.model import EmptyMirrorHash, FileInfo, Mirror
 from mirrorbits.reactor import default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, Subscription
 from mirrorbits.redis.protocol import Command, Reply
 from mirrorbits.redis.replies import as_list, as_str, as_str_list, hash_dict
-from mirrorbits.selection import Candidate, FilePlan, MirrorFile, MirrorSource, Secure
+from mirrorbits.selection import Candidate, FilePlan, MirrorFile, MirrorSource
 
 __all__ = [
     "LRU",
@@ -186,9 +187,10 @@ class LRU(Generic[K, V]):
 # Records
 
 
-def candidate_from_mirror(m: Mirror) -> Candidate:
-    """A selection Candidate with every per-mirror value precomputed, from a parsed record."""
-    return Candidate(m, source=MirrorSource(m))
+def candidate_from_mirror(m: Mirror, families: FamilyStates | None = None) -> Candidate:
+    """A selection Candidate with every per-mirror value precomputed, from a parsed record and its
+    per-family probes (``SelectByIPFamily``)."""
+    return Candidate(m, source=MirrorSource(m), families=families or {})
 
 
 class PathEntry:
@@ -209,9 +211,9 @@ class PathEntry:
         self.pairs: tuple[tuple[Candidate, MirrorFile | None], ...] | None = None
         self.gen = -1
         #: Free for the redirector: what it derived from ``pairs`` (it checks they are the same):
-        #: ``(pairs, the config state it planned with, {Secure: FilePlan})``.
+        #: ``(pairs, the config state it planned with, {verdict_index(secure, family): FilePlan})``.
         self.plans: tuple[tuple[tuple[Candidate, MirrorFile | None], ...], object,
-                          dict[Secure, FilePlan]] | None = None
+                          dict[int, FilePlan]] | None = None
 
     @property
     def known(self) -> bool:
@@ -474,8 +476,9 @@ class MirrorView:
         self._paths.set_cost(path, 1 + len(ids))
 
     def _apply_mirror(self, mirror_id: int, reply: Reply) -> None:
+        fields = hash_dict(reply)
         try:
-            m = Mirror.from_redis(hash_dict(reply))
+            m = Mirror.from_redis(fields)
         except EmptyMirrorHash:
             problem = "redigo: nil returned"
             m = None
@@ -489,10 +492,11 @@ class MirrorView:
                 self._mirror_errors[mirror_id] = problem
                 self.gen += 1
             return
+        families = read_family_health(fields)
         old = self._mirrors.get(mirror_id)
-        if old is not None and old.mirror == m:
+        if old is not None and old.mirror == m and old.families == families:
             return  # unchanged (most health-check messages): keep the candidate and its memo
-        self._mirrors[mirror_id] = candidate_from_mirror(m)
+        self._mirrors[mirror_id] = candidate_from_mirror(m, families)
         self._mirror_errors.pop(mirror_id, None)
         self.gen += 1
 

@@ -12,7 +12,7 @@ Differences from the Go original (also listed in the README):
   ``DataDir``; a config without ``RedisAddress`` keeps the Go meaning, ``127.0.0.1:6379``;
 * a few keys of our own (``DataDir``, ``Workers``, ``ManholeListenAddress``,
   ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``, ``StatsRetention``, ``MetricsListenAddress``,
-  ``MetalinkMaxURLs``, ``Torrent``), all optional, listed in :data:`EXTENSION_KEYS`.
+  ``MetalinkMaxURLs``, ``Torrent``, ``SelectByIPFamily``), all optional, listed in :data:`EXTENSION_KEYS`.
 """
 
 from __future__ import annotations
@@ -171,6 +171,9 @@ class Config:
     MetalinkMaxURLs: int = 10
     #: Torrents, magnets and info-hashes (see :class:`TorrentConfig`).
     Torrent: TorrentConfig = field(default_factory=TorrentConfig)
+    #: Probe each mirror over IPv4 and IPv6 and send a client only to mirrors reachable over its
+    #: address family (off: the Go behaviour, nothing per family is probed, stored or used).
+    SelectByIPFamily: bool = False
     # -- not keys: where the config came from, and what was odd about it --
     source: str = field(default="<defaults>", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -194,7 +197,7 @@ GO_KEYS = (
     "Fallbacks", "RedisSentinelMasterName", "RedisSentinels", "RPCListenAddress", "RPCPassword",
 )
 EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile",
-                  "StatsRetention", "MetricsListenAddress", "MetalinkMaxURLs", "Torrent")
+                  "StatsRetention", "MetricsListenAddress", "MetalinkMaxURLs", "Torrent", "SelectByIPFamily")
 
 
 _R = TypeVar("_R")
@@ -310,7 +313,7 @@ _TYPES: dict[str, str] = {
     "RPCPassword": "string", "DataDir": "string", "Workers": "integer",
     "ManholeListenAddress": "string", "ManholeAuthorizedKeys": "string", "CheckTLSCAFile": "string",
     "MetricsListenAddress": "string",
-    "MetalinkMaxURLs": "integer",
+    "MetalinkMaxURLs": "integer", "SelectByIPFamily": "boolean",
 }
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer, protocol, ssl, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IResponse
+from zope.interface import implementer
 
 from mirrorbits import VERSION
 from mirrorbits.reactor import IDaemonReactor
@@ -123,30 +126,45 @@ class HttpClient:
         self.timeout = timeout
         self._agent: Agent | None = None
         self._agent_ca: str | None = None
+        self._policy: BrowserLikePolicyForHTTPS | None = None
         #: How to cancel each request in flight.
         self._inflight: set[Callable[[], None]] = set()
 
     async def agent(self) -> Agent:
         """The Agent, rebuilt when the CA file setting changed (the file is read in a thread)."""
-        if self._agent is None or self._agent_ca != self.ca_file:
+        if self._agent is None or self._policy is None or self._agent_ca != self.ca_file:
             ca_file = self.ca_file
             trust = await threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), load_trust_root, ca_file) if ca_file else None
             pool = HTTPConnectionPool(self.reactor, persistent=False)
-            self._agent = Agent(self.reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust),
+            self._policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
+            self._agent = Agent(self.reactor, contextFactory=self._policy,
                                 connectTimeout=self.connect_timeout, pool=pool)
             self._agent_ca = ca_file
         return self._agent
 
+    async def pinned_agent(self, host: str, address: str) -> Agent:
+        """An Agent that connects to ``address`` for ``host`` and to any other host (a redirect's)
+        over the same address family, with the same TLS policy (the certificate is still checked
+        against the host name) and timeouts: one health check per address family."""
+        await self.agent()
+        assert self._policy is not None
+        endpoints = _PinnedEndpoints(self.reactor, self._policy, host, address, self.connect_timeout)
+        return Agent.usingEndpointFactory(self.reactor, endpoints,
+                                          pool=HTTPConnectionPool(self.reactor, persistent=False))
+
     async def request(self, method: str, url: str, ua: str, *,
                       allow_redirect: Callable[[str, str], bool],
                       read_body: Callable[[IResponse], Awaitable[R]],
-                      max_redirects: int = MAX_REDIRECTS) -> tuple[IResponse, R]:
+                      max_redirects: int = MAX_REDIRECTS, address: str | None = None
+                      ) -> tuple[IResponse, R]:
         """Send ``method`` to ``url``, following redirects while ``allow_redirect(origin, target)``
         says so, within the overall deadline; ``read_body`` reads the final response's body
-        (:func:`discard_body` drops it) and its result is returned with the response."""
+        (:func:`discard_body` drops it) and its result is returned with the response.
+        ``address``: connect to this IP for the URL's host, and over its family for any other
+        (see :meth:`pinned_agent`)."""
         d = defer.Deferred.fromCoroutine(
-            self._request(method, url, ua, allow_redirect, max_redirects, read_body))
+            self._request(method, url, ua, allow_redirect, max_redirects, read_body, address))
         # Here the timeout does cancel the request: nothing else waits for it.
         d.addTimeout(self.timeout, self.reactor)
         cancelled = False
@@ -176,8 +194,12 @@ class HttpClient:
 
     async def _request(self, method: str, url: str, ua: str,
                        allow_redirect: Callable[[str, str], bool], max_redirects: int,
-                       read_body: Callable[[IResponse], Awaitable[R]]) -> tuple[IResponse, R]:
-        agent = await self.agent()
+                       read_body: Callable[[IResponse], Awaitable[R]],
+                       address: str | None = None) -> tuple[IResponse, R]:
+        if address is None:
+            agent = await self.agent()
+        else:
+            agent = await self.pinned_agent(urlsplit(url).hostname or "", address)
         headers = Headers({b"User-Agent": [ua.encode("utf-8")]})
         current = url
         hops = 0
@@ -198,6 +220,33 @@ class HttpClient:
                 current = nxt
                 continue
             return response, await read_body(response)
+
+
+@implementer(IAgentEndpointFactory)
+class _PinnedEndpoints:
+    """Endpoints of :meth:`HttpClient.pinned_agent`: ``host`` goes to ``address``, every other host
+    is resolved and connected to over ``address``'s family only."""
+
+    def __init__(self, reactor: IDaemonReactor, policy: BrowserLikePolicyForHTTPS, host: str,
+                 address: str, timeout: float) -> None:
+        self.reactor = reactor
+        self.policy = policy
+        self.host = host.lower()
+        self.address = address
+        self.ipv6 = ":" in address
+        self.timeout = timeout
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:  # noqa: N802 - the interface's name
+        host = uri.host.decode("ascii", "replace")
+        target = self.address if host.lower() == self.host else host
+        endpoint: IStreamClientEndpoint
+        if self.ipv6:
+            endpoint = TCP6ClientEndpoint(self.reactor, target, uri.port, timeout=self.timeout)
+        else:
+            endpoint = TCP4ClientEndpoint(self.reactor, target, uri.port, timeout=self.timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        return endpoint
 
 
 class _Drain(protocol.Protocol):

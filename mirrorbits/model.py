@@ -458,6 +458,11 @@ def _log_text(typ: int, obj: Mapping[str, object]) -> str:
         proto = _log_int(obj, "Proto")
         subject = {PROTO_HTTP: "HTTP mirror", PROTO_HTTPS: "HTTPS mirror"}.get(proto, "Mirror")
         reason = _log_str(obj, "Reason")
+        family = _log_str(obj, "Family")  # not a Go key: a per-family state (SelectByIPFamily)
+        if family:
+            if _log_bool(obj, "NoAddress"):
+                return f"{subject} has no {family} address"
+            subject = f"{subject} over {family}"
         if _log_bool(obj, "Up"):
             return f"{subject} is up"
         return f"{subject} is down: {reason}" if reason else f"{subject} is down"

@@ -32,7 +32,7 @@ from mirrorbits.deferutil import follow
 from mirrorbits.model import EmptyMirrorHash, Mirror
 from mirrorbits.monitor.cluster import Cluster
 from mirrorbits.monitor.health import CheckOutcome, HealthChecker
-from mirrorbits.monitor.state import set_mirror_enabled, set_mirror_state
+from mirrorbits.monitor.state import set_family_states, set_mirror_enabled, set_mirror_state
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError, Subscription
@@ -390,7 +390,8 @@ class Monitor:
             try:
                 outcomes = await self.checker.check(
                     mirror, path, size, disallow_redirects=config.DisallowRedirects,
-                    disable_on_missing=config.DisableOnMissingFile)
+                    disable_on_missing=config.DisableOnMissingFile,
+                    by_family=config.SelectByIPFamily)
             except defer.CancelledError:
                 return  # stopping: the result is discarded
             await self._record(tracked, outcomes)
@@ -419,6 +420,8 @@ class Monitor:
         mirror = tracked.mirror
         for outcome in outcomes:
             try:
+                if outcome.families:
+                    await set_family_states(self.redis, mirror.id, outcome.proto, outcome.families)
                 await set_mirror_state(self.redis, mirror.id, outcome.proto, outcome.up,
                                        outcome.reason)
                 if outcome.disable and tracked.mirror.enabled:

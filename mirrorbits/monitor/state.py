@@ -19,8 +19,10 @@ the down reason is shown by the list and stats pages.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mirrorbits.ipfamily import health_fields
 from mirrorbits.mirrorlog import append_log
 from mirrorbits.model import (
     LOG_DISABLED,
@@ -29,6 +31,7 @@ from mirrorbits.model import (
     PROTO_HTTP,
     PROTO_HTTPS,
 )
+from mirrorbits.monitor.health import FamilyOutcome
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.replies import as_int, as_list
@@ -61,6 +64,24 @@ if redis.call('exists', KEYS[1]) == 0 then
 end
 redis.call('hmset', KEYS[1], 'enabled', ARGV[1])
 return 1
+"""
+
+
+#: KEYS[1] = MIRROR_<id>; ARGV = now, then per family state: stateField, reasonField,
+#: checkedField, state, reason.  Returns {exists, previousState1, previousReason1, ...} ('' when a
+#: field was absent); writes nothing when the hash is gone.
+_SET_FAMILY_STATES = """
+if redis.call('exists', KEYS[1]) == 0 then
+    return {0}
+end
+local out = {1}
+for i = 2, #ARGV, 5 do
+    local prev = redis.call('hmget', KEYS[1], ARGV[i], ARGV[i + 1])
+    out[#out + 1] = prev[1] or ''
+    out[#out + 1] = prev[2] or ''
+    redis.call('hmset', KEYS[1], ARGV[i], ARGV[i + 3], ARGV[i + 1], ARGV[i + 4], ARGV[i + 2], ARGV[1])
+end
+return out
 """
 
 
@@ -107,4 +128,44 @@ async def set_mirror_enabled(redis: RedisClient, mirror_id: int, enabled: bool) 
         return False
     await redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
     await append_log(redis, mirror_id, LOG_ENABLED if enabled else LOG_DISABLED)
+    return True
+
+
+async def set_family_states(redis: RedisClient, mirror_id: int, proto: int,
+                            outcomes: Sequence[FamilyOutcome], now: int | None = None) -> bool:
+    """Record the health of one protocol of a mirror over each address family
+    (``SelectByIPFamily``; fields named by :func:`mirrorbits.redis.schema.family_fields`).
+
+    Publishes MIRROR_UPDATE when a state or a reason changed (the redirector's view reloads the
+    mirror with it) and logs each state change in the mirror log: a ``LOG_STATE_CHANGED`` event
+    with a ``Family`` key (and ``NoAddress`` for a host without an address of the family), which a
+    Go node's ``logs`` shows as a plain HTTP(S) up/down line.  A family never probed before counts
+    as reachable (selection's view of it), so its first state is logged only when it is not up.
+    False when the mirror is gone."""
+    stamp = int(time.time()) if now is None else now
+    argv = [str(stamp)]
+    for o in outcomes:
+        argv.extend(health_fields(proto, o.family))
+        argv.extend((o.state, o.reason))
+    reply = as_list(await redis.execute("EVAL", _SET_FAMILY_STATES, "1", schema.mirror_key(mirror_id),
+                                        *argv))
+    if str(reply[0]) != "1":
+        return False
+    previous = [str(x) for x in reply[1:]]
+    publish = False
+    changes: list[FamilyOutcome] = []
+    for i, o in enumerate(outcomes):
+        was_state, was_reason = previous[2 * i], previous[2 * i + 1]
+        if was_state != o.state or was_reason != o.reason:
+            publish = True
+        if was_state != o.state and (was_state or o.state != schema.FAMILY_UP):
+            changes.append(o)
+    if publish:
+        await redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
+    for o in changes:
+        extra: dict[str, object] = {"Proto": proto, "Up": o.state == schema.FAMILY_UP,
+                                    "Reason": o.reason, "Family": o.family.label}
+        if o.state == schema.FAMILY_NO_ADDRESS:
+            extra["NoAddress"] = True
+        await append_log(redis, mirror_id, LOG_STATE_CHANGED, **extra)
     return True

@@ -51,6 +51,25 @@ def mirror_key(mirror_id: int | str) -> str:
     return f"MIRROR_{mirror_id}"
 
 
+#: Values of a per-family state field (see :func:`family_fields`).
+FAMILY_UP = "1"
+FAMILY_DOWN = "0"
+FAMILY_NO_ADDRESS = "none"
+
+
+def family_fields(proto: str, family: str) -> tuple[str, str, str]:
+    """The fields of ``MIRROR_<id>`` holding the health of one protocol (``http``/``https``) over
+    one address family (``IPv4``/``IPv6``), written only with ``SelectByIPFamily`` on:
+    ``<proto>Up<family>`` (:data:`FAMILY_UP`, :data:`FAMILY_DOWN` or :data:`FAMILY_NO_ADDRESS`),
+    ``<proto>DownReason<family>`` and ``<proto>Checked<family>`` (Unix seconds of the last check).
+
+    Fields of the mirror's own hash because Go nodes ignore unknown fields when they read it, Go's
+    ``add``/``edit`` (an ``HMSET`` of the configuration fields) leave them alone, and ``remove``
+    (a ``DEL`` of the hash) takes them away with the mirror; and the redirector's view reloads them
+    with the mirror on the same MIRROR_UPDATE message."""
+    return f"{proto}Up{family}", f"{proto}DownReason{family}", f"{proto}Checked{family}"
+
+
 def mirror_files_key(mirror_id: int | str) -> str:
     return f"MIRRORFILES_{mirror_id}"
 

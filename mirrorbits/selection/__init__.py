@@ -36,6 +36,7 @@ from mirrorbits.selection.records import (
     MirrorSource,
     Secure,
     Selection,
+    verdict_index,
 )
 
 __all__ = [
@@ -59,4 +60,5 @@ __all__ = [
     "rank_sort",
     "redirect_pool",
     "select_mirrors",
+    "verdict_index",
 ]

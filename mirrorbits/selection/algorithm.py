@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from mirrorbits.gocompat import f32, format_duration
+from mirrorbits.ipfamily import Family
 from mirrorbits.model import Mirror
 from mirrorbits.selection.distance import client_distances
 from mirrorbits.selection.records import (
@@ -26,6 +27,7 @@ from mirrorbits.selection.records import (
     MirrorFile,
     Secure,
     Selection,
+    verdict_index,
 )
 
 __all__ = ["FallbackEntry", "computed_scores", "fallback_choices", "mtime_delta", "rank_sort", "select_mirrors"]
@@ -107,6 +109,7 @@ def select_mirrors(
     weight_distribution_range: float = 1.5,
     allow_outdated: Sequence[OutdatedRule] = (),
     fix_timezone_offsets: bool = False,
+    family: Family = Family.ANY,
     rng: random.Random,
 ) -> Selection:
     """Filter, score, weight and order the candidate mirrors of one file.
@@ -114,9 +117,40 @@ def select_mirrors(
     ``candidates`` are the members of ``FILEMIRRORS_<path>`` in Redis order, each with the
     mirror's ``FILEINFO`` (None when that hash does not exist).  ``local_mod_time_ns`` is the
     file's modification instant in Unix nanoseconds, None for Go's zero time (file unknown).
+
+    ``family`` (``SelectByIPFamily``) also excludes the mirrors that do not answer over the
+    client's address family; when that leaves none, the choice is made as for ANY (a working
+    redirect beats none) and the result says so (``family_fallback``).
     """
     if local_mod_time_ns is None:
         return Selection([], [], ERR_MODTIME_ZERO)
+    options = (file_path, local_size, local_mod_time_ns, candidates, client, for_mirrorlist,
+               weight_distribution_range, allow_outdated, fix_timezone_offsets, rng)
+    if family == Family.ANY:
+        return _select(*options, verdict_index(secure, family))
+    sel = _select(*options, verdict_index(secure, family))
+    if sel.selected:
+        return sel
+    sel = _select(*options, verdict_index(secure, Family.ANY))
+    if sel.selected:
+        sel.family_fallback = family
+    return sel
+
+
+def _select(
+    file_path: str,
+    local_size: int,
+    local_mod_time_ns: int,
+    candidates: Sequence[tuple[Candidate, MirrorFile | None]],
+    client: ClientLocation,
+    for_mirrorlist: bool,
+    weight_distribution_range: float,
+    allow_outdated: Sequence[OutdatedRule],
+    fix_timezone_offsets: bool,
+    rng: random.Random,
+    proto_index: int,
+) -> Selection:
+    """:func:`select_mirrors` for one column of the candidates' verdicts."""
 
     valid = client.valid
     dists = client_distances(client, candidates) if valid else [0.0] * len(candidates)
@@ -129,7 +163,6 @@ def select_mirrors(
     c_country = client.country
     c_continent = client.continent
     c_asn = client.asnum
-    proto_index = int(secure)
 
     excluded: list[Excluded] = []
     accepted: list[tuple[Candidate, str, float]] = []

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mirrorbits.gocompat import f32
+from mirrorbits.ipfamily import Family
 from mirrorbits.selection.algorithm import OutdatedRule, computed_scores, mtime_delta, outdated_rule
 from mirrorbits.selection.distance import client_distances
 from mirrorbits.selection.records import (
@@ -29,6 +30,7 @@ from mirrorbits.selection.records import (
     ClientLocation,
     MirrorFile,
     Secure,
+    verdict_index,
 )
 
 __all__ = ["FilePlan", "LocationPlan", "RedirectPool", "document_order", "draw_redirect", "plan_file",
@@ -47,6 +49,9 @@ class FilePlan:
     eligible: dict[Candidate, tuple[int, str]]
     error: str | None = None
     extra: dict[Candidate, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    #: The client's family when no mirror carrying the file answers over it: the eligible mirrors
+    #: are then ANY's (ANY, false, otherwise).
+    family_fallback: Family = Family.ANY
 
 
 def plan_file(
@@ -58,16 +63,37 @@ def plan_file(
     secure: Secure = Secure.UNDEFINED,
     allow_outdated: Sequence[OutdatedRule] = (),
     fix_timezone_offsets: bool = False,
+    family: Family = Family.ANY,
 ) -> FilePlan:
-    """The file half of the filter (same checks and order as :func:`select_mirrors`)."""
+    """The file half of the filter (same checks and order as :func:`select_mirrors`).
+
+    For a client ``family`` whose mirrors do not carry the file, the plan is the one for ANY and
+    says so (``family_fallback``), as :func:`select_mirrors` falls back."""
     if local_mod_time_ns is None:
         return FilePlan({}, ERR_MODTIME_ZERO)
+    options = (file_path, local_size, local_mod_time_ns, candidates, allow_outdated, fix_timezone_offsets)
+    eligible = _eligible(*options, verdict_index(secure, family))
+    if eligible or family == Family.ANY:
+        return FilePlan(eligible)
+    eligible = _eligible(*options, verdict_index(secure, Family.ANY))
+    return FilePlan(eligible, family_fallback=family if eligible else Family.ANY)
+
+
+def _eligible(
+    file_path: str,
+    local_size: int,
+    local_mod_time_ns: int,
+    candidates: Sequence[tuple[Candidate, MirrorFile | None]],
+    allow_outdated: Sequence[OutdatedRule],
+    fix_timezone_offsets: bool,
+    proto_index: int,
+) -> dict[Candidate, tuple[int, str]]:
+    """:func:`plan_file`'s eligible mirrors for one column of the candidates' verdicts."""
     max_outdated = outdated_rule(file_path, allow_outdated) if allow_outdated else None
     compare_size = max_outdated is None
     if max_outdated is None:
         max_outdated = 0
     local_ns = local_mod_time_ns
-    proto_index = int(secure)
     eligible: dict[Candidate, tuple[int, str]] = {}
     for pos, (cand, mfile) in enumerate(candidates):
         url, reason = cand.verdicts[proto_index]
@@ -81,7 +107,7 @@ def plan_file(
             if delta < 0 or delta > max_outdated:
                 continue
         eligible[cand] = (pos, url)
-    return FilePlan(eligible)
+    return eligible
 
 
 def _location_ok(cand: Candidate, client: ClientLocation) -> bool:

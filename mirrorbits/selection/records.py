@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from mirrorbits.gocompat import ZERO_TIME_NS, f32
-from mirrorbits.model import Mirror
+from mirrorbits.ipfamily import FAMILIES, Family, FamilyStates, unreachable_reason
+from mirrorbits.model import PROTO_HTTP, PROTO_HTTPS, Mirror
 
 __all__ = [
     "ERR_MODTIME_ZERO",
@@ -26,6 +27,7 @@ __all__ = [
     "MirrorFile",
     "Secure",
     "Selection",
+    "verdict_index",
 ]
 
 #: Go's ``float32(DegToRad)``: the constant is converted to float32 where it meets a float32.
@@ -60,11 +62,14 @@ def _ensure_absolute(url: str, scheme: str) -> str:
 
 
 def _protocol_verdicts(
-    http_url: str, http_up: bool, https_up: bool, http_down: str, https_down: str
+    http_url: str, http_up: bool, https_up: bool, http_down: str, https_down: str,
+    http_reachable: bool = True, https_reachable: bool = True, unreachable: str = "",
 ) -> tuple[tuple[str, str | None], tuple[str, str | None], tuple[str, str | None]]:
     """(AbsoluteURL, exclusion reason or None) for UNDEFINED, WITH_TLS and WITHOUT_TLS.
 
-    These depend only on the mirror record, so they are computed once per mirror load.
+    These depend only on the mirror record, so they are computed once per mirror load.  For one
+    client address family, ``http_reachable``/``https_reachable`` say whether the protocol answered
+    over it, and ``unreachable`` is the reason of a protocol that is up but not over that family.
     """
     https_abs = _ensure_absolute(http_url, "https")
     http_abs = _ensure_absolute(http_url, "http")
@@ -72,12 +77,16 @@ def _protocol_verdicts(
         https_reason: str | None = "Not HTTPS"
     elif not https_up:
         https_reason = https_down or "Down"
+    elif not https_reachable:
+        https_reason = unreachable
     else:
         https_reason = None
     if http_url.startswith("https://"):
         http_reason: str | None = "Not HTTP"
     elif not http_up:
         http_reason = http_down or "Down"
+    elif not http_reachable:
+        http_reason = unreachable
     else:
         http_reason = None
     if https_reason is None:
@@ -89,6 +98,11 @@ def _protocol_verdicts(
     else:
         undefined = (http_abs, f"{http_reason} / {https_reason}")
     return undefined, (https_abs, https_reason), (http_abs, http_reason)
+
+
+def verdict_index(secure: Secure, family: Family) -> int:
+    """Where :attr:`Candidate.verdicts` holds the verdict for a scheme option and a client family."""
+    return int(secure) + 3 * int(family)
 
 
 @dataclass(slots=True)
@@ -122,6 +136,8 @@ class Candidate:
 
     mirror: Mirror
     source: MirrorSource | None = field(default=None, compare=False, repr=False)
+    #: The per-family probes of the record (``SelectByIPFamily``); empty: never probed per family.
+    families: FamilyStates = field(default_factory=dict, compare=False, repr=False)
     # Copied from the record:
     id: int = field(init=False)
     name: str = field(init=False)
@@ -145,7 +161,9 @@ class Candidate:
     cos_lat: float = field(init=False, repr=False)
     https_absolute_url: str = field(init=False, repr=False)
     http_absolute_url: str = field(init=False, repr=False)
-    #: (AbsoluteURL, reason or None) per :class:`Secure` value, "Disabled" included.
+    #: (AbsoluteURL, reason or None) per :class:`Secure` value, "Disabled" included, for a client
+    #: of any family, then of IPv4, then of IPv6: index ``secure + 3 * family``
+    #: (:func:`verdict_index`).
     verdicts: tuple[tuple[str, str | None], ...] = field(init=False, repr=False)
     #: Whether a geography check (continent, country, AS, excluded countries) can apply.
     restricted: bool = field(init=False, repr=False)
@@ -176,11 +194,25 @@ class Candidate:
         s(self, "https_absolute_url", _ensure_absolute(m.http_url, "https"))
         s(self, "http_absolute_url", _ensure_absolute(m.http_url, "http"))
         if m.enabled:
-            verdicts = _protocol_verdicts(
-                m.http_url, m.http_up, m.https_up, m.http_down_reason, m.https_down_reason
-            )
+            args = (m.http_url, m.http_up, m.https_up, m.http_down_reason, m.https_down_reason)
+            base = _protocol_verdicts(*args)
+            verdicts: tuple[tuple[str, str | None], ...] = base
+            fams = self.families
+            for family in FAMILIES:
+                if not fams:
+                    verdicts += base
+                    continue
+                http = fams.get((PROTO_HTTP, family))
+                https = fams.get((PROTO_HTTPS, family))
+                reason = unreachable_reason(family)
+                own = _protocol_verdicts(*args, http is None or http.reachable,
+                                         https is None or https.reachable, reason)
+                # A mirror excluded anyway keeps its reason; one excluded only by the family
+                # says so alone ("Not reachable over IPv6", not "... / Not HTTPS").
+                verdicts += tuple(b if b[1] is not None or f[1] is None else (f[0], reason)
+                                  for b, f in zip(base, own, strict=True))
         else:
-            verdicts = (("", "Disabled"),) * 3  # checked first; AbsoluteURL stays empty
+            verdicts = (("", "Disabled"),) * 9  # checked first; AbsoluteURL stays empty
         s(self, "verdicts", verdicts)
         s(self, "restricted", bool(m.continent_only or m.country_only or m.as_only or self.excluded_country_set))
         s(self, "tz_offset_ns", m.tz_offset * 1_000_000)
@@ -247,3 +279,6 @@ class Selection:
     error: str | None = None
     closest: float = 0.0
     farthest: float = 0.0
+    #: The client's address family when no mirror was usable over it and this is the choice for
+    #: any family (ANY, false, otherwise).
+    family_fallback: Family = Family.ANY

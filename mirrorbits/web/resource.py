@@ -42,6 +42,7 @@ from mirrorbits import VERSION
 from mirrorbits.cache import LRU, MirrorView, PathEntry
 from mirrorbits.config import Config
 from mirrorbits.geo import GeoIP, GeoRecord
+from mirrorbits.ipfamily import Family, client_family
 from mirrorbits.model import FileInfo
 from mirrorbits.redis import schema
 from mirrorbits.redis.replies import Reply
@@ -58,6 +59,7 @@ from mirrorbits.selection import (
     plan_file,
     redirect_pool,
     select_mirrors,
+    verdict_index,
 )
 from mirrorbits.twistedcompat import header_table
 from mirrorbits.web import clientinfo, paths
@@ -121,6 +123,9 @@ FALLBACKS = Counter("mirrorbits_fallbacks", "Answers made of the configured fall
                     "(redis: Redis could not answer; no_mirror: no mirror has the file)", ["reason"])
 FALLBACK_REDIS = FALLBACKS.labels("redis")
 FALLBACK_NO_MIRROR = FALLBACKS.labels("no_mirror")
+FAMILY_FALLBACKS = Counter("mirrorbits_family_fallbacks", "Answers chosen as for any address family "
+                           "because no mirror with the file answers over the client's "
+                           "(SelectByIPFamily), by the client's family (IPv4, IPv6)", ["family"])
 
 
 class RedirectCounts(Collector):
@@ -222,7 +227,7 @@ def _http_date(secs: int) -> bytes:
 class _ConfigState:
     """Values derived from one config object, rebuilt when a reload swaps the config."""
 
-    __slots__ = ("config", "server", "repository", "fallbacks", "outdated", "mode")
+    __slots__ = ("config", "server", "repository", "fallbacks", "outdated", "mode", "by_family")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -231,6 +236,7 @@ class _ConfigState:
         self.fallbacks = tuple(config.Fallbacks)
         self.outdated = tuple((r.Prefix, r.Minutes) for r in config.AllowOutdatedFiles)
         self.mode = config.OutputMode
+        self.by_family = config.SelectByIPFamily
 
 
 class RedirectorResource(resource.Resource):
@@ -248,8 +254,8 @@ class RedirectorResource(resource.Resource):
         self.app = app
         self.rng = rng or random.Random()
         self._state: _ConfigState | None = None
-        self._memo: LRU[tuple[str, Secure, tuple[str, str, int, int]],
-                        tuple[object, object, list[Chosen]]] = LRU(self.memo_size)
+        self._memo: LRU[tuple[str, int, tuple[str, str, int, int]],
+                        tuple[object, object, list[Chosen], Family]] = LRU(self.memo_size)
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, MirrorView, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
@@ -471,6 +477,7 @@ class RedirectorResource(resource.Resource):
         secure = clientinfo.secure_option(
             _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
             config.AllowHTTPToHTTPSRedirects)
+        family = client_family(ip, ctx.query) if st.by_family else Family.ANY
 
         # 9 (decided early: it does not depend on the selection). Renderer.
         mode = st.mode
@@ -487,11 +494,11 @@ class RedirectorResource(resource.Resource):
         sel = None
         plan = None
         if rtype == REDIRECT and loc.valid and entry is not None and self.memo_size > 0:
-            fast = self._redirect_selection(path, info, entry, loc, secure, config, st)
+            fast = self._redirect_selection(path, info, entry, loc, secure, config, st, family)
             if fast is not None:
                 sel, plan = fast
         if sel is None:
-            sel = self._selection(path, info, entry, loc, secure, is_list, config, st)
+            sel = self._selection(path, info, entry, loc, secure, is_list, config, st, family)
         results = self._results(request, info, ip, rec, loc, secure, sel, load_error, st)
         if results is None:
             return plain_error(request, 503, "Service Unavailable")
@@ -543,15 +550,17 @@ class RedirectorResource(resource.Resource):
         secure = clientinfo.secure_option(
             _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
             config.AllowHTTPToHTTPSRedirects)
+        family = client_family(ip, ctx.query) if st.by_family else Family.ANY
         sel = self._document_selection(path, info, entry, loc, secure, document_size(request, fmt, config),
-                                       config, st)
+                                       config, st, family)
         results = self._results(request, info, ip, rec, loc, secure, sel, load_error, st)
         if results is None:
             return plain_error(request, 503, "Service Unavailable")
         return self.formats.render(request, fmt, results, config, pieces)
 
     def _document_selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
-                            secure: Secure, limit: int, config: Config, st: _ConfigState) -> Selection:
+                            secure: Secure, limit: int, config: Config, st: _ConfigState,
+                            family: Family = Family.ANY) -> Selection:
         """The mirrors of a download document, up to ``limit``: what the redirect would choose for
         this client first (one draw, the same rng calls), then the other usable mirrors in the
         mirror list's order (:func:`~mirrorbits.selection.document_order`).
@@ -563,17 +572,26 @@ class RedirectorResource(resource.Resource):
         wdr = config.WeightDistributionRange
         if loc.valid and entry is not None and self.memo_size > 0 and entry.pairs is not None \
                 and info.mod_time_ns is not None:
-            plan = self._file_plan(path, info, entry, secure, config, st)
+            plan = self._file_plan(path, info, entry, secure, config, st, family)
             lplan = self._location_plan(loc)
             pool = redirect_pool(plan, lplan, wdr)
             drawn = draw_redirect(pool, self.rng) if pool is not None else []
-            return Selection(document_order(plan, lplan, drawn, limit, wdr), [])
+            listed = document_order(plan, lplan, drawn, limit, wdr)
+            if not listed and family != Family.ANY and not plan.family_fallback:
+                # Mirrors of the family carry the file, but none suits this client's location:
+                # as select_mirrors does, the choice for any family.
+                sel = self._document_selection(path, info, entry, loc, secure, limit, config, st)
+                if sel.selected:
+                    sel.family_fallback = family
+                return sel
+            return Selection(listed, [], family_fallback=plan.family_fallback)
         if not loc.valid:
-            return self._selection(path, info, entry, loc, secure, True, config, st)
-        sel = self._selection(path, info, entry, loc, secure, False, config, st)
+            return self._selection(path, info, entry, loc, secure, True, config, st, family)
+        sel = self._selection(path, info, entry, loc, secure, False, config, st, family)
         if sel.error is None and len(sel.selected) < limit:
             taken = {ch.candidate for ch in sel.selected}
-            ranked = self._selection(path, info, entry, loc, secure, True, config, st).selected
+            column = Family.ANY if sel.family_fallback else family  # the family the draw used
+            ranked = self._selection(path, info, entry, loc, secure, True, config, st, column).selected
             sel.selected.extend(ch for ch in ranked if ch.candidate not in taken)
         return sel
 
@@ -581,6 +599,8 @@ class RedirectorResource(resource.Resource):
                  loc: ClientLocation, secure: Secure, sel: Selection, load_error: str | None,
                  st: _ConfigState) -> Results | None:
         """The selection's mirrors, or the fallbacks when it has none; None (503) without any."""
+        if sel.family_fallback:
+            FAMILY_FALLBACKS.labels(sel.family_fallback.label).inc()
         mlist = sel.selected
         fallback = False
         if sel.error is not None or not mlist:
@@ -598,8 +618,8 @@ class RedirectorResource(resource.Resource):
                        sel.error or load_error)
 
     def _redirect_selection(self, path: str, info: FileInfo, entry: PathEntry, loc: ClientLocation,
-                            secure: Secure, config: Config, st: _ConfigState
-                            ) -> tuple[Selection, FilePlan | None] | None:
+                            secure: Secure, config: Config, st: _ConfigState,
+                            family: Family = Family.ANY) -> tuple[Selection, FilePlan | None] | None:
         """Selection for a redirect through the exact fast path of :mod:`mirrorbits.selection`.
 
         Why: a full :func:`select_mirrors` costs ~60 us for 50 mirrors, and a realistic mix has
@@ -619,41 +639,43 @@ class RedirectorResource(resource.Resource):
         pairs = entry.pairs
         if pairs is None or info.mod_time_ns is None:
             return None
-        plan = self._file_plan(path, info, entry, secure, config, st)
+        plan = self._file_plan(path, info, entry, secure, config, st, family)
         pool = redirect_pool(plan, self._location_plan(loc), config.WeightDistributionRange)
         if pool is not None:
-            return Selection(draw_redirect(pool, self.rng), []), plan
+            return Selection(draw_redirect(pool, self.rng), [], family_fallback=plan.family_fallback), plan
 
-        key = (path, secure, (loc.country, loc.continent, loc.asnum, loc.geo_key))
+        key = (path, verdict_index(secure, family), (loc.country, loc.continent, loc.asnum, loc.geo_key))
         memo = self._memo
         hit = memo.get(key)
         if hit is None or hit[0] is not pairs or hit[1] is not st:
             self.memo_stats["misses"] += 1
-            full = self._selection(path, info, entry, loc, secure, False, config, st)
+            full = self._selection(path, info, entry, loc, secure, False, config, st, family)
             if full.error is not None:
                 return None
-            hit = (pairs, st, full.selected[:max(1, config.MaxLinkHeaders + 1)])
+            hit = (pairs, st, full.selected[:max(1, config.MaxLinkHeaders + 1)], full.family_fallback)
             memo.set(key, hit)
         else:
             self.memo_stats["hits"] += 1
         return Selection([Chosen(ch.candidate, ch.absolute_url, ch.distance, ch.computed_score,
-                                 ch.weight) for ch in hit[2]], []), plan
+                                 ch.weight) for ch in hit[2]], [], family_fallback=hit[3]), plan
 
     def _file_plan(self, path: str, info: FileInfo, entry: PathEntry, secure: Secure, config: Config,
-                   st: _ConfigState) -> FilePlan:
+                   st: _ConfigState, family: Family = Family.ANY) -> FilePlan:
         """The file half of the fast path for ``entry`` (whose pairs and modTime are known), kept on
-        the view entry per secure option while its pairs and the config are the same."""
+        the view entry per secure option and client family while its pairs and the config are the
+        same."""
         pairs = entry.pairs or ()
         plans = entry.plans
         if plans is None or plans[0] is not pairs or plans[1] is not st:
             plans = (pairs, st, {})
             entry.plans = plans
-        by_secure = plans[2]
-        plan = by_secure.get(secure)
+        by_column = plans[2]
+        column = verdict_index(secure, family)
+        plan = by_column.get(column)
         if plan is None:
-            plan = by_secure[secure] = plan_file(
+            plan = by_column[column] = plan_file(
                 path, info.size, info.mod_time_ns, pairs, secure=secure, allow_outdated=st.outdated,
-                fix_timezone_offsets=config.FixTimezoneOffsets)
+                fix_timezone_offsets=config.FixTimezoneOffsets, family=family)
         return plan
 
     def _location_plan(self, loc: ClientLocation) -> LocationPlan:
@@ -671,14 +693,15 @@ class RedirectorResource(resource.Resource):
         return lp_hit[2]
 
     def _selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
-                   secure: Secure, is_list: bool, config: Config, st: _ConfigState) -> Selection:
+                   secure: Secure, is_list: bool, config: Config, st: _ConfigState,
+                   family: Family = Family.ANY) -> Selection:
         pairs = entry.pairs if entry is not None and entry.pairs is not None else ()
         return select_mirrors(
             path, info.size, info.mod_time_ns, pairs, loc,
             secure=secure, for_mirrorlist=is_list,
             weight_distribution_range=config.WeightDistributionRange,
             allow_outdated=st.outdated, fix_timezone_offsets=config.FixTimezoneOffsets,
-            rng=self.rng,
+            family=family, rng=self.rng,
         )
 
 

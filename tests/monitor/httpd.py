@@ -142,17 +142,18 @@ class _SnifferFactory(protocol.Factory):
 
 
 class WebServer:
-    """HTTP (and, given a certificate, HTTPS on the same port) on 127.0.0.1 serving a
-    :class:`Recorder`."""
+    """HTTP (and, given a certificate, HTTPS on the same port) on 127.0.0.1 (or ``interface``, on
+    ``port``, a free one by default) serving a :class:`Recorder`."""
 
-    def __init__(self, cert: ssl.PrivateCertificate | None = None) -> None:
+    def __init__(self, cert: ssl.PrivateCertificate | None = None, *, interface: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.recorder = Recorder()
         self.site = server.Site(self.recorder)
         self.site.noisy = False
         self.site.timeOut = None
         self.tls = TLSMemoryBIOFactory(cert.options(), False, self.site) if cert is not None else None
         self.connections: list[Any] = []
-        self.port = reactor.listenTCP(0, _SnifferFactory(self), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.port = reactor.listenTCP(port, _SnifferFactory(self), interface=interface)  # type: ignore[attr-defined]
 
     @property
     def number(self) -> int:

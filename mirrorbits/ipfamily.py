@@ -29,7 +29,7 @@ __all__ = [
     "FamilyStates",
     "address_family",
     "client_family",
-    "family_summary",
+    "family_states",
     "health_fields",
     "read_family_health",
     "requested_family",
@@ -152,14 +152,9 @@ def read_family_health(h: Mapping[str, str] | Mapping[bytes, bytes] | Mapping[st
     return out
 
 
-def family_summary(states: FamilyStates, family: Family) -> str:
-    """One word per family for the list columns: ``up`` when a protocol answers over it, ``none``
-    when the host has no such address, ``down`` otherwise, ``-`` when never probed."""
-    seen = [h for (_, f), h in states.items() if f == family]
-    if not seen:
-        return "-"
-    if any(h.reachable for h in seen):
-        return "up"
-    if all(h.state == schema.FAMILY_NO_ADDRESS for h in seen):
-        return "none"
-    return "down"
+def family_states(h: Mapping[str, str]) -> list[tuple[str, str, str, str, int]]:
+    """The stored states of a mirror hash as (``HTTP``/``HTTPS``, ``IPv4``/``IPv6``, ``up``/``down``/
+    ``none``, reason, last check or 0), for the admin commands and the pages."""
+    words = {schema.FAMILY_UP: "up", schema.FAMILY_DOWN: "down", schema.FAMILY_NO_ADDRESS: "none"}
+    return [("HTTPS" if proto == PROTO_HTTPS else "HTTP", family.label, words[h.state], h.reason,
+             h.checked or 0) for (proto, family), h in read_family_health(h).items()]

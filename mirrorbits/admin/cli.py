@@ -64,11 +64,13 @@ from mirrorbits.admin.formatting import (
     ExportOptions,
     ListOptions,
     edit_file_text,
+    family_cell,
     fatal_line,
     format_add_success,
     format_edit_success,
     format_export_csv,
     format_export_json,
+    format_family_states,
     format_list,
     format_logs,
     format_mirmon,
@@ -368,9 +370,15 @@ async def cmd_list(io: CliIO, s: Session, args: Sequence[str]) -> int:
     admin = await s.admin("list")
     try:
         mirrors = await admin.list_mirrors()
+        states = await admin.family_states([m.id for m in mirrors]) if p.get_bool("families") else []
     except Exception as e:
         raise _fatal(io, f"list error: {_rpc(e)}") from None
-    io.out(format_list(mirrors, ListOptions.from_flags(p.values, show_reason=p.get_bool("reason"))))
+    by_family: dict[tuple[int, str], list[str]] = {}
+    for st in states:
+        by_family.setdefault((st.mirror_id, st.family), []).append(st.state)
+    cells = {m.id: (family_cell(by_family.get((m.id, "IPv4"), ())),
+                    family_cell(by_family.get((m.id, "IPv6"), ()))) for m in mirrors}
+    io.out(format_list(mirrors, ListOptions.from_flags(p.values, show_reason=p.get_bool("reason")), cells))
     return 0
 
 
@@ -561,9 +569,11 @@ async def cmd_show(io: CliIO, s: Session, args: Sequence[str]) -> int:
     p, admin, ref = await _one_mirror(io, s, "show", args)
     try:
         m = await admin.mirror_info(ref.id)
+        states = await admin.family_states([ref.id])
     except Exception as e:
         raise _fatal(io, f"show error: {_rpc(e)}") from None
-    io.out(format_show(m))
+    io.out(format_show(m) + format_family_states(
+        (st.protocol, st.family, st.state, st.reason, st.checked) for st in states))
     return 0
 
 

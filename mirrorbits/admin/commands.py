@@ -43,6 +43,7 @@ from mirrorbits.admin.interface import (
     AddResult,
     AdminAPI,
     AdminError,
+    FamilyState,
     FamilyUsage,
     GeoUpdateResult,
     MirrorRef,
@@ -55,6 +56,7 @@ from mirrorbits.config import Config
 from mirrorbits.geo import CITY_DB, GeoIP, GeoRecord
 from mirrorbits.history.export import collect_export
 from mirrorbits.history.retention import prune, usage
+from mirrorbits.ipfamily import family_states
 from mirrorbits.model import (
     LOG_ADDED,
     LOG_DISABLED,
@@ -421,6 +423,22 @@ class AdminCommands(AdminAPI):
         """The full record (``MirrorInfo``); an unknown id gives an empty record, as in Go."""
         self._check_id(mirror_id)
         return await self._load(mirror_id) or Mirror()
+
+    async def family_states(self, mirror_ids: list[int]) -> list[FamilyState]:
+        """The per-family states stored in the mirrors' hashes (none for a mirror never checked per
+        family, or gone)."""
+        ids = [int(i) for i in mirror_ids]
+        if not ids:
+            return []
+        with _redis_errors():
+            replies = await self.redis.pipeline([("HGETALL", schema.mirror_key(i)) for i in ids])
+        out = []
+        for mirror_id, raw in zip(ids, replies, strict=True):
+            if isinstance(raw, Exception):
+                raise AdminError(f"Redis refused to read mirror {mirror_id}: {raw}")
+            out += [FamilyState(mirror_id, protocol, family, state, reason, checked)
+                    for protocol, family, state, reason, checked in family_states(hash_dict(raw))]
+        return out
 
     async def mirror_logs(self, mirror_id: int, max_results: int = DEFAULT_MAX_LOGS) -> list[str]:
         """The last ``max_results`` log entries rendered as text, oldest first (bad entries skipped)."""

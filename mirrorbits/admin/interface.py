@@ -38,6 +38,7 @@ __all__ = [
     "AdminAPI",
     "AdminError",
     "DEFAULT_DEADLINE",
+    "FamilyState",
     "FamilyUsage",
     "KeySize",
     "MirrorCounters",
@@ -96,6 +97,20 @@ class AddResult:
     continent: str = ""
     asn: str = ""
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FamilyState:
+    """One protocol of a mirror over one address family, as the last ``SelectByIPFamily`` check saw
+    it: ``protocol`` ``HTTP``/``HTTPS``, ``family`` ``IPv4``/``IPv6``, ``state`` ``up``, ``down`` or
+    ``none`` (no address of that family), ``checked`` Unix seconds (0: unknown)."""
+
+    mirror_id: int
+    protocol: str
+    family: str
+    state: str
+    reason: str = ""
+    checked: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,11 @@ class AdminAPI(Protocol):
     @operation("edit", "show")
     async def mirror_info(self, mirror_id: int) -> Mirror:
         """One mirror's full record (an empty record for an unknown id, as in Go)."""
+
+    @operation("list", "show")
+    async def family_states(self, mirror_ids: list[int]) -> list[FamilyState]:
+        """The per-address-family health of these mirrors (``SelectByIPFamily``), for ``list
+        -families`` and ``show``; nothing for a mirror never checked per family."""
 
     @operation("logs")
     async def mirror_logs(self, mirror_id: int, max_results: int = 500) -> list[str]:

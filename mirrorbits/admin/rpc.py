@@ -353,6 +353,9 @@ class RemoteAdmin(AdminAPI):
     async def mirror_info(self, mirror_id: int) -> Mirror:
         return cast(Mirror, await self._call("mirror_info", mirror_id=mirror_id))
 
+    async def family_states(self, mirror_ids: list[int]) -> list[api.FamilyState]:
+        return cast("list[api.FamilyState]", await self._call("family_states", mirror_ids=mirror_ids))
+
     async def mirror_logs(self, mirror_id: int, max_results: int = 500) -> list[str]:
         return cast("list[str]", await self._call("mirror_logs", mirror_id=mirror_id, max_results=max_results))
 

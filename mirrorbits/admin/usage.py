@@ -124,6 +124,8 @@ COMMANDS: tuple[Command, ...] = (
             # Extension: a REASON column with the last health-check failure (hidden in the usage
             # block, which stays Go's byte for byte).
             FlagDef("reason", "bool", False, "Print why a mirror is down", hidden=True),
+            # Extension: IPV4 and IPV6 columns, the last per-family check (SelectByIPFamily).
+            FlagDef("families", "bool", False, "Print the state over IPv4 and IPv6", hidden=True),
         ),
     ),
     Command(

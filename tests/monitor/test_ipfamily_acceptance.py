@@ -19,6 +19,9 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError
 
+from mirrorbits.admin import cli
+from mirrorbits.admin.commands import admin_for_app
+from mirrorbits.admin.interface import AdminAPI
 from mirrorbits.httpclient import HttpClient
 from mirrorbits.model import MIRROR_FIELD_BY_REDIS
 from mirrorbits.monitor.cluster import Cluster
@@ -27,6 +30,7 @@ from mirrorbits.monitor.resolve import StaticResolver
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.redis import schema
 from mirrorbits.scan.mirror import MirrorScanner
+from tests.admin.cli_batch import CaptureIO
 from tests.fixtures.trial import eventually
 from tests.monitor.httpd import Answer, WebServer
 from tests.web.test_http_cases import Harness, RedirectorTestCase, put_file, put_mirror
@@ -37,6 +41,20 @@ IPV4_CLIENT = "89.160.20.115"  # SE
 IPV6_CLIENT = "2001:218::5"  # JP
 FILE = "/testy.tgz"
 SIZE = 48
+
+
+class _Direct(cli.Session):
+    """A CLI session on an in-process AdminCommands."""
+
+    def __init__(self, io: CaptureIO, admin: AdminAPI) -> None:
+        super().__init__(io, "", 0, "", reactor)  # type: ignore[arg-type]
+        self._direct = admin
+
+    async def admin(self, command: str) -> AdminAPI:
+        return self._direct
+
+    async def close(self) -> None:
+        pass
 
 
 def _ipv4_server() -> WebServer:
@@ -150,6 +168,12 @@ class IPFamilyAcceptance(RedirectorTestCase):
                 seen.add(next(name for base, name in by_base.items() if target.startswith(base)))
         return seen
 
+    async def cli(self, h: Harness, *argv: str) -> tuple[int, str]:
+        """A ``mirrorbits`` command line run on the harness's own admin commands."""
+        io = CaptureIO("", {})
+        code = await cli.run(list(argv), io, reactor, session=_Direct(io, admin_for_app(h.app)))
+        return code, "".join(io.stdout)
+
     async def test_clients_get_mirrors_of_their_family(self) -> None:
         h, mon, checked, now = await self._start()
         self.assertEqual(self.state("v4only"), ("1", "none"))
@@ -183,10 +207,39 @@ class IPFamilyAcceptance(RedirectorTestCase):
         self.assertLessEqual(await self.redirects(h, IPV4_CLIENT), four)
         self.assertLessEqual(await self.redirects(h, IPV4_CLIENT, "?ipv6"), {"v6only", "dual"})
 
+        # So does the Metalink document.
+        resp = await h.request(FILE + "?meta4", headers={"X-Forwarded-For": IPV6_CLIENT})
+        self.assertEqual(resp.status, 200)
+        listed = {name for name, url in self.urls.items() if url.encode() in resp.body}
+        self.assertEqual(listed, {"v6only", "dual"})
+
         # The mirror list shows the reasons.
         resp = await h.request(FILE + "?mirrorlist", headers={"X-Forwarded-For": IPV6_CLIENT})
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.body.count(b"Not reachable over IPv6"), 3)
+
+        # The admin surface: list -families, show, logs, and the JSON list of mirrors.
+        code, out = await self.cli(h, "list", "-families")
+        self.assertEqual(code, 0)
+        rows = {line.split()[0]: line.split()[-2:] for line in out.splitlines()[1:]}
+        self.assertEqual(out.splitlines()[0].split()[-2:], ["IPV4", "IPV6"])
+        self.assertEqual(rows, {"v4only": ["up", "none"], "v6only": ["none", "up"],
+                                "deadaaaa": ["up", "down"], "aonly": ["up", "none"],
+                                "dual": ["up", "up"]})
+        code, plain = await self.cli(h, "list")
+        self.assertNotIn("IPV4", plain)
+        code, out = await self.cli(h, "show", "deadaaaa")
+        self.assertIn("\nIP families:\n  HTTP over IPv4: up (checked ", out)
+        self.assertIn("  HTTP over IPv6: down: Unreachable (checked ", out)
+        code, out = await self.cli(h, "logs", "deadaaaa")
+        self.assertIn("HTTP mirror over IPv6 is down: Unreachable", out)
+        code, out = await self.cli(h, "logs", "aonly")
+        self.assertIn("HTTP mirror has no IPv6 address", out)
+        resp = await h.request("/?mirrors")
+        entries = {e["Name"]: e for e in json.loads(resp.body)}
+        self.assertEqual([(f["Protocol"], f["Family"], f["State"], f["Reason"])
+                          for f in entries["deadaaaa"]["IPFamilies"]],
+                         [("HTTP", "IPv4", "up", ""), ("HTTP", "IPv6", "down", "Unreachable")])
 
         # The mirror log says what changed per family (first states that are not "up").
         logs = [json.loads(x) for x in self.r.lrange(schema.mirror_logs_key(self.ids["deadaaaa"]), 0, -1)]

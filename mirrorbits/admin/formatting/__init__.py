@@ -42,12 +42,19 @@ from mirrorbits.admin.formatting.mirrordoc import (
     MIRROR_YAML_KEYS,
     edit_file_text,
     format_edit_success,
+    format_family_states,
     format_show,
     mirror_yaml,
     split_edit_file,
     yaml_diff,
 )
-from mirrorbits.admin.formatting.mirrorlist import ListOptions, format_list, mirror_down_reason, mirror_state
+from mirrorbits.admin.formatting.mirrorlist import (
+    ListOptions,
+    family_cell,
+    format_list,
+    mirror_down_reason,
+    mirror_state,
+)
 from mirrorbits.admin.formatting.stats import (
     format_stats_file,
     format_stats_mirror,
@@ -65,8 +72,10 @@ __all__ = [
     "edit_file_text",
     "fatal_line",
     "format_add_success",
+    "family_cell",
     "format_edit_success",
     "format_export_csv",
+    "format_family_states",
     "format_export_json",
     "format_list",
     "format_logs",

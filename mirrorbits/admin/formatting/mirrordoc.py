@@ -8,7 +8,10 @@ The document is yaml.v3's ``Marshal`` of the Go ``Mirror`` struct: the fields ma
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mirrorbits.admin.formatting.yamlscalar import yaml_float32, yaml_key_value, yaml_scalar
+from mirrorbits.gocompat import NS_PER_SECOND, format_rfc1123
 from mirrorbits.model import MIRROR_FIELDS, Mirror, MirrorField
 
 __all__ = [
@@ -16,6 +19,7 @@ __all__ = [
     "MIRROR_YAML_KEYS",
     "edit_file_text",
     "format_edit_success",
+    "format_family_states",
     "format_show",
     "mirror_yaml",
     "split_edit_file",
@@ -49,6 +53,18 @@ def mirror_yaml(m: Mirror) -> str:
 def format_show(m: Mirror) -> str:
     """``show``: YAML, empty line, ``Comment:``, the comment, newline."""
     return f"{mirror_yaml(m)}\nComment:\n{m.comment}\n"
+
+
+def format_family_states(states: Iterable[tuple[str, str, str, str, int]]) -> str:
+    """What ``show`` adds after Go's text for a mirror checked per address family
+    (``SelectByIPFamily``): one line per (protocol, family, state, reason, last check); nothing
+    for a mirror never checked per family, so Go's text is unchanged."""
+    lines = []
+    for protocol, family, state, reason, checked in states:
+        text = {"up": "up", "none": "no address"}.get(state, f"down: {reason}" if reason else "down")
+        when = f" (checked {format_rfc1123(checked * NS_PER_SECOND, 'UTC')})" if checked else ""
+        lines.append(f"  {protocol} over {family}: {text}{when}\n")
+    return "\nIP families:\n" + "".join(lines) if lines else ""
 
 
 def yaml_diff(old_yaml: str, new_yaml: str) -> str:

@@ -2,7 +2,7 @@
 
 Scripts and the bash completion read the Go client's output, so the table goes through the same
 ``text/tabwriter`` rules and keeps Go's trailing spaces; ``list -reason`` (our addition, off by
-default) adds why a mirror is down.
+default) adds why a mirror is down, ``list -families`` (also ours) its state over IPv4 and IPv6.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from mirrorbits.admin.tabwriter import tabulate
 from mirrorbits.gocompat import NS_PER_SECOND, ZERO_TIME_NS, format_rfc1123
 from mirrorbits.model import Mirror
 
-__all__ = ["FlagOptions", "ListOptions", "format_list", "mirror_down_reason", "mirror_state"]
+__all__ = ["FlagOptions", "ListOptions", "family_cell", "format_list", "mirror_down_reason", "mirror_state"]
 
 
 def url_kind(http_url: str) -> str:
@@ -82,6 +82,8 @@ class ListOptions(FlagOptions):
     enabled: bool = False
     down: bool = False
     show_reason: bool = False
+    #: ``-families``: IPV4 and IPV6 columns (the cells come with the call).
+    families: bool = False
 
 
 def _state_since_ns(m: Mirror) -> int:
@@ -103,9 +105,24 @@ _COLUMNS: tuple[tuple[str, str, Callable[[Mirror], object]], ...] = (
 )
 
 
-def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None) -> str:
-    """The stdout of ``list``: sorted by state change (newest first), filtered, through the tab writer."""
+def family_cell(states: Iterable[str]) -> str:
+    """A mirror's cell for one family from its protocols' states there (``up``/``down``/``none``):
+    ``up`` when a protocol answers over it, ``none`` when the host has no such address, ``down``
+    otherwise, ``-`` when never checked per family."""
+    seen = list(states)
+    if not seen:
+        return "-"
+    if "up" in seen:
+        return "up"
+    return "none" if all(s == "none" for s in seen) else "down"
+
+
+def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None,
+                family_cells: Mapping[int, tuple[str, str]] | None = None) -> str:
+    """The stdout of ``list``: sorted by state change (newest first), filtered, through the tab writer.
+    ``family_cells``: mirror id -> (IPv4, IPv6) cells of the ``families`` columns."""
     opts = opts or ListOptions()
+    cells = family_cells or {}
     rows = list(mirrors)
     # Go sorts by StateSince descending with an unstable sort; ties are broken by name here so the
     # output is deterministic.
@@ -118,6 +135,8 @@ def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None) -> s
         out.append("\tSTATE\tSINCE")
         if opts.show_reason:
             out.append("\tREASON")
+    if opts.families:
+        out.append("\tIPV4\tIPV6")
     out.append("\n")
     for m in rows:
         if opts.disabled and m.enabled:
@@ -132,5 +151,8 @@ def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None) -> s
             out.append(f"\t{mirror_state(m)} \t({format_rfc1123(_state_since_ns(m), 'UTC')})")
             if opts.show_reason:
                 out.append(f"\t{mirror_down_reason(m) if m.enabled else ''}")
+        if opts.families:
+            v4, v6 = cells.get(m.id, ("-", "-"))
+            out.append(f"\t{v4}\t{v6}")
         out.append("\n")
     return tabulate("".join(out))

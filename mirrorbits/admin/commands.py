@@ -399,10 +399,8 @@ class AdminCommands(AdminAPI):
         exact_case = [r for r in refs if r.name == pattern]
         return exact_case if len(exact_case) == 1 else refs
 
-    async def list_mirrors(self) -> list[Mirror]:
-        """Every mirror record (``List``)."""
-        names = await self._names()
-        ids = sorted(names)
+    async def _hashes(self, ids: list[int]) -> list[tuple[int, dict[str, str]]]:
+        """(id, ``HGETALL MIRROR_<id>``) of each mirror, in one pipeline."""
         if not ids:
             return []
         with _redis_errors():
@@ -411,8 +409,15 @@ class AdminCommands(AdminAPI):
         for mirror_id, raw in zip(ids, replies, strict=True):
             if isinstance(raw, Exception):
                 raise AdminError(f"Redis refused to read mirror {mirror_id}: {raw}")
+            out.append((mirror_id, hash_dict(raw)))
+        return out
+
+    async def list_mirrors(self) -> list[Mirror]:
+        """Every mirror record (``List``)."""
+        out = []
+        for mirror_id, fields in await self._hashes(sorted(await self._names())):
             try:
-                out.append(Mirror.from_redis(hash_dict(raw)))
+                out.append(Mirror.from_redis(fields))
             except EmptyMirrorHash:
                 continue  # removed meanwhile
             except ValueError as e:
@@ -427,18 +432,9 @@ class AdminCommands(AdminAPI):
     async def family_states(self, mirror_ids: list[int]) -> list[FamilyState]:
         """The per-family states stored in the mirrors' hashes (none for a mirror never checked per
         family, or gone)."""
-        ids = [int(i) for i in mirror_ids]
-        if not ids:
-            return []
-        with _redis_errors():
-            replies = await self.redis.pipeline([("HGETALL", schema.mirror_key(i)) for i in ids])
-        out = []
-        for mirror_id, raw in zip(ids, replies, strict=True):
-            if isinstance(raw, Exception):
-                raise AdminError(f"Redis refused to read mirror {mirror_id}: {raw}")
-            out += [FamilyState(mirror_id, protocol, family, state, reason, checked)
-                    for protocol, family, state, reason, checked in family_states(hash_dict(raw))]
-        return out
+        return [FamilyState(mirror_id, protocol, family, state, reason, checked)
+                for mirror_id, fields in await self._hashes([int(i) for i in mirror_ids])
+                for protocol, family, state, reason, checked in family_states(fields)]
 
     async def mirror_logs(self, mirror_id: int, max_results: int = DEFAULT_MAX_LOGS) -> list[str]:
         """The last ``max_results`` log entries rendered as text, oldest first (bad entries skipped)."""

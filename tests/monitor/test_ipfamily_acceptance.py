@@ -13,6 +13,8 @@ import json
 import shutil
 import socket
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,18 +129,23 @@ class IPFamilyAcceptance(RedirectorTestCase):
     async def _start(self, **config: Any) -> tuple[Harness, Monitor, list[int], list[float]]:
         h = await self.harness(OutputMode="auto", GeoipDatabasePath=str(self.geodir), ConcurrentSync=0,
                                SelectByIPFamily=True, **config)
-        checked: list[int] = []
         now = [1_000_000.0]
+        mon, checked = await self._monitor(h, lambda: now[0])
+        await eventually(lambda: set(checked) >= set(self.ids.values()), timeout=20)
+        return h, mon, checked, now
+
+    async def _monitor(self, h: Harness, clock: Callable[[], float]) -> tuple[Monitor, list[int]]:
+        """The monitor of the harness's Redis with the static resolver; the ids it checked."""
+        checked: list[int] = []
         http = HttpClient(reactor, connect_timeout=3, timeout=5)
         redis = h.app.get_redis()
         mon = Monitor(redis, lambda: h.holder.current, Cluster(redis, 0, node_id="solo-00001"),
                       HealthChecker(http, self.resolver), MirrorScanner(redis, lambda: h.holder.current, http),
-                      tick=0.05, cluster_settle=0, clock=lambda: now[0])
+                      tick=0.05, cluster_settle=0, clock=clock)
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(mon.stop()))
         mon.check_listeners.append(lambda mid, outcomes: checked.append(mid))
         await mon.start()
-        await eventually(lambda: set(checked) >= set(self.ids.values()), timeout=20)
-        return h, mon, checked, now
+        return mon, checked
 
     def state(self, name: str, proto: str = "http") -> tuple[str | None, str | None]:
         h = self.r.hgetall(schema.mirror_key(self.ids[name]))
@@ -291,15 +298,7 @@ class IPFamilyAcceptance(RedirectorTestCase):
         before = self.snapshot()
         h = await self.harness(OutputMode="auto", GeoipDatabasePath=str(self.geodir), ConcurrentSync=0)
         self.assertFalse(h.holder.current.SelectByIPFamily)
-        checked: list[int] = []
-        http = HttpClient(reactor, connect_timeout=3, timeout=5)
-        redis = h.app.get_redis()
-        mon = Monitor(redis, lambda: h.holder.current, Cluster(redis, 0, node_id="solo-00001"),
-                      HealthChecker(http, self.resolver), MirrorScanner(redis, lambda: h.holder.current, http),
-                      tick=0.05, cluster_settle=0)
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(mon.stop()))
-        mon.check_listeners.append(lambda mid, outcomes: checked.append(mid))
-        await mon.start()
+        mon, checked = await self._monitor(h, time.time)
         await eventually(lambda: set(checked) >= {self.ids["v4only"], self.ids["v6only"]}, timeout=20)
         await mon.stop()
         after = self.snapshot()

@@ -14,7 +14,7 @@ commands all read the same fields the same way.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -29,6 +29,7 @@ __all__ = [
     "FamilyStates",
     "address_family",
     "client_family",
+    "family_cells",
     "family_states",
     "health_fields",
     "read_family_health",
@@ -158,3 +159,20 @@ def family_states(h: Mapping[str, str]) -> list[tuple[str, str, str, str, int]]:
     words = {schema.FAMILY_UP: "up", schema.FAMILY_DOWN: "down", schema.FAMILY_NO_ADDRESS: "none"}
     return [("HTTPS" if proto == PROTO_HTTPS else "HTTP", family.label, words[h.state], h.reason,
              h.checked or 0) for (proto, family), h in read_family_health(h).items()]
+
+
+def family_cells(states: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """A mirror's (IPv4, IPv6) cells of ``list -families`` and the stats page, from its
+    (family, ``up``/``down``/``none``) states: ``up`` when a protocol answers over the family,
+    ``none`` when the host has no such address, ``down`` otherwise, ``-`` when never checked."""
+    seen = list(states)
+
+    def cell(label: str) -> str:
+        mine = [state for family, state in seen if family == label]
+        if not mine:
+            return "-"
+        if "up" in mine:
+            return "up"
+        return "none" if all(s == "none" for s in mine) else "down"
+
+    return cell(Family.IPV4.label), cell(Family.IPV6.label)

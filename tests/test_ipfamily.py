@@ -8,7 +8,14 @@ import random
 from twisted.trial import unittest
 
 from mirrorbits.config import config_from_mapping, parse_yaml
-from mirrorbits.ipfamily import Family, address_family, client_family, read_family_health, requested_family
+from mirrorbits.ipfamily import (
+    Family,
+    address_family,
+    client_family,
+    family_cells,
+    read_family_health,
+    requested_family,
+)
 from mirrorbits.model import Mirror, render_mirror_log
 from mirrorbits.monitor.resolve import HostAddresses, StaticResolver, literal_addresses
 from mirrorbits.selection import Candidate, ClientLocation, MirrorFile, Secure, plan_file, select_mirrors
@@ -48,6 +55,11 @@ class States(unittest.SynchronousTestCase):
                          [(1, "IPv4", "1", "", None), (1, "IPv6", "0", "Unreachable", 17),
                           (2, "IPv6", "none", "", None)])
         self.assertEqual(read_family_health({"httpUp": "1"}), {})
+
+    def test_cells(self) -> None:
+        self.assertEqual(family_cells([]), ("-", "-"))
+        self.assertEqual(family_cells([("IPv4", "down"), ("IPv4", "up"), ("IPv6", "none")]), ("up", "none"))
+        self.assertEqual(family_cells([("IPv6", "none"), ("IPv6", "down")]), ("-", "down"))
 
     def test_config_key(self) -> None:
         self.assertFalse(config_from_mapping(parse_yaml("Repository: /srv\n", "t")).SelectByIPFamily)

@@ -64,7 +64,6 @@ from mirrorbits.admin.formatting import (
     ExportOptions,
     ListOptions,
     edit_file_text,
-    family_cell,
     fatal_line,
     format_add_success,
     format_edit_success,
@@ -87,6 +86,7 @@ from mirrorbits.admin.formatting.history import format_prune, format_usage
 from mirrorbits.admin.goflag import ParseResult
 from mirrorbits.config import ConfigError, load_config
 from mirrorbits.history.export import export_csv, export_json
+from mirrorbits.ipfamily import family_cells
 from mirrorbits.model import Mirror
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis.connection import RedisClient, RedisSettings
@@ -373,11 +373,10 @@ async def cmd_list(io: CliIO, s: Session, args: Sequence[str]) -> int:
         states = await admin.family_states([m.id for m in mirrors]) if p.get_bool("families") else []
     except Exception as e:
         raise _fatal(io, f"list error: {_rpc(e)}") from None
-    by_family: dict[tuple[int, str], list[str]] = {}
+    by_mirror: dict[int, list[tuple[str, str]]] = {}
     for st in states:
-        by_family.setdefault((st.mirror_id, st.family), []).append(st.state)
-    cells = {m.id: (family_cell(by_family.get((m.id, "IPv4"), ())),
-                    family_cell(by_family.get((m.id, "IPv6"), ()))) for m in mirrors}
+        by_mirror.setdefault(st.mirror_id, []).append((st.family, st.state))
+    cells = {m.id: family_cells(by_mirror.get(m.id, ())) for m in mirrors}
     io.out(format_list(mirrors, ListOptions.from_flags(p.values, show_reason=p.get_bool("reason")), cells))
     return 0
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, TypedDict
@@ -41,12 +41,13 @@ from mirrorbits.config import Config, ConfigHolder
 from mirrorbits.gocompat import Float32, f32, format_duration, format_rfc1123, go_json_marshal
 from mirrorbits.history.keys import Level, last_days, last_months, parse_period, period_label
 from mirrorbits.history.reader import Point, mirror_series
+from mirrorbits.ipfamily import family_cells, family_states
 from mirrorbits.model import Mirror
 from mirrorbits.web.charts import bar, pie_chart, sizeof, sparkline
 from mirrorbits.web.checksum import FileInfoLoader, render_checksum
 from mirrorbits.web.filestats import render_file_stats
 from mirrorbits.web.history import HistoryBody, fetch_history, period_selector, retention_notes
-from mirrorbits.web.mirrorsjson import fetch_mirrors, mirror_state, render_mirrors_json
+from mirrorbits.web.mirrorsjson import fetch_mirror_hashes, fetch_mirrors, mirror_state, render_mirrors_json
 from mirrorbits.web.render import Results, plain_error
 from mirrorbits.web.site import deliver
 
@@ -390,19 +391,24 @@ class MirrorStatsRow:
     sync_hours: int = 0
     sync_text: str = "unknown"
     tz_offset: str = "0s"
+    #: (IPv4, IPv6) cells when the mirror was checked per address family (``SelectByIPFamily``).
+    families: tuple[str, str] | None = None
 
 
 _f32 = f32
 
 
 def build_stats_rows(mirrors: Sequence[Mirror], downloads: dict[int, int], sizes: dict[int, int],
-                     now: float) -> list[MirrorStatsRow]:
+                     now: float, families: Mapping[int, tuple[str, str]] | None = None
+                     ) -> list[MirrorStatsRow]:
     """Rows sorted by downloads (descending, then name), with float32 percentages of the maxima
-    (0 instead of Go's NaN when a maximum is 0)."""
+    (0 instead of Go's NaN when a maximum is 0); ``families``: the (IPv4, IPv6) cells of the mirrors
+    checked per address family."""
     rows = []
     for m in mirrors:
         row = MirrorStatsRow(m, downloads.get(m.id, 0), sizes.get(m.id, 0),
-                             tz_offset=format_duration(m.tz_offset * 1_000_000))
+                             tz_offset=format_duration(m.tz_offset * 1_000_000),
+                             families=(families or {}).get(m.id))
         if m.last_mod_time is not None:
             elapsed = now - m.last_mod_time
             row.sync_valid = True
@@ -461,6 +467,7 @@ class MirrorStatsBody(Element):
         self.rows = rows
         self.local_js_path = local_js_path
         self.has_tz = any(r.mirror.tz_offset != 0 for r in rows)
+        self.has_families = any(r.families is not None for r in rows)
         self.history = history
 
     def render(self, request: IRequest | None) -> Flattenable:
@@ -504,6 +511,14 @@ class MirrorStatsBody(Element):
         return tag if self.has_tz else ""
 
     @renderer
+    def family_header(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        return tag if self.has_families else ""
+
+    @renderer
+    def family_cells(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        return tag if self.has_families else ""
+
+    @renderer
     def mirror_row(self, request: IRequest | None, tag: Tag) -> Iterator[Tag]:
         for r in self.rows:
             bars = [bar(r.percent_d, "#4078C0", f"{r.downloads} downloads"),
@@ -511,10 +526,11 @@ class MirrorStatsBody(Element):
             sparks: list[Flattenable] = []
             if self.history is not None:
                 sparks = [tags.td(spark, class_="spark") for spark in self.history.sparks.get(r.mirror.id, ())]
+            ipv4, ipv6 = r.families or ("-", "-")
             yield tag.clone().fillSlots(
                 name=r.mirror.name, state=mirror_state(r.mirror), downloads=str(r.downloads),
                 bars=bars, bytes=sizeof(r.bytes), sync=r.sync_text, syncclass=_sync_class(r),
-                tz=r.tz_offset, sparks=sparks)
+                tz=r.tz_offset, sparks=sparks, ipv4=ipv4, ipv6=ipv6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,10 +616,16 @@ class Pages:
         if period is None:
             return plain_error(request, 400, "Invalid period")
         try:
-            mirrors = await fetch_mirrors(self.redis)
+            hashes = await fetch_mirror_hashes(self.redis)
         except Exception as e:
             log.debug("mirrorstats: {err}", err=e)
             return plain_error(request, 500, "Cannot fetch the list of mirrors")
+        mirrors = [(i, name, m) for i, name, m, _ in hashes]
+        families: dict[int, tuple[str, str]] = {}
+        for i, _, _, fields in hashes:
+            states = family_states(fields)
+            if states:
+                families[i] = family_cells((family, state) for _, family, state, _, _ in states)
         retention = self.config().StatsRetention
         days, months = last_days(today, SPARK_DAYS), last_months(today, SPARK_MONTHS)
         ids = [i for i, _, _ in mirrors]
@@ -629,7 +651,7 @@ class Pages:
         history = MirrorStatsHistory(
             "Since 00:00 UTC" if period == default else f"In {label}",
             period_selector("", period, today, default), notes, sparks)
-        rows = build_stats_rows([m for _, _, m in mirrors if m is not None], downloads, sizes, now)
+        rows = build_stats_rows([m for _, _, m in mirrors if m is not None], downloads, sizes, now, families)
         body = MirrorStatsBody(templates, rows, self.config().LocalJSPath, history)
         return await self._page(request, templates, "Mirrorstats", body)
 

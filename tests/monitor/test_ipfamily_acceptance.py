@@ -248,6 +248,12 @@ class IPFamilyAcceptance(RedirectorTestCase):
                           for f in entries["deadaaaa"]["IPFamilies"]],
                          [("HTTP", "IPv4", "up", ""), ("HTTP", "IPv6", "down", "Unreachable")])
 
+        resp = await h.request("/?mirrorstats")
+        self.assertEqual(resp.status, 200)
+        self.assertIn(b"<th>IPv4</th><th>IPv6</th>", resp.body)
+        self.assertIn(b'<td><span class="state-up">up</span></td><td><span class="state-down">down</span></td>',
+                      resp.body)
+
         # The mirror log says what changed per family (first states that are not "up").
         logs = [json.loads(x) for x in self.r.lrange(schema.mirror_logs_key(self.ids["deadaaaa"]), 0, -1)]
         self.assertIn({"Proto": 1, "Up": False, "Reason": "Unreachable", "Family": "IPv6"},
@@ -317,3 +323,6 @@ class IPFamilyAcceptance(RedirectorTestCase):
         self.assertEqual((await self.chosen(h, IPV6_CLIENT))[0], go_choice)
         self.assertEqual((await self.chosen(h, IPV4_CLIENT))[0], go_choice)
         self.assertEqual((await self.chosen(h, IPV4_CLIENT, "?ipv6"))[0], go_choice)
+        resp = await h.request("/?mirrorstats")
+        self.assertEqual(resp.status, 200)
+        self.assertNotIn(b"IPv4", resp.body)

@@ -50,7 +50,6 @@ from mirrorbits.admin.formatting.mirrordoc import (
 )
 from mirrorbits.admin.formatting.mirrorlist import (
     ListOptions,
-    family_cell,
     format_list,
     mirror_down_reason,
     mirror_state,
@@ -72,7 +71,6 @@ __all__ = [
     "edit_file_text",
     "fatal_line",
     "format_add_success",
-    "family_cell",
     "format_edit_success",
     "format_export_csv",
     "format_family_states",

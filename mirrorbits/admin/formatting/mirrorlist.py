@@ -15,7 +15,7 @@ from mirrorbits.admin.tabwriter import tabulate
 from mirrorbits.gocompat import NS_PER_SECOND, ZERO_TIME_NS, format_rfc1123
 from mirrorbits.model import Mirror
 
-__all__ = ["FlagOptions", "ListOptions", "family_cell", "format_list", "mirror_down_reason", "mirror_state"]
+__all__ = ["FlagOptions", "ListOptions", "format_list", "mirror_down_reason", "mirror_state"]
 
 
 def url_kind(http_url: str) -> str:
@@ -103,18 +103,6 @@ _COLUMNS: tuple[tuple[str, str, Callable[[Mirror], object]], ...] = (
     ("ftp", "\tFTP ", lambda m: m.ftp_url),
     ("location", "\tLOCATION ", _location),
 )
-
-
-def family_cell(states: Iterable[str]) -> str:
-    """A mirror's cell for one family from its protocols' states there (``up``/``down``/``none``):
-    ``up`` when a protocol answers over it, ``none`` when the host has no such address, ``down``
-    otherwise, ``-`` when never checked per family."""
-    seen = list(states)
-    if not seen:
-        return "-"
-    if "up" in seen:
-        return "up"
-    return "none" if all(s == "none" for s in seen) else "down"
 
 
 def format_list(mirrors: Iterable[Mirror], opts: ListOptions | None = None,

@@ -511,11 +511,8 @@ class MirrorStatsBody(Element):
         return tag if self.has_tz else ""
 
     @renderer
-    def family_header(self, request: IRequest | None, tag: Tag) -> Flattenable:
-        return tag if self.has_families else ""
-
-    @renderer
-    def family_cells(self, request: IRequest | None, tag: Tag) -> Flattenable:
+    def families(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        """The IPv4/IPv6 header and cells, once a mirror was probed per family."""
         return tag if self.has_families else ""
 
     @renderer

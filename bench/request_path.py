@@ -8,6 +8,7 @@ in-memory transport, and reports CPU microseconds per request — optionally wit
     python bench/request_path.py --world /tmp/world            # build once, then reuse
     python bench/request_path.py --world /tmp/world --profile  # top functions by own time
     python bench/request_path.py --world /tmp/world --metrics-ab   # rounds with/without metrics
+    python bench/request_path.py --world /tmp/world --family-ab    # rounds with/without SelectByIPFamily
 
 The world (Redis dump, repository tree, IP list) is the one bench/redirector.py builds; Redis is a
 private redis-server on a free port.  Download counters are flushed every 500 ms as in the daemon
@@ -68,6 +69,27 @@ def metrics_switch(site, root):  # type: ignore[no-untyped-def]
     return on
 
 
+def write_family_states(r: object) -> None:
+    """Per-family states as a monitor with ``SelectByIPFamily`` leaves them: every third mirror
+    has no IPv6 address, every fifth a dead one, the others answer over both families."""
+    for mid in r.hkeys("MIRRORS"):  # type: ignore[attr-defined]
+        n = int(mid)
+        v6 = "none" if n % 3 == 0 else "0" if n % 5 == 0 else "1"
+        fields = {"httpUpIPv4": "1", "httpUpIPv6": v6, "httpsUpIPv4": "1", "httpsUpIPv6": v6,
+                  "httpDownReasonIPv6": "Unreachable" if v6 == "0" else ""}
+        r.hset(f"MIRROR_{mid}", mapping=fields)  # type: ignore[attr-defined]
+
+
+def family_switch(holder):  # type: ignore[no-untyped-def]
+    """on(True/False): the same config with ``SelectByIPFamily`` on or off (swapped as a reload)."""
+    base = holder.current
+
+    def on(enabled: bool) -> None:
+        holder.swap(base.replace(SelectByIPFamily=enabled))
+
+    return on
+
+
 async def run(args: argparse.Namespace, conf: str) -> None:
     from twisted.internet import reactor, task
     from twisted.internet.address import IPv4Address
@@ -120,8 +142,9 @@ async def run(args: argparse.Namespace, conf: str) -> None:
     measured = reqs[args.warmup:]
     size = max(1, len(measured) // args.rounds)
     per_round = []
-    if args.metrics_ab:
-        switch = metrics_switch(site, app.get_web_root())
+    if args.metrics_ab or args.family_ab:
+        label = "SelectByIPFamily" if args.family_ab else "metrics"
+        switch = family_switch(holder) if args.family_ab else metrics_switch(site, app.get_web_root())
         by_state: dict[bool, list[float]] = {True: [], False: []}
         for i, start in enumerate(range(0, size * args.rounds, size)):
             for state in ((True, False) if i % 2 else (False, True)):
@@ -130,10 +153,10 @@ async def run(args: argparse.Namespace, conf: str) -> None:
         switch(True)
         for state in (False, True):
             r = sorted(by_state[state])
-            print(f"metrics {'on ' if state else 'off'}: min {r[0]:.1f}, median {r[len(r) // 2]:.1f} "
+            print(f"{label} {'on ' if state else 'off'}: min {r[0]:.1f}, median {r[len(r) // 2]:.1f} "
                   f"us CPU per request ({len(r)} rounds of {size})", flush=True)
         off, on = sorted(by_state[False]), sorted(by_state[True])
-        print(f"metrics cost: {100 * (on[0] / off[0] - 1):+.1f}% (min), "
+        print(f"{label} cost: {100 * (on[0] / off[0] - 1):+.1f}% (min), "
               f"{100 * (on[len(on) // 2] / off[len(off) // 2] - 1):+.1f}% (median)", flush=True)
         per_round = by_state[True]
     else:
@@ -163,6 +186,8 @@ def main() -> None:
     ap.add_argument("--no-stats", action="store_true")
     ap.add_argument("--metrics-ab", action="store_true",
                     help="alternate rounds with the request path's metrics on and made no-ops")
+    ap.add_argument("--family-ab", action="store_true",
+                    help="write per-family mirror states, alternate rounds with SelectByIPFamily on and off")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-lines", type=int, default=40)
     args = ap.parse_args()
@@ -172,6 +197,8 @@ def main() -> None:
     redis = RedisServer()
     shutil.copy(os.path.join(args.world, "dump.rdb"), os.path.join(redis.dir, "dump.rdb"))
     redis.start()
+    if args.family_ab:
+        write_family_states(redis.client())
     try:
         conf = redirector.write_config(tmp, os.path.join(args.world, "repo"), redis.address, 1, 1)
         from twisted.internet import defer, reactor

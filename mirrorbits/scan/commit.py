@@ -191,6 +191,8 @@ class MirrorScanTransaction:
         self._speculating = False
         self._compared = 0
         self._known = 0
+        #: Set once the comparison starts writing the index (a failure after it voids the record).
+        self._index_touched = False
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -260,7 +262,9 @@ class MirrorScanTransaction:
         except Exception as e:
             log.warn("[{name}] cleaning up the failed scan: {err}", name=self.name, err=e)
         log.error("[{name}] {err}", name=self.name, err=error)
-        await append_log(self.redis, self.mirror_id, LOG_ERROR, Err=error)
+        last = await append_log(self.redis, self.mirror_id, LOG_ERROR, Err=error)
+        if self._candidate is not None and not self._index_touched:
+            await unchanged.forward_record(self.redis, self.mirror_id, last)
         await self.release()
 
     async def _drop_staging(self) -> None:
@@ -330,6 +334,7 @@ class MirrorScanTransaction:
                 schema.CHANNEL_MIRROR_FILE_UPDATE]
 
     async def _phase_add(self) -> int:
+        self._index_touched = True
         await self.redis.execute("DEL", self._tmp, self._handled_tmp)
         keys = [self._staging, self._tmp, schema.FILES, self._handled_tmp]
         known = 0

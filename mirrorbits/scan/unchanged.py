@@ -17,7 +17,12 @@ intersection with today's ``FILES``.
    timestamp has nanoseconds): if anything was appended since, the length differs.  The record also
    holds ``SCARD`` of ``MIRRORFILES_<id>`` and ``HANDLEDFILES_<id>`` and the mirror's
    ``lastSuccessfulSync`` (which every successful scan, Go's included, sets to the current second),
-   so a removed mirror, a hand-edited set or a missing log also fail the check.  ``OBJECT`` and
+   so a removed mirror, a hand-edited set or a missing log also fail the check.  One exception
+   keeps the skip useful for a mirror whose rsync is dead and FTP works: a failed attempt of ours
+   that began with a valid record and wrote nothing of the index moves the log witness past its
+   own two events (:func:`forward_record`); it held the scan lock throughout, so no scan of anyone
+   else's can hide in between.  A failed Go scan still voids the record: it may have failed after
+   writing part of the index.  ``OBJECT`` and
    ``DEBUG`` are not used: neither tells that a key was rewritten, and the latter is disabled by
    default.
 3. **FILES**: not witnessed but checked, at the end of the listing, inside Redis: with ``H`` =
@@ -114,6 +119,19 @@ redis.call('hmset', KEYS[1], 'v', '""" + _VERSION + """', 'digest', ARGV[1], 'fi
 return 1
 """
 
+# KEYS: record, MIRRORLOGS.  ARGV: our last log element, the log's length after it.
+# A failed attempt of ours that wrote nothing but its events moves the record's log witness past
+# them (only if the record exists and that element is still the log's last).
+_FORWARD = """
+if redis.call('hget', KEYS[1], 'v') ~= '""" + _VERSION + """' then return 0 end
+if redis.call('llen', KEYS[2]) ~= tonumber(ARGV[2]) or redis.call('lindex', KEYS[2], -1) ~= ARGV[1] then
+    redis.call('del', KEYS[1])
+    return 0
+end
+redis.call('hmset', KEYS[1], 'logLen', ARGV[2], 'logTail', redis.sha1hex(ARGV[1]))
+return 1
+"""
+
 # KEYS: FILES, MIRRORFILES, HANDLEDFILES.  ARGV: "1" when SINTERCARD exists.
 # Returns |HANDLEDFILES| when it is still FILES ∩ MIRRORFILES, else -1.
 _FILES_CHECK = """
@@ -169,5 +187,21 @@ async def write_record(redis: RedisClient, mirror_id: int, digest: str, files: i
         entry, length = completed
         await redis.execute("EVAL", _RECORD, str(len(keys)), *keys, digest, str(files), entry,
                             str(length), str(compared))
+    except (RedisUnavailable, ResponseError) as e:
+        log.warn("[{id}] cannot write the scan digest: {err}", id=mirror_id, err=e)
+
+
+async def forward_record(redis: RedisClient, mirror_id: int, last: tuple[str, int] | None) -> None:
+    """After a failed attempt of ours that began with a valid record (so under our lock, with
+    nobody else's scan in between) and wrote nothing of the index: the record still describes the
+    index, so its log witness moves past our "scan started" and error events, and the next attempt
+    (the FTP fallback after a failed rsync, say) can still skip.  ``last`` is our error event."""
+    keys = _keys(mirror_id)[:2]
+    try:
+        if last is None:
+            await redis.execute("DEL", keys[0])
+            return
+        entry, length = last
+        await redis.execute("EVAL", _FORWARD, str(len(keys)), *keys, entry, str(length))
     except (RedisUnavailable, ResponseError) as e:
         log.warn("[{id}] cannot write the scan digest: {err}", id=mirror_id, err=e)

@@ -22,7 +22,9 @@ from mirrorbits.scan import commit, unchanged
 from mirrorbits.scan.listing import ScanError
 from mirrorbits.scan.local import LocalScanner
 from mirrorbits.scan.mirror import MirrorScanner
+from tests.fixtures.ftpd import start_ftpd
 from tests.fixtures.rsyncd import start_rsyncd
+from tests.fixtures.servers import free_port
 from tests.monitor.support import RedisTestCase, eventually, sleep
 
 MTIME = 1700000000
@@ -140,13 +142,40 @@ class UnchangedRescanTests(RedisTestCase):
         self.assertFalse((await self.scan()).unchanged)
         self.assertEqual(self.r.hget(schema.file_info_key(1, "/pool/y.deb"), "size"), "12")
 
-    async def test_a_failed_scan_between_makes_the_next_one_compare(self) -> None:
+    async def test_our_failed_listing_keeps_the_skip_a_go_failure_does_not(self) -> None:
         await self.scan()
         self.r.hset(schema.mirror_key(1), "rsync", "rsync://127.0.0.1:1/none/")
         broken = Mirror.from_redis(self.r.hgetall(schema.mirror_key(1)))
         with self.assertRaises(ScanError):
             await self.scanner.scan_mirror(broken, "rsync")
+        self.assertTrue((await self.scan()).unchanged)
+        # A Go node's failed scan (Scan(): lock, lastSync, "scan started", DEL MIRRORFILESTMP, the
+        # error): it may have failed after writing part of the index, so ours compares.
+        r = self.r
+        r.hset(schema.mirror_key(1), "lastSync", str(int(time.time())))
+        r.rpush(schema.mirror_logs_key(1), json.dumps({"Type": LOG_SCAN_STARTED, "MirrorID": 1, "Typ": 0}))
+        r.delete(schema.mirror_files_tmp_key(1))
+        r.rpush(schema.mirror_logs_key(1), json.dumps({"Type": 1, "MirrorID": 1, "Err": "boom"}))
         self.assertFalse((await self.scan()).unchanged)
+        self.assertTrue((await self.scan()).unchanged)
+
+    async def test_ftp_rescans_skip_even_behind_a_failing_rsync(self) -> None:
+        # The monitor's job tries rsync (dead here), then FTP: the failed rsync attempt writes only
+        # its events, so the FTP rescan that follows it still proves its listing unchanged.
+        ftpd = start_ftpd(self.tree)
+        self.addCleanup(ftpd.stop)
+        self.r.hset(schema.mirror_key(1), mapping={"rsync": f"rsync://127.0.0.1:{free_port()}/none/",
+                                                   "ftp": ftpd.url("/")})
+        mirror = Mirror.from_redis(self.r.hgetall(schema.mirror_key(1)))
+        jobs = [await self.scanner.run_job(mirror) for _ in range(3)]
+        self.assertEqual([j.status for j in jobs], ["ok"] * 3)
+        self.assertEqual([j.result.unchanged for j in jobs if j.result], [False, True, True])
+        self.assertEqual(self.r.hget(schema.mirror_key(1), "lastSuccessfulSyncProtocol"), "1")
+        self.write("pool/y.deb", b"y" * 13)
+        job = await self.scanner.run_job(mirror)
+        assert job.result is not None
+        self.assertFalse(job.result.unchanged)
+        self.assertEqual(self.r.hget(schema.file_info_key(1, "/pool/y.deb"), "size"), "13")
 
     async def test_record_older_than_a_day_makes_the_next_scan_compare(self) -> None:
         await self.scan()

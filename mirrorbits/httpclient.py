@@ -12,12 +12,14 @@ It lives apart from both users so that neither the monitor nor the scans import 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer, protocol, ssl, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -239,6 +241,13 @@ class _PinnedEndpoints:
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:  # noqa: N802 - the interface's name
         host = uri.host.decode("ascii", "replace")
         target = self.address if host.lower() == self.host else host
+        try:
+            literal: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(target)
+        except ValueError:
+            literal = None
+        if literal is not None and (literal.version == 6) != self.ipv6:
+            # A redirect to an address of the other family: not reachable over this one.
+            raise ConnectError(string=f"{target} is not an {'IPv6' if self.ipv6 else 'IPv4'} address")
         endpoint: IStreamClientEndpoint
         if self.ipv6:
             endpoint = TCP6ClientEndpoint(self.reactor, target, uri.port, timeout=self.timeout)

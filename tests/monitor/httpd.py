@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import protocol, reactor, ssl
+from twisted.internet.error import CannotListenError
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server
 
@@ -169,3 +171,30 @@ class WebServer:
         for transport in list(self.connections):
             transport.abortConnection()
         return self.port.stopListening()
+
+
+def ipv4_only_server(cert: ssl.PrivateCertificate | None = None) -> WebServer:
+    """A server on 127.0.0.1 whose port number is free on ::1 (a connection there is refused): the
+    "dead AAAA" of a name that resolves to both."""
+    for _ in range(20):
+        web = WebServer(cert)
+        probe = socket.socket(socket.AF_INET6)
+        try:
+            probe.bind(("::1", web.number))
+            return web
+        except OSError:
+            web.stop()
+        finally:
+            probe.close()
+    raise AssertionError("no port free on ::1")
+
+
+def dual_stack_servers() -> tuple[WebServer, WebServer]:
+    """A server on 127.0.0.1 and one on ::1 with the same port number (one URL, both families)."""
+    for _ in range(20):
+        v4 = WebServer()
+        try:
+            return v4, WebServer(interface="::1", port=v4.number)
+        except CannotListenError:
+            v4.stop()
+    raise AssertionError("no port free on both 127.0.0.1 and ::1")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.error import CannotListenError
 
 from mirrorbits.admin import cli
 from mirrorbits.admin.commands import admin_for_app
@@ -34,7 +32,7 @@ from mirrorbits.redis import schema
 from mirrorbits.scan.mirror import MirrorScanner
 from tests.admin.cli_batch import CaptureIO
 from tests.fixtures.trial import eventually
-from tests.monitor.httpd import Answer, WebServer
+from tests.monitor.httpd import Answer, WebServer, dual_stack_servers, ipv4_only_server
 from tests.web.test_http_cases import Harness, RedirectorTestCase, put_file, put_mirror
 
 GEOIP = Path(__file__).resolve().parent.parent / "data" / "geoip"
@@ -59,32 +57,6 @@ class _Direct(cli.Session):
         pass
 
 
-def _ipv4_server() -> WebServer:
-    """A server on 127.0.0.1 whose port number is free on ::1 (a connection there is refused)."""
-    for _ in range(20):
-        web = WebServer()
-        probe = socket.socket(socket.AF_INET6)
-        try:
-            probe.bind(("::1", web.number))
-            return web
-        except OSError:
-            web.stop()
-        finally:
-            probe.close()
-    raise AssertionError("no port free on ::1")
-
-
-def _server_pair() -> tuple[WebServer, WebServer]:
-    """A server on 127.0.0.1 and one on ::1 with the same port number (one URL, both families)."""
-    for _ in range(20):
-        v4 = WebServer()
-        try:
-            return v4, WebServer(interface="::1", port=v4.number)
-        except CannotListenError:
-            v4.stop()
-    raise AssertionError("no port free on both 127.0.0.1 and ::1")
-
-
 class IPFamilyAcceptance(RedirectorTestCase):
     timeout = 60
 
@@ -96,12 +68,12 @@ class IPFamilyAcceptance(RedirectorTestCase):
         shutil.copyfile(GEOIP / "GeoLite2-ASN-Test.mmdb", self.geodir / "GeoLite2-ASN.mmdb")
         self.servers: dict[str, WebServer] = {}
         v6only = self._serve("v6only", WebServer(interface="::1"))
-        dual4, dual6 = _server_pair()
+        dual4, dual6 = dual_stack_servers()
         self._serve("dual", dual4)
         self._serve("dual6", dual6)
-        v4only = self._serve("v4only", _ipv4_server())
-        deadaaaa = self._serve("deadaaaa", _ipv4_server())  # nothing listens on [::1] at its port
-        aonly = self._serve("aonly", _ipv4_server())
+        v4only = self._serve("v4only", ipv4_only_server())
+        deadaaaa = self._serve("deadaaaa", ipv4_only_server())  # nothing listens on [::1] at its port
+        aonly = self._serve("aonly", ipv4_only_server())
         self.urls = {
             "v4only": f"http://127.0.0.1:{v4only.number}/",
             "v6only": f"http://[::1]:{v6only.number}/",

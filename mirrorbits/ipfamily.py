@@ -32,6 +32,7 @@ __all__ = [
     "client_family",
     "family_cells",
     "family_states",
+    "health_cells",
     "health_fields",
     "read_family_health",
     "requested_family",
@@ -158,12 +159,20 @@ def read_family_health(h: Mapping[str, str] | Mapping[bytes, bytes] | Mapping[st
     return out
 
 
+#: The words of the admin commands and the pages for the stored states.
+_WORDS = {schema.FAMILY_UP: "up", schema.FAMILY_DOWN: "down", schema.FAMILY_NO_ADDRESS: "none"}
+
+
 def family_states(h: Mapping[str, str]) -> list[tuple[str, str, str, str, int]]:
     """The stored states of a mirror hash as (``HTTP``/``HTTPS``, ``IPv4``/``IPv6``, ``up``/``down``/
     ``none``, reason, last check or 0), for the admin commands and the pages."""
-    words = {schema.FAMILY_UP: "up", schema.FAMILY_DOWN: "down", schema.FAMILY_NO_ADDRESS: "none"}
-    return [("HTTPS" if proto == PROTO_HTTPS else "HTTP", family.label, words[h.state], h.reason,
+    return [("HTTPS" if proto == PROTO_HTTPS else "HTTP", family.label, _WORDS[h.state], h.reason,
              h.checked or 0) for (proto, family), h in read_family_health(h).items()]
+
+
+def health_cells(states: FamilyStates) -> tuple[str, str]:
+    """:func:`family_cells` of parsed states (a selection candidate's)."""
+    return family_cells((family.label, _WORDS[h.state]) for (_, family), h in states.items())
 
 
 def family_cells(states: Iterable[tuple[str, str]]) -> tuple[str, str]:

@@ -41,7 +41,7 @@ from mirrorbits.config import Config, ConfigHolder
 from mirrorbits.gocompat import Float32, f32, format_duration, format_rfc1123, go_json_marshal
 from mirrorbits.history.keys import Level, last_days, last_months, parse_period, period_label
 from mirrorbits.history.reader import Point, mirror_series
-from mirrorbits.ipfamily import family_cells, family_states
+from mirrorbits.ipfamily import family_cells, family_states, health_cells
 from mirrorbits.model import Mirror
 from mirrorbits.web.charts import bar, pie_chart, sizeof, sparkline
 from mirrorbits.web.checksum import FileInfoLoader, render_checksum
@@ -268,6 +268,9 @@ class MirrorListBody(Element):
         super().__init__(templates.loaders["mirrorlist.html"])
         self.results = results
         self.torrents = torrents
+        #: A listed mirror was probed per address family (SelectByIPFamily): IPv4/IPv6 columns.
+        self.has_families = any(ch.candidate.families for ch in results.mirror_list) \
+            or any(ex.candidate.families for ex in results.excluded)
 
     def render(self, request: IRequest | None) -> Flattenable:
         r = self.results
@@ -341,6 +344,11 @@ class MirrorListBody(Element):
         return tag if self.results.fallback else ""
 
     @renderer
+    def families(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        """The IPv4/IPv6 header and cells, when a listed mirror was probed per family."""
+        return tag if self.has_families else ""
+
+    @renderer
     def mirrors(self, request: IRequest | None, tag: Tag) -> Flattenable:
         if not self.results.mirror_list:
             return tags.p(tags.em("No mirrors for this file"), id="no-mirrors")
@@ -351,7 +359,9 @@ class MirrorListBody(Element):
         path = self.results.file_info.path
         for i, ch in enumerate(self.results.mirror_list):
             cand = ch.candidate
+            ipv4, ipv6 = health_cells(cand.families)
             yield tag.clone().fillSlots(
+                ipv4=ipv4, ipv6=ipv6,
                 rowclass="weighted" if ch.weight > 0 else "unweighted",
                 rank=f"{i + 1}.", name=_candidate_label(cand),
                 href=concaturl(ch.absolute_url, path), url=ch.absolute_url,
@@ -369,8 +379,9 @@ class MirrorListBody(Element):
                          key=lambda ex: ex.reason.encode("utf-8", "surrogateescape"))
         for ex in ordered:
             cand = ex.candidate
+            ipv4, ipv6 = health_cells(cand.families)
             yield tag.clone().fillSlots(
-                name=cand.name, url=ex.absolute_url, countries=cand.country_codes,
+                ipv4=ipv4, ipv6=ipv6, name=cand.name, url=ex.absolute_url, countries=cand.country_codes,
                 continent=cand.continent_code, distance=f"{ex.distance:.0f} Km", reason=ex.reason)
 
 

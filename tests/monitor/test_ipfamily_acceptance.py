@@ -196,6 +196,9 @@ class IPFamilyAcceptance(RedirectorTestCase):
         resp = await h.request(FILE + "?mirrorlist", headers={"X-Forwarded-For": IPV6_CLIENT})
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.body.count(b"Not reachable over IPv6"), 3)
+        self.assertEqual(resp.body.count(b"<th>IPv4</th><th>IPv6</th>"), 2)  # mirrors and excluded
+        self.assertIn(b'<span class="state-none">none</span></td><td><span class="state-up">up</span>',
+                      resp.body)
 
         # The admin surface: list -families, show, logs, and the JSON list of mirrors.
         code, out = await self.cli(h, "list", "-families")
@@ -296,5 +299,8 @@ class IPFamilyAcceptance(RedirectorTestCase):
         self.assertEqual((await self.chosen(h, IPV4_CLIENT))[0], go_choice)
         self.assertEqual((await self.chosen(h, IPV4_CLIENT, "?ipv6"))[0], go_choice)
         resp = await h.request("/?mirrorstats")
+        self.assertEqual(resp.status, 200)
+        self.assertNotIn(b"IPv4", resp.body)
+        resp = await h.request(FILE + "?mirrorlist", headers={"X-Forwarded-For": IPV6_CLIENT})
         self.assertEqual(resp.status, 200)
         self.assertNotIn(b"IPv4", resp.body)

@@ -21,14 +21,25 @@ channel calls the first for every request it refuses while parsing (it writes a 
 closes), the second counts the bytes of the request line and header lines read so far.  A header
 block over ``totalHeadersSize`` is refused through the same method, so telling it apart (to answer
 431, as Go does, rather than 400) needs the count; there is no public hook for either.
+
+The whole-head fast path (:mod:`mirrorbits.web.leanhttp`) starts a request the way
+``HTTPChannel.allContentReceived`` does, which needs the channel's parser state:
+``HTTPChannel._handlingRequest`` (a request is being answered; what arrives meanwhile is buffered
+in ``_dataBuffer`` and fed back to ``dataReceived`` by ``requestDone``), ``_savedTimeOut`` (the
+idle timeout, suspended while a request is answered), the name-mangled ``__first_line`` (1: the
+next line is a request line), and ``LineReceiver._buffer``/``_busyReceiving`` (bytes of a line not
+yet parsed; a ``dataReceived`` already running).  Header names are canonicalised by
+``http_headers._nameEncoder``, the one ``Headers`` itself uses (a bounded cache).
 """
 
 from __future__ import annotations
 
+from twisted.web import http_headers
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
-__all__ = ["RefusalHookChannel", "header_table", "systemd_inherited_fds"]
+__all__ = ["RefusalHookChannel", "begin_request", "between_requests", "canonical_header_name",
+           "header_table", "systemd_inherited_fds"]
 
 
 def header_table(headers: Headers) -> dict[bytes, list[bytes]]:
@@ -40,6 +51,31 @@ def header_table(headers: Headers) -> dict[bytes, list[bytes]]:
     """
     table: dict[bytes, list[bytes]] = headers._rawHeaders
     return table
+
+
+def canonical_header_name(name: bytes) -> bytes:
+    """The name as ``Headers`` stores it (``b"x-forwarded-for"`` -> ``b"X-Forwarded-For"``);
+    ``name`` must be a token (``InvalidHeaderName`` otherwise)."""
+    canonical: bytes = http_headers._nameEncoder.encode(name)
+    return canonical
+
+
+def between_requests(channel: HTTPChannel) -> bool:
+    """True when ``channel``'s parser holds nothing of a request and none is being answered: the
+    next bytes start a request line (and the connection is still persistent)."""
+    return bool(not channel._handlingRequest and channel.line_mode and not channel._buffer
+                and not channel._busyReceiving and channel._HTTPChannel__first_line == 1  # type: ignore[attr-defined]
+                and channel.persistent)
+
+
+def begin_request(channel: HTTPChannel) -> None:
+    """What ``allContentReceived`` does to the channel before it hands a complete request to
+    ``Request.requestReceived``: idle timeout suspended, later bytes buffered until the request
+    is done (``requestDone`` restores both)."""
+    if channel.timeOut:
+        channel._savedTimeOut = channel.setTimeout(None)
+    channel._handlingRequest = True
+    channel.setRawMode()
 
 
 def systemd_inherited_fds() -> list[tuple[int, str]]:

@@ -41,6 +41,7 @@ from twisted.web import http, pages, resource, server
 
 from mirrorbits import VERSION
 from mirrorbits.twistedcompat import RefusalHookChannel, header_table
+from mirrorbits.web.leanhttp import WholeHeadChannel
 from mirrorbits.web.render import plain_error
 
 if TYPE_CHECKING:
@@ -215,8 +216,9 @@ def _drop(data: bytes) -> None:
     """What a refused connection does with the bytes it still receives."""
 
 
-class LeanChannel(RefusalHookChannel):
-    """One HTTP/1.x connection: its local address asked once, and a "last request" mode for stops.
+class LeanChannel(WholeHeadChannel, RefusalHookChannel):
+    """One HTTP/1.x connection: a complete head parsed at once (:mod:`mirrorbits.web.leanhttp`),
+    its local address asked once, and a "last request" mode for stops.
 
     Why not twisted's default protocol factory (``_GenericHTTPChannelProtocol``): it only adds
     HTTP/2 negotiation over TLS, which needs the optional ``h2`` package the daemon does not

@@ -39,7 +39,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
 __all__ = ["RefusalHookChannel", "begin_request", "between_requests", "canonical_header_name",
-           "header_table", "systemd_inherited_fds"]
+           "header_table", "suspend_idle_timeout", "systemd_inherited_fds"]
 
 
 def header_table(headers: Headers) -> dict[bytes, list[bytes]]:
@@ -70,12 +70,19 @@ def between_requests(channel: HTTPChannel) -> bool:
 
 def begin_request(channel: HTTPChannel) -> None:
     """What ``allContentReceived`` does to the channel before it hands a complete request to
-    ``Request.requestReceived``: idle timeout suspended, later bytes buffered until the request
-    is done (``requestDone`` restores both)."""
-    if channel.timeOut:
-        channel._savedTimeOut = channel.setTimeout(None)
+    ``Request.requestReceived`` — but for the idle timeout: later bytes are buffered until the
+    request is done, and ``requestDone`` restores no timeout (see :func:`suspend_idle_timeout`)."""
+    channel._savedTimeOut = None
     channel._handlingRequest = True
     channel.setRawMode()
+
+
+def suspend_idle_timeout(channel: HTTPChannel) -> None:
+    """The rest of what ``allContentReceived`` does, for a request answered later: no idle timeout
+    while it is answered, restored by ``requestDone``.  (A request answered at once never needs
+    it: suspending and restoring would cancel and re-arm a timer on every request.)"""
+    if channel.timeOut:
+        channel._savedTimeOut = channel.setTimeout(None)
 
 
 def systemd_inherited_fds() -> list[tuple[int, str]]:

@@ -22,7 +22,14 @@ from twisted.web import http, resource, server
 from twisted.web.http_headers import Headers
 
 from mirrorbits.lifecycle.listener import ConnectionTracker, adopt_listening_socket
-from mirrorbits.twistedcompat import RefusalHookChannel, header_table
+from mirrorbits.twistedcompat import (
+    RefusalHookChannel,
+    begin_request,
+    between_requests,
+    canonical_header_name,
+    header_table,
+    suspend_idle_timeout,
+)
 from mirrorbits.web.site import (
     BAD_REQUEST,
     HEADERS_TOO_LARGE,
@@ -289,3 +296,76 @@ def test_accepting_port_alone_on_its_socket_takes_a_burst_until_shared() -> None
         for c in clients:
             c.close()
         sock.close()
+
+
+def test_header_names_are_canonicalised_as_headers_does() -> None:
+    for raw in (b"x-forwarded-for", b"CONTENT-TYPE", b"www-authenticate", b"x-xss-protection",
+                b"te", b"dnt", b"content-md5"):
+        headers = Headers()
+        headers.addRawHeader(raw, b"v")
+        assert list(header_table(headers)) == [canonical_header_name(raw)]
+
+
+class Later(resource.Resource):
+    isLeaf = True
+    waiting: list[server.Request] = []
+
+    def render(self, request: server.Request) -> int:
+        self.waiting.append(request)
+        return server.NOT_DONE_YET
+
+
+def plain_channel(root: resource.Resource, clock: Clock) -> http.HTTPChannel:
+    site = server.Site(root, reactor=clock)
+    site.protocol = http.HTTPChannel  # type: ignore[assignment]
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert isinstance(channel, http.HTTPChannel)
+    return channel
+
+
+def test_between_requests_follows_twisteds_parser_state() -> None:
+    """``_handlingRequest``, ``line_mode``, ``_buffer``, ``_busyReceiving``, ``__first_line`` and
+    ``persistent`` say when the next byte starts a request line, and ``requestDone`` feeds back
+    what was buffered meanwhile through ``dataReceived``."""
+    root = Later()
+    root.waiting = []
+    channel = plain_channel(root, Clock())
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    assert between_requests(channel)
+    http.HTTPChannel.dataReceived(channel, b"GET /f HTTP/1.1\r\nHo")
+    assert not between_requests(channel)  # a line half read
+    http.HTTPChannel.dataReceived(channel, b"st: x\r\n")
+    assert not between_requests(channel)  # headers being read
+    http.HTTPChannel.dataReceived(channel, b"\r\nGET /g HTTP/1.1\r\n\r\n")
+    assert not between_requests(channel) and len(root.waiting) == 1  # answered later, /g buffered
+    fed: list[bytes] = []
+    channel.dataReceived = fed.append  # type: ignore[method-assign]
+    root.waiting.pop().finish()
+    assert fed == [b"GET /g HTTP/1.1\r\n\r\n"] and between_requests(channel)
+    channel.persistent = False
+    assert not between_requests(channel)
+
+
+def test_begin_request_then_suspend_stops_the_idle_timeout_until_request_done() -> None:
+    clock = Clock()
+    root = Later()
+    root.waiting = []
+    channel = plain_channel(root, clock)
+    channel.callLater = clock.callLater  # type: ignore[method-assign]
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.setTimeout(10)
+    request = channel.requestFactory(channel)  # type: ignore[call-arg]
+    channel.requests.append(request)
+    request.gotLength(0)
+    begin_request(channel)
+    request.requestReceived(b"GET", b"/f", b"HTTP/1.1")
+    suspend_idle_timeout(channel)
+    assert channel._handlingRequest and not channel.line_mode
+    clock.advance(100)
+    assert not transport.disconnecting
+    root.waiting.pop().finish()
+    assert not channel._handlingRequest and channel.line_mode
+    clock.advance(10)
+    assert transport.disconnecting

@@ -27,7 +27,13 @@ from __future__ import annotations
 from twisted.web import http
 from twisted.web.iweb import INonQueuedRequestFactory
 
-from mirrorbits.twistedcompat import begin_request, between_requests, canonical_header_name, header_table
+from mirrorbits.twistedcompat import (
+    begin_request,
+    between_requests,
+    canonical_header_name,
+    header_table,
+    suspend_idle_timeout,
+)
 
 __all__ = ["MAX_FAST_HEAD", "MAX_FAST_HEADERS", "ParsedHead", "WholeHeadChannel", "parse_head"]
 
@@ -137,3 +143,5 @@ class WholeHeadChannel(http.HTTPChannel):
         request.gotLength(0)
         begin_request(self)
         request.requestReceived(method, target, version)
+        if not request.finished:
+            suspend_idle_timeout(self)

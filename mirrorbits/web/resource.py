@@ -343,6 +343,8 @@ class RedirectorResource(resource.Resource):
             request.setResponseCode(400)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             request.setHeader(b"Connection", b"close")
+            # ... and closes it: nothing pipelined after such a request is answered.
+            request.channel.persistent = False
             return b"400 Bad Request"
         url_path = target.path
         location = paths.canonical_location(url_path, target.raw_query)

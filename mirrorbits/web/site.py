@@ -212,6 +212,11 @@ class DateCache:
         return self.value
 
 
+_FOLD_STARTS = (b" ", b"\t")
+#: Bytes allowed in a header line: HT, printable ASCII, obs-text (0x80-0xFF).
+_FIELD_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+
+
 def _drop(data: bytes) -> None:
     """What a refused connection does with the bytes it still receives."""
 
@@ -254,6 +259,23 @@ class LeanChannel(WholeHeadChannel, RefusalHookChannel):
             return False
         persistent: bool = super().checkPersistence(request, version)
         return persistent
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802 - twisted's name
+        # A line starting with SP or HT: obs-fold in a header block (twisted would join it to the
+        # header before it), or a request line that cannot parse anyway.  Refused, as RFC 9112
+        # allows: a proxy in front may have read the folded line as a header of its own.
+        if line[:1] in _FOLD_STARTS and self.persistent:
+            self.refuse(BAD_REQUEST)
+            return
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:  # noqa: N802 - twisted's name
+        # Control bytes other than HT (twisted refuses only NUL, CR and LF): Go refuses them too.
+        if line.translate(None, _FIELD_BYTES):
+            self.refuse(BAD_REQUEST)
+            return False
+        accepted: bool = super().headerReceived(line)
+        return accepted
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - twisted's name
         # A request object exists from its request line on (and is gone once answered).

@@ -267,6 +267,66 @@ def test_a_refused_client_still_sending_reads_the_answer(running: Running) -> No
     assert data.startswith(b"HTTP/1.1 414 URI Too Long\r\n") and closed
 
 
+#: A complete request a smuggling shape could hide after itself, as a proxy might have read it.
+SMUGGLED = b"GET /pub/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST /pub/file.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n" + SMUGGLED,
+    b"POST /pub/file.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
+    b"0\r\n\r\n" + SMUGGLED,
+    b"POST /pub/file.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n" + SMUGGLED,
+    b"POST /pub/file.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nContent-Length: 44\r\n\r\n" + SMUGGLED,
+    b"POST /pub/file.txt HTTP/1.1\r\nHost: x\r\nContent-Length: +44\r\n\r\n" + SMUGGLED,
+    b"POST /pub/file.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost: x\r\n\tContent-Length: 44\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\nHost: x\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost: x\nContent-Length: 44\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost: x\rContent-Length: 44\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file\x00.txt HTTP/1.1\r\nHost: x\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file\x01.txt HTTP/1.1\r\nHost: x\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file\x7f.txt HTTP/1.1\r\nHost: x\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost: x\x00y\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost: x\x01y\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost: x\x7f\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHost : x\r\n\r\n" + SMUGGLED,
+    b"GET /pub/file.txt HTTP/1.1\r\nHo\x00st: x\r\n\r\n" + SMUGGLED,
+], ids=["cl-then-te", "te-then-cl", "two-lengths", "same-length-twice", "signed-length",
+        "unknown-coding", "obs-fold", "obs-fold-hides-length", "bare-lf-request-line",
+        "bare-lf-header", "bare-cr-header", "nul-target", "ctl-target", "del-target", "nul-value",
+        "ctl-value", "del-value", "space-before-colon", "nul-name"])
+def test_smuggling_shapes_get_one_400_and_a_close(running: Running, raw: bytes) -> None:
+    """Each shape a front proxy and this daemon could read differently is refused with a 400 and a
+    close; the request hidden after it is never answered (exactly one answer on the connection)."""
+    data, closed = refused(running.daemon.port, raw)
+    assert statuses(data) == [400], data[:300]
+    assert data.count(b"HTTP/1.1 ") == 1, data[:300]
+    assert closed
+
+
+def test_absolute_form_is_answered_once_as_its_origin_form(running: Running) -> None:
+    """An absolute-form target is a valid request (RFC 9112 3.2.2; Go answers it for its path):
+    answered like the origin form, once, on a connection that stays open for the next one."""
+    data, closed = exchange(running.daemon.port, [b"GET http://x/pub/file.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                                                  + PLAIN], quiet=0.3)
+    assert statuses(data, pipelined=True) == [503, 503] and not closed
+    origin, _ = exchange(running.daemon.port, [PLAIN])
+    assert without_date(data) == without_date(origin) * 2
+
+
+def without_date(data: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"", data)
+
+
+def test_pipelined_requests_after_a_refusal_are_never_answered(running: Running) -> None:
+    """Good, bad, good in one write: the first answered, the second refused, the third dropped."""
+    data, closed = refused(running.daemon.port, PLAIN + b"GET /pub/file.txt HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n" + PLAIN)
+    assert statuses(data, pipelined=True) == [503, 400] and closed
+
+
 def test_a_plain_request_still_answers_and_the_log_has_no_traceback(running: Running) -> None:
     data, closed = exchange(running.daemon.port, [PLAIN])
     assert statuses(data) == [503] and not closed

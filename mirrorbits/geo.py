@@ -238,6 +238,9 @@ class GeoIP:
         # re-opened (and re-logged) on every periodic check.
         self._failed: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}
         self._errors: dict[str, str] = {}
+        #: Incremented whenever a database is swapped: whoever keeps lookups of their own (the
+        #: redirector's client locations) drops them when it changes.
+        self.generation = 0
         self._cached: Callable[[str], GeoRecord] = self._new_cache()
         self._load(force_retry=True)
 
@@ -366,6 +369,7 @@ class GeoIP:
                 changed = True
         if changed:
             self._cached = self._new_cache()
+            self.generation += 1
         return changed
 
     def _current(self, name: str) -> _Database | None:

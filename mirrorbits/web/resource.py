@@ -248,6 +248,8 @@ class RedirectorResource(resource.Resource):
     memo_size = 16384
     #: Client locations whose :class:`LocationPlan` is kept (each ~60 small tuples).
     location_plans = 4096
+    #: Client IPs whose GeoIP record and location are kept (see :meth:`_client_location`).
+    client_locations = 16384
 
     def __init__(self, app: Mirrorbits, *, rng: random.Random | None = None) -> None:
         super().__init__()
@@ -258,7 +260,7 @@ class RedirectorResource(resource.Resource):
                         tuple[object, object, list[Chosen], Family]] = LRU(self.memo_size)
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, MirrorView, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
-        self._locations: dict[str, tuple[GeoRecord, ClientLocation]] = {}
+        self._locations: dict[str, tuple[int, GeoRecord, ClientLocation]] = {}
         #: Per-country and per-mirror counts (exported by the metrics listener, when there is one).
         self.redirect_counts = RedirectCounts()
         self._countries = self.redirect_counts.countries
@@ -312,15 +314,24 @@ class RedirectorResource(resource.Resource):
         return self.app.get_download_stats()
 
     def _client_location(self, ip: str) -> tuple[GeoRecord, ClientLocation]:
-        rec = self.geoip.lookup(ip)
-        cached = self._locations.get(ip)
-        if cached is not None and cached[0] is rec:
-            return cached
+        """The GeoIP record and selection location of a client IP, kept per IP.
+
+        Why: a download site sees the same clients again (Range requests, retries, several files),
+        and a lookup plus a :class:`ClientLocation` cost several times this one dict hit.  Entries
+        are valid for one generation of the GeoIP databases (a reload swaps them: every entry is
+        then stale), and the table is emptied when it reaches :attr:`client_locations` entries.
+        """
+        geoip = self.geoip
+        generation = geoip.generation
+        hit = self._locations.get(ip)
+        if hit is not None and hit[0] == generation:
+            return hit[1], hit[2]
+        rec = geoip.lookup(ip)
         loc = ClientLocation(rec.country_code, rec.continent_code, rec.as_num, rec.latitude,
                              rec.longitude)
-        if len(self._locations) > 16384:
+        if len(self._locations) >= self.client_locations:
             self._locations.clear()
-        self._locations[ip] = (rec, loc)
+        self._locations[ip] = (generation, rec, loc)
         return rec, loc
 
     # -- entry point -----------------------------------------------------------------------------

@@ -204,11 +204,16 @@ def _extremes(plan: FilePlan, loc: LocationPlan) -> tuple[float, float] | None:
 @dataclass(slots=True)
 class RedirectPool:
     """The weighted mirrors of one (file, client) in :func:`select_mirrors`' draw order (score
-    descending, then file order): ``items`` are (chosen, weight), each :class:`Chosen` already
-    carrying its AbsoluteURL, distance, score and percentage weight.  The Chosen objects are
-    shared by every draw from this pool: treat them as read-only."""
+    descending, then file order): ``items`` are (-ComputedScore, position in the file's list,
+    candidate, AbsoluteURL, distance), ``weights`` their draw weights (score minus ``base``),
+    ``total`` the sum of the weights.
 
-    items: list[tuple[Chosen, int]]
+    Why plain tuples: a pool holds every weighted mirror (tens) but a redirect draws at most
+    five, so the :class:`Chosen` records are made for the drawn ones only.
+    """
+
+    items: list[tuple[int, int, Candidate, str, float]]
+    weights: list[int]
     total: int
 
 
@@ -223,16 +228,16 @@ def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: 
     eligible = plan.eligible
     base = int(farthest)
     items = []
+    get = eligible.get
     for cand, d, cs in loc.weighted(closest, farthest, weight_distribution_range):
-        e = eligible.get(cand)
+        e = get(cand)
         if e is not None:
             items.append((-cs, e[0], cand, e[1], d))
     if len(items) < 2:
         return None
     items.sort()  # (-score, position) are unique: the candidate is never compared
-    total = -sum(it[0] for it in items) - base * len(items)
-    return RedirectPool([(Chosen(cand, url, d, -ncs, f32((-ncs - base) * 100 / total)), -ncs - base)
-                         for ncs, _, cand, url, d in items], total)
+    weights = [-it[0] - base for it in items]
+    return RedirectPool(items, weights, sum(weights))
 
 
 def _below(rng: random.Random) -> Callable[[int], int]:
@@ -246,20 +251,23 @@ def draw_redirect(pool: RedirectPool, rng: random.Random) -> list[Chosen]:
     """The redirect draw: up to 5 draws without replacement, proportional to weight — the same
     rng calls as :func:`select_mirrors`, so a seeded rng gives the same list."""
     items = list(pool.items)
-    rest = pool.total
+    weights = list(pool.weights)
+    total = pool.total
+    rest = total
     below = _below(rng)
     out = []
     for _ in range(5 if len(items) > 5 else len(items)):
         rv = below(rest)
         acc = 0
         k = 0
-        for k in range(len(items)):  # noqa: B007 - k is the pick
-            acc += items[k][1]
+        for k in range(len(weights)):  # noqa: B007 - k is the pick
+            acc += weights[k]
             if acc > rv:
                 break
-        ch, w = items.pop(k)
+        ncs, _, cand, url, d = items.pop(k)
+        w = weights.pop(k)
         rest -= w
-        out.append(ch)
+        out.append(Chosen(cand, url, d, -ncs, f32(w * 100 / total)))
     return out
 
 

@@ -7,6 +7,9 @@ local zipf_s = tonumber(os.getenv("ZIPF_S") or "1.0")
 -- CONNECTION_CLOSE=1: one request per connection (as most download clients), which measures the
 -- accept path too; default: keep-alive.
 local close = os.getenv("CONNECTION_CLOSE") == "1"
+-- HOT_PATH=/some/file: every request asks for that one file (clients still vary).
+local hot = os.getenv("HOT_PATH")
+if hot == "" then hot = nil end
 
 local function lines(path)
   local t = {}
@@ -43,7 +46,7 @@ local function zipf_index()
 end
 
 function request()
-  local path = paths[zipf_index()]
+  local path = hot or paths[zipf_index()]
   local ip = ips[math.random(#ips)]
   local headers = { ["X-Forwarded-For"] = ip }
   if close then headers["Connection"] = "close" end

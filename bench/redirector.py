@@ -7,6 +7,14 @@ RSS (all worker processes summed).
 
     python bench/redirector.py --workers 1
     python bench/redirector.py --workers 2 --duration 20
+    python bench/redirector.py --world /tmp/world --hot          # every request for one file
+    python bench/redirector.py --world /tmp/world --pin --threads 1   # daemon on CPU 0, wrk on CPU 1
+    python bench/redirector.py --world /tmp/world --compare /path/to/other/tree   # A/B/B/A
+
+``--compare TREE`` runs the daemon from TREE's code and from this tree's, in the order A B B A
+(A = TREE), each with its own fresh Redis and daemon on the same world, and prints both sides'
+figures; ``--pin`` puts the daemon (all its processes) on one core and wrk on the other, so the
+requests/s of one core can be compared with the Go original's one-core figure.
 """
 
 from __future__ import annotations
@@ -137,6 +145,10 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+#: Prefix of the wrk command line (``--pin``: ``taskset -c 1``).
+WRK_PREFIX: list[str] = []
+
+
 def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
             pids: list[int] | None = None, redis_pid: int | None = None) -> dict[str, float]:
     """Run wrk; with ``pids`` also the server's CPU time during the run (and Redis's)."""
@@ -146,7 +158,7 @@ def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
     each0 = [cpu_seconds([p]) for p in pids]
     rcpu0 = cpu_seconds([redis_pid]) if redis_pid else 0.0
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(HERE, "load.lua"),
+        [*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(HERE, "load.lua"),
          f"http://127.0.0.1:{port}/"], env=env, capture_output=True, text=True, check=True).stdout
     vals: dict[str, float] = {}
     for line in out.splitlines():
@@ -299,6 +311,13 @@ def main() -> None:
     ap.add_argument("--serve-script", help="(debugging) a script serving CONF instead of the daemon")
     ap.add_argument("--bare", action="store_true",
                     help="the floor: a bare twisted.web 302 server (--workers processes)")
+    ap.add_argument("--hot", action="store_true", help="every request for the same file (the most "
+                    "requested one), client IPs still varied")
+    ap.add_argument("--pin", action="store_true", help="daemon on --daemon-cpus, wrk on --wrk-cpus "
+                    "(taskset)")
+    ap.add_argument("--daemon-cpus", default="0")
+    ap.add_argument("--wrk-cpus", default="1")
+    ap.add_argument("--compare", metavar="TREE", help="A/B/B/A: TREE's daemon (A) against this tree's (B)")
     args = ap.parse_args()
     if args.close:
         os.environ["CONNECTION_CLOSE"] = "1"  # read by load.lua (wrk inherits the environment)
@@ -310,6 +329,42 @@ def main() -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
+    if args.pin:
+        WRK_PREFIX[:] = ["taskset", "-c", args.wrk_cpus]
+    if args.hot:
+        if not args.world or not os.path.exists(os.path.join(args.world, "paths.txt")):
+            sys.exit("--hot needs a world built before (--world DIR, one run without --hot)")
+        with open(os.path.join(args.world, "paths.txt")) as f:
+            os.environ["HOT_PATH"] = f.readline().strip()  # the most requested file (Zipf rank 1)
+        print(f"one hot file: {os.environ['HOT_PATH']}", flush=True)
+    try:
+        if not args.compare:
+            bench_tree(args, tmp, ROOT, "")
+            return
+        results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+        trees = {"A": os.path.abspath(args.compare), "B": ROOT}
+        for side in ("A", "B", "B", "A"):
+            sub = tempfile.mkdtemp(prefix="mirrorbits-bench-", dir=tmp)
+            print(f"--- {side}: {trees[side]}", flush=True)
+            results[side] += bench_tree(args, sub, trees[side], f"{side} ")
+        for side in ("A", "B"):
+            rows = results[side]
+            cpu = sorted(r["CPU_US_PER_REQ"] for r in rows)
+            rps = sorted(r["RPS"] for r in rows)
+            p99 = sorted(r["LATENCY_P99_US"] / 1000 for r in rows)
+            print(f"{side} ({trees[side]}): CPU {', '.join(f'{c:.0f}' for c in cpu)} us/request; "
+                  f"{', '.join(f'{r:.0f}' for r in rps)} requests/s; p99 "
+                  f"{', '.join(f'{p:.2f}' for p in p99)} ms", flush=True)
+    finally:
+        if args.keep:
+            print("kept", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_tree(args: argparse.Namespace, tmp: str, tree: str, label: str) -> list[dict[str, float]]:
+    """Start Redis and the daemon (``tree``'s code) on the world, run wrk; the figures of each run."""
+    results = []
     world_dir = args.world or tmp
     repo = os.path.join(world_dir, "repo")
     redis = RedisServer()
@@ -345,9 +400,11 @@ def main() -> None:
         else:
             cmd = [sys.executable, "-c", "import sys; from mirrorbits.console import main; sys.exit(main())",
                    "daemon", "-config", conf, "-monitor=false", "-p", os.path.join(tmp, "mirrorbits.pid")]
+        if args.pin:
+            cmd = ["taskset", "-c", args.daemon_cpus, *cmd]
         daemon = subprocess.Popen(
             cmd,
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=ROOT))
+            cwd=tree, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=tree))
         wait_for_port("127.0.0.1", port, 90)
         t1 = time.monotonic()
         wait_warm(port, paths[:20])
@@ -367,7 +424,8 @@ def main() -> None:
                           redis.proc.pid if redis.proc is not None else None)
             if spy is not None:
                 spy.wait(30)
-            report(f"workers={args.workers} ({len(pids)} processes)", res, rss_kib(daemon.pid))
+            report(f"{label}workers={args.workers} ({len(pids)} processes)", res, rss_kib(daemon.pid))
+            results.append(res)
     finally:
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
@@ -376,10 +434,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 daemon.kill()
         redis.cleanup()
-        if args.keep:
-            print("kept", tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
 
 if __name__ == "__main__":
     main()

@@ -16,8 +16,10 @@ same pool, same order, same rng calls.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from mirrorbits.gocompat import f32
 from mirrorbits.ipfamily import Family
@@ -257,13 +259,8 @@ def draw_redirect(pool: RedirectPool, rng: random.Random) -> list[Chosen]:
     below = _below(rng)
     out = []
     for _ in range(5 if len(items) > 5 else len(items)):
-        rv = below(rest)
-        acc = 0
-        k = 0
-        for k in range(len(weights)):  # noqa: B007 - k is the pick
-            acc += weights[k]
-            if acc > rv:
-                break
+        # The first mirror whose running weight exceeds rv (select_mirrors' linear walk).
+        k = bisect_right(list(accumulate(weights)), below(rest))
         ncs, _, cand, url, d = items.pop(k)
         w = weights.pop(k)
         rest -= w

@@ -89,6 +89,8 @@ def _header_safe(value: bytes) -> bytes:
     return b" ".join(value.splitlines()) if b"\r" in value or b"\n" in value else value
 
 
+_PRIORITIES = [b"%d" % k for k in range(64)]
+
 #: (``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) of one mirror for one file.
 HeaderParts = tuple[bytes, bytes, bytes]
 
@@ -126,7 +128,7 @@ def render_redirect(request: IRequest, results: Results, max_link_headers: int,
             p = cache.get(ch.candidate)
             if p is None:
                 p = cache[ch.candidate] = redirect_header_parts(ch, rel)
-            links.append(b"%s%d%s" % (p[1], k, p[2]))
+            links.append(p[1] + (_PRIORITIES[k] if k < len(_PRIORITIES) else b"%d" % k) + p[2])
         headers[b"Link"] = links
     headers[b"Content-Type"] = [_TEXT_HTML]
     headers[b"Cache-Control"] = [_NO_CACHE]

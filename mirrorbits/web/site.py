@@ -8,8 +8,8 @@ than the redirect itself (measured: a bare twisted.web 302 spends ~140 us of CPU
 
 Only public twisted.web API is used, so a new Twisted release cannot break serving silently:
 
-* :class:`LeanChannel` overrides the documented ``HTTPChannel`` hooks ``getHost`` (asked once per
-  connection instead of once per request) and ``checkPersistence`` (a stopping daemon answers
+* :class:`LeanChannel` overrides the documented ``HTTPChannel`` hooks ``getHost`` and ``getPeer``
+  (asked once per connection instead of once per request) and ``checkPersistence`` (a stopping daemon answers
   every later request with ``Connection: close``: :func:`wind_down`), and ``LineReceiver``'s
   ``lineLengthExceeded`` (an oversize request line or header line is answered 414 or 431 instead
   of a silent close; an oversize header block goes through :mod:`mirrorbits.twistedcompat`);
@@ -223,7 +223,7 @@ def _drop(data: bytes) -> None:
 
 class LeanChannel(WholeHeadChannel, RefusalHookChannel):
     """One HTTP/1.x connection: a complete head parsed at once (:mod:`mirrorbits.web.leanhttp`),
-    its local address asked once, and a "last request" mode for stops.
+    its local and peer addresses asked once, and a "last request" mode for stops.
 
     Why not twisted's default protocol factory (``_GenericHTTPChannelProtocol``): it only adds
     HTTP/2 negotiation over TLS, which needs the optional ``h2`` package the daemon does not
@@ -243,6 +243,8 @@ class LeanChannel(WholeHeadChannel, RefusalHookChannel):
     last_request = False
     #: The connection's local address (``getsockname``), asked on first use.
     local_address: IAddress | None = None
+    #: The connection's peer address, asked on first use.
+    peer_address: IAddress | None = None
     #: Set by ``Site.buildProtocol``.
     site: server.Site
 
@@ -252,6 +254,14 @@ class LeanChannel(WholeHeadChannel, RefusalHookChannel):
             assert self.transport is not None
             host = self.local_address = self.transport.getHost()
         return host
+
+    def getPeer(self) -> IAddress:  # noqa: N802 - twisted's name
+        # The transport makes a new address object on every call; a connection's peer is fixed.
+        peer = self.peer_address
+        if peer is None:
+            assert self.transport is not None
+            peer = self.peer_address = self.transport.getPeer()
+        return peer
 
     def checkPersistence(self, request: http.Request, version: bytes) -> bool:  # noqa: N802
         if self.last_request:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.web.http import HTTPChannel
 
 from mirrorbits.admin import cli
 from mirrorbits.admin.commands import admin_for_app
@@ -30,6 +31,8 @@ from mirrorbits.monitor.resolve import StaticResolver
 from mirrorbits.monitor.scheduler import Monitor
 from mirrorbits.redis import schema
 from mirrorbits.scan.mirror import MirrorScanner
+from mirrorbits.web import leanhttp
+from mirrorbits.web.site import LeanChannel
 from tests.admin.cli_batch import CaptureIO
 from tests.fixtures.trial import eventually
 from tests.monitor.httpd import Answer, WebServer, dual_stack_servers, ipv4_only_server
@@ -233,6 +236,39 @@ class IPFamilyAcceptance(RedirectorTestCase):
         logs = [json.loads(x) for x in self.r.lrange(schema.mirror_logs_key(self.ids["deadaaaa"]), 0, -1)]
         self.assertIn({"Proto": 1, "Up": False, "Reason": "Unreachable", "Family": "IPv6"},
                       [{k: e[k] for k in ("Proto", "Up", "Reason", "Family") if k in e} for e in logs])
+
+    async def test_the_whole_head_parser_gives_the_same_family_aware_answers(self) -> None:
+        """Requests parsed at once (web/leanhttp) go through the same selection as those twisted's
+        line parser reads: an IPv6 client gets the same family-aware choice either way."""
+        h, mon, checked, now = await self._start()
+        await eventually(lambda: all(c.families for c in h.view.mirrors().values()), timeout=5)
+        parsed: list[bytes] = []
+        parse_head = leanhttp.parse_head
+
+        def counting(head: bytes) -> leanhttp.ParsedHead | None:
+            parsed.append(head)
+            return parse_head(head)
+
+        leanhttp.parse_head = counting  # type: ignore[assignment]
+        try:
+            lean = (await self.chosen(h, IPV6_CLIENT), await self.chosen(h, IPV4_CLIENT, "?ipv6"),
+                    await self.redirects(h, IPV6_CLIENT))
+        finally:
+            leanhttp.parse_head = parse_head
+        self.assertTrue(parsed)  # the fast path did parse them
+        self.assertEqual(lean[0], ({"v6only", "dual"}, {"v4only": "Not reachable over IPv6",
+                                                        "deadaaaa": "Not reachable over IPv6",
+                                                        "aonly": "Not reachable over IPv6"}))
+        self.assertEqual(lean[1][0], {"v6only", "dual"})
+        self.assertLessEqual(lean[2], {"v6only", "dual"})
+        LeanChannel.dataReceived = HTTPChannel.dataReceived  # type: ignore[method-assign]
+        try:
+            lines = (await self.chosen(h, IPV6_CLIENT), await self.chosen(h, IPV4_CLIENT, "?ipv6"),
+                     await self.redirects(h, IPV6_CLIENT))
+        finally:
+            del LeanChannel.dataReceived
+        self.assertEqual(lines[:2], lean[:2])
+        self.assertLessEqual(lines[2], {"v6only", "dual"})
 
     async def test_aaaa_host_stops_answering_within_one_check_interval(self) -> None:
         h, mon, checked, now = await self._start(CheckInterval=1)

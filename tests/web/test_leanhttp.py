@@ -3,9 +3,12 @@ behind a request answered later, the idle timeout, and the request metrics."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -211,3 +214,41 @@ def test_the_lean_request_is_the_sites_request_factory() -> None:
     site = LeanSite(Echo(), reactor=Clock())
     assert site.requestFactory is LeanRequest
     assert issubclass(LeanChannel, WholeHeadChannel)
+
+
+# Differential fuzzing: random heads, pipelined, split into random reads; both parsers must write
+# the same bytes, close alike and count the same requests.
+_PIECES = st.sampled_from([
+    b"GET", b"HEAD", b"POST", b"get", b"G T", b" ", b"  ", b"\t", b"/", b"/a/b.iso", b"?x=1&y", b"*",
+    b"http://h/f", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"\r\n", b"\n", b"\r", b"\x00", b"\x01", b"\x7f",
+    b"\xc3\xa9", b":", b": ", b"Host", b"host: h", b"Content-Length: 0", b"Content-Length: 3",
+    b"Transfer-Encoding: chunked", b"Expect: 100-continue", b"Connection: close", b"Cookie: a=b",
+    b"X-Forwarded-For: 1.2.3.4", b"0\r\n\r\n", b"abc", b"/later"])
+_HEADS = st.lists(_PIECES, max_size=14).map(b"".join)
+_REQUESTS = st.one_of(
+    _HEADS.map(lambda h: h + b"\r\n\r\n"),
+    st.lists(st.sampled_from([b"Host: h", b"Accept: */*", b"Connection: close", b"X: \x01",
+                              b" folded", b"Cookie: k=v", b"Content-Length: 2"]), max_size=4).map(
+        lambda hs: b"GET /f HTTP/1.1\r\n" + b"".join(h + b"\r\n" for h in hs) + b"\r\n"),
+    st.just(GET), st.just(b"GET /later HTTP/1.1\r\n\r\n"))
+
+
+@given(st.lists(_REQUESTS, min_size=1, max_size=4), st.lists(st.integers(1, 200), max_size=3),
+       st.sampled_from([None, 0, 1]))
+@settings(max_examples=int(os.environ.get("LEANHTTP_FUZZ", "300")), deadline=None, database=None)
+def test_differential_fuzz_against_twisteds_parser(requests: list[bytes], cuts: list[int],
+                                                   release_after: int | None) -> None:
+    data = b"".join(requests)
+    reads = []
+    for cut in cuts:
+        if cut < len(data):
+            reads.append(data[:cut])
+            data = data[cut:]
+    reads.append(data)
+    lean = conversation(reads, release_after)
+    LeanChannel.dataReceived = http.HTTPChannel.dataReceived  # type: ignore[method-assign]
+    try:
+        reference = conversation(reads, release_after)
+    finally:
+        del LeanChannel.dataReceived
+    assert lean == reference

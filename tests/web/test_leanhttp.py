@@ -118,6 +118,17 @@ def conversation(reads: list[bytes], release_after: int | None = None) -> tuple[
     return re.sub(rb"Date: [^\r]*\r\n", b"", transport.value()), transport.disconnecting, counted
 
 
+def both_parsers(reads: list[bytes], release_after: int | None
+                 ) -> tuple[tuple[bytes, bool, int], tuple[bytes, bool, int]]:
+    """:func:`conversation` with the whole-head parser, then with twisted's line parser."""
+    lean = conversation(reads, release_after)
+    LeanChannel.dataReceived = http.HTTPChannel.dataReceived  # type: ignore[method-assign]
+    try:
+        return lean, conversation(reads, release_after)
+    finally:
+        del LeanChannel.dataReceived
+
+
 GET = b"GET /a/b.iso?x=1&y HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\nCookie: k=v; l=w\r\n\r\n"
 CONVERSATIONS = [
     [GET],
@@ -145,12 +156,7 @@ CONVERSATIONS = [
 def test_answers_are_twisted_parsers_answers(reads: list[bytes], release_after: int | None) -> None:
     """Same bytes, same close, same requests counted, in the same order, as when twisted's own
     parser reads everything (pipelined requests behind one answered later included)."""
-    lean = conversation(reads, release_after)
-    LeanChannel.dataReceived = http.HTTPChannel.dataReceived  # type: ignore[method-assign]
-    try:
-        reference = conversation(reads, release_after)
-    finally:
-        del LeanChannel.dataReceived
+    lean, reference = both_parsers(reads, release_after)
     assert lean == reference
     assert lean[0].startswith(b"HTTP/1.")
 
@@ -245,10 +251,5 @@ def test_differential_fuzz_against_twisteds_parser(requests: list[bytes], cuts: 
             reads.append(data[:cut])
             data = data[cut:]
     reads.append(data)
-    lean = conversation(reads, release_after)
-    LeanChannel.dataReceived = http.HTTPChannel.dataReceived  # type: ignore[method-assign]
-    try:
-        reference = conversation(reads, release_after)
-    finally:
-        del LeanChannel.dataReceived
+    lean, reference = both_parsers(reads, release_after)
     assert lean == reference

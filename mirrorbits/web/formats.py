@@ -177,14 +177,15 @@ def _limit(request: IRequest, config: Config) -> int:
 
 
 def document_size(request: IRequest, fmt: str, config: Config) -> int:
-    """How many mirrors the ``fmt`` answer lists: the Metalink URL limit, the torrent's and
-    magnet's web seeds; one for the info-hash (which lists none, but is answered like the others
-    only when a mirror or fallback can serve the file)."""
+    """How many mirrors to select for the ``fmt`` answer: as many as it lists (the Metalink URL
+    limit, the torrent's and magnet's web seeds), and at least one, since whether any mirror can
+    serve the file decides the answer's status like a redirect's (mirrors, else the fallbacks,
+    else 503), even for a document that lists none (an info-hash, ``X-Metalink-Limit: 0``)."""
     if fmt in (META4, METALINK):
-        return _limit(request, config)
+        return max(_limit(request, config), 1)
     if fmt == BTIH:
         return 1
-    return config.Torrent.MaxWebSeeds
+    return max(config.Torrent.MaxWebSeeds, 1)
 
 
 @dataclass(frozen=True, slots=True)

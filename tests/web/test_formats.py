@@ -306,6 +306,11 @@ class Limits(RedirectorTestCase):
             self.assertEqual((len(urls), len(set(urls))), (10, 10))
             root = ET.fromstring((await h.request("/testy.tgz.meta4", headers={"X-Metalink-Limit": "3"})).body)
             self.assertEqual(len(root.findall(f"{NS}file/{NS}url")), 3)
+            # No URL asked for: a document without any, not the fallbacks' answer nor a 503.
+            h.set_config(Fallbacks=())
+            resp = await h.request("/testy.tgz.meta4", headers={"X-Metalink-Limit": "0"})
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(ET.fromstring(resp.body).findall(f"{NS}file/{NS}url"), [])
         return d(run())
 
 

@@ -6,7 +6,10 @@ that transaction blocks Redis for a long time, and so do its ``SDIFF``, ``RENAME
 and ``SINTERSTORE`` (measured: 100–250 ms each on 200,000 paths).  Here every step is bounded:
 
 1. While the listing runs, files are *staged* in batches in a private list
-   ``MIRRORSCANTMP_<id>`` (``size\\0modTime\\0path``; it expires after a day if we die).  Nothing
+   ``MIRRORSCANTMP_<id>``: one element per batch of up to :data:`BATCH` files, their records
+   (``size\\0modTime\\0path\\n``, :func:`~mirrorbits.scan.listing.staged_record`) concatenated,
+   so a batch is one argument to encode and one list element, not hundreds (the list expires
+   after a day if we die).  Nothing
    the redirector or a Go node reads changes, so a failed or aborted scan leaves the previous index
    intact, as Go's ``DISCARD`` does.
 2. Phase 1, in batches of :data:`BATCH` files (one Lua script each, so each batch becomes visible
@@ -59,7 +62,7 @@ from mirrorbits.redis.connection import RedisClient
 from mirrorbits.redis.locks import ClusterLock
 from mirrorbits.redis.replies import as_int, as_list
 from mirrorbits.scan import unchanged
-from mirrorbits.scan.listing import PRECISION_S, ListedFile, ScanError
+from mirrorbits.scan.listing import PRECISION_S, ListedFile, ScanError, staged_record
 
 log = Logger(namespace="mirrorbits.scan")
 
@@ -117,29 +120,38 @@ class ScanResult:
 # Key names come in as prefixes from mirrorbits.redis.schema.
 #
 # KEYS: staging list, MIRRORFILESTMP, FILES, HANDLEDFILESTMP.
-# ARGV: start, count, id, FILEMIRRORS_ prefix, FILEINFO_<id>_ prefix, channel, ttl.
-# Returns {entries processed, paths new to HANDLEDFILESTMP}.
+# ARGV: index of the staged batch, id, FILEMIRRORS_ prefix, FILEINFO_<id>_ prefix, channel, ttl.
+# Returns {entries processed, paths new to HANDLEDFILESTMP}; {-1, 0} past the last batch.
 _ADD_BATCH = """
-local entries = redis.call('lrange', KEYS[1], ARGV[1], tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1)
+local batch = redis.call('lindex', KEYS[1], ARGV[1])
+if not batch then
+    return {-1, 0}
+end
 local known = 0
-for _, e in ipairs(entries) do
-    local a = string.find(e, '\\0', 1, true)
-    local b = string.find(e, '\\0', a + 1, true)
-    local path = string.sub(e, b + 1)
-    local size, mod = string.sub(e, 1, a - 1), string.sub(e, a + 1, b - 1)
+local count = 0
+local pos = 1
+local len = #batch
+while pos <= len do
+    local a = string.find(batch, '\\0', pos, true)
+    local b = string.find(batch, '\\0', a + 1, true)
+    local e = string.find(batch, '\\n', b + 1, true)
+    local size, mod = string.sub(batch, pos, a - 1), string.sub(batch, a + 1, b - 1)
+    local path = string.sub(batch, b + 1, e - 1)
+    pos = e + 1
+    count = count + 1
     redis.call('sadd', KEYS[2], path)
-    local info = ARGV[5] .. path
+    local info = ARGV[4] .. path
     local old = redis.call('hmget', info, 'size', 'modTime')
-    if redis.call('sadd', ARGV[4] .. path, ARGV[3]) == 1 or old[1] ~= size or old[2] ~= mod then
+    if redis.call('sadd', ARGV[3] .. path, ARGV[2]) == 1 or old[1] ~= size or old[2] ~= mod then
         redis.call('hmset', info, 'size', size, 'modTime', mod)
-        redis.call('publish', ARGV[6], ARGV[3] .. ' ' .. path)
+        redis.call('publish', ARGV[5], ARGV[2] .. ' ' .. path)
     end
     if redis.call('sismember', KEYS[3], path) == 1 then
         known = known + redis.call('sadd', KEYS[4], path)
     end
 end
-redis.call('expire', KEYS[4], ARGV[7])
-return {#entries, known}
+redis.call('expire', KEYS[4], ARGV[6])
+return {count, known}
 """
 
 # KEYS: MIRRORFILES, MIRRORFILESTMP.
@@ -179,7 +191,8 @@ class MirrorScanTransaction:
         self.files = 0
         #: Files written to the staging list so far (``files`` once the commit has flushed).
         self.staged = 0
-        self._buffer: list[str] = []
+        self._staging_error: Exception | None = None
+        self._buffer: list[bytes] = []
         self._pending: defer.Deferred[None] | None = None
         self._staging = staging_key(mirror_id)
         self._tmp = schema.mirror_files_tmp_key(mirror_id)
@@ -218,40 +231,55 @@ class MirrorScanTransaction:
     def add(self, f: ListedFile) -> defer.Deferred[None] | None:
         """Stage one listed file (Go ``AddFile``).  Returns a Deferred when a batch is being written;
         the lister waits for it, so memory stays bounded."""
-        self.files += 1
-        entry = f"{f.size}\0{gocompat.format_gts(f.mtime_ns, f.zone)}\0{f.path}"  # type: ignore[arg-type]
-        self._digest.update(f"{entry}\n".encode("utf-8", "surrogateescape"))
-        self._buffer.append(entry)
+        return self.add_records([staged_record(f)])
+
+    def add_records(self, records: list[bytes]) -> defer.Deferred[None] | None:
+        """Stage listed files given as records (a bulk lister's output).  A full batch is written at
+        once, even while the previous write is still in flight; the Deferred returned then makes
+        the lister wait for that previous write, so at most two writes' worth of records are held
+        (or up to :data:`SPECULATIVE_FILES` while the listing may prove unchanged).  Raises the
+        error of a staging write that failed (the scan then fails with it)."""
+        if self._staging_error is not None:
+            raise self._staging_error
+        self.files += len(records)
+        self._digest.update(b"".join(records))
+        self._buffer += records
         if self._speculating:
             candidate = self._candidate
-            if (candidate is None or self.files > candidate.files
-                    or len(self._buffer) >= SPECULATIVE_FILES):
-                self._speculating = False
-                return self._flush()
+            if (candidate is not None and self.files <= candidate.files
+                    and len(self._buffer) < SPECULATIVE_FILES):
+                return None
+            self._speculating = False
+        if len(self._buffer) < self.batch:
             return None
-        if len(self._buffer) >= self.batch:
-            return self._flush()
+        previous = self._pending
+        self._flush()
+        if previous is not None and not previous.called:
+            return follow(previous)
         return None
 
     def _flush(self) -> defer.Deferred[None]:
         entries, self._buffer = self._buffer, []
-        d = defer.Deferred.fromCoroutine(self._write_staging_batches(entries))
+        batch = self.batch
+        blobs = [b"".join(entries[i:i + batch]) for i in range(0, len(entries), batch)]
+        d = defer.Deferred.fromCoroutine(self._write_staging(blobs, len(entries)))
         self._pending = d
-        # The lister may be cancelled while it waits; the Redis write must not be.
-        return follow(d, consume=True)
+        return d
 
-    async def _write_staging_batches(self, entries: list[str]) -> None:
-        """Stage ``entries`` one batch per write (more than one batch after a speculative hold)."""
-        for i in range(0, len(entries), self.batch):
-            await self._write_staging(entries[i:i + self.batch])
-
-    async def _write_staging(self, entries: list[str]) -> None:
-        replies = await self.redis.pipeline([("RPUSH", self._staging, *entries),
-                                             ("EXPIRE", self._staging, str(STAGING_TTL))])
-        for r in replies:
-            if isinstance(r, Exception):
-                raise r
-        self.staged += len(entries)
+    async def _write_staging(self, blobs: list[bytes], count: int) -> None:
+        """Never raises: a failure is kept for :meth:`add_records` and :meth:`commit` to report
+        (nobody may be waiting for this write)."""
+        try:
+            replies = await self.redis.pipeline([("RPUSH", self._staging, *blobs),
+                                                 ("EXPIRE", self._staging, str(STAGING_TTL))])
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+        except Exception as e:
+            if self._staging_error is None:
+                self._staging_error = e
+            return
+        self.staged += count
 
     # -- failure -------------------------------------------------------------------------------
 
@@ -276,7 +304,9 @@ class MirrorScanTransaction:
         """Phases 1–3 and the success mark.  Raises :class:`ScanError` (no files) after which the
         caller must :meth:`fail`; Redis errors propagate the same way."""
         if self._pending is not None and not self._pending.called:
-            await follow(self._pending, consume=True)
+            await follow(self._pending)
+        if self._staging_error is not None:
+            raise self._staging_error
         if self.files == 0:
             raise ScanError(ERR_NO_FILES)
         if not await self.redis.execute("HEXISTS", schema.MIRRORS, str(self.mirror_id)):
@@ -290,6 +320,8 @@ class MirrorScanTransaction:
         self._compared = int(time.time())
         if self._buffer:
             await self._flush()
+        if self._staging_error is not None:
+            raise self._staging_error
         if self.staged != self.files:  # a staging write failed
             raise ScanError(f"only {self.staged} of {self.files} files could be staged")
         known = await self._phase_add()
@@ -338,15 +370,15 @@ class MirrorScanTransaction:
         await self.redis.execute("DEL", self._tmp, self._handled_tmp)
         keys = [self._staging, self._tmp, schema.FILES, self._handled_tmp]
         known = 0
-        start = 0
+        index = 0
         while True:
             done, new = (as_int(r) for r in as_list(await self.redis.execute(
-                "EVAL", _ADD_BATCH, str(len(keys)), *keys, str(start), str(self.batch),
+                "EVAL", _ADD_BATCH, str(len(keys)), *keys, str(index),
                 str(self.mirror_id), *self._prefixes(), str(STAGING_TTL))))
-            known += new
-            start += done
-            if done < self.batch:
+            if done < 0:
                 break
+            known += new
+            index += 1
         await self.redis.execute(self._unlink_command(), self._staging)
         return known
 

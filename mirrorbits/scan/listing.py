@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from mirrorbits.gocompat import format_gts
+
 #: Precision of the modification times a scan delivers, in nanoseconds.
 PRECISION_NONE = 0
 PRECISION_MS = 1_000_000
@@ -37,6 +39,27 @@ class ListedFile:
 #: batched Redis write); the lister then stops reading until it completes, so memory
 #: stays bounded whatever the size of the listing.
 OnFile = Callable[[ListedFile], "Awaitable[object] | None"]
+
+
+#: Callback receiving listed files in bulk, as staged records (:func:`staged_record`'s format), in
+#: listing order.  Like :data:`OnFile` it may return an awaitable to pause the lister.
+OnRecords = Callable[[list[bytes]], "Awaitable[object] | None"]
+
+
+def staged_record(f: ListedFile) -> bytes:
+    """The bytes a scan stages for one listed file: ``size\\0modTime\\0path\\n``, the size in decimal,
+    the modTime as the Go original stores it in ``FILEINFO`` (``2006-01-02 15:04:05 +0000 UTC``)
+    and the path byte for byte (names are decoded with ``surrogateescape``).
+
+    A lister that parses in bulk builds these bytes straight from its input, without a
+    :class:`ListedFile` per line; this is the one definition both must agree with.  A path
+    cannot contain a newline (both listings are split into lines on it), which is what lets the
+    records be concatenated and split again on ``\\n``.
+    """
+    if "\n" in f.path:
+        raise ScanError(f"file name with a newline: {f.path!r}")
+    return f"{f.size}\0{format_gts(f.mtime_ns, f.zone)}\0{f.path}\n".encode(  # type: ignore[arg-type]
+        "utf-8", "surrogateescape")
 
 
 class ScanError(Exception):

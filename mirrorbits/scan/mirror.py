@@ -233,7 +233,7 @@ class MirrorScanner:
                     job: _Job) -> ListingOutcome:
         if protocol == "rsync":
             listing: Coroutine[defer.Deferred[object], object, ListingOutcome] = rsync.list_rsync(
-                url, tx.add, reactor=self.reactor, identifier=name,
+                url, tx.add, reactor=self.reactor, identifier=name, on_records=tx.add_records,
                 timeout=rsync.DEFAULT_IDLE_TIMEOUT if self.rsync_timeout is None else self.rsync_timeout)
         else:
             listing = ftp.list_ftp(

@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from mirrorbits.scan.listing import PRECISION_S, ListedFile, ScanAborted, ScanError
+from mirrorbits.scan.listing import PRECISION_S, ListedFile, ScanAborted, ScanError, staged_record
 from mirrorbits.scan.rsync import (
     PARTIAL_WARNING,
     classify_rsync_line,
     list_rsync,
+    rsync_chunk_records,
     rsync_command,
 )
 from tests.fixtures import processes
@@ -141,6 +142,96 @@ def test_fuzz_wellformed_lines_parse_exactly(name: str, size: int, when: int) ->
 def test_fuzz_no_line_raises(line: str) -> None:
     listed, problem = classify_rsync_line(line)
     assert listed is None or (listed.path.startswith("/") and listed.size >= 0)
+
+
+# --------------------------------------------------------------------------- bulk parse
+
+
+def line_by_line_records(chunk: bytes) -> list[bytes]:
+    """What the exact parser stages for a chunk: the reference of the bulk parser."""
+    out = []
+    for raw in chunk.split(b"\n")[:-1]:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        listed = classify_rsync_line(raw.decode("utf-8", "surrogateescape"))[0]
+        if listed is not None:
+            out.append(staged_record(listed))
+    return out
+
+
+TYPICAL = (
+    b"drwxr-xr-x          4,096 2019/03/04 12:34:56 .\n"
+    b"-rw-r--r--          1,234 2019/03/04 12:34:56 debian/README\n"
+    b"-rw-r--r--  4,294,967,296 2020/01/31 23:59:59 iso/big file.iso\n"
+    b"-rw-r--r--              0 2020/02/29 00:00:00 empty\n"
+    b"lrwxrwxrwx             11 2019/03/04 12:34:56 current -> 1.2.3\n"
+    b"-rw-r--r--             12 2020/01/31 23:59:59    leading.txt\n"
+    b"crw-r--r--              0 2020/01/31 23:59:59 /dev/null\n"
+    b"-rw-r--r--         56,789 1999/12/31 01:02:03 caf\\#303\\#251 \xff\xfe raw bytes\n"
+)
+
+
+def test_bulk_parse_of_a_typical_chunk_is_the_line_parser_s() -> None:
+    records = rsync_chunk_records(TYPICAL, {})
+    assert records is not None  # taken in bulk, not declined
+    assert records == line_by_line_records(TYPICAL)
+    assert records[0] == b"1234\x002019-03-04 12:34:56 +0000 UTC\x00/debian/README\n"
+    assert records[-1].endswith(b"\x00/caf\\#303\\#251 \xff\xfe raw bytes\n")
+
+
+@pytest.mark.parametrize("odd", [
+    b"-rw-r--r--             12 2020/01/31 23:59:59 weird 99 2021/02/02 01:02:03 name",  # Go splits late
+    b"-rw-r--r--             12 2020/13/31 23:59:59 bad-month",
+    b"-rw-r--r--             12 2021/02/29 00:00:00 not-leap",
+    b"-rw-r--r--             12 2020/02/29 24:00:00 bad-hour",
+    b"-rw-r--r--              0 2020/01/31 3:04:05 one-digit-hour",
+    b"-rw-r--r--             12 2020/01/31 23:59:59 ",
+    b"-rw-r--r--   ,,, 2020/01/31 23:59:59 x",
+    b"-rw-r--r--   0,012 2020/01/31 23:59:59 zero-padded",
+    b"-rw-r--r--   " + b"9" * 20 + b" 2020/01/31 23:59:59 x",
+    b"-rw-r--r--          1,234 2019/03/04 12:34:56 crlf\r",
+    b"receiving incremental file list",
+    b"",
+    b" -rw-r--r--          1,234 2019/03/04 12:34:56 leading-blank",
+])
+def test_bulk_parse_declines_what_it_is_not_sure_of(odd: bytes) -> None:
+    chunk = TYPICAL + odd + b"\n"
+    assert rsync_chunk_records(chunk, {}) is None
+
+
+_PIECES = st.sampled_from([
+    " ", "  ", "\t", "\x0c", "\r", "\x0b", ",", "/", ":", "0", "1", "9", "12", "2020", "1,234", "00",
+    "2020/01/31", "2021/02/29", "2020/02/29", "0000/01/01", "9999/12/31", "2020/1/1", "23:59:59",
+    "24:00:00", "3:04:05", "00:00:00", "-rw-r--r--", "drwxr-xr-x", "lrwxrwxrwx", "d", "l", "x",
+    "é", "\udcff", "name.iso", " -> ", "->",
+])
+
+
+@given(st.lists(st.lists(_PIECES, max_size=12).map("".join), min_size=1, max_size=8))
+@example(["-rw-r--r-- 1 2020/01/31 23:59:59 a 2 2020/01/31 23:59:59 b"])
+@example(["-rw-r--r-- 0 2020/01/31 23:59:59 x\x0b"])
+def test_fuzz_bulk_parse_never_differs_from_the_line_parser(lines: list[str]) -> None:
+    chunk = b"".join(line.encode("utf-8", "surrogateescape") + b"\n" for line in lines)
+    records = rsync_chunk_records(chunk, {})
+    assert records is None or records == line_by_line_records(chunk)
+
+
+@given(
+    name=names,
+    size=st.integers(min_value=0, max_value=10**18 - 1),
+    when=st.integers(min_value=0, max_value=253402300799),
+)
+def test_fuzz_bulk_parse_takes_wellformed_lines(name: str, size: int, when: int) -> None:
+    import time
+
+    assume("\r" not in name)
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(when))
+    chunk = f"-rw-r--r-- {size:>14,} {stamp} {name}\n".encode("utf-8", "surrogateescape")
+    records = rsync_chunk_records(chunk, {})
+    expected = line_by_line_records(chunk)
+    assert records is None or records == expected
+    if name[0] not in " \t\f\x0b" and not _LOOKALIKE.search(" " + name):
+        assert records == expected  # not declined
 
 
 # --------------------------------------------------------------------------- command
@@ -272,6 +363,25 @@ class RsyncDaemonTests(unittest.TestCase):
         self.assertEqual(outcome.files, len(self.tree))
         self.assertEqual(outcome.precision_ns, PRECISION_S)
         self.assertEqual(outcome.warnings, [])
+
+    @defer.inlineCallbacks
+    def test_bulk_records_are_the_staged_records_of_the_files(self):  # type: ignore[no-untyped-def]
+        for module in ("mirror", "big"):
+            got, _ = yield defer.ensureDeferred(self._list(self.daemon.url(module)))
+            chunks: list[list[bytes]] = []
+
+            def on_records(records: list[bytes], chunks: list[list[bytes]] = chunks) -> defer.Deferred[None]:
+                chunks.append(records)
+                d: defer.Deferred[None] = defer.Deferred()
+                reactor.callLater(0, d.callback, None)
+                return d
+
+            outcome = yield defer.ensureDeferred(list_rsync(
+                self.daemon.url(module), lambda f: None, reactor=reactor, on_records=on_records))
+            records = [r for chunk in chunks for r in chunk]
+            self.assertEqual(records, [staged_record(f) for f in got])
+            self.assertEqual(outcome.files, len(got))
+        self.assertLess(len(chunks), len(got) / 10)  # many files per call, not one
 
     @defer.inlineCallbacks
     def test_partial_mirror_module_with_excludes(self):  # type: ignore[no-untyped-def]

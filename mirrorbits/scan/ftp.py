@@ -18,7 +18,15 @@ from twisted.logger import Logger
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.scan.ftp_client import CONNECT_TIMEOUT, IO_TIMEOUT, FtpError, FtpSession, parse_ftp_url
 from mirrorbits.scan.ftp_parsers import EntryType, Precision
-from mirrorbits.scan.listing import ListedFile, ListingOutcome, OnFile, ScanAborted, ScanError
+from mirrorbits.scan.listing import (
+    ListedFile,
+    ListingOutcome,
+    OnFile,
+    OnRecords,
+    ScanAborted,
+    ScanError,
+    staged_record,
+)
 
 log = Logger(namespace="mirrorbits.scan.ftp")
 
@@ -88,6 +96,12 @@ async def _call_on_file(on_file: OnFile, listed: ListedFile) -> None:
         await result
 
 
+async def _call_on_records(on_records: OnRecords, records: list[bytes]) -> None:
+    result = on_records(records)
+    if result is not None and hasattr(result, "__await__"):
+        await result
+
+
 async def list_ftp(
     url: str,
     on_file: OnFile,
@@ -97,8 +111,10 @@ async def list_ftp(
     connect_timeout: float = CONNECT_TIMEOUT,
     max_connections: int = 1,
     identifier: str = "",
+    on_records: OnRecords | None = None,
 ) -> FtpOutcome:
-    """List a mirror over FTP, calling ``on_file`` for every file (paths relative to the URL).
+    """List a mirror over FTP, calling ``on_file`` for every file (paths relative to the URL), or
+    ``on_records`` once per directory with the staged records of its files when it is given.
 
     ``timeout`` bounds every wait for a reply or for listing data; ``max_connections``
     bounds the control (and so data) connections opened to the mirror at once (the Go
@@ -137,6 +153,7 @@ async def list_ftp(
         async def walk(directory: str) -> None:
             session = await pool.acquire()
             subdirs: list[str] = []
+            records: list[bytes] = []
             try:
                 entries = await session.list(directory)
                 for entry in entries:
@@ -159,11 +176,15 @@ async def list_ftp(
                         precision.saw_listing_time()
                     relative = full[len(prefix) :] if full.startswith(prefix) else full
                     outcome.files += 1
-                    await _call_on_file(
-                        on_file, ListedFile(relative, entry.size, mtime, zone if mtime is not None else "UTC")
-                    )
+                    listed = ListedFile(relative, entry.size, mtime, zone if mtime is not None else "UTC")
+                    if on_records is None:
+                        await _call_on_file(on_file, listed)
+                    else:
+                        records.append(staged_record(listed))
             finally:
                 pool.release(session)
+            if records and on_records is not None:
+                await _call_on_records(on_records, records)
             if subdirs:
                 await _gather([walk(sub) for sub in subdirs])
 

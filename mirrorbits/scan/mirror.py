@@ -237,7 +237,7 @@ class MirrorScanner:
                 timeout=rsync.DEFAULT_IDLE_TIMEOUT if self.rsync_timeout is None else self.rsync_timeout)
         else:
             listing = ftp.list_ftp(
-                url, tx.add, reactor=self.reactor, identifier=name,
+                url, tx.add, reactor=self.reactor, identifier=name, on_records=tx.add_records,
                 timeout=ftp_client.IO_TIMEOUT if self.ftp_timeout is None else self.ftp_timeout)
         d = defer.Deferred.fromCoroutine(listing)
         job.lister = d

@@ -33,6 +33,7 @@ from mirrorbits.scan.listing import (
     ListedFile,
     ScanAborted,
     ScanError,
+    staged_record,
 )
 from tests.fixtures import ftpd as ftpd_fixtures
 from tests.fixtures.ftpd import FtpServer, start_ftpd, start_scripted_ftpd
@@ -336,6 +337,17 @@ class PyftpdlibTests(unittest.TestCase):
         self.assertEqual(outcome.precision_ns, PRECISION_S)
         self.assertIn("MLST", outcome.features)
         self.assertEqual(outcome.warnings, [])
+
+    @defer.inlineCallbacks
+    def test_records_per_directory_are_the_staged_records_of_the_files(self):  # type: ignore[no-untyped-def]
+        for variant in ("full", "bare"):
+            url = self.servers[variant].url("/pub/debian/")
+            got, _ = yield _run(_list(url))
+            calls: list[list[bytes]] = []
+            outcome = yield _run(list_ftp(url, lambda f: None, reactor=reactor, on_records=calls.append))
+            self.assertEqual(sorted(r for c in calls for r in c), sorted(staged_record(f) for f in got))
+            self.assertEqual(outcome.files, len(got))
+            self.assertLess(len(calls), len(got))  # one call per directory, not per file
 
     @defer.inlineCallbacks
     def test_list_and_mdtm_without_mlsd(self):  # type: ignore[no-untyped-def]

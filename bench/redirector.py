@@ -149,6 +149,17 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 WRK_PREFIX: list[str] = []
 
 
+def parse_wrk(out: str) -> dict[str, float]:
+    """The ``NAME value`` lines ``load.lua``'s ``done()`` prints, plus ``RPS``."""
+    vals: dict[str, float] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isupper() and parts[1].lstrip("-").isdigit():
+            vals[parts[0]] = float(parts[1])
+    vals["RPS"] = vals["REQUESTS"] / (vals["DURATION_US"] / 1e6)
+    return vals
+
+
 def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
             pids: list[int] | None = None, redis_pid: int | None = None) -> dict[str, float]:
     """Run wrk; with ``pids`` also the server's CPU time during the run (and Redis's)."""
@@ -160,12 +171,7 @@ def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
     out = subprocess.run(
         [*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(HERE, "load.lua"),
          f"http://127.0.0.1:{port}/"], env=env, capture_output=True, text=True, check=True).stdout
-    vals: dict[str, float] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isupper() and parts[1].lstrip("-").isdigit():
-            vals[parts[0]] = float(parts[1])
-    vals["RPS"] = vals["REQUESTS"] / (vals["DURATION_US"] / 1e6)
+    vals = parse_wrk(out)
     vals["CPU_S"] = cpu_seconds(pids) - cpu0
     for i, (p, c0) in enumerate(zip(pids, each0, strict=True)):
         vals[f"CPU_S_{i}"] = cpu_seconds([p]) - c0  # how the work is split between processes

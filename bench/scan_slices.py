@@ -28,9 +28,7 @@ import cProfile
 import os
 import pstats
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,14 +38,13 @@ sys.path.insert(0, str(ROOT))
 from twisted.internet import defer, task  # noqa: E402
 
 from bench import world  # noqa: E402
+from bench.scan_profile import redis_cpu  # noqa: E402
+from bench.scan_world import scan_world  # noqa: E402
 from mirrorbits.config import Config  # noqa: E402
 from mirrorbits.httpclient import HttpClient  # noqa: E402
-from mirrorbits.redis import schema  # noqa: E402
 from mirrorbits.redis.connection import RedisClient, RedisSettings  # noqa: E402
 from mirrorbits.scan.mirror import MirrorScanner  # noqa: E402
-from tests.fixtures.ftpd import start_ftpd  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
-from tests.fixtures.rsyncd import start_rsyncd  # noqa: E402
 
 
 class StallMeter:
@@ -119,14 +116,10 @@ async def run(reactor: object, args: argparse.Namespace, redis: RedisServer, rep
     scanner = MirrorScanner(client, lambda: config, http)
     r = redis.client()
 
-    def redis_cpu() -> float:
-        info = r.info("cpu")
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
     async def measured(label: str, meter: bool = False, profile: str | None = None) -> None:
         stall = StallMeter(reactor) if meter else None
         prof = cProfile.Profile(time.process_time) if profile else None  # CPU, not waits
-        c0, r0, t0 = time.process_time(), redis_cpu(), time.perf_counter()
+        c0, r0, t0 = time.process_time(), redis_cpu(r), time.perf_counter()
         if stall:
             stall.start()
         if prof:
@@ -134,7 +127,7 @@ async def run(reactor: object, args: argparse.Namespace, redis: RedisServer, rep
         entries = await scan_all(scanner, targets)
         if prof:
             prof.disable()
-        cpu, rcpu, wall = time.process_time() - c0, redis_cpu() - r0, time.perf_counter() - t0
+        cpu, rcpu, wall = time.process_time() - c0, redis_cpu(r) - r0, time.perf_counter() - t0
         extra = f"; {stall.stop()}" if stall else ""
         print(f"{label}: {entries} listed entries, scanner CPU {cpu:.2f} s ({cpu / entries * 1e6:.1f} us/entry), "
               f"Redis CPU {rcpu:.2f} s, wall {wall:.1f} s, load {os.getloadavg()[0]:.1f}{extra}", flush=True)
@@ -165,31 +158,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--profile", help="also profile an unchanged rescan with cProfile into this file")
     args = ap.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="mb-scanslices-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    redis = RedisServer().start()
-    rsyncd = ftpd = None
-    try:
-        repo = workdir / "repo"
-        counts = world.fill(redis.address, str(repo), None)
-        rsyncd = start_rsyncd(workdir / "rsyncd", {"repo": {"path": str(repo)}})
-        r = redis.client()
-        ids = sorted(int(m) for m in r.hkeys(schema.MIRRORS))[: args.mirrors]
-        targets = [(mid, "rsync", rsyncd.url("repo")) for mid in ids]
-        if args.ftp:
-            ftpd = start_ftpd(repo, mdtm=False)
-            targets = [(mid, "ftp", ftpd.url("/")) if i < args.ftp else t
-                       for i, (mid, t) in enumerate(zip(ids, targets, strict=True))]
-        print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}; world {counts}; "
-              f"{len(targets) - args.ftp} mirrors over rsync, {args.ftp} over FTP", flush=True)
-        task.react(lambda reactor: defer.ensureDeferred(run(reactor, args, redis, repo, targets)))
-    finally:
-        if ftpd is not None:
-            ftpd.stop()
-        if rsyncd is not None:
-            rsyncd.stop()
-        redis.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
-
+    with scan_world("mb-scanslices-", ftp=args.ftp) as w:
+        targets = w.targets[: args.mirrors]
+        ftp = sum(1 for t in targets if t[1] == "ftp")
+        print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}; world {w.counts}; "
+              f"{len(targets) - ftp} mirrors over rsync, {ftp} over FTP", flush=True)
+        task.react(lambda reactor: defer.ensureDeferred(run(reactor, args, w.redis, w.repo, targets)))
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -44,12 +43,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench import world  # noqa: E402
-from bench.redirector import cpu_seconds, descendants, loadavg, wait_warm  # noqa: E402
+from bench.redirector import cpu_seconds, descendants, loadavg, parse_wrk, wait_warm  # noqa: E402
 from bench.scan_slices import touch_share  # noqa: E402
-from mirrorbits.redis import schema  # noqa: E402
-from tests.fixtures.ftpd import start_ftpd  # noqa: E402
-from tests.fixtures.redis import RedisServer  # noqa: E402
-from tests.fixtures.rsyncd import start_rsyncd  # noqa: E402
+from bench.scan_world import scan_world  # noqa: E402
 from tests.fixtures.servers import free_port, wait_for_port  # noqa: E402
 
 PASSWORD = "bench"
@@ -159,13 +155,7 @@ def wrk(port: int, world_dir: Path, seconds: float, rate: float | None, threads:
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", "-s", str(script),
                           f"http://127.0.0.1:{port}/"], env=env, capture_output=True, text=True,
                          check=True).stdout
-    vals: dict[str, float] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isupper() and parts[1].lstrip("-").isdigit():
-            vals[parts[0]] = float(parts[1])
-    vals["RPS"] = vals["REQUESTS"] / (vals["DURATION_US"] / 1e6)
-    return vals
+    return parse_wrk(out)
 
 
 def summary(windows: list[dict[str, float]]) -> tuple[float, float, float, int]:
@@ -225,28 +215,16 @@ def main() -> None:
     ap.add_argument("--rate", type=float, help="paced requests/s (default: half the measured capacity)")
     ap.add_argument("--calm", type=int, default=8, help="windows before and after each scan")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mb-servescan-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    redis = RedisServer().start()
-    rsyncd = ftpd = None
-    try:
-        repo = tmp / "repo"
-        counts = world.fill(redis.address, str(repo), str(tmp / "ips.txt"))
+    with scan_world("mb-servescan-", ftp=args.ftp, ips=True) as w:
+        tmp, repo = w.workdir, w.repo
         paths = world.file_paths()
         random.Random(5).shuffle(paths)
         (tmp / "paths.txt").write_text("\n".join(paths) + "\n")
-        rsyncd = start_rsyncd(tmp / "rsyncd", {"repo": {"path": str(repo)}})
-        ftpd = start_ftpd(repo, mdtm=False) if args.ftp else None
-        r = redis.client()
-        for i, mid in enumerate(sorted(int(m) for m in r.hkeys(schema.MIRRORS))):
-            if ftpd is not None and i < args.ftp:
-                r.hset(schema.mirror_key(mid), mapping={"rsync": "", "ftp": ftpd.url("/")})
-            else:
-                r.hset(schema.mirror_key(mid), "rsync", rsyncd.url("repo"))
-        print(f"machine: {os.cpu_count()} CPUs, load {loadavg()}; world {counts}; "
-              f"{counts['mirrors'] - args.ftp} mirrors over rsync, {args.ftp} over FTP", flush=True)
+        print(f"machine: {os.cpu_count()} CPUs, load {loadavg()}; world {w.counts}; "
+              f"{w.counts['mirrors'] - args.ftp} mirrors over rsync, {args.ftp} over FTP", flush=True)
         first = True
-        for workers in (int(w) for w in args.workers.split(",")):
-            daemon = Daemon(tmp, repo, redis.address, workers)
+        for workers in (int(n) for n in args.workers.split(",")):
+            daemon = Daemon(tmp, repo, w.redis.address, workers)
             try:
                 daemon.settle(paths)
                 print(f"Workers: {workers} ({1 + len(daemon.worker_pids)} processes)", flush=True)
@@ -269,13 +247,6 @@ def main() -> None:
                                   args.calm)
             finally:
                 daemon.stop()
-    finally:
-        if ftpd is not None:
-            ftpd.stop()
-        if rsyncd is not None:
-            rsyncd.stop()
-        redis.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

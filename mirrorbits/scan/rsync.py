@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 from urllib.parse import unquote, urlsplit
 
@@ -141,8 +141,9 @@ def classify_rsync_line(line: str) -> tuple[ListedFile | None, str | None]:
 
 # The bulk pattern takes the common line exactly: a first field without blanks, a size as rsync
 # prints it (digits in groups of three, at most 18 digits, no leading zero), a valid
-# ``YYYY/MM/DD`` shape, a valid ``HH:MM:SS`` time of day and a non-empty name (``/`` prepended
-# unless it has one).  RSYNC_LINE_RE's ``^.+`` is greedy: when the name itself holds
+# ``YYYY/MM/DD`` shape, a valid ``HH:MM:SS`` time of day and a name that is not blanks only (Go's
+# greedy blanks take those and leave the name empty; ``/`` is prepended unless it has one).
+# RSYNC_LINE_RE's ``^.+`` is greedy: when the name itself holds
 # ``<blank><digits><blanks><digits/><blanks><digits:><blank>``, Go splits the line there, not
 # after the first field.  Such a split point can only start in the name (the date holds a ``/``
 # and the time a ``:``, so neither can begin one), so a row whose name has a blank is checked for
@@ -155,7 +156,7 @@ _RSYNC_LINES_RE = re.compile(
     + rb"+(0(?![0-9,])|[1-9][0-9]{0,2}(?:,[0-9]{3}){0,5}(?![0-9,])|[1-9][0-9]{3,17}(?![0-9,]))"
     + _WS_IN_LINE + rb"+([0-9]{4}/[0-9]{2}/[0-9]{2})"
     + _WS_IN_LINE + rb"+((?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])"
-    + _WS_IN_LINE + rb"+(?=.)/?(.*)$", re.MULTILINE)
+    + _WS_IN_LINE + rb"+(?=[^\t\f\n ])/?(.*)$", re.MULTILINE)
 _RSYNC_SPLIT_RE = re.compile(
     _WS_IN_LINE + rb"[0-9,]+" + _WS_IN_LINE + rb"+[0-9/]+" + _WS_IN_LINE + rb"+[0-9:]+(?=[\t\f ])")
 _UTC_MIDNIGHT_SUFFIX = " 00:00:00 +0000 UTC"
@@ -428,11 +429,7 @@ class RsyncLister(ProcessProtocol):
         while not self._waiting and not self.done.called and self.callback_error is None:
             nl = self._buf.find(b"\n")
             if nl < 0:
-                if len(self._buf) > MAX_LINE_BYTES:
-                    if not self._discarding:
-                        self._report(f"ScanRsync: line longer than {MAX_LINE_BYTES} bytes skipped")
-                    self._discarding = True
-                    del self._buf[:]
+                self._bound_partial_line()
                 break
             raw = bytes(self._buf[:nl])
             del self._buf[: nl + 1]
@@ -442,15 +439,20 @@ class RsyncLister(ProcessProtocol):
             self._line(raw)
         self._maybe_finish()
 
+    def _bound_partial_line(self) -> None:
+        """Drop the start of a line longer than :data:`MAX_LINE_BYTES` (and, until its newline,
+        the rest of it)."""
+        if len(self._buf) > MAX_LINE_BYTES:
+            if not self._discarding:
+                self._report(f"ScanRsync: line longer than {MAX_LINE_BYTES} bytes skipped")
+            self._discarding = True
+            del self._buf[:]
+
     def _drain_chunks(self) -> None:
         while not self._waiting and not self.done.called and self.callback_error is None:
             end = self._buf.rfind(b"\n")
             if end < 0:
-                if len(self._buf) > MAX_LINE_BYTES:
-                    if not self._discarding:
-                        self._report(f"ScanRsync: line longer than {MAX_LINE_BYTES} bytes skipped")
-                    self._discarding = True
-                    del self._buf[:]
+                self._bound_partial_line()
                 break
             if self._discarding:
                 nl = self._buf.find(b"\n")
@@ -478,15 +480,9 @@ class RsyncLister(ProcessProtocol):
                 return
         else:
             self.files += len(records)
-        if not records:
-            return
-        try:
-            result = self._on_records(records)
-        except Exception:
-            self._callback_failed(Failure())
-            return
-        if result is not None and inspect.isawaitable(result):
-            self._wait_for(result)
+        if records:
+            on_records = self._on_records
+            self._hand_over(lambda: on_records(records))
 
     def _report(self, problem: str) -> None:
         self.skipped += 1
@@ -511,8 +507,12 @@ class RsyncLister(ProcessProtocol):
             except Exception:
                 self._callback_failed(Failure())
             return
+        self._hand_over(lambda: self._on_file(listed))
+
+    def _hand_over(self, call: Callable[[], object]) -> None:
+        """Run a callback; wait for what it returns if that is awaitable; a raise fails the listing."""
         try:
-            result = self._on_file(listed)
+            result = call()
         except Exception:
             self._callback_failed(Failure())
             return

@@ -186,6 +186,7 @@ def test_bulk_parse_of_a_typical_chunk_is_the_line_parser_s() -> None:
     b"-rw-r--r--             12 2020/02/29 24:00:00 bad-hour",
     b"-rw-r--r--              0 2020/01/31 3:04:05 one-digit-hour",
     b"-rw-r--r--             12 2020/01/31 23:59:59 ",
+    b"-rw-r--r--             12 2020/01/31 23:59:59  \t ",  # blanks only: Go's name is empty
     b"-rw-r--r--   ,,, 2020/01/31 23:59:59 x",
     b"-rw-r--r--   0,012 2020/01/31 23:59:59 zero-padded",
     b"-rw-r--r--   " + b"9" * 20 + b" 2020/01/31 23:59:59 x",
@@ -221,6 +222,8 @@ def test_fuzz_bulk_parse_never_differs_from_the_line_parser(lines: list[str]) ->
     size=st.integers(min_value=0, max_value=10**18 - 1),
     when=st.integers(min_value=0, max_value=253402300799),
 )
+@example(name=" ", size=0, when=0)
+@example(name=" \x0b", size=0, when=0)
 def test_fuzz_bulk_parse_takes_wellformed_lines(name: str, size: int, when: int) -> None:
     import time
 

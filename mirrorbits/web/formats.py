@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -245,6 +246,15 @@ class FormatAnswers:
         now = self.clock.seconds() if self.clock is not None else 0.0
         return now - hit[2] < PIECES_RETRY, None
 
+    def has_torrent(self, info: FileInfo) -> bool:
+        """Whether ``info``'s torrent is known to exist, without waiting: when its piece hashes
+        are not known yet they are read in the background, for the next answers."""
+        known, found = self.cached_pieces(info)
+        if not known:
+            Deferred.fromCoroutine(self.pieces(info)).addErrback(
+                lambda f: log.failure("Reading the piece hashes of {path} failed", f, path=info.path))
+        return found is not None
+
     async def pieces(self, info: FileInfo) -> PieceHashes | None:
         """The piece hashes of ``info``'s content, or None (not computed yet, or Redis failed)."""
         known, found = self.cached_pieces(info)
@@ -326,10 +336,10 @@ class FormatAnswers:
                               b"attachment; filename*=UTF-8''" + quote(filename, safe="").encode("ascii"))
         return body
 
-    def add_headers(self, request: IRequest, info: FileInfo, torrents: bool = False) -> None:
+    def add_headers(self, request: IRequest, info: FileInfo, torrent: bool = False) -> None:
         """``Digest`` (``Want-Digest``), ``Repr-Digest`` (``Want-Repr-Digest``) and the
         ``rel=describedby`` link to the ``.meta4`` (``Want-Digest`` or a metalink ``Accept``),
-        for a file the index knows."""
+        and to the ``.torrent`` when ``torrent`` (it exists), for a file the index knows."""
         if info.mod_time_ns is None:
             return
         rh = request.requestHeaders
@@ -350,7 +360,7 @@ class FormatAnswers:
             links = table.setdefault(b"Link", [])
             links.append(f'<{base}.meta4>; rel=describedby; type="{metalink.METALINK4_TYPE.decode()}"'
                          .encode("ascii"))
-            if torrents:
+            if torrent:
                 links.append(f'<{base}.torrent>; rel=describedby; type="{_TORRENT_TYPE}"'.encode("ascii"))
 
 

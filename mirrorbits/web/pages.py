@@ -297,7 +297,7 @@ class MirrorListBody(Element):
     @renderer
     def formats(self, request: IRequest | None, tag: Tag) -> Flattenable:
         """Links to the file's download descriptions: the Metalink always, the torrent and the
-        magnet when torrents are on."""
+        magnet when the file has one (torrents on, piece hashes computed)."""
         fi = self.results.file_info
         if fi.mod_time_ns is None:
             return ""
@@ -579,15 +579,16 @@ class Pages:
         self._templates_dir = directory
         return True
 
-    async def render_mirrorlist(self, request: IRequest, results: Results) -> bytes:
-        """The MIRRORLIST renderer: status, headers and body for ``results``."""
+    async def render_mirrorlist(self, request: IRequest, results: Results, torrent: bool = False) -> bytes:
+        """The MIRRORLIST renderer: status, headers and body for ``results``; ``torrent``: the
+        file's torrent exists (the page links it and its magnet)."""
         templates = self.templates
         if templates is None:
             return plain_error(request, 500, NO_TEMPLATES)
         path = results.file_info.path
         try:
             body = await _flatten(templates, f"Mirrorlist {path}", path,
-                                  MirrorListBody(templates, results, self.config().Torrent.Enabled), (),
+                                  MirrorListBody(templates, results, torrent), (),
                                   self.hostname)
         except Exception as e:
             log.failure("mirrorlist page failed")
@@ -715,11 +716,11 @@ class Endpoints:
         return deliver(request, ctx.config.Gzip,
                        render_mirrors_json(request, self.app.get_redis(), query=ctx.query))
 
-    def mirrorlist(self, request: server.Request, results: Results) -> bytes:
+    def mirrorlist(self, request: server.Request, results: Results, torrent: bool = False) -> bytes:
         """The MIRRORLIST renderer, synchronous as the redirector wants it: the page has no
         asynchronous parts, so its flattening finishes at once."""
         out: list[bytes | Failure] = []
-        d = defer.Deferred.fromCoroutine(self.pages.render_mirrorlist(request, results))
+        d = defer.Deferred.fromCoroutine(self.pages.render_mirrorlist(request, results, torrent))
         d.addBoth(out.append)
         if not out:
             d.cancel()

@@ -419,6 +419,10 @@ class RedirectorResource(resource.Resource):
             return deliver(request, st.config.Gzip, self._format_with_pieces(request, ctx, path, fmt))
         if entry is not None:
             view.stats["negative" if entry.info is None or entry.info.mod_time_ns is None else "hits"] += 1
+            if torrents and ctx.request_type == MIRRORLIST and entry.info is not None \
+                    and not self.formats.cached_pieces(entry.info)[0]:
+                # The page links the torrent only once its piece hashes are known to exist.
+                return deliver(request, st.config.Gzip, self._load_and_answer(request, ctx, path, fmt, entry))
             return self._answer(request, ctx, path, entry, None, fmt)
         return deliver(request, st.config.Gzip, self._load_and_answer(request, ctx, path, fmt))
 
@@ -435,8 +439,15 @@ class RedirectorResource(resource.Resource):
         return entry, None
 
     async def _load_and_answer(self, request: server.Request, ctx: RequestContext, path: str,
-                               fmt: str | None = None) -> bytes:
-        entry, error = await self._load_entry(path)
+                               fmt: str | None = None, entry: PathEntry | None = None) -> bytes:
+        """The answer once the view's entry (when not given) and, for a mirror list page with
+        torrents on, the file's piece hashes are known."""
+        error: str | None = None
+        if entry is None:
+            entry, error = await self._load_entry(path)
+        if ctx.request_type == MIRRORLIST and ctx.config.Torrent.Enabled and entry is not None \
+                and entry.info is not None:
+            await self.formats.pieces(entry.info)
         return self._answer(request, ctx, path, entry, error, fmt)
 
     async def _format_with_pieces(self, request: server.Request, ctx: RequestContext, path: str,
@@ -521,14 +532,15 @@ class RedirectorResource(resource.Resource):
         # 10. Render.
         if rtype == MIRRORLIST:
             request.setHeader(b"Cache-Control", b"private, no-cache")
-            return self.pages.mirrorlist(request, results)
+            torrent = config.Torrent.Enabled and self.formats.cached_pieces(info)[1] is not None
+            return self.pages.mirrorlist(request, results, torrent)
         if rtype == JSON:
             body = render_json(request, results, "pretty" in ctx.query)
         else:
             body = render_redirect(request, results, config.MaxLinkHeaders,
                                    plan.extra if plan is not None and not fallback else None)
         if wants_format_headers(request):
-            self.formats.add_headers(request, info, config.Torrent.Enabled)
+            self.formats.add_headers(request, info, config.Torrent.Enabled and self.formats.has_torrent(info))
 
         # 11–12. Log line and download counting.
         self.download_log.log(rtype, request.code, method.decode("latin-1"), results)

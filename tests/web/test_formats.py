@@ -192,9 +192,19 @@ class Documents(RedirectorTestCase):
             self.assertIn(b'<a href="testy.tgz.meta4">Metalink</a>', page)
             self.assertNotIn(b"testy.tgz.torrent", page)
             h.set_config(Torrent=TorrentConfig(Enabled=True))
+            # Not hashed yet: no torrent to link (its URL is 404).
             page = (await h.request("/testy.tgz?mirrorlist")).body
+            self.assertIn(b'<a href="testy.tgz.meta4">Metalink</a>', page)
+            self.assertNotIn(b"testy.tgz.torrent", page)
+            self.assertNotIn(b"testy.tgz.magnet", page)
+            self.assertEqual((await h.request("/testy.tgz.torrent")).status, 404)
+            # Hashed: the page, even the first one after a restart, links the torrent and magnet.
+            put_pieces(self.r)
+            h2 = await self.harness(Torrent=TorrentConfig(Enabled=True))
+            page = (await h2.request("/testy.tgz?mirrorlist")).body
             self.assertIn(b'<a href="testy.tgz.torrent">Torrent</a>', page)
             self.assertIn(b'<a href="testy.tgz.magnet">Magnet</a>', page)
+            self.assertEqual((await h2.request("/testy.tgz.torrent")).status, 200)
         return d(run())
 
     def test_real_file_named_meta4_is_redirected(self) -> defer.Deferred[None]:
@@ -349,11 +359,29 @@ class Torrents(RedirectorTestCase):
             self.assertEqual([e.text for e in pieces.findall(f"{NS}hash")], [PIECES_SHA256])
             self.assertEqual([(m.get("mediatype"), m.text) for m in f.findall(f"{NS}metaurl")],
                              [("torrent", "http://127.0.0.1/testy.tgz.torrent")])
-            # The describedby links name the torrent too.
+            # The describedby links name the torrent too (once it is known to exist).
             resp = await h.request("/testy.tgz", headers={"Want-Digest": "SHA-256"})
             self.assertEqual(resp.all("Link")[-2:], [
                 '<http://127.0.0.1/testy.tgz.meta4>; rel=describedby; type="application/metalink4+xml"',
                 '<http://127.0.0.1/testy.tgz.torrent>; rel=describedby; type="application/x-bittorrent"'])
+        return d(run())
+
+    def test_no_torrent_link_before_the_pieces_exist(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            setup_world(self.r)
+            h = await self.harness(Torrent=TorrentConfig(Enabled=True), MaxLinkHeaders=0)
+            meta4_link = '<http://127.0.0.1/testy.tgz.meta4>; rel=describedby; type="application/metalink4+xml"'
+            for _ in range(2):  # the first answer reads the pieces in the background: none
+                resp = await h.request("/testy.tgz", headers={"Want-Digest": "SHA-256"})
+                self.assertEqual(resp.all("Link"), [meta4_link])
+            # With pieces (the answer after the read that found them links the torrent).
+            h2 = await self.harness(Torrent=TorrentConfig(Enabled=True), MaxLinkHeaders=0)
+            put_pieces(self.r)
+            await h2.request("/testy.tgz", headers={"Want-Digest": "SHA-256"})
+            await h2.wait_for(lambda: h2.resource.formats.cached_pieces(h2.view.lookup("/testy.tgz").info)[0])
+            resp = await h2.request("/testy.tgz", headers={"Want-Digest": "SHA-256"})
+            self.assertEqual(resp.all("Link"), [meta4_link, '<http://127.0.0.1/testy.tgz.torrent>; '
+                                                'rel=describedby; type="application/x-bittorrent"'])
         return d(run())
 
     def test_plain_request_is_the_same_bytes_with_torrents_on(self) -> defer.Deferred[None]:

@@ -132,3 +132,14 @@ class LogText(unittest.SynchronousTestCase):
                          "2026-12-06 00:00:00 UTC: HTTP mirror has no IPv6 address")
         self.assertEqual(render_mirror_log(base + '"Up":true,"Reason":""}'),
                          "2026-12-06 00:00:00 UTC: HTTP mirror is up")
+
+
+class AdminChannel(unittest.SynchronousTestCase):
+    def test_family_states_cross_the_admin_channel(self) -> None:
+        import json
+
+        from mirrorbits.admin import rpc
+        from mirrorbits.admin.interface import FamilyState
+
+        states = [FamilyState(1, "HTTP", "IPv6", "down", "Unreachable", 17), FamilyState(1, "HTTPS", "IPv4", "up")]
+        self.assertEqual(rpc.decode_value(json.loads(json.dumps(rpc.encode_value(states)))), states)

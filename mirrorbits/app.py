@@ -207,7 +207,8 @@ class Mirrorbits:
 
     def get_cache(self) -> MirrorView:
         """The in-memory view of Redis used by the redirector (mirrorbits.cache)."""
-        return self._once("cache", lambda: MirrorView(self.get_redis(), self.reactor))
+        return self._once("cache", lambda: MirrorView(
+            self.get_redis(), self.reactor, load_timeout=lambda: self.config.RedisLoadTimeout))
 
     def get_web_root(self) -> RedirectorResource:
         """The twisted.web root resource (dispatch + mirror handler)."""

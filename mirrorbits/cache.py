@@ -67,8 +67,9 @@ BATCH = 50
 REFRESH_DELAY = 0.002
 #: A failed background refresh is retried after this delay (the old value keeps answering).
 RETRY_DELAY = 1.0
-#: Deadline of a miss's load: a request waits no longer for Redis (it falls back instead), and a
-#: load of a hung Redis leaves the in-flight table then, so the next request asks again.
+#: Deadline of a miss's load unless the config says otherwise (``RedisLoadTimeout``): a request
+#: waits no longer for Redis (it falls back instead), and a load of a hung Redis leaves the
+#: in-flight table then, so the next request asks again.
 LOAD_TIMEOUT = 2.0
 
 
@@ -261,11 +262,13 @@ class MirrorView:
 
     def __init__(self, redis: RedisClient, reactor: IReactorTime | None = None, *,
                  capacity: int = DEFAULT_CAPACITY, warm_limit: int | None = None,
-                 load_timeout: float = LOAD_TIMEOUT) -> None:
+                 load_timeout: float | Callable[[], float] = LOAD_TIMEOUT) -> None:
         self.redis = redis
         self.reactor: IReactorTime = reactor if reactor is not None else default_reactor()
         self.warm_limit = warm_limit
-        self.load_timeout = load_timeout
+        #: Deadline of a miss's load, read at each load (a reload applies to the next one).
+        self._load_timeout: Callable[[], float] = (
+            load_timeout if callable(load_timeout) else (lambda: load_timeout))
         self._paths: LRU[str, PathEntry] = LRU(capacity)
         self._mirrors: dict[int, Candidate] = {}
         #: Mirror ids whose hash is missing or broken: text of the problem (negative entries).
@@ -290,6 +293,14 @@ class MirrorView:
         self.warmed = False
         #: How long the last complete warm-up took, seconds (None: none yet).
         self.warm_seconds: float | None = None
+
+    @property
+    def load_timeout(self) -> float:
+        return self._load_timeout()
+
+    @load_timeout.setter
+    def load_timeout(self, seconds: float) -> None:
+        self._load_timeout = lambda: seconds
 
     # -- lifecycle -----------------------------------------------------------------------------
 

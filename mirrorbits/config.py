@@ -12,7 +12,8 @@ Differences from the Go original (also listed in the README):
   ``DataDir``; a config without ``RedisAddress`` keeps the Go meaning, ``127.0.0.1:6379``;
 * a few keys of our own (``DataDir``, ``Workers``, ``ManholeListenAddress``,
   ``ManholeAuthorizedKeys``, ``CheckTLSCAFile``, ``StatsRetention``, ``MetricsListenAddress``,
-  ``MetalinkMaxURLs``, ``Torrent``, ``SelectByIPFamily``), all optional, listed in :data:`EXTENSION_KEYS`.
+  ``MetalinkMaxURLs``, ``Torrent``, ``SelectByIPFamily``, ``RedisLoadTimeout``), all optional, listed in
+  :data:`EXTENSION_KEYS`.
 """
 
 from __future__ import annotations
@@ -174,6 +175,9 @@ class Config:
     #: Probe each mirror over IPv4 and IPv6 and send a client only to mirrors reachable over its
     #: address family (off: the Go behaviour, nothing per family is probed, stored or used).
     SelectByIPFamily: bool = False
+    #: Seconds a request for a file not in the in-memory view waits for Redis (a dial included)
+    #: before it is answered with the fallbacks.
+    RedisLoadTimeout: float = 2.0
     # -- not keys: where the config came from, and what was odd about it --
     source: str = field(default="<defaults>", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -197,7 +201,8 @@ GO_KEYS = (
     "Fallbacks", "RedisSentinelMasterName", "RedisSentinels", "RPCListenAddress", "RPCPassword",
 )
 EXTENSION_KEYS = ("DataDir", "Workers", "ManholeListenAddress", "ManholeAuthorizedKeys", "CheckTLSCAFile",
-                  "StatsRetention", "MetricsListenAddress", "MetalinkMaxURLs", "Torrent", "SelectByIPFamily")
+                  "StatsRetention", "MetricsListenAddress", "MetalinkMaxURLs", "Torrent", "SelectByIPFamily",
+                  "RedisLoadTimeout")
 
 
 _R = TypeVar("_R")
@@ -313,7 +318,7 @@ _TYPES: dict[str, str] = {
     "RPCPassword": "string", "DataDir": "string", "Workers": "integer",
     "ManholeListenAddress": "string", "ManholeAuthorizedKeys": "string", "CheckTLSCAFile": "string",
     "MetricsListenAddress": "string",
-    "MetalinkMaxURLs": "integer", "SelectByIPFamily": "boolean",
+    "MetalinkMaxURLs": "integer", "SelectByIPFamily": "boolean", "RedisLoadTimeout": "number",
 }
 
 
@@ -379,6 +384,8 @@ def _validate(cfg: Config, reader: _Reader, base_dir: str | None) -> Config:
         raise reader.fail("Workers", cfg.Workers, "must be >= 1")
     if cfg.MetalinkMaxURLs < 1:
         raise reader.fail("MetalinkMaxURLs", cfg.MetalinkMaxURLs, "must be >= 1")
+    if not 0 < cfg.RedisLoadTimeout <= 3600:
+        raise reader.fail("RedisLoadTimeout", cfg.RedisLoadTimeout, "must be > 0 and <= 3600 (seconds)")
     plen = cfg.Torrent.PieceLength
     if plen and (plen < 16384 or plen & (plen - 1)):
         raise reader.fail("Torrent.PieceLength", plen, "must be 0 (automatic) or a power of two >= 16384")

@@ -85,6 +85,8 @@ def test_shipped_sample_needs_repository() -> None:
     ("StatsRetention:\n  DailyDays: -1", "StatsRetention.DailyDays"),
     ("StatsRetention:\n  MonthlyMonths: -2", "StatsRetention.MonthlyMonths"),
     ("StatsRetention:\n  FileDays: -3", "StatsRetention.FileDays"),
+    ("RedisLoadTimeout: 0", "RedisLoadTimeout"),
+    ("RedisLoadTimeout: soon", "RedisLoadTimeout"),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -168,6 +170,8 @@ def test_extension_keys(tmp_path: Path) -> None:
     assert c.CheckTLSCAFile == "/etc/ca.pem" and c.Workers == 2 and c.warnings == ()
     with pytest.raises(ConfigError, match="Workers"):
         load_text(tmp_path, "Repository: /srv\nWorkers: 0\n")
+    assert Config().RedisLoadTimeout == 2.0
+    assert load_text(tmp_path, "Repository: /srv\nRedisLoadTimeout: 0.5\n").RedisLoadTimeout == 0.5
 
 
 def test_fallback_url_normalisation() -> None:

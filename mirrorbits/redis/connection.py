@@ -14,8 +14,15 @@ with Sentinel):
 * commands issued before the schema check has finished fail with :class:`NotReady`, and while Redis
   is unreachable they fail fast with :class:`Unreachable` instead of queueing, with dials spaced by a
   capped exponential backoff;
-* every command has a deadline (:data:`COMMAND_TIMEOUT` unless the caller gives its own): a paused or
-  hung server fails the caller with :class:`CommandTimeout` instead of holding it forever.
+* every command has a deadline (:data:`COMMAND_TIMEOUT` unless the caller gives its own), which also
+  bounds the wait for a dial: a paused or hung server fails the caller with :class:`CommandTimeout`
+  instead of holding it forever;
+* a connection that has owed a reply for :data:`DEAD_LINK_SILENCE` seconds without receiving a byte
+  is taken for a dead link (a partition: Redis up, nothing crossing, nothing closed). It is aborted
+  and the client enters the failing state, logged once, as when Redis stops: commands fail fast and
+  the recovery loop dials until the link is back. Aborting (a TCP reset) also makes the kernel drop
+  what it had not had acknowledged, so a command given up on is not delivered after the heal. A
+  shorter silence (a paused server, a slow script) only fails the commands whose deadline passed.
 
 The wire protocol is :mod:`mirrorbits.redis.protocol` (txredisapi writes the commands, our parser
 reads the replies; :mod:`mirrorbits.redis.txcompat` is the seam); replies are typed there
@@ -82,6 +89,10 @@ FAILOVER_PAUSE = 10.0
 #: commands takes on a healthy server (the largest scripts run for tens of milliseconds), so only a
 #: hung server trips it.
 COMMAND_TIMEOUT = 15.0
+#: Silence (a reply owed, no byte received) after which the command connection is taken for dead:
+#: longer than Redis' own pauses (a fork for a snapshot, the 5 s ``lua-time-limit`` of a slow
+#: script), far shorter than TCP's own retransmission give-up (~15 min).
+DEAD_LINK_SILENCE = 6.0
 #: Deadline of each step of a dial (AUTH, SELECT, ROLE, INFO): a server that accepts connections but
 #: does not answer must not hold the dial.
 SETUP_TIMEOUT = 2.0
@@ -154,6 +165,8 @@ class RedisClient:
         self._connection_listeners: list[Callable[[], None]] = []
         self._failover_until = 0.0
         self._reconnect_call: IDelayedCall | None = None
+        #: The current outage was logged: the next lines are the reconnection, not a line per dial.
+        self._outage_logged = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -223,7 +236,10 @@ class RedisClient:
         conn = self._conn
         return conn if conn is not None and conn.usable else None
 
-    async def _get_connection(self) -> RedisProtocol:
+    async def _get_connection(self, timeout: float | None = None) -> RedisProtocol:
+        """The usable command connection, dialling if there is none. While Redis is failing, a
+        caller never waits for a dial (the recovery loop's or its own): it fails fast with
+        :class:`Unreachable`. Otherwise it waits at most ``timeout`` seconds for the dial."""
         if self._failover_until:
             if self.reactor.seconds() < self._failover_until:
                 raise Unreachable("Redis master failover in progress")
@@ -242,9 +258,16 @@ class RedisClient:
                 if conn is not None:
                     return conn
                 raise Unreachable(str(self._last_error or "redis endpoint unreachable"))
+        if self.failing:
+            raise Unreachable(str(self._last_error or "redis endpoint unreachable"))
         waiter: defer.Deferred[RedisProtocol] = defer.Deferred()
         self._dial_waiters.append(waiter)
-        return await waiter
+        if timeout is not None:
+            waiter.addTimeout(timeout, self.reactor)
+        try:
+            return await waiter
+        except defer.TimeoutError:
+            raise CommandTimeout(f"Redis did not answer within {timeout:g} s") from None
 
     async def _dial_and_notify(self) -> None:
         """One dial at a time; everyone who asked for a connection meanwhile gets its result."""
@@ -272,12 +295,8 @@ class RedisClient:
             err = e if isinstance(e, Unreachable) else Unreachable(str(e) or e.__class__.__name__)
             self._last_error = err
             self._last_failure = self.reactor.seconds()
-            self._backoff = min(MAX_BACKOFF, max(0.05, self._backoff * 2))
-            if not self.failing:
-                log.error("Redis: {err}", err=err)
-            self.failing = True
+            self._enter_failing(err)
             REDIS_DIAL_FAILURES.inc()
-            REDIS_UP.set(0)
             raise err from None
         self._conn = conn
         REDIS_CONNECTS.inc()
@@ -287,6 +306,7 @@ class RedisClient:
             log.info("Connected to redis master {addr} (version {v})", addr=address,
                      v=self.server_version or "unknown")
         self.failing = False
+        self._outage_logged = False
         self.master_address = address
         conn.when_lost().addCallback(self._lost, conn)
         for listener in list(self._connection_listeners):
@@ -295,6 +315,29 @@ class RedisClient:
             except Exception:
                 log.failure("connection listener failed")
         return conn
+
+    def _enter_failing(self, err: Exception) -> None:
+        """Redis cannot be used: fail commands fast (spacing dials by the backoff) and say so once
+        per outage."""
+        self._last_error = err
+        self._last_failure = self.reactor.seconds()
+        self._backoff = min(MAX_BACKOFF, max(0.05, self._backoff * 2))
+        if not self._outage_logged:
+            log.error("Redis: {err}", err=err)
+            self._outage_logged = True
+        self.failing = True
+        REDIS_UP.set(0)
+
+    def _check_link(self, conn: RedisProtocol) -> None:
+        """If ``conn`` has owed a reply in silence for :data:`DEAD_LINK_SILENCE` seconds, the link
+        is gone: abort it (what was not acknowledged is dropped, not delivered later) and leave the
+        rest to the recovery loop."""
+        silence = conn.silent_for()
+        if self._conn is not conn or silence < DEAD_LINK_SILENCE:
+            return
+        self._enter_failing(Unreachable(f"no answer from {self.master_address or 'Redis'} for "
+                                        f"{silence:.0f} s, connection dropped"))
+        self._drop_connection()
 
     def _lost(self, _: None, conn: RedisProtocol) -> None:
         if self._conn is conn:
@@ -363,14 +406,19 @@ class RedisClient:
         return conn
 
     def _recover(self) -> None:
-        """Every second while Redis is failing, force a dial and log if it fails."""
+        """Every second: drop a connection silent for too long; while Redis is failing, force a
+        dial and log if it fails."""
+        if self._conn is not None:
+            self._check_link(self._conn)
         if not self.failing or self._stopped or self._dialing:
             return
         self._backoff = 0.0
         d = defer.Deferred.fromCoroutine(self._get_connection())
 
         def failed(f: Failure) -> None:
-            log.warn("Database is down: {err}", err=f.getErrorMessage())
+            if not self._outage_logged:
+                log.warn("Database is down: {err}", err=f.getErrorMessage())
+                self._outage_logged = True
 
         d.addErrback(failed)
 
@@ -394,9 +442,17 @@ class RedisClient:
         """Send many commands in one write; returns their replies (errors as ResponseError values)."""
         self._check_gate(unblocked)
         started = perf_counter()
+        conn: RedisProtocol | None = None
         try:
-            conn = await self._get_connection()
-            replies = await conn.request(commands, timeout)
+            begun = self.reactor.seconds()
+            conn = await self._get_connection(timeout)
+            sent = self.reactor.seconds()
+            replies = await conn.request(commands, max(0.0, timeout - (sent - begun)))
+        except CommandTimeout:
+            REDIS_UNAVAILABLE.inc()
+            if conn is not None:
+                self._check_link(conn)
+            raise
         except RedisUnavailable:
             REDIS_UNAVAILABLE.inc()
             raise

@@ -166,10 +166,16 @@ class RedisProtocol(txcompat.BaseRedisProtocol):  # type: ignore[misc]
         self.parser = RespReplyParser(self.replyReceived)
         self.subscribed = False
         self.on_message: Callable[[str, str], None] | None = None
+        #: When (``clock.seconds()``) the last bytes arrived, and when the connection last went
+        #: from no request waiting to one: together, how long it has owed a reply in silence.
+        self.last_received = clock.seconds()
+        self._busy_since = 0.0
+        self._waiting = 0
 
     # -- Twisted's and txredisapi's side ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        self.last_received = self.clock.seconds()
         try:
             self.parser.feed(data)
         except ValueError as e:  # not RESP, or a reply nobody asked for
@@ -206,11 +212,26 @@ class RedisProtocol(txcompat.BaseRedisProtocol):  # type: ignore[misc]
         if not slots:
             return defer.succeed([])
         req = _Request(slots)
+        if not self._waiting:
+            self._busy_since = self.clock.seconds()
+        self._waiting += 1
+        slots[-1].addBoth(self._answered)
         if timeout is not None:
             req.deadline = self.clock.callLater(timeout, req.fail, CommandTimeout(
                 f"Redis did not answer within {timeout:g} s"))
         slots[-1].addCallback(req.complete)
         return req.done
+
+    def _answered(self, result: object) -> object:
+        self._waiting -= 1
+        return result
+
+    def silent_for(self) -> float:
+        """Seconds this connection has owed a reply without receiving a byte (0: it owes none).
+        A request that timed out still owes its reply: the late reply arrives on a live link."""
+        if not self._waiting:
+            return 0.0
+        return self.clock.seconds() - max(self.last_received, self._busy_since)
 
     async def execute(self, *args: Arg, timeout: float | None) -> Reply:
         """One command; an error reply raises :class:`ResponseError`."""

@@ -1,0 +1,69 @@
+"""A real daemon for the fault tests, and the timed HTTP requests they measure it with."""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.fixtures import processes
+from tests.fixtures.servers import free_port, wait_for_port
+from tests.lifecycle.helpers import FILE, Daemon, go_style
+
+FALLBACK = "http://fallback.example/"
+
+
+@dataclass
+class Answer:
+    status: int
+    location: str
+    seconds: float
+
+
+def get(port: int, path: str, timeout: float = 30.0) -> Answer:
+    """One GET on a fresh connection: status, Location and the time to the whole answer."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return Answer(resp.status, resp.getheader("Location") or "", time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def write_config(tmp: Path, port: int, redis_address: str, extra: str = "") -> Path:
+    """The lifecycle tests' world (one file, one mirror), with a fallback and Redis at
+    ``redis_address`` (a proxy's, in the partition tests)."""
+    repo = tmp / "repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / FILE.lstrip("/")).write_bytes(b"x" * 48)
+    conf = tmp / "mirrorbits.conf"
+    conf.write_text(
+        f"Repository: {repo}\nRedisAddress: {redis_address}\nDataDir: {tmp / 'data'}\n"
+        f"ListenAddress: 127.0.0.1:{port}\nRPCListenAddress: 127.0.0.1:{free_port()}\n"
+        f"GeoipDatabasePath: {tmp / 'nogeoip'}\nFallbacks:\n    - URL: {FALLBACK}\n{extra}")
+    return conf
+
+
+def start_daemon(tmp: Path, redis_address: str, extra: str = "",
+                 pidfile: Path | None = None) -> tuple[Daemon, int]:
+    """``python -m mirrorbits daemon`` on a free port, listening once this returns."""
+    port = free_port()
+    conf = write_config(tmp, port, redis_address, extra)
+    pidfile = pidfile or tmp / "mirrorbits.pid"
+    daemon = Daemon(go_style(conf, pidfile), tmp, pidfile=pidfile)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+    except TimeoutError:
+        processes.stop(daemon.proc)
+        raise AssertionError(daemon.output()) from None
+    return daemon, port

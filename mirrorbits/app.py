@@ -249,7 +249,7 @@ class Mirrorbits:
 
     def get_download_log(self) -> DownloadLog:
         """``<LogDir>/downloads.log``; reopened by the lifecycle on SIGUSR1 and SIGHUP."""
-        return self._once("download_log", lambda: DownloadLog(self.config_holder))
+        return self._once("download_log", lambda: DownloadLog(self.config_holder, reactor=self.reactor))
 
     def get_pages(self) -> Endpoints:
         """?stats, ?mirrorstats, checksums, ?mirrors and the mirror list page (web.pages)."""

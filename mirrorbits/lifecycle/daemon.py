@@ -29,7 +29,7 @@ from mirrorbits import VERSION
 from mirrorbits.admin.usage import daemon_flagset
 from mirrorbits.app import DaemonOptions, WorkerSpec
 from mirrorbits.config import ConfigError
-from mirrorbits.lifecycle.pidfile import pidfile_path, remove_pidfile, write_pidfile
+from mirrorbits.lifecycle.pidfile import pidfile_path, remove_pidfile, retry_pidfile, write_pidfile
 from mirrorbits.lifecycle.signals import EarlySignals
 from mirrorbits.lifecycle.worker import LISTEN_FD, parse_worker_arguments
 from mirrorbits.reactor import IDaemonReactor, default_reactor
@@ -136,10 +136,11 @@ def run_daemon(arguments: Sequence[str], reactor: IDaemonReactor | None = None) 
             sys.stderr.write(f"{e}\n")
         return 1
     stream = start_logging(options.log_file or "", options.debug)
+    pid_written = True
     if "OLD_FD" not in os.environ:
         # An upgraded child writes it once it has taken over (Lifecycle), so that a child that
         # fails to start leaves the running parent's pid in the file.
-        write_pidfile(pidfile)
+        pid_written = write_pidfile(pidfile)
     sys.stdout.write(banner())
     sys.stdout.flush()
     reactor = reactor if reactor is not None else default_reactor()
@@ -153,6 +154,8 @@ def run_daemon(arguments: Sequence[str], reactor: IDaemonReactor | None = None) 
     lifecycle = root.app.get_lifecycle()
     if isinstance(stream, ReopenableLog):
         lifecycle.add_log_reopener(stream.reopen)
+    if not pid_written:
+        retry_pidfile(reactor, pidfile)
     status = serve(root, reactor)
     remove_pidfile(pidfile)
     return status

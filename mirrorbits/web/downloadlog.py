@@ -7,6 +7,12 @@ the line bodies must not change, and :meth:`DownloadLog.reopen` must follow a ro
 Each line is one ``write(2)`` on an ``O_APPEND`` descriptor, as Go's ``log.Logger`` does: no
 buffering to lose on a crash, no interleaving between processes sharing the file, and a local
 append costs a few microseconds (no thread hop needed on the reactor).
+
+A full or read-only filesystem never stops a redirect: a line that cannot be written is dropped,
+the condition is logged once (not once per request) and its end too, with the count of lines
+dropped; writing resumes by itself when space returns. A line cut short by a full disk is ended
+before the next one, so every later line stays whole. A file that cannot be opened is tried again
+every :data:`REOPEN_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from mirrorbits.config import Config
+from mirrorbits.reactor import default_reactor
 
 if TYPE_CHECKING:
     from mirrorbits.web.render import Results
@@ -32,6 +40,8 @@ __all__ = ["DownloadLog", "format_line", "header", "prefix"]
 log = Logger(namespace="mirrorbits.downloadlog")
 
 FILENAME = "downloads.log"
+#: Seconds between two attempts to open a download log that could not be opened.
+REOPEN_INTERVAL = 5.0
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "i386": "386", "armv7l": "arm"}
 
@@ -105,11 +115,23 @@ class DownloadLog(Service):
 
     name = "downloadlog"
 
-    def __init__(self, config: Callable[[], Config], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Callable[[], Config], clock: Callable[[], float] = time.time,
+                 reactor: IReactorTime | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.reactor = reactor
         self._fd: int | None = None
         self.path: str | None = None
+        #: The error (``strerror``) lines are being dropped for, None while they are written.
+        self._failing: str | None = None
+        self._dropped = 0
+        #: The last line was cut short (disk full in its middle): end it before the next one.
+        self._torn = False
+        #: The header of a new file could not be written yet.
+        self._header_pending = False
+        #: The file could not be opened: why (logged once), and the next attempt.
+        self._open_error: str | None = None
+        self._retry: IDelayedCall | None = None
 
     # -- file ----------------------------------------------------------------------------------
 
@@ -119,27 +141,59 @@ class DownloadLog(Service):
 
     def open(self) -> None:
         """Open ``<LogDir>/downloads.log`` (append/create, mode 0664) and write the header when
-        the file is new or empty.  An error is logged and leaves the log disabled."""
+        the file is new or empty.  An error is logged (once while it lasts) and leaves the log
+        disabled until an attempt every :data:`REOPEN_INTERVAL` seconds succeeds."""
         self.close()
         log_dir = self.config().LogDir
         if not log_dir:
+            self._open_error = None
             return
         path = os.path.join(log_dir, FILENAME)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o664)
         except OSError as e:
-            log.critical("Cannot open log file {path}: {err}", path=path, err=e.strerror)
+            if e.strerror != self._open_error:
+                log.critical("Cannot open log file {path}: {err}", path=path, err=e.strerror)
+            self._open_error = e.strerror
+            self._retry = self._reactor().callLater(REOPEN_INTERVAL, self._reopen_failed)
             return
-        try:
-            new = os.fstat(fd).st_size == 0
-            if new:
-                os.write(fd, header(self.clock()).encode("utf-8", "surrogateescape"))
-        except OSError as e:
-            log.error("Cannot write the header of {path}: {err}", path=path, err=e.strerror)
+        if self._open_error is not None:
+            log.info("Download log {path} opened", path=path)
+            self._open_error = None
         self._fd = fd
         self.path = path
+        self._header_pending = True
+        self._write_header()
+
+    def _reactor(self) -> IReactorTime:
+        if self.reactor is None:
+            self.reactor = default_reactor()
+        return self.reactor
+
+    def _reopen_failed(self) -> None:
+        self._retry = None
+        if self.running and self._fd is None:
+            self.open()
+
+    def _write_header(self) -> None:
+        """The header, when the file is still empty (a new file, or one whose header a full disk
+        refused)."""
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            if os.fstat(fd).st_size == 0:
+                os.write(fd, header(self.clock()).encode("utf-8", "surrogateescape"))
+            self._header_pending = False
+        except OSError as e:
+            if self._failing is None:
+                log.error("Cannot write the header of {path}: {err}", path=self.path, err=e.strerror)
+            self._failing = e.strerror
 
     def close(self) -> None:
+        retry, self._retry = self._retry, None
+        if retry is not None and retry.active():
+            retry.cancel()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -158,11 +212,31 @@ class DownloadLog(Service):
         fd = self._fd
         if fd is None:
             return
+        if self._header_pending:
+            self._write_header()
         line = prefix(self.clock()) + format_line(typ, status, method, results, error) + "\n"
+        data = line.encode("utf-8", "surrogateescape")
+        if self._torn:
+            data = b"\n" + data
+        pos = 0
         try:
-            os.write(fd, line.encode("utf-8", "surrogateescape"))
+            while pos < len(data):  # a short write: the disk filled up in the middle of the line
+                pos += os.write(fd, data[pos:])
         except OSError as e:
-            log.error("Cannot write to the download log: {err}", err=e.strerror)
+            if pos:
+                self._torn = data[pos - 1:pos] != b"\n"
+            self._dropped += 1
+            if e.strerror != self._failing:
+                log.error("Cannot write to the download log {path}: {err} (lines are dropped until "
+                          "it can be written again)", path=self.path, err=e.strerror)
+                self._failing = e.strerror
+            return
+        self._torn = False
+        if self._failing is not None:
+            log.info("Download log {path} written again ({n} lines dropped)", path=self.path,
+                     n=self._dropped)
+            self._failing = None
+            self._dropped = 0
 
     def log(self, typ: str, status: int, method: str, results: Results | None) -> None:
         """The redirector's call once it has answered: the error text is ``results.error``."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.fixtures import processes
 from tests.fixtures.servers import free_port, wait_for_port
-from tests.lifecycle.helpers import FILE, Daemon, go_style
+from tests.lifecycle.helpers import FILE, REDIRECT_TO, Daemon, go_style
 
 FALLBACK = "http://fallback.example/"
 
@@ -67,3 +67,17 @@ def start_daemon(tmp: Path, redis_address: str, extra: str = "",
         processes.stop(daemon.proc)
         raise AssertionError(daemon.output()) from None
     return daemon, port
+
+
+def wait_for_redirect(port: int, daemon: Daemon) -> int:
+    """Once the daemon redirects FILE to its mirror: how many downloads it counted until then
+    (a fallback redirect while it warms up counts too)."""
+    deadline = time.monotonic() + 20
+    counted = 0
+    while True:
+        a = get(port, FILE)
+        counted += a.status == 302
+        if a.location == REDIRECT_TO:
+            return counted
+        assert time.monotonic() < deadline, daemon.output()
+        time.sleep(0.1)

@@ -17,7 +17,7 @@ import pytest
 
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import DEAD_LINK_SILENCE
-from tests.faults.helpers import FALLBACK, get, percentile, start_daemon
+from tests.faults.helpers import FALLBACK, get, percentile, start_daemon, wait_for_redirect
 from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.tcpproxy import TcpProxy
@@ -52,20 +52,6 @@ def miss_paths(tmp: Path, n: int) -> list[str]:
         (tmp / "repo" / "miss" / f"f{i}.bin").write_bytes(b"m")
         paths.append(f"/miss/f{i}.bin")
     return paths
-
-
-def wait_for_redirect(port: int, daemon: Daemon) -> int:
-    """Once the daemon redirects FILE to its mirror: how many downloads it counted until then
-    (a fallback redirect while it warms up counts too)."""
-    deadline = time.monotonic() + 20
-    counted = 0
-    while True:
-        a = get(port, FILE)
-        counted += a.status == 302
-        if a.location == REDIRECT_TO:
-            return counted
-        assert time.monotonic() < deadline, daemon.output()
-        time.sleep(0.1)
 
 
 def publish_file(redis: RedisServer, tmp: Path, path: str) -> None:

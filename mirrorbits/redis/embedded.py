@@ -127,6 +127,8 @@ class EmbeddedRedis(service.Service):
         #: Set by the seamless upgrade: the next process adopts the server, so do not stop it.
         self.keep_running = False
         self.adopted = False
+        #: Why the server could not be started (handed to every :meth:`when_ready`), once known.
+        self._start_error: Failure | None = None
 
     @property
     def address(self) -> str:
@@ -137,7 +139,9 @@ class EmbeddedRedis(service.Service):
         d: defer.Deferred[None] = defer.Deferred()
 
         def relay(result: object) -> object:
-            if isinstance(result, (Exception, Failure)):
+            if self._start_error is not None:
+                d.errback(self._start_error)
+            elif isinstance(result, (Exception, Failure)):
                 d.errback(result)
             else:
                 d.callback(None)
@@ -152,10 +156,12 @@ class EmbeddedRedis(service.Service):
         self._starting.chainDeferred(self._ready)
         self._ready.addErrback(self._start_failed)
 
-    def _start_failed(self, failure: Failure) -> Failure:
+    def _start_failed(self, failure: Failure) -> None:
+        """Log why, and keep it for :meth:`when_ready` (consumed here: a data directory on a
+        read-only filesystem is a fatal start-up error, said once, not an unhandled Deferred)."""
         if not failure.check(defer.CancelledError):  # stopped while starting: said by the stop
             log.error("embedded Redis: {error}", error=failure.getErrorMessage())
-        return failure
+        self._start_error = failure
 
     async def _start(self) -> None:
         sock = socket_path(self.data_dir)

@@ -18,11 +18,12 @@ import pytest
 import redis as redis_py
 
 from mirrorbits.redis import schema
-from tests.faults.helpers import get, start_daemon, wait_for_redirect
+from tests.faults.helpers import get, start_daemon, wait_for_redirect, write_config
 from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.servers import free_port
 from tests.fixtures.smallfs import SmallFs
-from tests.lifecycle.helpers import FILE, REDIRECT_TO, Daemon, seed_world
+from tests.lifecycle.helpers import FILE, REDIRECT_TO, Daemon, go_style, seed_world
 
 #: One whole line of the download log for a redirect of FILE.
 LINE = re.compile(r'^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{6} REDIRECT 302 GET "/testy\.tgz" '
@@ -177,3 +178,22 @@ def _pings(r: redis_py.Redis) -> bool:
         return bool(r.ping())
     except redis_py.exceptions.RedisError:
         return False
+
+
+def test_embedded_redis_data_dir_read_only_at_start(tmp_path: Path, small_fs: SmallFs) -> None:
+    """No Redis can run on a read-only data directory: a clear fatal start-up error naming the
+    path, and no traceback (the daemon cannot redirect without any Redis to read from)."""
+    data = small_fs.path / "data"
+    data.mkdir()
+    small_fs.read_only(True)
+    pidfile = tmp_path / "mirrorbits.pid"
+    # Not start_daemon: it waits for the listening port, which this daemon may never open.
+    conf = write_config(tmp_path, free_port(), "embedded", f"DataDir: {data}\n")
+    daemon = Daemon(go_style(conf, pidfile), tmp_path, pidfile=pidfile)
+    try:
+        assert daemon.proc.wait(60) != 0
+    finally:
+        processes.stop(daemon.proc)
+    out = daemon.output()
+    assert out.count(f"cannot start the embedded Redis: [Errno 30] Read-only file system: '{data}") == 1, out
+    assert "Traceback" not in out and "Unhandled" not in out, out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.fixtures import processes
 from tests.fixtures.servers import free_port, wait_for_port
-from tests.lifecycle.helpers import FILE, REDIRECT_TO, Daemon, go_style
+from tests.lifecycle.helpers import FILE, REDIRECT_TO, Daemon, go_style, write_config
 
 FALLBACK = "http://fallback.example/"
 
@@ -40,25 +40,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def write_config(tmp: Path, port: int, redis_address: str, extra: str = "") -> Path:
-    """The lifecycle tests' world (one file, one mirror), with a fallback and Redis at
-    ``redis_address`` (a proxy's, in the partition tests)."""
-    repo = tmp / "repo"
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / FILE.lstrip("/")).write_bytes(b"x" * 48)
-    conf = tmp / "mirrorbits.conf"
-    conf.write_text(
-        f"Repository: {repo}\nRedisAddress: {redis_address}\nDataDir: {tmp / 'data'}\n"
-        f"ListenAddress: 127.0.0.1:{port}\nRPCListenAddress: 127.0.0.1:{free_port()}\n"
-        f"GeoipDatabasePath: {tmp / 'nogeoip'}\nFallbacks:\n    - URL: {FALLBACK}\n{extra}")
-    return conf
-
-
 def start_daemon(tmp: Path, redis_address: str, extra: str = "",
                  pidfile: Path | None = None) -> tuple[Daemon, int]:
     """``python -m mirrorbits daemon`` on a free port, listening once this returns."""
     port = free_port()
-    conf = write_config(tmp, port, redis_address, extra)
+    conf = write_config(tmp, port, redis_address, f"Fallbacks:\n    - URL: {FALLBACK}\n{extra}")
     pidfile = pidfile or tmp / "mirrorbits.pid"
     daemon = Daemon(go_style(conf, pidfile), tmp, pidfile=pidfile)
     try:

@@ -21,17 +21,9 @@ from tests.faults.helpers import FALLBACK, get, percentile, start_daemon, wait_f
 from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.tcpproxy import TcpProxy
-from tests.lifecycle.helpers import FILE, MIRROR_URL, MODTIME, REDIRECT_TO, Daemon, seed_world
+from tests.lifecycle.helpers import FILE, MIRROR_URL, MODTIME, REDIRECT_TO, Daemon
 
 SECOND = "/second.tgz"
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    seed_world(server.client())
-    yield server
-    server.cleanup()
 
 
 @pytest.fixture

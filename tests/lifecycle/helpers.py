@@ -47,13 +47,15 @@ def seed_world(r: Any) -> None:
     r.hset(schema.file_info_key(1, FILE), mapping={"size": "48", "modTime": MODTIME})
 
 
-def write_config(tmp: Path, port: int, redis: RedisServer, extra: str = "") -> Path:
+def write_config(tmp: Path, port: int, redis: RedisServer | str, extra: str = "") -> Path:
+    """The world's config; ``redis`` is the server or an address (a proxy's, ``embedded``)."""
+    address = redis if isinstance(redis, str) else redis.address
     repo = tmp / "repo"
     repo.mkdir(parents=True, exist_ok=True)
     (repo / FILE.lstrip("/")).write_bytes(b"x" * 48)
     conf = tmp / "mirrorbits.conf"
     conf.write_text(
-        f"Repository: {repo}\nRedisAddress: {redis.address}\nDataDir: {tmp / 'data'}\n"
+        f"Repository: {repo}\nRedisAddress: {address}\nDataDir: {tmp / 'data'}\n"
         f"ListenAddress: 127.0.0.1:{port}\nRPCListenAddress: 127.0.0.1:{free_port()}\n"
         f"GeoipDatabasePath: {tmp / 'nogeoip'}\n{extra}")
     return conf

@@ -12,7 +12,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mirrorbits.model import Mirror
+from mirrorbits.ipfamily import FAMILIES, Family, FamilyHealth
+from mirrorbits.model import PROTO_HTTP, PROTO_HTTPS, Mirror
 from mirrorbits.selection import (
     Candidate,
     ClientLocation,
@@ -24,6 +25,7 @@ from mirrorbits.selection import (
     plan_file,
     redirect_pool,
     select_mirrors,
+    verdict_index,
 )
 from tests.test_selection_properties import (
     LOCAL_MTIME,
@@ -159,3 +161,59 @@ def test_realistic_world_many_locations():
             assert summary(draw_redirect(pool, random.Random(seed))) == summary(ref.selected), (f, client)
     assert checked == 300
     assert fast_paths > 150, fast_paths  # the fast path must be the common case here
+
+
+@st.composite
+def family_worlds(draw):
+    """A random world whose mirrors carry random per-family states, and a client family."""
+    world, client, opts = draw(any_world)
+    out = []
+    for cand, mfile in world:
+        states = {}
+        for proto in (PROTO_HTTP, PROTO_HTTPS):
+            for family in FAMILIES:
+                state = draw(st.sampled_from([None, "1", "1", "0", "none"]))
+                if state is not None:
+                    states[(proto, family)] = FamilyHealth(state, "Unreachable" if state == "0" else "")
+        out.append((Candidate(cand.mirror, families=states), mfile))
+    return out, client, opts, draw(st.sampled_from(list(Family)))
+
+
+@SETTINGS
+@given(family_worlds(), st.integers(0, 2**32))
+def test_fast_path_equals_select_mirrors_per_family(w, seed):
+    world, client, opts, family = w
+    if not client.valid:
+        return
+    ref = select_mirrors(PATH, LOCAL_SIZE, LOCAL_MTIME, world, client, rng=random.Random(seed),
+                         family=family, **opts)
+    plan = plan_file(PATH, LOCAL_SIZE, LOCAL_MTIME, world, secure=opts["secure"],
+                     allow_outdated=opts["allow_outdated"],
+                     fix_timezone_offsets=opts["fix_timezone_offsets"], family=family)
+    pool = redirect_pool(plan, LocationPlan(client, [c for c, _ in world]), opts["weight_distribution_range"])
+    if pool is None:
+        assert len([c for c in ref.selected if c.weight > 0]) <= 1
+        return
+    assert summary(draw_redirect(pool, random.Random(seed))) == summary(ref.selected)
+    assert plan.family_fallback == ref.family_fallback
+
+
+@SETTINGS
+@given(family_worlds(), st.integers(0, 2**32))
+def test_a_family_choice_is_the_choice_among_the_mirrors_reachable_over_it(w, seed):
+    world, client, opts, family = w
+    got = select_mirrors(PATH, LOCAL_SIZE, LOCAL_MTIME, world, client, rng=random.Random(seed),
+                         family=family, for_mirrorlist=True, **opts)
+    column = verdict_index(opts["secure"], family)
+    reachable = [(c, f) for c, f in world
+                 if c.verdicts[column][1] is None or c.verdicts[int(opts["secure"])][1] is not None]
+    ref = select_mirrors(PATH, LOCAL_SIZE, LOCAL_MTIME, world if got.family_fallback else reachable, client,
+                         rng=random.Random(seed), for_mirrorlist=True, **opts)
+    assert summary(got.selected) == summary(ref.selected)
+    if got.family_fallback:
+        assert family != Family.ANY and got.selected
+    reasons = {ex.candidate.id: ex.reason for ex in got.excluded}
+    if not got.family_fallback:
+        for c, _ in world:
+            if (c, _) not in reachable:
+                assert reasons[c.id] == f"Not reachable over {family.label}"

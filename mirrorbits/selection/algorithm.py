@@ -131,10 +131,11 @@ def select_mirrors(
     sel = _select(*options, verdict_index(secure, family))
     if sel.selected:
         return sel
-    sel = _select(*options, verdict_index(secure, Family.ANY))
-    if sel.selected:
-        sel.family_fallback = family
-    return sel
+    fallback = _select(*options, verdict_index(secure, Family.ANY))
+    if not fallback.selected:
+        return sel  # no mirror either way: the reasons of the client's family
+    fallback.family_fallback = family
+    return fallback
 
 
 def _select(

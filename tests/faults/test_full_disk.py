@@ -105,7 +105,7 @@ def test_pid_file_and_log_dir_on_a_read_only_filesystem(tmp_path: Path, redis: R
     daemon, port = start_daemon(tmp_path, redis.address, f"LogDir: {logs}\n", pidfile=pidfile)
     try:
         served = wait_for_redirect(port, daemon) + redirects(port, 50)
-        time.sleep(11)  # two retries of each
+        time.sleep(6)  # a retry of each
         served += redirects(port, 10)
         during = daemon.output()
         small_fs.read_only(False)

@@ -88,7 +88,7 @@ def ms(values: list[float], q: float) -> float:
 LOAD_TIMEOUT = 1.5
 #: How long the partition lasts: past the silence after which the daemon drops the link
 #: (``DEAD_LINK_SILENCE``, checked every second), with time to spare for misses after it.
-PARTITION = DEAD_LINK_SILENCE + 5.0
+PARTITION = DEAD_LINK_SILENCE + 3.0
 
 
 def test_blackhole_then_heal(tmp_path: Path, redis: RedisServer, proxy: TcpProxy) -> None:

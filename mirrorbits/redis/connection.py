@@ -293,8 +293,6 @@ class RedisClient:
             raise
         except Exception as e:
             err = e if isinstance(e, Unreachable) else Unreachable(str(e) or e.__class__.__name__)
-            self._last_error = err
-            self._last_failure = self.reactor.seconds()
             self._enter_failing(err)
             REDIS_DIAL_FAILURES.inc()
             raise err from None

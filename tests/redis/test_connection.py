@@ -8,6 +8,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from mirrorbits.redis.connection import (
+    DEAD_LINK_SILENCE,
+    CommandTimeout,
     NotReady,
     RedisClient,
     RedisSettings,
@@ -16,6 +18,7 @@ from mirrorbits.redis.connection import (
     parse_address,
 )
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.tcpproxy import TcpProxy
 from tests.fixtures.trial import sleep
 
 
@@ -151,3 +154,48 @@ class SubscriptionStopTests(unittest.TestCase):
         sub.stop()
         yield defer.Deferred.fromCoroutine(client.stop())
         yield sleep(0.7)  # past the retry delay: an AlreadyCalledError would surface here
+
+
+class DeadLinkTests(unittest.TestCase):
+    """A partition seen by the client alone (the daemon-level test is tests/faults/test_partition)."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.server = RedisServer().start()
+        self.addCleanup(self.server.cleanup)
+        self.proxy = TcpProxy(self.server.port).start()
+        self.addCleanup(self.proxy.close)
+        settings = RedisSettings(address=self.proxy.address)
+        self.client = RedisClient(lambda: settings)
+        self.client.start()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.client.stop()))
+        self.client.set_ready()
+
+    @defer.inlineCallbacks
+    def test_silence_drops_the_link_then_commands_fail_fast_until_the_heal(self) -> Any:
+        yield defer.Deferred.fromCoroutine(self.client.execute("SET", "a", "1"))
+        self.proxy.blackhole()
+        # A short deadline passes: the link is not yet taken for dead (a paused server looks so).
+        with self.assertRaises(CommandTimeout):
+            yield defer.Deferred.fromCoroutine(self.client.execute("INCR", "n", timeout=0.3))
+        self.assertFalse(self.client.failing)
+        # The pending INCR owes its reply; once silent for DEAD_LINK_SILENCE, the link is dropped.
+        async def dropped() -> bool:
+            return self.client.failing
+
+        yield defer.Deferred.fromCoroutine(eventually(dropped, timeout=DEAD_LINK_SILENCE + 3))
+        start = reactor.seconds()
+        for _ in range(10):
+            with self.assertRaises(RedisUnavailable):
+                yield defer.Deferred.fromCoroutine(self.client.execute("GET", "a", timeout=5))
+        self.assertLess(reactor.seconds() - start, 0.5)  # at once, not a dial's wait each
+        self.proxy.heal()
+
+        async def back() -> bool:
+            return await self.client.execute("GET", "a") == "1"
+
+        yield defer.Deferred.fromCoroutine(eventually(back))
+        self.assertFalse(self.client.failing)
+        # The INCR written into the partition died with the aborted connection: never applied.
+        self.assertIsNone(self.server.client().get("n"))

@@ -36,15 +36,17 @@ def _distances(client: ClientLocation, cands: Sequence[Candidate]) -> list[float
     lo1 = client.longitude
     diffs = _f32_many([c.latitude - la1 for c in cands] + [c.longitude - lo1 for c in cands])
     k = DEG2RAD_F32
-    halves = _f32_many([d * k for d in diffs])  # dLat then dLon, float32
+    # dLat then dLon, float32, then halved in float32 as Go's ``dLat/2`` is (exact but for
+    # subnormals, where halving a float32 rounds)
+    halves = _f32_many([h * 0.5 for h in _f32_many([d * k for d in diffs])])
     sin = math.sin
     sqrt = math.sqrt
     atan2 = math.atan2
     ccos = client.cos_lat
     cs = []
     for i in range(n):
-        s1 = sin(halves[i] * 0.5)
-        s2 = sin(halves[n + i] * 0.5)
+        s1 = sin(halves[i])
+        s2 = sin(halves[n + i])
         a = s1 * s1 + ccos * cands[i].cos_lat * s2 * s2
         cs.append(2 * atan2(sqrt(a), sqrt(1 - a)))
     r = _EARTH_RADIUS_KM

@@ -10,6 +10,8 @@ local close = os.getenv("CONNECTION_CLOSE") == "1"
 -- HOT_PATH=/some/file: every request asks for that one file (clients still vary).
 local hot = os.getenv("HOT_PATH")
 if hot == "" then hot = nil end
+-- DELAY_MS=n: each connection waits n ms before each request (a steady rate below saturation).
+local delay_ms = tonumber(os.getenv("DELAY_MS") or "0")
 
 local function lines(path)
   local t = {}
@@ -51,6 +53,12 @@ function request()
   local headers = { ["X-Forwarded-For"] = ip }
   if close then headers["Connection"] = "close" end
   return wrk.format("GET", path, headers)
+end
+
+if delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
 end
 
 function done(summary, latency, requests)

@@ -171,8 +171,20 @@ def make_tree(repo: str, paths: list[str]) -> float:
 
 def serve(out: str, extra: list[str] | None = None) -> RedisServer:
     """A private redis-server that loads ``<out>/world.rdb`` (and never writes it back)."""
+    import redis as redis_py
+
     server = RedisServer(extra_args=["--dir", out, "--dbfilename", RDB_NAME, *(extra or [])])
-    return server.start()
+    try:
+        server.start()
+    except redis_py.exceptions.BusyLoadingError:
+        # Several GB of RDB take longer than the fixture's 10 s to load.
+        while True:
+            try:
+                server.client().ping()
+                break
+            except redis_py.exceptions.BusyLoadingError:
+                time.sleep(0.5)
+    return server
 
 
 def memory(r: object) -> dict[str, str]:

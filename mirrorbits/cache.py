@@ -29,7 +29,7 @@ import gc
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -50,6 +50,7 @@ from mirrorbits.selection import Candidate, FilePlan, MirrorFile, MirrorSource
 __all__ = [
     "LRU",
     "MirrorView",
+    "Pairs",
     "PathEntry",
     "ViewCollector",
     "candidate_from_mirror",
@@ -61,6 +62,8 @@ log = Logger(namespace="mirrorbits.cache")
 #: Capacity of the path table in "mirror file" units (one per path plus one per mirror of it):
 #: Go's mirror-file-info cache holds 4,096,000 cost units; the same bound keeps us well under 1 GB.
 DEFAULT_CAPACITY = 4_096_000
+#: Distinct (size, modTime) texts whose parsed MirrorFile is kept for reuse.
+MIRROR_FILE_INTERN = 8192
 #: Paths per warm-up / refresh batch: bounded pipelines keep the reactor responsive.
 BATCH = 50
 #: Messages are coalesced for this long before one pipelined refresh.
@@ -194,27 +197,93 @@ def candidate_from_mirror(m: Mirror, families: FamilyStates | None = None) -> Ca
     return Candidate(m, source=MirrorSource(m), families=families or {})
 
 
+if TYPE_CHECKING:
+    _Slice = slice[int | None, int | None, int | None]
+
+
+class Pairs(Sequence[tuple[Candidate, MirrorFile | None]]):
+    """The composed selection input of one path: ``(Candidate, MirrorFile)`` pairs, stored as two
+    parallel tuples.
+
+    Why not a tuple of 2-tuples: with tens of mirrors per file, the 2-tuples were most of the
+    view's memory (56 bytes each) and most of its objects, all of them tracked by the cyclic
+    garbage collector; with a million-file repository the LRU keeps replacing entries, and every
+    full collection walked all of them (pauses of 1-2 s, measured).  Two tuples hold the same
+    references in a fifth of the space and two tracked objects; iteration (``zip``, in C)
+    hands out the same pairs, so :func:`~mirrorbits.selection.select_mirrors` and
+    :func:`~mirrorbits.selection.fastpath.plan_file` read it like the tuple it replaces.
+    """
+
+    __slots__ = ("candidates", "files")
+
+    def __init__(self, candidates: tuple[Candidate, ...], files: tuple[MirrorFile | None, ...]) -> None:
+        self.candidates = candidates
+        self.files = files
+
+    def __iter__(self) -> Iterator[tuple[Candidate, MirrorFile | None]]:
+        return zip(self.candidates, self.files)  # noqa: B905 - built with equal lengths
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Candidate, MirrorFile | None]: ...
+
+    @overload
+    def __getitem__(self, index: _Slice) -> Sequence[tuple[Candidate, MirrorFile | None]]: ...
+
+    def __getitem__(self, index: int | _Slice
+                    ) -> tuple[Candidate, MirrorFile | None] | Sequence[tuple[Candidate, MirrorFile | None]]:
+        if isinstance(index, slice):
+            return tuple(zip(self.candidates[index], self.files[index]))  # noqa: B905
+        return self.candidates[index], self.files[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Pairs):
+            return self.candidates == other.candidates and self.files == other.files
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking: compared, never hashed
+
+    def __repr__(self) -> str:
+        return f"Pairs({tuple(self)!r})"
+
+
+#: What selection takes for one file: (mirror, the mirror's copy of the file) pairs.
+SelectionInput = Sequence[tuple[Candidate, MirrorFile | None]]
+
+
 class PathEntry:
     """Everything the view knows about one repository path.
 
-    ``ids`` is None until ``FILEMIRRORS_<path>`` was read; ``mfiles`` maps a member id to its
-    ``FILEINFO`` (None when that hash does not exist); ``pairs`` is the composed selection input,
-    valid while ``gen`` equals the view's mirror generation.
+    ``ids`` is None until ``FILEMIRRORS_<path>`` was read; ``files`` is aligned with ``ids``: each
+    member's ``FILEINFO`` (None when that hash does not exist); ``pairs`` is the composed selection
+    input (a :class:`Pairs` when the view composed it), valid while ``gen`` equals the view's
+    mirror generation.
+
+    Memory: one slotted object and a few tuples per path (no per-mirror dict or tuple): a view at
+    its default capacity holds ~100,000 paths of ~35 mirrors each.
     """
 
-    __slots__ = ("path", "info", "ids", "mfiles", "pairs", "gen", "plans")
+    __slots__ = ("path", "info", "ids", "files", "pairs", "gen", "plans")
 
     def __init__(self, path: str, info: FileInfo | None = None) -> None:
         self.path = path
         self.info = info
         self.ids: tuple[int, ...] | None = None
-        self.mfiles: dict[int, MirrorFile | None] = {}
-        self.pairs: tuple[tuple[Candidate, MirrorFile | None], ...] | None = None
+        self.files: tuple[MirrorFile | None, ...] = ()
+        self.pairs: SelectionInput | None = None
         self.gen = -1
         #: Free for the redirector: what it derived from ``pairs`` (it checks they are the same):
         #: ``(pairs, the config state it planned with, {verdict_index(secure, family): FilePlan})``.
-        self.plans: tuple[tuple[tuple[Candidate, MirrorFile | None], ...], object,
-                          dict[int, FilePlan]] | None = None
+        self.plans: tuple[SelectionInput, object, dict[int, FilePlan]] | None = None
+
+    @property
+    def mfiles(self) -> dict[int, MirrorFile | None]:
+        """Each member id's ``FILEINFO`` (None when that hash does not exist), as a new dict."""
+        return dict(zip(self.ids or (), self.files))  # noqa: B905 - aligned by _apply_path
 
     @property
     def known(self) -> bool:
@@ -377,19 +446,22 @@ class MirrorView:
         if ids is None:
             return False
         mirrors = self._mirrors
-        errors = self._mirror_errors
-        mf = e.mfiles
-        pairs = []
-        for i in ids:
-            c = mirrors.get(i)
-            if c is None:
-                if i in errors:
-                    continue  # mirror hash gone or broken: skipped (Go answers 500 there)
-                return False
-            if i not in mf:
-                return False
-            pairs.append((c, mf[i]))
-        e.pairs = tuple(pairs)
+        cands = [mirrors.get(i) for i in ids]
+        if None in cands:
+            errors = self._mirror_errors
+            kept: list[Candidate] = []
+            files: list[MirrorFile | None] = []
+            for i, c, mf in zip(ids, cands, e.files, strict=True):
+                if c is None:
+                    if i in errors:
+                        continue  # mirror hash gone or broken: skipped (Go answers 500 there)
+                    return False
+                kept.append(c)
+                files.append(mf)
+            e.pairs = Pairs(tuple(kept), tuple(files))
+        else:
+            # The usual case: every member is a known mirror; the files tuple is shared.
+            e.pairs = Pairs(tuple(cands), e.files)  # type: ignore[arg-type]  # no None left
         e.gen = self.gen
         return True
 
@@ -449,11 +521,13 @@ class MirrorView:
     def _mirror_file(self, size: str | None, mod: str | None) -> MirrorFile | None:
         if size is None and mod is None:
             return None  # no FILEINFO hash (see selection: never chosen)
-        # Most mirrors store the same text for a file: parse each distinct text once.
+        # Most mirrors store the same text for a file: parse each distinct text once.  A small
+        # table is enough for that (a path's mirrors are applied together) and keeps the texts it
+        # holds from weighing on a view of a million paths.
         key = (size, mod)
         mf = self._mf_intern.get(key)
         if mf is None:
-            if len(self._mf_intern) > 500_000:
+            if len(self._mf_intern) > MIRROR_FILE_INTERN:
                 self._mf_intern.clear()
             fi = FileInfo.from_redis("", [size, mod])
             mf = self._mf_intern[key] = MirrorFile(fi.size, fi.mod_time_ns)
@@ -466,7 +540,7 @@ class MirrorView:
         info = FileInfo.from_redis(path, [v if v.__class__ is str else None for v in rec[:5]])
         flat = rec[5] if len(rec) > 5 and isinstance(rec[5], list) else []
         ids: list[int] = []
-        mfiles: dict[int, MirrorFile | None] = {}
+        files: list[MirrorFile | None] = []
         for k in range(0, len(flat) - 2, 3):
             try:
                 mirror_id = int(flat[k])
@@ -477,12 +551,16 @@ class MirrorView:
                 continue
             size, mod = flat[k + 1], flat[k + 2]
             ids.append(mirror_id)
-            mfiles[mirror_id] = self._mirror_file(size if size.__class__ is str else None,
-                                                  mod if mod.__class__ is str else None)
+            files.append(self._mirror_file(size if size.__class__ is str else None,
+                                           mod if mod.__class__ is str else None))
+        if len(set(ids)) != len(ids):
+            # A member twice (" 1" and "1"): each occurrence gets the last one's FILEINFO.
+            last = dict(zip(ids, files, strict=True))
+            files = [last[i] for i in ids]
         e = self._entry(path)
         e.info = info
         e.ids = tuple(ids)
-        e.mfiles = mfiles
+        e.files = tuple(files)
         e.pairs = None
         self._paths.set_cost(path, 1 + len(ids))
 

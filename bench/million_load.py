@@ -103,6 +103,36 @@ class Probe(threading.Thread):
         conn.close()
 
 
+def gc_pauses(path: str, since: float) -> list[float]:
+    """Pauses (seconds) of the daemon's full collections logged after ``since`` (Unix time)."""
+    try:
+        with open(path) as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return []
+    return [float(r[1]) for r in rows if len(r) == 3 and float(r[0]) >= since]
+
+
+class ExternalRedis:
+    """A redis-server this script did not start (``--redis``): used, never stopped."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        host, port = address.rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.proc = None
+        pid = self.client(decode=False).info("server")["process_id"]
+        self.pid = int(pid)
+
+    def client(self, decode: bool = True) -> object:
+        import redis as redis_py
+
+        return redis_py.Redis(host=self.host, port=self.port, decode_responses=decode, socket_timeout=60)
+
+    def cleanup(self) -> None:
+        pass
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -122,6 +152,8 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=3000, help="paths kept for the miss probe")
     ap.add_argument("--probe-interval", type=float, default=0.02)
     ap.add_argument("--capacity", type=int, default=0, help="the view's capacity (0: the default)")
+    ap.add_argument("--redis", help="host:port of a redis-server already serving the world "
+                    "(`bench/million.py --out DIR --serve`): saves reloading the RDB for each run")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -141,8 +173,8 @@ def main() -> None:
     os.symlink(os.path.join(args.world, "ips.txt"), os.path.join(wrk_dir, "ips.txt"))
 
     t0 = time.monotonic()
-    redis = million.serve(args.world)
-    print(f"redis-server: world.rdb loaded in {time.monotonic() - t0:.0f} s; "
+    redis = ExternalRedis(args.redis) if args.redis else million.serve(args.world)
+    print(f"redis-server: {'running' if args.redis else 'world.rdb loaded'} in {time.monotonic() - t0:.0f} s; "
           f"{million.memory(redis.client(decode=False))}", flush=True)
     daemon = None
     try:
@@ -154,7 +186,18 @@ def main() -> None:
         if args.capacity:
             env["MIRRORBITS_BENCH_VIEW_CAPACITY"] = str(args.capacity)
         log = open(os.path.join(tmp, "daemon.log"), "w")
-        code = ("import sys, os\n"
+        gc_log = os.path.join(tmp, "gc.log")
+        env["MIRRORBITS_BENCH_GC_LOG"] = gc_log
+        code = ("import sys, os, gc, time\n"
+                # Every full (generation 2) collection of the daemon: its pause, one line each.
+                "_gc_log = open(os.environ['MIRRORBITS_BENCH_GC_LOG'], 'a', buffering=1)\n"
+                "_gc_t = [0.0]\n"
+                "def _gc_cb(phase, info):\n"
+                "    if info['generation'] == 2:\n"
+                "        if phase == 'start': _gc_t[0] = time.perf_counter()\n"
+                "        else: _gc_log.write(f'{time.time():.3f} {time.perf_counter() - _gc_t[0]:.4f} '\n"
+                "                            f'{info[\"collected\"]}\\n')\n"
+                "gc.callbacks.append(_gc_cb)\n"
                 "cap = os.environ.get('MIRRORBITS_BENCH_VIEW_CAPACITY')\n"
                 "if cap:\n"
                 "    import mirrorbits.cache as c; c.DEFAULT_CAPACITY = int(cap)\n"
@@ -186,10 +229,12 @@ def main() -> None:
             os.environ["DELAY_MS"] = str(max(1, round(1000 * args.connections / args.rate)))
         for run in range(args.runs):
             before = view_counts(scrape(metrics_port))
+            gc_mark = time.time()
             probe = Probe(port, held_paths, ips, args.probe_interval)
             probe.start()
             res = redirector.run_wrk(port, wrk_dir, args.duration, args.threads, args.connections,
-                                     pids, redis.proc.pid if redis.proc is not None else None)
+                                     pids, redis.proc.pid if redis.proc is not None
+                                     else getattr(redis, "pid", None))
             probe.stop.set()
             probe.join(30)
             m = scrape(metrics_port)
@@ -205,6 +250,9 @@ def main() -> None:
                   f"miss probe: {len(lat)} requests {probe.codes}, p50 {1000 * pct(lat, 0.5):.1f} ms, "
                   f"p99 {1000 * pct(lat, 0.99):.1f} ms, max {1000 * max(lat, default=0):.1f} ms, "
                   f"mean {1000 * (statistics.mean(lat) if lat else 0):.1f} ms", flush=True)
+            pauses = gc_pauses(gc_log, gc_mark)
+            print(f"  full GC collections during the run: {len(pauses)}, longest "
+                  f"{1000 * max(pauses, default=0):.0f} ms, total {1000 * sum(pauses):.0f} ms", flush=True)
         print(f"redis: {million.memory(redis.client(decode=False))}", flush=True)
     finally:
         if daemon is not None:

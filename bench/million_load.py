@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=0, help="the view's capacity (0: the default)")
     ap.add_argument("--redis", help="host:port of a redis-server already serving the world "
                     "(`bench/million.py --out DIR --serve`): saves reloading the RDB for each run")
+    ap.add_argument("--gc-threshold", help="(experiments) gc.set_threshold for the daemon, e.g. 700,10,10")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -183,6 +184,8 @@ def main() -> None:
         with open(conf, "a") as f:
             f.write(f"MetricsListenAddress: 127.0.0.1:{metrics_port}\n")
         env = dict(os.environ, PYTHONPATH=ROOT)
+        if args.gc_threshold:
+            env["MIRRORBITS_BENCH_GC_THRESHOLD"] = args.gc_threshold
         if args.capacity:
             env["MIRRORBITS_BENCH_VIEW_CAPACITY"] = str(args.capacity)
         log = open(os.path.join(tmp, "daemon.log"), "w")
@@ -198,6 +201,8 @@ def main() -> None:
                 "        else: _gc_log.write(f'{time.time():.3f} {time.perf_counter() - _gc_t[0]:.4f} '\n"
                 "                            f'{info[\"collected\"]}\\n')\n"
                 "gc.callbacks.append(_gc_cb)\n"
+                "_thr = os.environ.get('MIRRORBITS_BENCH_GC_THRESHOLD')\n"
+                "if _thr: gc.set_threshold(*map(int, _thr.split(',')))\n"
                 "cap = os.environ.get('MIRRORBITS_BENCH_VIEW_CAPACITY')\n"
                 "if cap:\n"
                 "    import mirrorbits.cache as c; c.DEFAULT_CAPACITY = int(cap)\n"

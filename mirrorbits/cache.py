@@ -4,9 +4,12 @@ Why: the Go original keeps four small LRU caches and, on a miss, pays ~60 Redis 
 request.  Here one process keeps a compact view of what the hot path needs:
 
 * per path a :class:`PathEntry` with the local :class:`~mirrorbits.model.FileInfo`, the member ids
-  of ``FILEMIRRORS_<path>``, each mirror's ``FILEINFO`` as a shared :class:`selection.MirrorFile`,
-  and the ``(Candidate, MirrorFile)`` pairs that :func:`selection.select_mirrors` takes, composed
-  once and reused until something they depend on changes;
+  of ``FILEMIRRORS_<path>`` and, in a parallel tuple, each member's ``FILEINFO`` as a shared
+  :class:`selection.MirrorFile`, and the ``(Candidate, MirrorFile)`` pairs that
+  :func:`selection.select_mirrors` takes (:class:`Pairs`: two tuples, not one 2-tuple per mirror),
+  composed once and reused until something they depend on changes.  A few objects per path, not
+  per (path, mirror): at the default capacity and ~35 mirrors per file the view holds ~115,000
+  paths (a million-file repository: ``bench/million_load.py``);
 * per mirror one :class:`selection.Candidate`, built (with all its per-mirror derivations) once per
   mirror load, carrying the parsed :class:`~mirrorbits.model.Mirror` for the JSON renderer.
 

@@ -28,7 +28,6 @@ import argparse
 import http.client
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -261,11 +260,7 @@ def main() -> None:
         print(f"redis: {million.memory(redis.client(decode=False))}", flush=True)
     finally:
         if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+            redirector.stop_daemon(daemon, 30)
         redis.cleanup()
         if args.keep:
             print("kept", tmp)

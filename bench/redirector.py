@@ -92,6 +92,15 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def stop_daemon(daemon: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(grace)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -434,11 +443,7 @@ def bench_tree(args: argparse.Namespace, tmp: str, tree: str, label: str) -> lis
             results.append(res)
     finally:
         if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(15)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+            stop_daemon(daemon, 15)
         redis.cleanup()
     return results
 

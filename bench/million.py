@@ -1,16 +1,23 @@
 """Build a million-file Mirrorbits world straight into Redis, in the Go layout, in minutes.
 
 What ``world.py`` writes for 5,000 files, at the scale of a large distribution: 1,000,000 files
-(``FILE_*``, ``FILES``), 100 mirrors (``MIRROR_*``, ``MIRRORS``), 30 of them partial; for every file
-a mirror carries ``FILEINFO_<id>_<path>``, the member in ``FILEMIRRORS_<path>`` and in the mirror's
-``MIRRORFILES_<id>`` and ``HANDLEDFILES_<id>`` (what a Go scan leaves behind); the repository tree
-of empty files the daemon ``lstat``s before every redirect; the Zipf-ranked path list and the
-client IP list ``load.lua`` reads.
+(``FILE_*``, ``FILES``), 100 mirrors (``MIRROR_*``, ``MIRRORS``, ``LAST_MID``), 30 of them partial
+(each carries a random 20-90% of the files); for every file a mirror carries
+``FILEINFO_<id>_<path>`` and the member in ``FILEMIRRORS_<path>`` (with ``--indexes`` also in the
+mirror's ``MIRRORFILES_<id>`` and ``HANDLEDFILES_<id>``, what a Go scan leaves behind; no redirect
+reads them); the repository tree of empty files the daemon ``lstat``s before every redirect; the
+Zipf-ranked path list and the client IP list ``load.lua`` reads.
 
-Why a Lua script instead of one command per key: with 70 full mirrors the world has ~85 million
-(file, mirror) records.  Python composing 250 million commands would take most of an hour; here
-Python sends each path once (with its size and which partial mirrors carry it) and one script call
-per batch expands it into every key inside Redis, which costs Redis ~1-2 us per write.
+Memory decides the rest.  The issue's world, 70 complete mirrors, is ~87 million (file, mirror)
+records: ~33 GB of Redis 6.2 (libc malloc) with the scan-side sets, ~18 GB without (385 and 212
+bytes per record, measured on 100,000 files), beyond the ~10 GiB a shared 24 GiB machine can give.
+So by default each of the 70 other mirrors carries one of the four top-level trees completely
+(``--full-trees 4``: the issue's world), 34.6 mirrors per file on average: 7.6 GB of Redis.
+
+Why a Lua script instead of one command per key: tens of millions of records.  Python composing
+one command per key would take most of an hour; here Python sends each path once (with its size,
+its tree and which partial mirrors carry it) and one script call per batch expands it into every key
+inside Redis, which costs Redis ~1-2 us per write (~4 minutes for the million files).
 
     python bench/million.py --out /work/million                 # build (once): world.rdb, repo/, *.txt
     python bench/million.py --out /tmp/m100k --files 100000     # a tenth, to size Redis' memory first

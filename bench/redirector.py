@@ -33,7 +33,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+if sys.argv[1:2] != ["--serve"]:  # --standalone's server runs the code of the tree in its PYTHONPATH
+    sys.path.insert(0, ROOT)
 
 sys.path.insert(0, HERE)
 import world  # noqa: E402

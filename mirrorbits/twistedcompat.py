@@ -30,16 +30,28 @@ idle timeout, suspended while a request is answered), the name-mangled ``__first
 next line is a request line), and ``LineReceiver._buffer``/``_busyReceiving`` (bytes of a line not
 yet parsed; a ``dataReceived`` already running).  Header names are canonicalised by
 ``http_headers._nameEncoder``, the one ``Headers`` itself uses (a bounded cache).
+
+:func:`write_through` sends a whole answer at once when the TCP transport has nothing queued:
+``FileDescriptor.write`` only queues (``_tempDataBuffer``) and registers the socket for writing, so
+every answer costs a registration, one more reactor iteration (``doWrite``) and a deregistration
+— two ``epoll_ctl`` calls and a loop turn per request.  It reads ``tcp.Connection``'s
+``dataBuffer``/``_tempDataLen`` (nothing queued), ``connected``, ``disconnecting`` and
+``_writeDisconnecting``/``_writeDisconnected`` (what ``write`` itself checks), and calls its
+``writeSomeData`` (one ``send``, EAGAIN as 0); ``policies.ProtocolWrapper.transport`` (the
+connection tracker's wrapper) leads to the connection.
 """
 
 from __future__ import annotations
 
+from twisted.internet import tcp
+from twisted.internet.interfaces import ITransport
+from twisted.protocols import policies
 from twisted.web import http_headers
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
 __all__ = ["RefusalHookChannel", "begin_request", "between_requests", "canonical_header_name",
-           "header_table", "suspend_idle_timeout", "systemd_inherited_fds"]
+           "header_table", "suspend_idle_timeout", "systemd_inherited_fds", "write_through"]
 
 
 def header_table(headers: Headers) -> dict[bytes, list[bytes]]:
@@ -83,6 +95,22 @@ def suspend_idle_timeout(channel: HTTPChannel) -> None:
     it: suspending and restoring would cancel and re-arm a timer on every request.)"""
     if channel.timeOut:
         channel._savedTimeOut = channel.setTimeout(None)
+
+
+def write_through(transport: ITransport, data: bytes) -> None:
+    """``transport.write(data)``, but sent at once (one ``send``) when ``transport`` is a TCP
+    connection (possibly behind a ``ProtocolWrapper``) with nothing queued; what the kernel does
+    not take, and everything on any other transport, goes through ``write`` as usual."""
+    inner = transport.transport if isinstance(transport, policies.ProtocolWrapper) else transport
+    if (isinstance(inner, tcp.Connection) and inner.connected and not inner.disconnecting
+            and not inner._writeDisconnecting and not inner._writeDisconnected
+            and not inner.dataBuffer and not inner._tempDataLen):
+        sent = inner.writeSomeData(data)
+        if isinstance(sent, int):  # otherwise the connection is lost: write() lets doWrite see it
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
 
 
 def systemd_inherited_fds() -> list[tuple[int, str]]:

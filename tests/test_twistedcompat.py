@@ -15,9 +15,11 @@ import subprocess
 import sys
 
 import pytest
+from twisted.internet import protocol, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.protocols import policies
 from twisted.web import http, resource, server
 from twisted.web.http_headers import Headers
 
@@ -29,6 +31,7 @@ from mirrorbits.twistedcompat import (
     canonical_header_name,
     header_table,
     suspend_idle_timeout,
+    write_through,
 )
 from mirrorbits.web.site import (
     BAD_REQUEST,
@@ -369,3 +372,37 @@ def test_begin_request_then_suspend_stops_the_idle_timeout_until_request_done() 
     assert not channel._handlingRequest and channel.line_mode
     clock.advance(10)
     assert transport.disconnecting
+
+
+def test_write_through_sends_at_once_only_when_nothing_is_queued() -> None:
+    """``tcp.Connection``: nothing queued (``dataBuffer``, ``_tempDataLen``) -> one ``writeSomeData``
+    (``send``), no writer registered; anything queued, or a closing connection -> ``write``, in
+    order; a ``ProtocolWrapper`` leads to its connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    peer = socket.create_connection(listener.getsockname(), timeout=5)
+    sock, address = listener.accept()
+    sock.setblocking(False)
+    reactor = MemoryReactor()
+    try:
+        server = tcp.Server(sock, protocol.Protocol(), address, None, 1, reactor)  # type: ignore[arg-type]
+        write_through(server, b"at once")
+        assert peer.recv(100) == b"at once"
+        assert not reactor.writers and not server._tempDataLen
+        wrapper = policies.ProtocolWrapper(policies.WrappingFactory(protocol.Factory()), protocol.Protocol())
+        wrapper.makeConnection(server)
+        write_through(wrapper, b"wrapped")
+        assert peer.recv(100) == b"wrapped"
+        server.write(b"queued ")
+        write_through(server, b"after it")
+        assert server in reactor.writers and server._tempDataLen == len(b"queued after it")
+        server.doWrite()
+        assert peer.recv(100) == b"queued after it"
+        server.loseConnection()
+        write_through(server, b"closing")  # queued by write(), as twisted would
+        assert server._tempDataLen == len(b"closing")
+    finally:
+        peer.close()
+        sock.close()
+        listener.close()

@@ -15,7 +15,9 @@ Only public twisted.web API is used, so a new Twisted release cannot break servi
   of a silent close; an oversize header block goes through :mod:`mirrorbits.twistedcompat`);
 * :class:`LeanRequest` overrides ``process``, the method twisted.web documents for subclasses: for
   a leaf root resource that returns its whole body at once (the redirector) it writes status line,
-  headers and body in one transport write and ends with the public ``finish``.  Anything else (a
+  headers and body in one transport write (sent at once when nothing is queued:
+  :func:`mirrorbits.twistedcompat.write_through`) and ends with the public ``finish``.  Anything
+  else (a
   non-leaf root, ``NOT_DONE_YET``, an unusual response: cookies, ETag, ``lastModified``) takes
   twisted's own ``render``/``write``/``finish`` path unchanged.
 """
@@ -40,7 +42,7 @@ from twisted.python import failure
 from twisted.web import http, pages, resource, server
 
 from mirrorbits import VERSION
-from mirrorbits.twistedcompat import RefusalHookChannel, header_table
+from mirrorbits.twistedcompat import RefusalHookChannel, header_table, write_through
 from mirrorbits.web.leanhttp import WholeHeadChannel
 from mirrorbits.web.render import plain_error
 
@@ -410,7 +412,7 @@ class LeanRequest(server.Request):
         self.startedWriting = 1  # ``finish`` then writes nothing more (never chunked: see above)
         transport = self.channel.transport
         assert transport is not None
-        transport.write(b"".join(parts))
+        write_through(transport, b"".join(parts))
         self.finish()
 
 

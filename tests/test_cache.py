@@ -183,7 +183,11 @@ class ViewCases(ViewTestCase):
             self.r.sadd(schema.file_mirrors_key(PATH), "3")
             self.r.hset(schema.file_info_key(3, PATH), mapping={"size": "44000", "modTime": MODTIME})
             self.r.publish(schema.CHANNEL_MIRROR_FILE_UPDATE, f"3 {PATH}")
-            await self.wait_for(lambda: 3 in (self.view.peek(PATH).ids or ()))
+            # The refresh applies the path's members first, then fetches the mirror it did not know
+            # (a second round trip): until that reply the entry cannot be composed and a lookup
+            # misses (a request would load it from Redis). Wait for the refresh to be whole.
+            await self.wait_for(lambda: self.view.get_mirror(3) is not None)
+            self.assertIn(3, self.view.peek(PATH).ids)
             e = self.view.lookup(PATH)
             self.assertIsNotNone(e)
             self.assertIsNot(e.pairs, old_pairs)
@@ -196,10 +200,15 @@ class ViewCases(ViewTestCase):
             self.assertGreater(self.view.gen, gen)
             # An unchanged record (a health check) keeps the candidate object and the generation.
             cand, gen = self.view.get_mirror(2), self.view.gen
+            refreshes = self.view.stats["refreshes"]
             self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "2")
             self.r.publish(schema.CHANNEL_MIRROR_FILE_UPDATE, "no-space")  # Go crashes; a no-op
             self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "x")
-            await task.deferLater(reactor, 0.2, lambda: None)
+            # Not a pause (on a loaded machine the refresh could come after it, and the assertions
+            # below would hold vacuously): wait for the refresh to be sent, then for a PING sent
+            # after it on the same connection, whose reply comes after the refresh's own.
+            await self.wait_for(lambda: self.view.stats["refreshes"] > refreshes)
+            self.assertEqual(await self.client.execute("PING"), "PONG")
             self.assertIs(self.view.get_mirror(2), cand)
             self.assertEqual(self.view.gen, gen)
             # A removed mirror (empty hash) disappears from the pairs.

@@ -42,7 +42,7 @@ from mirrorbits.config import load_config
 from mirrorbits.redis.embedded import find_redis_server
 from tests.fixtures.redis import RedisServer, redis_server_binary
 from tests.fixtures.servers import free_port, wait_for_port
-from tests.lifecycle.helpers import FILE, Daemon, go_style, seed_world
+from tests.lifecycle.helpers import FILE, READY, Daemon, go_style, seed_world
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "production.md"
@@ -375,6 +375,9 @@ def test_daemon_finds_its_master_through_the_sentinels(sentinel: RunningSentinel
     daemon = Daemon(go_style(conf, tmp_path / "mirrorbits.pid"), tmp_path)
     try:
         daemon.wait_log(f"Connected to redis master 127.0.0.1:{sentinel.master.port}", timeout=30)
+        # Ready, not merely listening: the view is warmed once the schema check has passed. A
+        # request that comes earlier is answered from the fallbacks, which is not what this is about.
+        daemon.wait_log(READY, timeout=30)
         wait_for_port("127.0.0.1", port)
         assert served_from(ask(port)) == (["m1"], {})
     finally:

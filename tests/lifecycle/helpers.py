@@ -32,6 +32,10 @@ FILE = "/testy.tgz"
 MIRROR_URL = "http://example.mirror/"
 REDIRECT_TO = "http://example.mirror/testy.tgz"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+#: Logged once the schema check has passed and the view is warm: the daemon answers from its data
+#: (earlier it answers from the fallbacks), well after the reactor runs and the signal handlers are
+#: in place (under twistd a signal sent earlier would meet the default action).
+READY = "Cache warmed"
 
 
 def seed_world(r: Any) -> None:

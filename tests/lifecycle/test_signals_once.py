@@ -21,14 +21,11 @@ import pytest
 from tests.fixtures import processes
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.servers import free_port, wait_for_port
-from tests.lifecycle.helpers import ROOT, TWISTD, Daemon, go_style, write_config
+from tests.lifecycle.helpers import READY, ROOT, TWISTD, Daemon, go_style, write_config
 
 GEOIP_DATA = Path(__file__).resolve().parents[1] / "data" / "geoip"
 GEOIP_RELOAD = "Reloading the GeoIP databases"
 LOG_REOPEN = "Re-opening the download log"
-#: Logged once the view is warm, well after the reactor runs and the signal handlers are in place
-#: (under twistd a signal sent earlier would meet the default action).
-READY = "Cache warmed"
 
 
 def world(tmp_path: Path, redis: RedisServer, port: int, workers: int) -> Path:

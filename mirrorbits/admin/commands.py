@@ -34,7 +34,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 import twisted
-from mirrorbits import VERSION
+from mirrorbits import VERSION, faults
 from mirrorbits.admin.formatting import VersionInfo, mirror_yaml, stats_key_coverage, yaml_diff
 from mirrorbits.admin.interface import (
     PROTOCOL_ALL,
@@ -527,6 +527,7 @@ class AdminCommands(AdminAPI):
             except AdminError as e:
                 raise AdminError(f"failed creating a new id: {e.message}", e.code) from None
             mirror = replace(mirror, id=mirror_id)
+            faults.point("admin.save.id")
         mirror = mirror.normalized()
         hmset: list[str] = ["HMSET", schema.mirror_key(mirror.id)]
         for k, v in mirror.config_fields_to_redis():
@@ -537,7 +538,9 @@ class AdminCommands(AdminAPI):
             raise
         except Exception as e:
             raise AdminError(f"couldn't save the mirror configuration: {e}") from None
+        faults.point("admin.save.written")
         await self._publish_mirror(mirror.id)
+        faults.point("admin.save.published")
         await self._log(mirror.id, LOG_ADDED if new else LOG_EDITED)
         return mirror
 
@@ -644,6 +647,7 @@ class AdminCommands(AdminAPI):
         except AdminError as e:
             if e.message != "mirror not found":
                 raise AdminError(f"unable to disable the mirror: {e.message}", e.code) from None
+        faults.point("admin.remove.disabled")
         try:
             files = _strings(await self._exec("SMEMBERS", schema.mirror_files_key(mirror_id)))
         except AdminError as e:
@@ -664,6 +668,7 @@ class AdminCommands(AdminAPI):
             raise AdminError(f"operation failed: {e.message}", e.code) from None
         except Exception as e:
             raise AdminError(f"operation failed: {e}") from None
+        faults.point("admin.remove.written")
         await self._publish_mirror(mirror_id)
 
     # -- daemon operations ------------------------------------------------------------------------

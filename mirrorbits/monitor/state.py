@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mirrorbits import faults
 from mirrorbits.ipfamily import health_fields
 from mirrorbits.mirrorlog import append_log
 from mirrorbits.model import (
@@ -106,6 +107,7 @@ async def set_mirror_state(redis: RedisClient, mirror_id: int, proto: int, up: b
     stamp = int(time.time()) if now is None else now
     reply = as_list(await redis.execute("EVAL", _SET_STATE, "1", schema.mirror_key(mirror_id),
                                         up_field, reason_field, "1" if up else "0", reason, str(stamp)))
+    faults.point("health.state_written")
     exists = str(reply[0]) == "1"
     if not exists:
         return StateChange(False, False, False)
@@ -115,6 +117,7 @@ async def set_mirror_state(redis: RedisClient, mirror_id: int, proto: int, up: b
     if changed or reason_changed:
         await redis.publish(schema.CHANNEL_MIRROR_UPDATE, str(mirror_id))
         published = True
+        faults.point("health.published")
     if changed:
         await append_log(redis, mirror_id, LOG_STATE_CHANGED, Proto=proto, Up=up, Reason=reason)
     return StateChange(True, changed, published)

@@ -19,6 +19,7 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mirrorbits import faults
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError
 
@@ -172,6 +173,7 @@ class ClusterLock:
         reply = await self.client.execute("SET", self.key, "1", "NX", "EX", str(self.TTL))
         if reply is None:
             return False
+        faults.point("cluster_lock.acquired")
         self.acquired = True
         self._loop = task.LoopingCall(self._renew)
         self._loop.clock = self.clock

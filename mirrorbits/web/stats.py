@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from mirrorbits import faults
 from mirrorbits.config import Config
 from mirrorbits.gocompat import redis_version_number
 from mirrorbits.reactor import default_reactor
@@ -323,9 +324,11 @@ class DownloadStats(Service):
         if args is None:
             return True
         started = perf_counter()
+        faults.point("stats.flush.before")
         try:
             reply = await self.redis.execute(*args)
             FLUSH_DURATION.observe(perf_counter() - started)
+            faults.point("stats.flush.after")
         except Exception as e:
             FLUSH_FAILURES.inc()
             # Kept for the next tick.  (A connection lost after EXEC was sent but before its reply

@@ -84,7 +84,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from mirrorbits import gocompat
+from mirrorbits import faults, gocompat
 from mirrorbits.config import Config
 from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
@@ -541,8 +541,12 @@ return cjson.encode(out)
 """
 
 #: For every (path, size, modTime, sha1, sha256, md5) packed in ARGV[3] whose stored record is not
-#: already exactly that: ``HMSET <ARGV[1]><path> size .. modTime .. sha1 .. sha256 .. md5 ..`` then
-#: ``PUBLISH <ARGV[2]> <path>``; returns how many were written.  The check is repeated here, under
+#: already exactly that: ``HMSET <ARGV[1]><path> size .. modTime .. sha1 .. sha256 .. md5 ..``,
+#: ``SADD KEYS[1] <path>`` (``FILES``) then ``PUBLISH <ARGV[2]> <path>``; returns how many were
+#: written.  The ``SADD`` (a no-op for a path already listed; the final ``RENAME`` of ``FILES_TMP``
+#: lists it anyway) keeps every ``FILE_*`` record in ``FILES`` at every instant: a process killed
+#: after writing a new file's record and before the ``RENAME`` must not leave a record that no
+#: scan would ever remove (scans remove what ``FILES`` lists and the repository no longer has).  The check is repeated here, under
 #: the lock, because the records were compared before it: when two nodes scan at once, the second
 #: to commit finds the first one's identical records and neither rewrites nor republishes them
 #: (each publish empties a file's entry in every node's cache).
@@ -555,6 +559,7 @@ while path do
   local cur = redis.call('HMGET', key, 'size', 'modTime', 'sha1', 'sha256', 'md5')
   if cur[1] ~= size or cur[2] ~= mt or cur[3] ~= s1 or cur[4] ~= s256 or cur[5] ~= m5 then
     redis.call('HMSET', key, 'size', size, 'modTime', mt, 'sha1', s1, 'sha256', s256, 'md5', m5)
+    redis.call('SADD', KEYS[1], path)
     redis.call('PUBLISH', ARGV[2], path)
     count = count + 1
   end
@@ -986,8 +991,10 @@ class LocalScanner:
                 pending.append(defer.Deferred.fromCoroutine(self.client.execute(*cmd)))
                 if len(pending) >= IN_FLIGHT:
                     replies.append(await pending.popleft())
+                    faults.point("local_commit.batch")
             while pending:
                 replies.append(await pending.popleft())
+                faults.point("local_commit.batch")
         except BaseException:
             await defer.DeferredList(list(pending), consumeErrors=True)
             raise
@@ -1011,7 +1018,7 @@ class LocalScanner:
         #    rewritten (Go rewrites all of them; see the module docstring).
         channel = schema.CHANNEL_FILE_UPDATE
         written = sum(as_int(r) for r in await self._run_bounded(
-            (("EVAL", WRITE_SCRIPT, "0", FILE_PREFIX, channel, b"".join(chunk))
+            (("EVAL", WRITE_SCRIPT, "1", schema.FILES, FILE_PREFIX, channel, b"".join(chunk))
              for chunk in _chunks(changed, n)), check))
         #    Piece hashes (torrents on), one whole record per file, in the same bounded batches.
         await self._run_bounded((("EVAL", PIECES_SCRIPT, "0", PIECES_PREFIX, b"".join(chunk))
@@ -1036,6 +1043,7 @@ class LocalScanner:
                 cmds.append(("DEL", FILE_PREFIX.encode() + path, PIECES_PREFIX.encode() + path))
                 cmds.append(("PUBLISH", channel, path))
             self._raise_errors(await self.client.transaction(cmds))
+            faults.point("local_commit.removed")
         # 4. Swap FILES in.  With 0 files FILES_TMP does not exist: empty FILES instead (Go's
         #    RENAME fails there and leaves FILES stale).
         check()
@@ -1044,6 +1052,7 @@ class LocalScanner:
         else:
             final = [(unlink, schema.FILES)]
         self._raise_errors(await self.client.transaction(final))
+        faults.point("local_commit.swapped")
         return len(gone), written
 
     @staticmethod

@@ -37,6 +37,7 @@ from mirrorbits.reactor import IDaemonReactor, default_reactor
 from mirrorbits.redis import schema
 from mirrorbits.redis.connection import RedisClient, RedisUnavailable, ResponseError, Subscription
 from mirrorbits.redis.replies import as_str
+from mirrorbits.scan.commit import commit_marker_key, finish_interrupted_commit
 from mirrorbits.scan.mirror import MirrorScanner, ScanJobResult
 
 log = Logger(namespace="mirrorbits.monitor")
@@ -51,6 +52,8 @@ LOAD_RETRY = 0.5
 #: nodes (they announce every second).  Go schedules at once, as a one-node cluster, so for a second
 #: every starting Go node checks every mirror.
 CLUSTER_SETTLE = 1.5
+#: Retry delay of the start-up roll-forward of an interrupted commit whose mirror's lock is held.
+COMMIT_RETRY = 2.0
 
 
 @dataclass(slots=True)
@@ -156,6 +159,7 @@ class Monitor:
                 await self._sleep(LOAD_RETRY)
         if not self.running:
             return
+        self._spawn(self._finish_interrupted_commits())
         self.cluster.start()
         if self.cluster_settle > 0:
             await self._sleep(self.cluster_settle)
@@ -295,6 +299,26 @@ class Monitor:
 
         d.addBoth(done)
         return d
+
+    async def _finish_interrupted_commits(self) -> None:
+        """Roll forward the mirror scan commits a killed process left half done
+        (:mod:`mirrorbits.scan.commit`), every node trying each under the mirror's scan lock."""
+        ids = sorted(self.mirrors)
+        if not ids:
+            return
+        replies = await self.redis.pipeline([("EXISTS", commit_marker_key(i)) for i in ids])
+        todo = {i: self.mirrors[i].mirror.name for i, r in zip(ids, replies, strict=True) if r == 1}
+        while todo and self.running:
+            for mirror_id, name in list(todo.items()):
+                try:
+                    if await finish_interrupted_commit(self.redis, mirror_id, name):
+                        del todo[mirror_id]
+                except (RedisUnavailable, ResponseError) as e:
+                    log.warn("[{name}] finishing an interrupted commit failed, retrying: {err}",
+                             name=name, err=e)
+            if todo and self.running:
+                # A dead holder's SCANNING_<id> expires within 10 s.
+                await task.deferLater(self.reactor, COMMIT_RETRY, lambda: None)
 
     # -- scheduling ----------------------------------------------------------------------------
 

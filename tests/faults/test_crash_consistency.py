@@ -137,6 +137,13 @@ def clear_dead_locks(world: World) -> None:
             r.delete(k)
 
 
+def brief(what: str, keys: list[str]) -> list[str]:
+    """One violation line for a list of keys (the first few named)."""
+    if not keys:
+        return []
+    return [f"{what}: {len(keys)} ({', '.join(sorted(keys)[:3])}{', ...' if len(keys) > 3 else ''})"]
+
+
 def run_kill(world: World, s: Scenario, point: str, n: int, kill_redis: bool) -> Outcome:
     spec = f"{point}:{n}"
     world.restore_base()
@@ -160,8 +167,8 @@ def run_kill(world: World, s: Scenario, point: str, n: int, kill_redis: bool) ->
         world.restart_redis()
         outcome.redis_killed = True
     # What must hold at every instant, the kill included.
-    v += [f"after the kill: temporary key without TTL: {k}" for k in world.temporary_keys_without_ttl()]
-    v += [f"after the kill: FILE_ record outside FILES: {k}" for k in world.orphan_records()]
+    v += brief("after the kill: temporary keys without TTL", world.temporary_keys_without_ttl())
+    v += brief("after the kill: FILE_ records outside FILES", world.orphan_records())
     outcome.notes["total_after_kill"] = world.stats_total()
     clear_dead_locks(world)
     again = world.start(repo=repo, monitor=s.monitor)
@@ -175,7 +182,8 @@ def run_kill(world: World, s: Scenario, point: str, n: int, kill_redis: bool) ->
         if files != set(expected) or records != expected:
             v.append(f"after recovery: FILES ({len(files)}) / FILE_* ({len(records)}) are not the "
                      f"repository ({len(expected)})")
-        v += [f"after recovery: temporary key without TTL: {k}" for k in world.temporary_keys_without_ttl()]
+        v += brief("after recovery: temporary keys without TTL", world.temporary_keys_without_ttl())
+        v += brief("after recovery: FILE_ records outside FILES", world.orphan_records())
         if world.client().exists(schema.FILES_TMP):
             v.append("after recovery: FILES_TMP left behind")
         v += [f"after recovery: {p}" for p in world.mirror_index_problems(s.listings(outcome))]
@@ -250,7 +258,10 @@ def mirror_scenario(name: str, mirror_id: int) -> Scenario:
             return r.hget(schema.mirror_key(mirror_id), "lastSync") not in (None, "0") \
                 and not r.exists(commit_marker_key(mirror_id), schema.scanning_key(mirror_id))
 
-        wait_until(settled, 40, f"mirror {mirror_id}'s commit to be finished or dropped")
+        try:
+            wait_until(settled, 30, f"mirror {mirror_id}'s commit to be finished or dropped")
+        except AssertionError as e:
+            o.violations.append(str(e))
 
     def listings(o: Outcome) -> dict[int, list[dict[str, int]]]:
         decided = o.point.startswith(DECIDED)

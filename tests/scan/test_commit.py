@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 
+from mirrorbits import faults
 from mirrorbits.model import LOG_ERROR, LOG_SCAN_COMPLETED, LOG_SCAN_STARTED, SCANNER_FTP, SCANNER_RSYNC
 from mirrorbits.redis import schema
 from mirrorbits.scan.commit import (
     ERR_NO_FILES,
     MirrorScanTransaction,
     ScanInProgress,
+    commit_marker_key,
+    finish_interrupted_commit,
     handled_tmp_key,
     staging_key,
 )
@@ -219,3 +222,113 @@ class UnchangedRescanTests(RedisTestCase):
         self.assertEqual(r.hget(schema.file_info_key(3, "/d/1"), "modTime"), "2019-03-04 12:34:57 +0000 UTC")
         self.assertEqual(r.smembers(schema.file_mirrors_key("/d/5")), {"3"})
         self.assertFalse(r.exists(schema.file_info_key(3, "/d/9")))
+
+
+class Interrupted(BaseException):
+    """Stands for the SIGKILL: raised at a fault point, it stops the commit where it is (no
+    ``fail``, no lock release, as a dead process would not)."""
+
+
+class RollForwardTests(RedisTestCase):
+    """A commit stopped between its phases is finished by the next holder of the lock, from the
+    staging list, into exactly what an uninterrupted commit writes."""
+
+    OLD = [listed(f"/f/{i}", 10 + i) for i in range(12)]
+    NEW = [listed(f"/f/{i}", 20 + i) for i in range(4, 16)]
+
+    def index(self) -> tuple[set[str], dict[str, dict[str, str]], set[str], set[str]]:
+        r = self.r
+        infos = {k[len("FILEINFO_3_"):]: r.hgetall(k) for k in r.keys("FILEINFO_3_*")}
+        owners = {k[len("FILEMIRRORS_"):] for k in r.keys("FILEMIRRORS_*") if "3" in r.smembers(k)}
+        return set(r.smembers(schema.mirror_files_key(3))), infos, owners, \
+            set(r.smembers(schema.handled_files_key(3)))
+
+    async def scan(self, files: list[ListedFile], stop_at: str | None = None) -> None:
+        tx = MirrorScanTransaction(self.client, 3, "m3", batch=4)
+        await tx.begin(SCANNER_FTP)
+        for f in files:
+            d = tx.add(f)
+            if d is not None:
+                await d
+        if stop_at is None:
+            await tx.complete(await tx.commit(SCANNER_FTP, 10**9))
+            return
+        seen = 0
+
+        def stop(name: str) -> None:
+            nonlocal seen
+            if name == stop_at.split(":")[0]:
+                seen += 1
+                if seen == int(stop_at.split(":")[1]):
+                    raise Interrupted()
+
+        original, faults.point = faults.point, stop
+        try:
+            with self.assertRaises(Interrupted):
+                await tx.commit(SCANNER_FTP, 10**9)
+        finally:
+            faults.point = original
+        tx.lock._stop_loop()  # the dead process's lock: it only expires
+        self.r.delete(schema.scanning_key(3))
+
+    def seed(self) -> None:
+        self.r.hset(schema.MIRRORS, "3", "m3")
+        self.r.hset(schema.mirror_key(3), mapping={"ID": "3", "name": "m3"})
+        self.r.sadd(schema.FILES, *[f"/f/{i}" for i in range(0, 16, 2)])
+
+    async def expected_new_index(self) -> tuple[set[str], dict[str, dict[str, str]], set[str], set[str]]:
+        self.seed()
+        await self.scan(self.NEW)
+        want = self.index()
+        self.r.flushdb()
+        return want
+
+    async def test_every_stop_after_the_marker_is_rolled_forward(self) -> None:
+        want = await self.expected_new_index()
+        for stop_at in ("mirror_commit.decided:1", "mirror_commit.added:1", "mirror_commit.added:3",
+                        "mirror_commit.removed:1", "mirror_commit.removed:2"):
+            self.seed()
+            await self.scan(self.OLD)
+            await self.scan(self.NEW, stop_at)
+            r = self.r
+            self.assertTrue(r.exists(commit_marker_key(3)), stop_at)
+            for key in r.keys("*TMP_*") + r.keys("MIRRORSCAN*"):
+                self.assertGreater(r.ttl(key), 0, (stop_at, key))
+            self.assertTrue(await finish_interrupted_commit(self.client, 3, "m3"), stop_at)
+            self.assertEqual(self.index(), want, stop_at)
+            self.assertEqual(r.keys("*TMP_*") + r.keys("MIRRORSCAN*"), [], stop_at)
+            self.assertEqual(r.ttl(schema.mirror_files_key(3)), -1)
+            self.assertEqual(r.hget(schema.mirror_key(3), "lastSuccessfulSyncProtocol"), str(SCANNER_FTP))
+            r.flushdb()
+
+    async def test_the_next_scan_finishes_it_first(self) -> None:
+        self.seed()
+        await self.scan(self.OLD)
+        await self.scan(self.NEW, "mirror_commit.added:2")
+        await self.scan(self.NEW)  # its begin() rolls the commit forward, then it rescans
+        want = self.index()
+        self.r.flushdb()
+        self.assertEqual(await self.expected_new_index(), want)
+
+    async def test_a_newer_scan_or_a_removed_mirror_drops_the_stale_commit(self) -> None:
+        self.seed()
+        await self.scan(self.OLD)
+        await self.scan(self.NEW, "mirror_commit.decided:1")
+        old = self.index()
+        # Another node (a Go one) committed a scan since: the marker is older than its success.
+        self.r.hset(schema.mirror_key(3), "lastSuccessfulSync", str(int(time.time()) + 5))
+        self.assertTrue(await finish_interrupted_commit(self.client, 3, "m3"))
+        self.assertEqual(self.index(), old)
+        self.assertEqual(self.r.keys("MIRRORSCAN*"), [])
+        # A removed mirror: nothing is written back.
+        await self.scan(self.NEW, "mirror_commit.decided:1")
+        self.r.hdel(schema.MIRRORS, "3")
+        self.assertTrue(await finish_interrupted_commit(self.client, 3, "m3"))
+        self.assertEqual(self.r.keys("MIRRORSCAN*"), [])
+
+    async def test_a_held_lock_defers_it(self) -> None:
+        self.seed()
+        await self.scan(self.NEW, "mirror_commit.added:1")
+        self.r.set(schema.scanning_key(3), "1", ex=10)
+        self.assertFalse(await finish_interrupted_commit(self.client, 3, "m3"))
+        self.assertTrue(self.r.exists(commit_marker_key(3)))

@@ -109,6 +109,8 @@ class Monitor:
         self._subscription: Subscription | None = None
         self._startup: defer.Deferred[None] | None = None
         self._sleeping: defer.Deferred[None] | None = None
+        #: The roll-forward of interrupted mirror commits, while one runs.
+        self._finishing: defer.Deferred[None] | None = None
         #: The last ``CheckTLSCAFile`` seen in the config (None: not seen yet).
         self._config_ca: str | None = None
         self.running = False
@@ -159,7 +161,7 @@ class Monitor:
                 await self._sleep(LOAD_RETRY)
         if not self.running:
             return
-        self._spawn(self._finish_interrupted_commits())
+        self._finish_commits_soon()
         self.cluster.start()
         if self.cluster_settle > 0:
             await self._sleep(self.cluster_settle)
@@ -226,6 +228,19 @@ class Monitor:
             await self.resync()
         except (RedisUnavailable, ResponseError) as e:
             log.debug("Mirror list resync failed: {err}", err=e)
+            return
+        # A node that died mid-commit while this one runs: finish its commit within a minute
+        # rather than at the mirror's next scan.
+        self._finish_commits_soon()
+
+    def _finish_commits_soon(self) -> None:
+        if self._finishing is None:
+            self._finishing = self._spawn(self._finish_interrupted_commits())
+            self._finishing.addBoth(self._finished_commits)
+
+    def _finished_commits(self, result: object) -> object:
+        self._finishing = None
+        return result
 
     async def reload(self, mirror_id: int) -> None:
         """Re-read one mirror: add, update (keeping the in-memory flags) or forget it."""
@@ -306,7 +321,11 @@ class Monitor:
         ids = sorted(self.mirrors)
         if not ids:
             return
-        replies = await self.redis.pipeline([("EXISTS", commit_marker_key(i)) for i in ids])
+        try:
+            replies = await self.redis.pipeline([("EXISTS", commit_marker_key(i)) for i in ids])
+        except (RedisUnavailable, ResponseError) as e:
+            log.debug("Looking for interrupted commits failed: {err}", err=e)
+            return
         todo = {i: self.mirrors[i].mirror.name for i, r in zip(ids, replies, strict=True) if r == 1}
         while todo and self.running:
             for mirror_id, name in list(todo.items()):

@@ -24,6 +24,7 @@ from mirrorbits.monitor.cluster import Cluster
 from mirrorbits.monitor.health import HealthChecker
 from mirrorbits.monitor.scheduler import RESYNC_INTERVAL, Monitor
 from mirrorbits.redis import schema
+from mirrorbits.scan.commit import commit_marker_key, staging_key
 from mirrorbits.scan.mirror import MirrorScanner, ScanJobResult
 from tests.fixtures.rsyncd import start_rsyncd
 from tests.monitor.httpd import Answer, WebServer
@@ -185,3 +186,26 @@ class SchedulerTests(RedisTestCase):
         self.clock.advance(1)
         await self.run_until(lambda: 3 in mon.mirrors, step=0)
         await self.run_until(lambda: 3 in checked)
+
+    async def test_a_commit_another_node_left_half_done_is_finished_at_the_next_resync(self) -> None:
+        now = str(int(time.time()))
+        self.add_mirror(1, lastSync=now, lastSuccessfulSync=now, httpUp="1")
+        self.r.sadd(schema.mirror_files_key(1), "/old")
+        self.r.sadd(schema.file_mirrors_key("/old"), "1")
+        self.r.hset(schema.file_info_key(1, "/old"), mapping={"size": "1", "modTime": "x"})
+        mon = self.monitor()
+        await mon.start()
+        # Another node dies after deciding its commit of the listing {/f}, holding the lock.
+        self.r.rpush(staging_key(1), "3\0" + "2023-11-14 22:13:20 +0000 UTC\0/f")
+        self.r.hset(commit_marker_key(1), mapping={"type": "1", "precision": "1000000000", "since": now})
+        self.r.expire(staging_key(1), 86400)
+        self.r.expire(commit_marker_key(1), 86400)
+        self.r.set(schema.scanning_key(1), "1", ex=10)
+        await self.advance(RESYNC_INTERVAL + 1)
+        self.assertTrue(self.r.exists(commit_marker_key(1)))  # the lock is still the dead node's
+        self.r.delete(schema.scanning_key(1))  # its TTL ran out
+        await self.run_until(lambda: not self.r.exists(commit_marker_key(1)))
+        self.assertEqual(self.r.smembers(schema.mirror_files_key(1)), {"/f"})
+        self.assertFalse(self.r.exists(schema.file_info_key(1, "/old"), staging_key(1)))
+        self.assertEqual(self.r.smembers(schema.handled_files_key(1)), {"/f"})
+        self.assertEqual(self.scans, [])  # finished, not rescanned

@@ -196,8 +196,9 @@ class SchedulerTests(RedisTestCase):
         mon = self.monitor()
         await mon.start()
         # Another node dies after deciding its commit of the listing {/f}, holding the lock.
-        self.r.rpush(staging_key(1), "3\0" + "2023-11-14 22:13:20 +0000 UTC\0/f")
-        self.r.hset(commit_marker_key(1), mapping={"type": "1", "precision": "1000000000", "since": now})
+        self.r.rpush(staging_key(1), "3\0" + "2023-11-14 22:13:20 +0000 UTC\0/f\n")  # one staged batch
+        self.r.hset(commit_marker_key(1), mapping={"type": "1", "precision": "1000000000", "files": "1",
+                                                   "since": now})
         self.r.expire(staging_key(1), 86400)
         self.r.expire(commit_marker_key(1), 86400)
         self.r.set(schema.scanning_key(1), "1", ex=10)

@@ -292,11 +292,11 @@ class RollForwardTests(RedisTestCase):
             await self.scan(self.NEW, stop_at)
             r = self.r
             self.assertTrue(r.exists(commit_marker_key(3)), stop_at)
-            for key in r.keys("*TMP_*") + r.keys("MIRRORSCAN*"):
+            for key in r.keys("*TMP_*") + r.keys("MIRRORSCANCOMMIT*"):
                 self.assertGreater(r.ttl(key), 0, (stop_at, key))
             self.assertTrue(await finish_interrupted_commit(self.client, 3, "m3"), stop_at)
             self.assertEqual(self.index(), want, stop_at)
-            self.assertEqual(r.keys("*TMP_*") + r.keys("MIRRORSCAN*"), [], stop_at)
+            self.assertEqual(r.keys("*TMP_*") + r.keys("MIRRORSCANCOMMIT*"), [], stop_at)
             self.assertEqual(r.ttl(schema.mirror_files_key(3)), -1)
             self.assertEqual(r.hget(schema.mirror_key(3), "lastSuccessfulSyncProtocol"), str(SCANNER_FTP))
             r.flushdb()
@@ -319,12 +319,12 @@ class RollForwardTests(RedisTestCase):
         self.r.hset(schema.mirror_key(3), "lastSuccessfulSync", str(int(time.time()) + 5))
         self.assertTrue(await finish_interrupted_commit(self.client, 3, "m3"))
         self.assertEqual(self.index(), old)
-        self.assertEqual(self.r.keys("MIRRORSCAN*"), [])
+        self.assertEqual(self.r.keys("MIRRORSCANCOMMIT*"), [])
         # A removed mirror: nothing is written back.
         await self.scan(self.NEW, "mirror_commit.decided:1")
         self.r.hdel(schema.MIRRORS, "3")
         self.assertTrue(await finish_interrupted_commit(self.client, 3, "m3"))
-        self.assertEqual(self.r.keys("MIRRORSCAN*"), [])
+        self.assertEqual(self.r.keys("MIRRORSCANCOMMIT*"), [])
 
     async def test_a_held_lock_defers_it(self) -> None:
         self.seed()

@@ -84,6 +84,11 @@ def summarize(outcomes: list[Outcome]) -> dict[str, object]:
     lost = [o.notes["lost"] for o in outcomes if "lost" in o.notes]
     return {
         "kill_points_tried": sum(o.reached for o in outcomes),
+        "redis_killed": sum(o.redis_killed for o in outcomes),
+        "not_reached": sum(not o.reached for o in outcomes),
+        "counter_kills": [{"point": o.point, "answered": o.notes["answered"], "lost": o.notes["lost"],
+                           "most_in_one_interval": o.notes["interval_max"]}
+                          for o in outcomes if "lost" in o.notes],
         "violations": [f"{o.point}: {v}" for o in outcomes for v in o.violations],
         "by_point": by_point,
         "counter_loss": {"kills": len(lost), "max_lost": max(lost, default=0),

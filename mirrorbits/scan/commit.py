@@ -368,6 +368,7 @@ class MirrorScanTransaction:
             ("EXPIRE", self._staging, str(STAGING_TTL)),
         ]))
         self._decided = True
+        self._index_touched = True  # from here on the index will change, now or when rolled forward
         faults.point("mirror_commit.decided")
         return await self._apply(scanner_type, precision)
 

@@ -8,6 +8,7 @@ import time
 from mirrorbits import faults
 from mirrorbits.model import LOG_ERROR, LOG_SCAN_COMPLETED, LOG_SCAN_STARTED, SCANNER_FTP, SCANNER_RSYNC
 from mirrorbits.redis import schema
+from mirrorbits.redis.connection import RedisClient
 from mirrorbits.scan.commit import (
     ERR_NO_FILES,
     MirrorScanTransaction,
@@ -25,6 +26,18 @@ T0 = 1551702896 * 10**9  # 2019-03-04 12:34:56 UTC
 
 def listed(path: str, size: int = 10, mtime: int | None = T0, zone: str = "UTC") -> ListedFile:
     return ListedFile(path, size, mtime, zone)
+
+
+async def listed_into(client: RedisClient, files: list[ListedFile], batch: int, typ: int
+                      ) -> MirrorScanTransaction:
+    """A transaction of mirror 3 that has begun and been given ``files``."""
+    tx = MirrorScanTransaction(client, 3, "m3", batch=batch)
+    await tx.begin(typ)
+    for f in files:
+        d = tx.add(f)
+        if d is not None:
+            await d
+    return tx
 
 
 class CommitTests(RedisTestCase):
@@ -181,12 +194,7 @@ class UnchangedRescanTests(RedisTestCase):
     """A rescan announces only the files it changed: an unchanged one makes no view reload anything."""
 
     async def scan(self, files: list[ListedFile]) -> object:
-        tx = MirrorScanTransaction(self.client, 3, "m3", batch=3)
-        await tx.begin(SCANNER_RSYNC)
-        for f in files:
-            d = tx.add(f)
-            if d is not None:
-                await d
+        tx = await listed_into(self.client, files, 3, SCANNER_RSYNC)
         result = await tx.commit(SCANNER_RSYNC, 10**9)
         await tx.complete(result)
         return result
@@ -244,12 +252,7 @@ class RollForwardTests(RedisTestCase):
             set(r.smembers(schema.handled_files_key(3)))
 
     async def scan(self, files: list[ListedFile], stop_at: str | None = None) -> None:
-        tx = MirrorScanTransaction(self.client, 3, "m3", batch=4)
-        await tx.begin(SCANNER_FTP)
-        for f in files:
-            d = tx.add(f)
-            if d is not None:
-                await d
+        tx = await listed_into(self.client, files, 4, SCANNER_FTP)
         if stop_at is None:
             await tx.complete(await tx.commit(SCANNER_FTP, 10**9))
             return

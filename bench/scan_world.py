@@ -39,6 +39,15 @@ def scan_world(prefix: str, ftp: int = 0, ips: bool = False) -> Iterator[ScanWor
     try:
         repo = workdir / "repo"
         counts = world.fill(redis.address, str(repo), str(workdir / "ips.txt") if ips else None)
+        # The files' sizes (sparse) and mtimes are what the FILE_ records hold (mtimes to the
+        # second rsync lists), so that once scanned the mirrors carry the local version and the
+        # redirector sends clients to them (with empty files of the tree's creation time every
+        # mirror would carry another version and every answer would be a fallback).
+        r = redis.client()
+        for path in world.file_paths():
+            f = repo / path.lstrip("/")
+            os.truncate(f, int(r.hget(schema.file_key(path), "size") or 0))
+            os.utime(f, ns=(world.MODTIME_NS, world.MODTIME_NS))
         rsyncd = start_rsyncd(workdir / "rsyncd", {"repo": {"path": str(repo)}})
         ftpd = start_ftpd(repo, mdtm=False) if ftp else None
         r = redis.client()

@@ -28,6 +28,7 @@ files are still served from memory.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 from collections import OrderedDict
@@ -207,6 +208,32 @@ class LRU(Generic[K, V]):
 
 # ---------------------------------------------------------------------------------------------
 # Records
+
+
+#: The fields of a mirror record that every scan rewrites at its end (as Go's does) and that no
+#: selection reads: only the renderers (JSON answers, pages, metrics) show them.
+SYNC_BOOKKEEPING = ("last_sync", "last_successful_sync", "last_successful_sync_protocol",
+                    "last_mod_time")
+
+
+def only_sync_bookkeeping_changed(old: Mirror, new: Mirror) -> bool:
+    """True when ``new`` differs from ``old`` in :data:`SYNC_BOOKKEEPING` fields alone."""
+    return dataclasses.replace(old, **{f: getattr(new, f) for f in SYNC_BOOKKEEPING}) == new
+
+
+def refresh_sync_bookkeeping(cand: Candidate, new: Mirror) -> None:
+    """Give ``cand`` the record ``new`` (differing only in :data:`SYNC_BOOKKEEPING`) in place.
+
+    Why in place: a new Candidate bumps the view's mirror generation, which drops every composed
+    selection input and every plan built on the old one; each mirror scan ends with such a record
+    update (120 of them in a ``scan -all`` of 60 mirrors), and rebuilding the plans after each
+    made the redirector's p99 jump while mirrors were rescanned.  Nothing selection reads changes
+    here; the renderers read ``mirror`` and the JSON parts cached on ``source``, both replaced.
+    """
+    object.__setattr__(cand, "mirror", new)  # frozen for selection's sake; these fields it never reads
+    if cand.source is not None:
+        cand.source.mirror = new
+        cand.source.json_parts = None
 
 
 def candidate_from_mirror(m: Mirror, families: FamilyStates | None = None) -> Candidate:
@@ -601,8 +628,12 @@ class MirrorView:
             return
         families = read_family_health(fields)
         old = self._mirrors.get(mirror_id)
-        if old is not None and old.mirror == m and old.families == families:
-            return  # unchanged (most health-check messages): keep the candidate and its memo
+        if old is not None and old.families == families:
+            if old.mirror == m:
+                return  # unchanged (most health-check messages): keep the candidate and its memo
+            if only_sync_bookkeeping_changed(old.mirror, m):
+                refresh_sync_bookkeeping(old, m)  # the end of a scan: plans stay valid
+                return
         self._mirrors[mirror_id] = candidate_from_mirror(m, families)
         self._mirror_errors.pop(mirror_id, None)
         self.gen += 1

@@ -218,6 +218,37 @@ class ViewCases(ViewTestCase):
             self.assertEqual(sorted(c.id for c, _ in self.view.lookup(PATH).pairs), [1, 3])
         return d(run())
 
+    def test_end_of_scan_record_update_keeps_the_plans(self) -> defer.Deferred[None]:
+        """A mirror scan ends by rewriting the mirror's sync times (as Go's does) and announcing the
+        record: the view keeps the candidate and its generation (so the redirector's plans stay
+        valid) but shows the new times; any other change still makes a new candidate."""
+        async def run() -> None:
+            self.put_world()
+            await self.subscribed()
+            e = await self.view.load(PATH)
+            self.assertIsNotNone(e)
+            cand, gen = self.view.get_mirror(1), self.view.gen
+            cand.source.json_parts = ([], [])  # what a JSON answer leaves cached on the record
+            self.r.hset(schema.mirror_key(1), mapping={
+                "lastSync": "1764979200", "lastSuccessfulSync": "1764979200",
+                "lastSuccessfulSyncProtocol": "1", "lastModTime": "1764975600"})
+            self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "1")
+            await self.wait_for(lambda: self.view.get_mirror(1).mirror.last_sync is not None)
+            self.assertIs(self.view.get_mirror(1), cand)
+            self.assertEqual(self.view.gen, gen)
+            self.assertIs(self.view.lookup(PATH).pairs, e.pairs)
+            self.assertIs(cand.source.mirror, cand.mirror)
+            self.assertIsNone(cand.source.json_parts)
+            self.assertIsNotNone(cand.mirror.last_successful_sync)
+            self.assertIsNotNone(cand.mirror.last_mod_time)
+            # The same announcement with a field selection reads: a new candidate, a new generation.
+            self.r.hset(schema.mirror_key(1), "score", "7")
+            self.r.publish(schema.CHANNEL_MIRROR_UPDATE, "1")
+            await self.wait_for(lambda: self.view.get_mirror(1).score == 7)
+            self.assertIsNot(self.view.get_mirror(1), cand)
+            self.assertGreater(self.view.gen, gen)
+        return d(run())
+
     def test_reconnect_clears_and_rewarms(self) -> defer.Deferred[None]:
         async def run() -> None:
             self.put_world()

@@ -125,7 +125,14 @@ class SchedulerTests(RedisTestCase):
                                          for i in (1, 2, 3)))
         self.assertEqual(sorted(self.scans), [1, 2, 3])
         # For 29 minutes (ScanInterval is 30) the ticks, checks and resyncs go on: no second scan.
-        await self.advance(29 * 60)
+        # The 29 minutes count from mirror 1's scan as the scanner stamped it, with the wall time:
+        # the fake clock has run ahead of the wall clock by however many steps the other scans and
+        # checks took (on a loaded machine a minute and more), so counting them from the clock's
+        # "now" would reach ScanInterval too.
+        last_sync = float(self.r.hget(schema.mirror_key(1), "lastSync") or 0)
+        remaining = last_sync + 29 * 60 - self.clock.seconds()
+        self.assertGreater(remaining, 0)
+        await self.advance(remaining)
         self.assertEqual(sorted(self.scans), [1, 2, 3])
         self.assertEqual([e["Type"] for e in self.mirror_log(1)].count(LOG_SCAN_STARTED), 1)
         # Past ScanInterval a mirror is due again: a tick starts its second scan. (No more is checked

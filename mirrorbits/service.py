@@ -112,6 +112,17 @@ class MirrorbitsService(service.MultiService):
 
     #: Bound on each child's stop, so one stuck part cannot hang the daemon's exit forever.
     child_stop_timeout = 30.0
+    #: Bound on the stop of all the children together (the embedded Redis aside): a part waiting on
+    #: Redis (a final flush, a lock release, a scan's commit) while Redis restarts, is paused or
+    #: redials must not add its own deadline to the others', so the daemon exits within seconds
+    #: whatever Redis does.  Above the HTTP drain (5 s) plus the final stats flush (3 s).
+    stop_budget = 10.0
+    #: What a child still gets once the budget is spent: the synchronous part of a stop (closing
+    #: connections, cancelling timers) runs, a wait on Redis is given up.
+    child_stop_floor = 1.0
+    #: Children with a bound of their own that must not be cut short: the embedded Redis writes its
+    #: snapshot on the way down (it is killed after 20 s).
+    own_bound = frozenset({"embedded-redis"})
 
     def __init__(self, app: Mirrorbits) -> None:
         super().__init__()
@@ -147,16 +158,21 @@ class MirrorbitsService(service.MultiService):
         return defer.Deferred.fromCoroutine(self._stop_in_order())
 
     async def _stop_in_order(self) -> None:
+        reactor = self.app.reactor
+        deadline = reactor.seconds() + self.stop_budget
         for child in reversed(list(self)):
             if not child.running:
                 continue  # never started (a fatal start-up failure before it)
+            timeout = self.child_stop_timeout
+            if child.name not in self.own_bound:
+                timeout = min(timeout, max(deadline - reactor.seconds(), self.child_stop_floor))
             d = defer.maybeDeferred(child.stopService)
-            d.addTimeout(self.child_stop_timeout, self.app.reactor)
+            d.addTimeout(timeout, reactor)
             try:
                 await d
             except defer.TimeoutError:
-                log.error("Stopping {name} took more than {t}s; going on", name=child.name,
-                          t=self.child_stop_timeout)
+                log.error("Stopping {name} took more than {t:.1f}s; going on", name=child.name,
+                          t=timeout)
             except Exception:
                 log.failure("Stopping {name} failed", name=child.name)
 

@@ -54,11 +54,14 @@ class Daemon:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(30)
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit within {timeout} s of {signal.Signals(sig).name}:\n"
+                                 f"{self.output()}") from None
         finally:
             self.log.close()
 
@@ -146,6 +149,38 @@ def test_go_style_daemon_survives_redis_outage(tmp_path: Path, daemons: list[Dae
             assert time.monotonic() < deadline, d.output()
             time.sleep(0.2)
         assert d.stop(signal.SIGINT) == 0
+        assert not (tmp_path / "mirrorbits.pid").exists()
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.parametrize("moment", ["down", "restarted", "redialling", "reconnected"])
+def test_sigint_during_a_redis_outage_exits_within_seconds(tmp_path: Path, daemons: list[Daemon],
+                                                           moment: str) -> None:
+    """SIGINT while Redis is away, the moment it is back, while the client waits out its backoff and
+    once it has dialled again: every stop step is bounded, the daemon exits at once."""
+    server = RedisServer().start()
+    try:
+        port = free_port()
+        conf = write_config(tmp_path, port, redis=server.address)
+        d = Daemon(go_style(conf, tmp_path), port, tmp_path)
+        daemons.append(d)
+        d.wait_http()
+        server.kill()
+        time.sleep(2.5)  # the client is failing, its backoff at the cap
+        if moment != "down":
+            server.start()
+        if moment == "redialling":
+            time.sleep(0.3)
+        elif moment == "reconnected":
+            deadline = time.monotonic() + 15
+            while not any(c.get("cmd") not in ("client|list", "client")
+                          for c in server.client().client_list()):
+                assert time.monotonic() < deadline, d.output()
+                time.sleep(0.05)
+        started = time.monotonic()
+        assert d.stop(signal.SIGINT, timeout=15) == 0, d.output()
+        assert time.monotonic() - started < 15
         assert not (tmp_path / "mirrorbits.pid").exists()
     finally:
         server.cleanup()

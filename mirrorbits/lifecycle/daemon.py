@@ -9,6 +9,7 @@ flavour of that tree, logging where its parent logs, at its parent's level.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -106,9 +107,24 @@ def twistd_log_observer(root: MirrorbitsService, debug: bool, logfile: str | Non
     return log_observer(stream, debug)
 
 
+#: Seconds from the start of the stop to a forced exit: above the service tree's own bounds (its stop
+#: budget, and the embedded Redis' snapshot, killed after 20 s), for what they do not cover (a
+#: thread the reactor or the interpreter joins on the way out).
+EXIT_WATCHDOG = 45.0
+
+
+def arm_exit_watchdog(timeout: float = EXIT_WATCHDOG) -> None:
+    """If the process still runs ``timeout`` seconds from now, write every thread's stack to stderr
+    (the log) and exit with status 1: a stop request always ends the process, and the stacks say
+    what held it.  A C-level timer (``faulthandler``): it fires even while the interpreter shuts
+    down or the reactor thread is blocked."""
+    faulthandler.dump_traceback_later(timeout, exit=True)
+
+
 def serve(root: MirrorbitsService, reactor: IDaemonReactor) -> int:
     """Run the reactor with ``root`` started, stop the tree on shutdown; the process's exit status."""
     reactor.callWhenRunning(root.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", arm_exit_watchdog)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()
     return root.app.exit_code

@@ -125,14 +125,29 @@ def _answers(sock: Path) -> bool:
         return False
 
 
+def go_style_daemon(tmp_path: Path, daemons: list[Daemon], server: RedisServer) -> Daemon:
+    """``mirrorbits daemon`` on ``server``, serving."""
+    port = free_port()
+    conf = write_config(tmp_path, port, redis=server.address)
+    d = Daemon(go_style(conf, tmp_path), port, tmp_path)
+    daemons.append(d)
+    d.wait_http()
+    return d
+
+
+def wait_for_redial(server: RedisServer, d: Daemon, pause: float = 0.2) -> None:
+    """Until the daemon has a connection to ``server`` again (it dials on its own)."""
+    deadline = time.monotonic() + 15
+    while not any(c.get("cmd") not in ("client|list", "client")
+                  for c in server.client().client_list()):
+        assert time.monotonic() < deadline, d.output()
+        time.sleep(pause)
+
+
 def test_go_style_daemon_survives_redis_outage(tmp_path: Path, daemons: list[Daemon]) -> None:
     server = RedisServer().start()
     try:
-        port = free_port()
-        conf = write_config(tmp_path, port, redis=server.address)
-        d = Daemon(go_style(conf, tmp_path), port, tmp_path)
-        daemons.append(d)
-        d.wait_http()
+        d = go_style_daemon(tmp_path, daemons, server)
         pid = (tmp_path / "mirrorbits.pid").read_text()
         assert pid == str(d.proc.pid)  # decimal pid, no newline
         assert "|__|_|__|__||__|" in d.output()  # the banner
@@ -141,13 +156,7 @@ def test_go_style_daemon_survives_redis_outage(tmp_path: Path, daemons: list[Dae
         assert d.proc.poll() is None, d.output()
         assert d.get("/pub/missing.txt")[0] == 404  # still serving
         server.start()
-        deadline = time.monotonic() + 15
-        while True:  # the daemon dials again on its own
-            clients = server.client().client_list()
-            if any(c.get("cmd") not in ("client|list", "client") for c in clients):
-                break
-            assert time.monotonic() < deadline, d.output()
-            time.sleep(0.2)
+        wait_for_redial(server, d)
         assert d.stop(signal.SIGINT) == 0
         assert not (tmp_path / "mirrorbits.pid").exists()
     finally:
@@ -161,11 +170,7 @@ def test_sigint_during_a_redis_outage_exits_within_seconds(tmp_path: Path, daemo
     once it has dialled again: every stop step is bounded, the daemon exits at once."""
     server = RedisServer().start()
     try:
-        port = free_port()
-        conf = write_config(tmp_path, port, redis=server.address)
-        d = Daemon(go_style(conf, tmp_path), port, tmp_path)
-        daemons.append(d)
-        d.wait_http()
+        d = go_style_daemon(tmp_path, daemons, server)
         server.kill()
         time.sleep(2.5)  # the client is failing, its backoff at the cap
         if moment != "down":
@@ -173,11 +178,7 @@ def test_sigint_during_a_redis_outage_exits_within_seconds(tmp_path: Path, daemo
         if moment == "redialling":
             time.sleep(0.3)
         elif moment == "reconnected":
-            deadline = time.monotonic() + 15
-            while not any(c.get("cmd") not in ("client|list", "client")
-                          for c in server.client().client_list()):
-                assert time.monotonic() < deadline, d.output()
-                time.sleep(0.05)
+            wait_for_redial(server, d, pause=0.05)
         started = time.monotonic()
         assert d.stop(signal.SIGINT, timeout=15) == 0, d.output()
         assert time.monotonic() - started < 15

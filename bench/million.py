@@ -19,9 +19,9 @@ one command per key would take most of an hour; here Python sends each path once
 its tree and which partial mirrors carry it) and one script call per batch expands it into every key
 inside Redis, which costs Redis ~1-2 us per write (~4 minutes for the million files).
 
-    python bench/million.py --out /work/million                 # build (once): world.rdb, repo/, *.txt
+    python bench/million.py --out /tmp/million                 # build (once): world.rdb, repo/, *.txt
     python bench/million.py --out /tmp/m100k --files 100000     # a tenth, to size Redis' memory first
-    python bench/million.py --out /work/million --serve         # start a redis-server on the saved RDB
+    python bench/million.py --out /tmp/million --serve         # start a redis-server on the saved RDB
 
 The built world is saved as ``<out>/world.rdb`` (``SAVE``, no fork) and reused by
 ``bench/million_load.py``.

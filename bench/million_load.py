@@ -14,9 +14,9 @@ Starts a private ``redis-server`` on ``<world>/world.rdb``, starts ``mirrorbits 
   probe says how many it found already loaded);
 * Redis' ``INFO memory``.
 
-    python bench/million_load.py --world /work/million                   # 3 runs of 60 s, -c64
-    python bench/million_load.py --world /work/million --rate 2000       # a steady 2,000 requests/s
-    python bench/million_load.py --world /work/million --capacity 1815000   # another view capacity
+    python bench/million_load.py --world /tmp/million                   # 3 runs of 60 s, -c64
+    python bench/million_load.py --world /tmp/million --rate 2000       # a steady 2,000 requests/s
+    python bench/million_load.py --world /tmp/million --capacity 1815000   # another view capacity
 
 ``--rate`` paces each wrk connection (``load.lua``'s ``DELAY_MS``), so the load is a steady rate
 below saturation rather than as many requests as the daemon can take.

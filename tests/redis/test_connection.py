@@ -190,6 +190,13 @@ class DeadLinkTests(unittest.TestCase):
             with self.assertRaises(RedisUnavailable):
                 yield defer.Deferred.fromCoroutine(self.client.execute("GET", "a", timeout=5))
         self.assertLess(reactor.seconds() - start, 0.5)  # at once, not a dial's wait each
+        # The client is failing as soon as it decides to drop the link; the abort itself reaches
+        # the socket on the reactor's next turn. Heal only once it has: a heal before the reset
+        # delivers the INCR, as a real network would.
+        async def reset_seen() -> bool:
+            return self.proxy.resets >= 1
+
+        yield defer.Deferred.fromCoroutine(eventually(reset_seen))
         self.proxy.heal()
 
         async def back() -> bool:

@@ -9,6 +9,7 @@ RSS (all worker processes summed).
     python bench/redirector.py --workers 2 --duration 20
     python bench/redirector.py --world /tmp/world --hot          # every request for one file
     python bench/redirector.py --world /tmp/world --pin --threads 1   # daemon on CPU 0, wrk on CPU 1
+    python bench/redirector.py --world /tmp/world --pin --threads 1 --rate 2470   # p99 at a fixed rate
     python bench/redirector.py --world /tmp/world --compare /path/to/other/tree   # A/B/B/A
 
 ``--compare TREE`` runs the daemon from TREE's code and from this tree's, in the order A B B A
@@ -170,16 +171,25 @@ def parse_wrk(out: str) -> dict[str, float]:
     return vals
 
 
+#: Total requests/s of the counted runs (``--rate``: paced by ``paced.lua``); 0 = as fast as possible.
+PACED_RATE: list[float] = [0.0]
+
+
 def run_wrk(port: int, world_dir: str, duration: int, threads: int, conns: int,
             pids: list[int] | None = None, redis_pid: int | None = None) -> dict[str, float]:
-    """Run wrk; with ``pids`` also the server's CPU time during the run (and Redis's)."""
+    """Run wrk; with ``pids`` also the server's CPU time during the run (and Redis's), paced at
+    :data:`PACED_RATE` then (the uncounted warm-up runs without ``pids``: never paced)."""
     env = dict(os.environ, WORLD_DIR=world_dir)
+    script = os.path.join(HERE, "load.lua")
+    if pids and PACED_RATE[0]:
+        env.update(LOAD_LUA=script, PACED_RATE_PER_THREAD=str(PACED_RATE[0] / threads))
+        script = os.path.join(HERE, "paced.lua")
     pids = pids or []
     cpu0 = cpu_seconds(pids)
     each0 = [cpu_seconds([p]) for p in pids]
     rcpu0 = cpu_seconds([redis_pid]) if redis_pid else 0.0
     out = subprocess.run(
-        [*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(HERE, "load.lua"),
+        [*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", script,
          f"http://127.0.0.1:{port}/"], env=env, capture_output=True, text=True, check=True).stdout
     vals = parse_wrk(out)
     vals["CPU_S"] = cpu_seconds(pids) - cpu0
@@ -334,7 +344,11 @@ def main() -> None:
     ap.add_argument("--daemon-cpus", default="0")
     ap.add_argument("--wrk-cpus", default="1")
     ap.add_argument("--compare", metavar="TREE", help="A/B/B/A: TREE's daemon (A) against this tree's (B)")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="send the counted runs at this many requests/s in all (paced.lua), e.g. the "
+                         "Go original's saturation rate, to read the p99 at that rate")
     args = ap.parse_args()
+    PACED_RATE[0] = args.rate
     if args.close:
         os.environ["CONNECTION_CLOSE"] = "1"  # read by load.lua (wrk inherits the environment)
 

@@ -23,6 +23,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress
 from twisted.web.http import Request
 
 from mirrorbits.selection import Secure
@@ -33,6 +34,7 @@ __all__ = [
     "ip_from_forwarded_for",
     "ip_from_peer",
     "is_ip",
+    "peer_host",
     "request_client_ip",
     "request_peer_host",
     "secure_option",
@@ -132,12 +134,16 @@ def _first_header(request: Request, name: bytes) -> bytes | None:
     return values[0] if values else None
 
 
-def request_peer_host(request: Request) -> str:
-    """Peer host of a request; ``""`` for a non-IP transport (Unix socket)."""
-    addr = request.getClientAddress()
+def peer_host(addr: IAddress) -> str:
+    """Host of a peer address; ``""`` for a non-IP transport (Unix socket)."""
     if isinstance(addr, (IPv4Address, IPv6Address)):
         return addr.host
     return ""
+
+
+def request_peer_host(request: Request) -> str:
+    """Peer host of a request; ``""`` for a non-IP transport (Unix socket)."""
+    return peer_host(request.getClientAddress())
 
 
 def request_client_ip(request: Request) -> str:

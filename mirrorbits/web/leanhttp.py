@@ -20,6 +20,10 @@ itself, so it cannot introduce a parsing difference between the two (request smu
 such differences).
 
 Each request is parsed once: either here or by twisted, never both.
+
+A subclass may answer a parsed request itself, with no twisted ``Request`` at all
+(:meth:`WholeHeadChannel.answer_at_once`: the redirector's lean lane); what it declines is started
+as above, in order with the others.
 """
 
 from __future__ import annotations
@@ -118,6 +122,13 @@ class WholeHeadChannel(http.HTTPChannel):
             if parsed is None:
                 break
             data = data[end + 4:]
+            if self.answer_at_once(parsed):
+                if not self.persistent:
+                    self.loseConnection()  # what ``requestDone`` does; the rest is never read
+                    return
+                if not data:
+                    return
+                continue
             self._start_request(parsed)
             if not data:
                 return
@@ -125,6 +136,12 @@ class WholeHeadChannel(http.HTTPChannel):
                 break  # answered later (twisted buffers what follows), or the connection ends
         # twisted's parser from here: resetTimeout again is harmless (the same deadline).
         http.HTTPChannel.dataReceived(self, data)
+
+    def answer_at_once(self, parsed: ParsedHead) -> bool:
+        """Answer the request of ``parsed`` completely, without a twisted ``Request``, and say so;
+        False leaves it to :meth:`_start_request` (nothing of it may have been done then).  Sets
+        ``persistent`` as ``checkPersistence`` would.  None of them here: a subclass decides."""
+        return False
 
     def _start_request(self, parsed: ParsedHead) -> None:
         """What ``lineReceived``, ``allHeadersReceived`` and ``allContentReceived`` do for a

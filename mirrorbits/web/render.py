@@ -27,6 +27,8 @@ __all__ = [
     "mirror_document",
     "plain_error",
     "redirect_header_parts",
+    "redirect_lines",
+    "redirect_values",
     "render_json",
     "render_redirect",
     "results_document",
@@ -106,22 +108,21 @@ def redirect_header_parts(ch: Chosen, rel: str) -> HeaderParts:
             _header_safe(f"; geo={geo}".encode("utf-8", "surrogateescape")))
 
 
-def render_redirect(request: IRequest, results: Results, max_link_headers: int,
-                    parts_cache: dict[Candidate, HeaderParts] | None = None) -> bytes:
-    """302 to the first mirror, ``Link`` alternatives for the next ``max_link_headers``, empty body.
+def redirect_values(results: Results, max_link_headers: int,
+                    parts_cache: dict[Candidate, HeaderParts] | None = None) -> tuple[list[bytes], bytes]:
+    """The ``Link`` values (alternatives for the next ``max_link_headers`` mirrors, by priority)
+    and the ``Location`` value (the first mirror) of a redirect, as header bytes.
 
     ``parts_cache``: per-candidate header bytes (:func:`redirect_header_parts`) kept by the caller
     for one file and one scheme option (the redirector keeps them on its file plan), so the hot
-    path formats no URL.  The values go straight into the response's header table
-    (:func:`~mirrorbits.twistedcompat.header_table`): they were checked when made.
+    path formats no URL.
     """
     path = results.file_info.path
     rel = path[1:] if path.startswith("/") else path
     mlist = results.mirror_list
     cache: dict[Candidate, HeaderParts] = {} if parts_cache is None else parts_cache
-    headers = header_table(request.responseHeaders)
+    links = []
     if len(mlist) > 1 and max_link_headers > 0:
-        links = []
         k = 0
         for ch in mlist[1:max_link_headers + 1]:
             k += 1
@@ -129,16 +130,44 @@ def render_redirect(request: IRequest, results: Results, max_link_headers: int,
             if p is None:
                 p = cache[ch.candidate] = redirect_header_parts(ch, rel)
             links.append(p[1] + (_PRIORITIES[k] if k < len(_PRIORITIES) else b"%d" % k) + p[2])
-        headers[b"Link"] = links
-    headers[b"Content-Type"] = [_TEXT_HTML]
-    headers[b"Cache-Control"] = [_NO_CACHE]
     first = mlist[0]
     p = cache.get(first.candidate)
     if p is None:
         p = cache[first.candidate] = redirect_header_parts(first, rel)
-    headers[b"Location"] = [p[0]]
+    return links, p[0]
+
+
+def render_redirect(request: IRequest, results: Results, max_link_headers: int,
+                    parts_cache: dict[Candidate, HeaderParts] | None = None) -> bytes:
+    """302 to the first mirror, ``Link`` alternatives for the next ``max_link_headers``, empty body.
+
+    The values (:func:`redirect_values`) go straight into the response's header table
+    (:func:`~mirrorbits.twistedcompat.header_table`): they were checked when made.
+    """
+    links, location = redirect_values(results, max_link_headers, parts_cache)
+    headers = header_table(request.responseHeaders)
+    if links:
+        headers[b"Link"] = links
+    headers[b"Content-Type"] = [_TEXT_HTML]
+    headers[b"Cache-Control"] = [_NO_CACHE]
+    headers[b"Location"] = [location]
     request.setResponseCode(302)
     return b""
+
+
+#: What follows the ``Link`` lines of :func:`render_redirect`'s headers, up to ``Location``'s value.
+_REDIRECT_MIDDLE = (b"Content-Type: " + _TEXT_HTML + b"\r\nCache-Control: " + _NO_CACHE
+                    + b"\r\nLocation: ")
+
+
+def redirect_lines(results: Results, max_link_headers: int,
+                   parts_cache: dict[Candidate, HeaderParts] | None = None) -> bytes:
+    """The header lines :func:`render_redirect` sets, in its order, as they go on the wire (each
+    ending with CRLF): the lean lane writes them without a request object."""
+    links, location = redirect_values(results, max_link_headers, parts_cache)
+    if links:
+        return b"".join([b"Link: " + v + b"\r\n" for v in links]) + _REDIRECT_MIDDLE + location + b"\r\n"
+    return _REDIRECT_MIDDLE + location + b"\r\n"
 
 
 # ---------------------------------------------------------------------------------------------

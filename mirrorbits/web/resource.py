@@ -15,7 +15,7 @@ resource on a hub with only the view):
   ``mirror_stats`` (``?mirrorstats``), ``checksum`` (``?md5``/``?sha1``/``?sha256``),
   ``mirrors_json`` (``?mirrors``, not a Go type: checked last), each ``handler(request, ctx)`` with
   ``ctx`` a :class:`RequestContext`, and ``mirrorlist(request, results) -> bytes`` (``?mirrorlist``);
-* ``app.get_download_stats().count_download(request, results)`` after a GET redirect with a
+* ``app.get_download_stats().count_download(results, ranged, user_agent)`` after a GET redirect with a
   non-empty list (dedupe on Range, first mirror, local size are the callee's business);
 * ``app.get_download_log().log(renderer_type, status, method, results)``.
 """
@@ -36,7 +36,8 @@ from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
+from twisted.web.iweb import IRequest
 
 from mirrorbits import VERSION
 from mirrorbits.cache import LRU, MirrorView, PathEntry
@@ -61,7 +62,7 @@ from mirrorbits.selection import (
     select_mirrors,
     verdict_index,
 )
-from mirrorbits.twistedcompat import header_table
+from mirrorbits.twistedcompat import canonical_header_name, header_table
 from mirrorbits.web import clientinfo, paths
 from mirrorbits.web.formats import (
     FormatAnswers,
@@ -78,10 +79,11 @@ from mirrorbits.web.render import (
     REDIRECT,
     Results,
     plain_error,
+    redirect_lines,
     render_json,
     render_redirect,
 )
-from mirrorbits.web.site import LeanRequest, deliver, gzip_answer
+from mirrorbits.web.site import DATES, FastAnswer, LeanRequest, deliver, gzip_answer, response_bytes
 
 if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
@@ -112,6 +114,23 @@ MIRRORSJSON = "MIRRORSJSON"
 
 #: Longest client IP text we accept from X-Forwarded-For (IPv6 with zone is < 64).
 MAX_IP_TEXT = 256
+
+# Request headers the lean lane reads, by the name its parsed heads use.
+_IF_MODIFIED_SINCE = canonical_header_name(b"if-modified-since")
+_WANT_DIGEST = canonical_header_name(b"want-digest")
+_WANT_REPR_DIGEST = canonical_header_name(b"want-repr-digest")
+_ACCEPT = canonical_header_name(b"accept")
+_ACCEPT_ENCODING = canonical_header_name(b"accept-encoding")
+_X_FORWARDED_FOR = canonical_header_name(b"x-forwarded-for")
+_X_FORWARDED_PROTO = canonical_header_name(b"x-forwarded-proto")
+_RANGE = canonical_header_name(b"range")
+_USER_AGENT = canonical_header_name(b"user-agent")
+#: The query of a request without one (the lean lane takes only those).
+_NO_QUERY: dict[str, list[str]] = {}
+_FOUND = b" 302 " + http.RESPONSES[302] + b"\r\n"
+_CONNECTION_CLOSE = b"Connection: close\r\n"
+#: The end of a GET redirect's head (its body is empty).
+_NO_CONTENT = b"Content-Length: 0\r\n\r\n"
 
 _BAD_QUERY_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -227,11 +246,13 @@ def _http_date(secs: int) -> bytes:
 class _ConfigState:
     """Values derived from one config object, rebuilt when a reload swaps the config."""
 
-    __slots__ = ("config", "server", "repository", "fallbacks", "outdated", "mode", "by_family")
+    __slots__ = ("config", "server", "server_line", "repository", "fallbacks", "outdated", "mode",
+                 "by_family")
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.server = f"Mirrorbits/{VERSION}".encode()
+        self.server_line = b"Server: " + self.server + b"\r\n"
         self.repository = config.Repository
         self.fallbacks = tuple(config.Fallbacks)
         self.outdated = tuple((r.Prefix, r.Minutes) for r in config.AllowOutdatedFiles)
@@ -383,6 +404,107 @@ class RedirectorResource(resource.Resource):
             return paths.moved_permanently_body(location).encode("utf-8", "surrogateescape")
         return b""
 
+    # -- lean lane ------------------------------------------------------------------------------
+
+    def fast_answer(self, method: bytes, target: bytes, version: bytes,
+                    headers: dict[bytes, list[bytes]], channel: http.HTTPChannel,
+                    close: bool) -> FastAnswer | None:
+        """The whole answer to a plain GET or HEAD of a file the view holds, from the parts of the
+        request's head, without a twisted ``Request`` (see :class:`~mirrorbits.web.site.FastLane`).
+
+        Why: for such a request twisted.web's ``Request`` object, its header look-ups and
+        ``setHeader`` calls and the generic render path cost more than the redirect itself.  Only
+        requests whose answer is certain from here take this lane: GET or HEAD, an origin-form
+        target without a query that needs no 301, a path that sanitises to a file the view holds
+        (no Redis read), a usable client IP, and none of the headers that change the answer
+        (``If-Modified-Since``, ``Want-Digest``, ``Want-Repr-Digest``, a Metalink ``Accept``,
+        ``Accept-Encoding: gzip`` with ``Gzip`` on).  Anything else returns None before any
+        side effect, and twisted.web answers it as always.  The rules after that (location,
+        selection, fallbacks, the log line and the counts) are :meth:`_choose` and
+        :meth:`_record`, the twisted path's own; the bytes are those ``LeanRequest`` writes.
+        """
+        if method != b"GET" and method != b"HEAD":
+            return None
+        if _IF_MODIFIED_SINCE in headers or _WANT_DIGEST in headers or _WANT_REPR_DIGEST in headers:
+            return None
+        accept_lines = headers.get(_ACCEPT)
+        accept = accept_lines[0] if accept_lines else None
+        if accept is not None and b"metalink" in accept:
+            return None
+        st = self._config_state()
+        config = st.config
+        if config.Gzip:
+            encodings = headers.get(_ACCEPT_ENCODING)
+            if encodings and any(b"gzip" in a for a in encodings):
+                return None
+        try:
+            parsed = paths.parse_request_target(target)
+        except paths.BadRequest:
+            return None
+        if parsed.raw_query or paths.canonical_location(parsed.path) is not None:
+            return None
+        try:
+            path = paths.sanitize_path(st.repository, parsed.path)
+        except paths.PathError:
+            return None
+        view = self.view
+        entry = view.lookup(path)
+        if entry is None:
+            return None
+        info = entry.info
+        if info is None or info.mod_time_ns is None:
+            return None
+        forwarded = headers.get(_X_FORWARDED_FOR)
+        ip = clientinfo.client_ip(forwarded[0] if forwarded else None,
+                                  clientinfo.peer_host(channel.getPeer()))
+        if not _usable_ip(ip):
+            return None
+        rtype = _renderer(st.mode, accept)
+
+        # The request is this lane's from here on: the twisted path's steps, in its order.
+        view.stats["hits"] += 1
+        proto = headers.get(_X_FORWARDED_PROTO)
+        chosen = self._choose(path, info, entry, ip, _NO_QUERY, proto[0] if proto else None, rtype,
+                              None, st)
+        kind = "json" if rtype == JSON else "redirect"
+        if chosen is None:
+            return self._lean_answer(channel, method, version, close, st, None, rtype, None), kind, 503, False
+        results, plan = chosen
+        if rtype == REDIRECT:
+            code = 302
+            data = b"".join((
+                version, _FOUND, _CONNECTION_CLOSE if close else b"", DATES.now_line(), st.server_line,
+                redirect_lines(results, config.MaxLinkHeaders,
+                               plan.extra if plan is not None and not results.fallback else None),
+                _NO_CONTENT if method == b"GET" else b"\r\n"))
+        else:
+            code = 200
+            data = self._lean_answer(channel, method, version, close, st, results, rtype, plan)
+        ranged = _RANGE in headers
+        agents = headers.get(_USER_AGENT) if ranged else None
+        self._record(rtype, code, method, results, info, ranged, agents[0] if agents else None)
+        return data, kind, code, results.fallback
+
+    def _lean_answer(self, channel: http.HTTPChannel, method: bytes, version: bytes, close: bool,
+                     st: _ConfigState, results: Results | None, rtype: str, plan: FilePlan | None) -> bytes:
+        """The lean lane's less common answers (JSON, 503), made by the twisted path's renderers on
+        a bare ``server.Request`` (never processed nor queued) and written as ``LeanRequest``
+        writes them."""
+        request = server.Request(channel)
+        request.method = method
+        request.clientproto = version
+        table = header_table(request.responseHeaders)
+        if close:
+            table[b"Connection"] = [b"close"]
+        table[b"Date"] = DATES.now()
+        table[b"Server"] = [st.server]
+        if results is None:
+            body = plain_error(request, 503, "Service Unavailable")
+        else:
+            body = self._render_file(request, rtype, results, plan, False, st.config)
+        return response_bytes(version, request.code, request.code_message, table, body,
+                              method == b"HEAD", request.defaultContentType)[0]
+
     # -- mirror handler -----------------------------------------------------------------------
 
     def _mirror_handler(self, request: server.Request, ctx: RequestContext) -> bytes | int:
@@ -487,34 +609,61 @@ class RedirectorResource(resource.Resource):
                         request.responseHeaders.removeHeader(h)
                     return b""
 
-        # 4–5. Client IP (fromip for the mirror list) and its location.
+        # 4. Client IP (fromip for the mirror list).
         ip = clientinfo.request_client_ip(request)
-        if len(ip) > MAX_IP_TEXT or not (ip.isascii() and ip.isprintable()):
+        if not _usable_ip(ip):
             return plain_error(request, 400, "Bad Request")
         is_list = ctx.request_type == MIRRORLIST
         if is_list:
             values = ctx.query.get("fromip")
             ip = clientinfo.fromip_override(ip, values[0] if values else None)
+
+        # 9 (decided early: it does not depend on the selection). Renderer.
+        if is_list:
+            rtype = MIRRORLIST
+        else:
+            rtype = _renderer(st.mode, _first(request, b"accept"))
+            if rtype == JSON and isinstance(request, LeanRequest):
+                request.metrics_kind = "json"
+
+        # 5-7. Location, selection, then fallbacks or 503.
+        chosen = self._choose(path, info, entry, ip, ctx.query, _first(request, b"x-forwarded-proto"),
+                              rtype, load_error, st)
+        if chosen is None:
+            return plain_error(request, 503, "Service Unavailable")
+        results, plan = chosen
+        if results.fallback and isinstance(request, LeanRequest):
+            request.metrics_fallback = True
+
+        # 10. Render.
+        if rtype == MIRRORLIST:
+            request.setHeader(b"Cache-Control", b"private, no-cache")
+            torrent = config.Torrent.Enabled and self.formats.cached_pieces(info)[1] is not None
+            return self.pages.mirrorlist(request, results, torrent)
+        body = self._render_file(request, rtype, results, plan, "pretty" in ctx.query, config)
+        if wants_format_headers(request):
+            self.formats.add_headers(request, info, config.Torrent.Enabled and self.formats.has_torrent(info))
+
+        # 11–12. Log line and download counting.
+        ranged = request.requestHeaders.hasHeader(b"range")
+        self._record(rtype, request.code, method, results, info, ranged,
+                     _first(request, b"user-agent") if ranged else None)
+        return body
+
+    def _choose(self, path: str, info: FileInfo, entry: PathEntry | None, ip: str,
+                query: dict[str, list[str]], forwarded_proto: bytes | None, rtype: str,
+                load_error: str | None, st: _ConfigState) -> tuple[Results, FilePlan | None] | None:
+        """The client's location, secure option and family, the selection, then the fallbacks when
+        it has none: the request-independent core of a file answer, shared by the twisted path
+        and the lean lane (:meth:`fast_answer`) so both apply the same rules and consume the rng
+        alike.  Counts the client's country.  None: no mirror and no fallback (503)."""
+        config = st.config
         rec, loc = self._client_location(ip)
         countries = self._countries
         countries[rec.country_code] = countries.get(rec.country_code, 0) + 1
-        secure = clientinfo.secure_option(
-            _first(request, b"x-forwarded-proto"), ctx.query.get("https"),
-            config.AllowHTTPToHTTPSRedirects)
-        family = client_family(ip, ctx.query) if st.by_family else Family.ANY
-
-        # 9 (decided early: it does not depend on the selection). Renderer.
-        mode = st.mode
-        if is_list:
-            rtype = MIRRORLIST
-        elif mode == "json" or (mode == "auto" and _accepts_json(request)):
-            rtype = JSON
-            if isinstance(request, LeanRequest):
-                request.metrics_kind = "json"
-        else:
-            rtype = REDIRECT
-
-        # 6–7. Selection, then fallbacks or 503.
+        secure = clientinfo.secure_option(forwarded_proto, query.get("https"),
+                                          config.AllowHTTPToHTTPSRedirects)
+        family = client_family(ip, query) if st.by_family else Family.ANY
         sel = None
         plan = None
         if rtype == REDIRECT and loc.valid and entry is not None and self.memo_size > 0:
@@ -522,33 +671,30 @@ class RedirectorResource(resource.Resource):
             if fast is not None:
                 sel, plan = fast
         if sel is None:
-            sel = self._selection(path, info, entry, loc, secure, is_list, config, st, family)
-        results = self._results(request, info, ip, rec, loc, secure, sel, load_error, st)
+            sel = self._selection(path, info, entry, loc, secure, rtype == MIRRORLIST, config, st, family)
+        results = self._results(info, ip, rec, loc, secure, sel, load_error, st)
         if results is None:
-            return plain_error(request, 503, "Service Unavailable")
-        mlist = results.mirror_list
-        fallback = results.fallback
+            return None
+        return results, plan
 
-        # 10. Render.
-        if rtype == MIRRORLIST:
-            request.setHeader(b"Cache-Control", b"private, no-cache")
-            torrent = config.Torrent.Enabled and self.formats.cached_pieces(info)[1] is not None
-            return self.pages.mirrorlist(request, results, torrent)
+    @staticmethod
+    def _render_file(request: IRequest, rtype: str, results: Results, plan: FilePlan | None,
+                     pretty: bool, config: Config) -> bytes:
+        """The redirect or JSON answer of a file (status, headers, body) set on ``request``."""
         if rtype == JSON:
-            body = render_json(request, results, "pretty" in ctx.query)
-        else:
-            body = render_redirect(request, results, config.MaxLinkHeaders,
-                                   plan.extra if plan is not None and not fallback else None)
-        if wants_format_headers(request):
-            self.formats.add_headers(request, info, config.Torrent.Enabled and self.formats.has_torrent(info))
+            return render_json(request, results, pretty)
+        return render_redirect(request, results, config.MaxLinkHeaders,
+                               plan.extra if plan is not None and not results.fallback else None)
 
-        # 11–12. Log line and download counting.
-        self.download_log.log(rtype, request.code, method.decode("latin-1"), results)
-        if rtype == REDIRECT and method == b"GET" and mlist:
-            self.download_stats.count_download(request, results)
-            if not fallback:
-                self._count_redirect(mlist[0].candidate.name, info.size)
-        return body
+    def _record(self, rtype: str, code: int, method: bytes, results: Results, info: FileInfo,
+                ranged: bool, user_agent: bytes | None) -> None:
+        """What follows a file answer on either path: the download log line, and for a GET
+        redirect the download counts and the per-mirror redirect counts."""
+        self.download_log.log(rtype, code, method.decode("latin-1"), results)
+        if rtype == REDIRECT and method == b"GET" and results.mirror_list:
+            self.download_stats.count_download(results, ranged, user_agent)
+            if not results.fallback:
+                self._count_redirect(results.mirror_list[0].candidate.name, info.size)
 
     def _count_redirect(self, mirror: str, size: int | None) -> None:
         counts = self._mirror_redirects.get(mirror)
@@ -569,7 +715,7 @@ class RedirectorResource(resource.Resource):
         if entry is not None and info.mod_time_ns is None:
             return plain_error(request, 404, "Not Found")
         ip = clientinfo.request_client_ip(request)
-        if len(ip) > MAX_IP_TEXT or not (ip.isascii() and ip.isprintable()):
+        if not _usable_ip(ip):
             return plain_error(request, 400, "Bad Request")
         rec, loc = self._client_location(ip)
         secure = clientinfo.secure_option(
@@ -578,9 +724,11 @@ class RedirectorResource(resource.Resource):
         family = client_family(ip, ctx.query) if st.by_family else Family.ANY
         sel = self._document_selection(path, info, entry, loc, secure, document_size(request, fmt, config),
                                        config, st, family)
-        results = self._results(request, info, ip, rec, loc, secure, sel, load_error, st)
+        results = self._results(info, ip, rec, loc, secure, sel, load_error, st)
         if results is None:
             return plain_error(request, 503, "Service Unavailable")
+        if results.fallback and isinstance(request, LeanRequest):
+            request.metrics_fallback = True
         return self.formats.render(request, fmt, results, config, pieces)
 
     def _document_selection(self, path: str, info: FileInfo, entry: PathEntry | None, loc: ClientLocation,
@@ -620,7 +768,7 @@ class RedirectorResource(resource.Resource):
             sel.selected.extend(ch for ch in ranked if ch.candidate not in taken)
         return sel
 
-    def _results(self, request: server.Request, info: FileInfo, ip: str, rec: GeoRecord,
+    def _results(self, info: FileInfo, ip: str, rec: GeoRecord,
                  loc: ClientLocation, secure: Secure, sel: Selection, load_error: str | None,
                  st: _ConfigState) -> Results | None:
         """The selection's mirrors, or the fallbacks when it has none; None (503) without any."""
@@ -635,8 +783,6 @@ class RedirectorResource(resource.Resource):
             # (quirk 1); a partial list is never used here, so the fallbacks stand alone.
             mlist = fallback_choices(st.fallbacks, loc, secure, self.rng)
             fallback = True
-            if isinstance(request, LeanRequest):
-                request.metrics_fallback = True
             (FALLBACK_REDIS if sel.error is not None or load_error is not None
              else FALLBACK_NO_MIRROR).inc()
         return Results(info, ip, rec, mlist, sel.excluded, fallback, st.config.LocalJSPath,
@@ -735,7 +881,14 @@ def _first(request: server.Request, name: bytes) -> bytes | None:
     return values[0] if values else None
 
 
-def _accepts_json(request: server.Request) -> bool:
-    """``auto`` mode: the first ``Accept`` line contains ``application/json`` (no q-values)."""
-    accept = _first(request, b"accept")
-    return accept is not None and b"application/json" in accept
+def _usable_ip(ip: str) -> bool:
+    """A client IP text selection may take (else the answer is 400)."""
+    return len(ip) <= MAX_IP_TEXT and ip.isascii() and ip.isprintable()
+
+
+def _renderer(mode: str, accept: bytes | None) -> str:
+    """The renderer of a file answer (not a mirror list) for the ``OutputMode``: in ``auto`` mode,
+    JSON when the first ``Accept`` line contains ``application/json`` (no q-values)."""
+    if mode == "json" or (mode == "auto" and accept is not None and b"application/json" in accept):
+        return JSON
+    return REDIRECT

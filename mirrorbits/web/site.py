@@ -27,10 +27,10 @@ from __future__ import annotations
 import gzip
 import time
 from bisect import bisect_left
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from itertools import accumulate
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -43,14 +43,14 @@ from twisted.web import http, pages, resource, server
 
 from mirrorbits import VERSION
 from mirrorbits.twistedcompat import RefusalHookChannel, header_table, write_through
-from mirrorbits.web.leanhttp import WholeHeadChannel
+from mirrorbits.web.leanhttp import ParsedHead, WholeHeadChannel
 from mirrorbits.web.render import plain_error
 
 if TYPE_CHECKING:
     from mirrorbits.app import Mirrorbits
 
-__all__ = ["LeanChannel", "LeanRequest", "LeanSite", "NotFoundRoot", "RequestMetrics", "deliver",
-           "gzip_answer", "make_site", "outcome_of", "wind_down"]
+__all__ = ["DATES", "FastAnswer", "FastLane", "LeanChannel", "LeanRequest", "LeanSite", "NotFoundRoot", "RequestMetrics", "deliver",
+           "gzip_answer", "make_site", "outcome_of", "response_bytes", "wind_down"]
 
 log = Logger(namespace="mirrorbits.web")
 
@@ -198,20 +198,76 @@ class NotFoundRoot(resource.Resource):
 
 
 class DateCache:
-    """The ``Date`` header value, formatted once per second (twisted formats it per request)."""
+    """The ``Date`` header value, formatted once per second (twisted formats it per request), and
+    its whole header line for the lean lane."""
 
-    __slots__ = ("second", "value")
+    __slots__ = ("second", "value", "line")
 
     def __init__(self) -> None:
         self.second = -1
         self.value = [b""]
+        self.line = b""
 
     def now(self) -> list[bytes]:
         t = int(time.time())
         if t != self.second:
             self.value = [http.datetimeToString(t)]
+            self.line = b"Date: " + self.value[0] + b"\r\n"
             self.second = t
         return self.value
+
+    def now_line(self) -> bytes:
+        """``Date: <now>\r\n``."""
+        if int(time.time()) != self.second:
+            self.now()
+        return self.line
+
+
+#: One ``DateCache`` per process; only ever touched from the reactor thread.
+DATES = DateCache()
+
+
+class FastLane(Protocol):
+    """A root resource that answers some requests completely from the parts of their head (the
+    redirector's lean lane; :meth:`LeanChannel.answer_at_once` asks it)."""
+
+    def fast_answer(self, method: bytes, target: bytes, version: bytes, headers: dict[bytes, list[bytes]],
+                    channel: http.HTTPChannel, close: bool) -> FastAnswer | None:
+        """The whole response (status line, headers, body) and its metrics (kind, status code,
+        fallback), with ``Connection: close`` after the status line when ``close``; or None to
+        leave the request to twisted.web (nothing of it may have been done then)."""
+
+
+#: (response bytes, metrics kind, status code, fallback).
+FastAnswer = tuple[bytes, str, int, bool]
+
+
+def response_bytes(version: bytes, code: int, message: bytes, headers: dict[bytes, list[bytes]],
+                   body: bytes, head: bool, default_content_type: bytes | None) -> tuple[bytes, int]:
+    """Status line, headers and body of a whole answer, as twisted's ``render``/``write``/
+    ``finish`` chain writes them, and the body's length as sent; adds to ``headers``.
+
+    ``Content-Length`` for a non-HEAD answer (HEAD: only when a body was produced; so never
+    chunked), the default ``Content-Type`` when none is set and the length is not 0, no body for
+    HEAD, 204 and 304.
+    """
+    length = None
+    if not head or body:
+        length = b"%d" % len(body)
+        headers[b"Content-Length"] = [length]
+    if (code not in _NO_BODY and default_content_type is not None and length != b"0"
+            and b"Content-Type" not in headers):
+        headers[b"Content-Type"] = [default_content_type]
+    parts = [version, b" %d " % code, message, b"\r\n"]
+    for name, values in headers.items():
+        for value in values:
+            parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    sent = 0
+    if body and not head and code not in http.NO_BODY_CODES:
+        parts.append(body)
+        sent = len(body)
+    return b"".join(parts), sent
 
 
 _FOLD_STARTS = (b" ", b"\t")
@@ -265,12 +321,47 @@ class LeanChannel(WholeHeadChannel, RefusalHookChannel):
             peer = self.peer_address = self.transport.getPeer()
         return peer
 
-    def checkPersistence(self, request: http.Request, version: bytes) -> bool:  # noqa: N802
+    #: Whether requests the root can answer from their head alone (:class:`FastLane`) are
+    #: answered without a twisted ``Request`` (a switch for tests and benchmarks).
+    fast_lane = True
+
+    def persistence(self, version: bytes, connection: Sequence[bytes] | None) -> tuple[bool, bool]:
+        """(keep the connection after this request, answer ``Connection: close``) for a request of
+        ``version`` with these ``Connection`` header lines: twisted's rule (HTTP/1.1 without a
+        ``close`` token among the first line's space-separated words; HTTP/1.0 never), and
+        :func:`wind_down`'s last request."""
         if self.last_request:
+            return False, True
+        if version != b"HTTP/1.1":
+            return False, False
+        if connection and b"close" in [t.lower() for t in connection[0].split(b" ")]:
+            return False, True
+        return True, False
+
+    def checkPersistence(self, request: http.Request, version: bytes) -> bool:  # noqa: N802
+        persistent, close = self.persistence(version, request.requestHeaders.getRawHeaders(b"Connection"))
+        if close:
             request.responseHeaders.setRawHeaders(b"Connection", _CONNECTION_CLOSE)
-            return False
-        persistent: bool = super().checkPersistence(request, version)
         return persistent
+
+    def answer_at_once(self, parsed: ParsedHead) -> bool:
+        site = self.site
+        lane = site.resource
+        if not self.fast_lane or not isinstance(site, LeanSite) or not site.fast_lane:
+            return False
+        started = perf_counter()
+        method, target, version, headers = parsed
+        persistent, close = self.persistence(version, headers.get(b"Connection"))
+        answer = cast(FastLane, lane).fast_answer(method, target, version, headers, self, close)
+        if answer is None:
+            return False
+        self.persistent = persistent
+        data, kind, code, fallback = answer
+        transport = self.transport
+        assert transport is not None
+        write_through(transport, data)
+        site.request_metrics.observe(kind, code, fallback, perf_counter() - started)
+        return True
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802 - twisted's name
         # A line starting with SP or HT: obs-fold in a header block (twisted would join it to the
@@ -339,7 +430,7 @@ class LeanRequest(server.Request):
     of the redirector sets its own ``Server`` or, like Go's 400/301, none).
     """
 
-    dates = DateCache()  # one per process; only ever touched from the reactor thread
+    dates = DATES
     #: What the request was, for the metrics (the redirector sets it once it has dispatched).
     metrics_kind = "other"
     #: Set by the redirector when the answer is made of the configured fallbacks.
@@ -385,34 +476,15 @@ class LeanRequest(server.Request):
         self.finish()
 
     def _write_whole(self, body: bytes) -> None:
-        """Status line, headers and body in one transport write, then twisted's ``finish``.
-
-        Same bytes as twisted's ``render``/``write``/``finish`` chain: ``Content-Length`` for a
-        non-HEAD answer (HEAD: only when a body was produced; so never chunked), the default
-        ``Content-Type`` when none is set and the length is not 0, no body for HEAD, 204 and 304.
-        """
-        headers = header_table(self.responseHeaders)
-        code = self.code
-        head = self.method == b"HEAD"
-        length = None
-        if not head or body:
-            length = b"%d" % len(body)
-            headers[b"Content-Length"] = [length]
-        if (code not in _NO_BODY and self.defaultContentType is not None and length != b"0"
-                and b"Content-Type" not in headers):
-            headers[b"Content-Type"] = [self.defaultContentType]
-        parts = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
-        for name, values in headers.items():
-            for value in values:
-                parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
-        if body and not head and code not in http.NO_BODY_CODES:
-            parts.append(body)
-            self.sentLength = len(body)
+        """Status line, headers and body in one transport write (:func:`response_bytes`), then
+        twisted's ``finish``."""
+        data, self.sentLength = response_bytes(
+            self.clientproto, self.code, self.code_message, header_table(self.responseHeaders), body,
+            self.method == b"HEAD", self.defaultContentType)
         self.startedWriting = 1  # ``finish`` then writes nothing more (never chunked: see above)
         transport = self.channel.transport
         assert transport is not None
-        write_through(transport, b"".join(parts))
+        write_through(transport, data)
         self.finish()
 
 
@@ -425,6 +497,12 @@ class LeanSite(server.Site):
     # twisted types the attribute as its HTTP/2-negotiating factory; any HTTPChannel serves.
     protocol = LeanChannel  # type: ignore[assignment]
     request_metrics = RequestMetrics()
+    #: Set when the root resource answers some requests from their head alone (:class:`FastLane`).
+    fast_lane = False
+
+    def __init__(self, resource: resource.IResource, *args: object, **kwargs: object) -> None:
+        super().__init__(resource, *args, **kwargs)
+        self.fast_lane = callable(getattr(resource, "fast_answer", None))
 
     def log(self, request: object) -> None:
         if isinstance(request, LeanRequest):

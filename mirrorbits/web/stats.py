@@ -32,7 +32,6 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
 from mirrorbits import faults
 from mirrorbits.config import Config
@@ -163,23 +162,23 @@ class DownloadStats(Service):
 
     # -- hot path ------------------------------------------------------------------------------
 
-    def count_download(self, request: IRequest, results: Results) -> None:
+    def count_download(self, results: Results, ranged: bool, user_agent: bytes | None = None) -> None:
         """The redirector's call after a GET redirect with a non-empty list: the first
-        mirror of ``results`` (none for a fallback), the local file size, the client IP, the
-        ``User-Agent`` and whether a ``Range`` header was sent."""
+        mirror of ``results`` (none for a fallback), the local file size, the client IP, and
+        whether a ``Range`` header was sent (then its first ``User-Agent`` line, for the
+        de-duplication).  Takes the header values rather than a request: the lean lane answers
+        without one."""
         mlist = results.mirror_list
         if not mlist:
             return
         cand = mlist[0].candidate
         mirror_id = None if results.fallback or cand.source is None else cand.id
-        headers = request.requestHeaders
         info = results.file_info
-        if not headers.hasHeader(b"range"):
+        if not ranged:
             # Client IP and User-Agent only matter to the Range de-duplication.
             self.count(info.path, mirror_id, info.size)
             return
-        agents = headers.getRawHeaders(b"user-agent")
-        agent = agents[0].decode("utf-8", "surrogateescape") if agents else ""
+        agent = user_agent.decode("utf-8", "surrogateescape") if user_agent is not None else ""
         self.count(info.path, mirror_id, info.size, results.ip, agent, True)
 
     def count(self, path: str, mirror_id: int | None, size: int, client_ip: str = "",

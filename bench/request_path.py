@@ -9,6 +9,7 @@ in-memory transport, and reports CPU microseconds per request — optionally wit
     python bench/request_path.py --world /tmp/world --profile  # top functions by own time
     python bench/request_path.py --world /tmp/world --metrics-ab   # rounds with/without metrics
     python bench/request_path.py --world /tmp/world --family-ab    # rounds with/without SelectByIPFamily
+    python bench/request_path.py --world /tmp/world --lane-ab      # rounds with/without the lean lane
 
 The world (Redis dump, repository tree, IP list) is the one bench/redirector.py builds; Redis is a
 private redis-server on a free port.  Download counters are flushed every 500 ms as in the daemon
@@ -65,6 +66,16 @@ def metrics_switch(site, root):  # type: ignore[no-untyped-def]
         else:
             site.log = lambda request: None
             root._count_redirect = lambda mirror, size: None
+
+    return on
+
+
+def lane_switch(proto):  # type: ignore[no-untyped-def]
+    """on(True/False): requests answered by the lean lane (no twisted ``Request``) or all of them
+    through twisted.web's ``Request`` as before the lane."""
+
+    def on(enabled: bool) -> None:
+        proto.fast_lane = enabled
 
     return on
 
@@ -142,9 +153,10 @@ async def run(args: argparse.Namespace, conf: str) -> None:
     measured = reqs[args.warmup:]
     size = max(1, len(measured) // args.rounds)
     per_round = []
-    if args.metrics_ab or args.family_ab:
-        label = "SelectByIPFamily" if args.family_ab else "metrics"
-        switch = family_switch(holder) if args.family_ab else metrics_switch(site, app.get_web_root())
+    if args.metrics_ab or args.family_ab or args.lane_ab:
+        label = "SelectByIPFamily" if args.family_ab else "lean lane" if args.lane_ab else "metrics"
+        switch = (family_switch(holder) if args.family_ab else lane_switch(proto) if args.lane_ab
+                  else metrics_switch(site, app.get_web_root()))
         by_state: dict[bool, list[float]] = {True: [], False: []}
         for i, start in enumerate(range(0, size * args.rounds, size)):
             for state in ((True, False) if i % 2 else (False, True)):
@@ -188,6 +200,8 @@ def main() -> None:
                     help="alternate rounds with the request path's metrics on and made no-ops")
     ap.add_argument("--family-ab", action="store_true",
                     help="write per-family mirror states, alternate rounds with SelectByIPFamily on and off")
+    ap.add_argument("--lane-ab", action="store_true",
+                    help="alternate rounds with the lean lane on and off (every request through a twisted Request)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-lines", type=int, default=40)
     args = ap.parse_args()

@@ -125,6 +125,8 @@ _X_FORWARDED_FOR = canonical_header_name(b"x-forwarded-for")
 _X_FORWARDED_PROTO = canonical_header_name(b"x-forwarded-proto")
 _RANGE = canonical_header_name(b"range")
 _USER_AGENT = canonical_header_name(b"user-agent")
+#: Headers that change a file's answer: a request with any of them is not the lean lane's.
+_DECLINED_HEADERS = frozenset((_IF_MODIFIED_SINCE, _WANT_DIGEST, _WANT_REPR_DIGEST))
 #: The query of a request without one (the lean lane takes only those).
 _NO_QUERY: dict[str, list[str]] = {}
 _FOUND = b" 302 " + http.RESPONSES[302] + b"\r\n"
@@ -271,6 +273,10 @@ class RedirectorResource(resource.Resource):
     location_plans = 4096
     #: Client IPs whose GeoIP record and location are kept (see :meth:`_client_location`).
     client_locations = 16384
+    #: Request targets whose lean-lane URL path is kept (see :func:`_lean_url_path`).
+    lean_targets = 16384
+    #: Redirect header blocks the lean lane keeps (see :meth:`_redirect_block`).
+    lean_blocks = 16384
 
     def __init__(self, app: Mirrorbits, *, rng: random.Random | None = None) -> None:
         super().__init__()
@@ -282,6 +288,8 @@ class RedirectorResource(resource.Resource):
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, MirrorView, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[int, GeoRecord, ClientLocation]] = {}
+        self._lean_targets: dict[bytes, str] = {}
+        self._lean_blocks: dict[tuple[object, ...], tuple[FilePlan, bytes]] = {}
         #: Per-country and per-mirror counts (exported by the metrics listener, when there is one).
         self.redirect_counts = RedirectCounts()
         self._countries = self.redirect_counts.countries
@@ -423,9 +431,7 @@ class RedirectorResource(resource.Resource):
         selection, fallbacks, the log line and the counts) are :meth:`_choose` and
         :meth:`_record`, the twisted path's own; the bytes are those ``LeanRequest`` writes.
         """
-        if method != b"GET" and method != b"HEAD":
-            return None
-        if _IF_MODIFIED_SINCE in headers or _WANT_DIGEST in headers or _WANT_REPR_DIGEST in headers:
+        if method != b"GET" and method != b"HEAD" or not _DECLINED_HEADERS.isdisjoint(headers):
             return None
         accept_lines = headers.get(_ACCEPT)
         accept = accept_lines[0] if accept_lines else None
@@ -437,14 +443,17 @@ class RedirectorResource(resource.Resource):
             encodings = headers.get(_ACCEPT_ENCODING)
             if encodings and any(b"gzip" in a for a in encodings):
                 return None
-        try:
-            parsed = paths.parse_request_target(target)
-        except paths.BadRequest:
+        targets = self._lean_targets
+        url_path = targets.get(target)
+        if url_path is None:
+            url_path = _lean_url_path(target)
+            if len(targets) >= self.lean_targets:
+                targets.clear()
+            targets[target] = url_path
+        if not url_path:
             return None
-        if parsed.raw_query or paths.canonical_location(parsed.path) is not None:
-            return None
         try:
-            path = paths.sanitize_path(st.repository, parsed.path)
+            path = paths.sanitize_path(st.repository, url_path)
         except paths.PathError:
             return None
         view = self.view
@@ -474,8 +483,7 @@ class RedirectorResource(resource.Resource):
             code = 302
             data = b"".join((
                 version, _FOUND, _CONNECTION_CLOSE if close else b"", DATES.now_line(), st.server_line,
-                redirect_lines(results, config.MaxLinkHeaders,
-                               plan.extra if plan is not None and not results.fallback else None),
+                self._redirect_block(results, plan, config.MaxLinkHeaders),
                 _NO_CONTENT if method == b"GET" else b"\r\n"))
         else:
             code = 200
@@ -484,6 +492,27 @@ class RedirectorResource(resource.Resource):
         agents = headers.get(_USER_AGENT) if ranged else None
         self._record(rtype, code, method, results, info, ranged, agents[0] if agents else None)
         return data, kind, code, results.fallback
+
+    def _redirect_block(self, results: Results, plan: FilePlan | None, max_link_headers: int) -> bytes:
+        """:func:`redirect_lines` of a redirect, kept per (file plan, mirrors in drawn order).
+
+        Why: a file is redirected to the same few orders of the same few mirrors again and again,
+        and joining the lines costs more than finding them.  An entry holds its plan, so it is
+        valid exactly while that plan object is (a plan is replaced when the view's entry, the
+        mirrors or the config change: its entries are then never found again, and the table is
+        emptied when it reaches :attr:`lean_blocks` entries)."""
+        if plan is None or results.fallback:
+            return redirect_lines(results, max_link_headers, None)
+        key = (id(plan), *[ch.candidate for ch in results.mirror_list[:max_link_headers + 1]])
+        blocks = self._lean_blocks
+        hit = blocks.get(key)
+        if hit is not None and hit[0] is plan:
+            return hit[1]
+        block = redirect_lines(results, max_link_headers, plan.extra)
+        if len(blocks) >= self.lean_blocks:
+            blocks.clear()
+        blocks[key] = (plan, block)
+        return block
 
     def _lean_answer(self, channel: http.HTTPChannel, method: bytes, version: bytes, close: bool,
                      st: _ConfigState, results: Results | None, rtype: str, plan: FilePlan | None) -> bytes:
@@ -879,6 +908,20 @@ class RedirectorResource(resource.Resource):
 def _first(request: server.Request, name: bytes) -> bytes | None:
     values = request.requestHeaders.getRawHeaders(name)
     return values[0] if values else None
+
+
+def _lean_url_path(target: bytes) -> str:
+    """The decoded path of a request target the lean lane may answer: origin form, no query, and
+    canonical (no ServeMux 301); ``""`` otherwise (twisted.web answers it; an origin-form path is
+    never empty).  A pure function of the target, so the lane keeps its results."""
+    try:
+        parsed = paths.parse_request_target(target)
+    except paths.BadRequest:
+        return ""
+    if not parsed.path.startswith("/") or parsed.raw_query \
+            or paths.canonical_location(parsed.path) is not None:
+        return ""
+    return parsed.path
 
 
 def _usable_ip(ip: str) -> bool:

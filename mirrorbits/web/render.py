@@ -27,8 +27,8 @@ __all__ = [
     "mirror_document",
     "plain_error",
     "redirect_header_parts",
-    "redirect_lines",
-    "redirect_values",
+    "redirect_parts",
+    "redirect_pieces",
     "render_json",
     "render_redirect",
     "results_document",
@@ -108,49 +108,48 @@ def redirect_header_parts(ch: Chosen, rel: str) -> HeaderParts:
             _header_safe(f"; geo={geo}".encode("utf-8", "surrogateescape")))
 
 
-def redirect_values(results: Results, max_link_headers: int,
-                    parts_cache: dict[Candidate, HeaderParts] | None = None) -> tuple[list[bytes], bytes]:
-    """The ``Link`` values (alternatives for the next ``max_link_headers`` mirrors, by priority)
-    and the ``Location`` value (the first mirror) of a redirect, as header bytes.
+def redirect_parts(results: Results, max_link_headers: int,
+                   parts_cache: dict[Candidate, HeaderParts] | None = None) -> list[HeaderParts]:
+    """The header parts (:func:`redirect_header_parts`) of a redirect's mirrors: the first one
+    (``Location``), then the alternatives for the next ``max_link_headers`` (``Link``, by
+    priority 1, 2, …).
 
-    ``parts_cache``: per-candidate header bytes (:func:`redirect_header_parts`) kept by the caller
-    for one file and one scheme option (the redirector keeps them on its file plan), so the hot
-    path formats no URL.
+    ``parts_cache``: per-candidate parts kept by the caller for one file and one scheme option
+    (the redirector keeps them on its file plan), so the hot path formats no URL.
     """
-    path = results.file_info.path
-    rel = path[1:] if path.startswith("/") else path
     mlist = results.mirror_list
     cache: dict[Candidate, HeaderParts] = {} if parts_cache is None else parts_cache
-    links = []
-    if len(mlist) > 1 and max_link_headers > 0:
-        k = 0
-        for ch in mlist[1:max_link_headers + 1]:
-            k += 1
-            p = cache.get(ch.candidate)
-            if p is None:
-                p = cache[ch.candidate] = redirect_header_parts(ch, rel)
-            links.append(p[1] + (_PRIORITIES[k] if k < len(_PRIORITIES) else b"%d" % k) + p[2])
-    first = mlist[0]
-    p = cache.get(first.candidate)
-    if p is None:
-        p = cache[first.candidate] = redirect_header_parts(first, rel)
-    return links, p[0]
+    out = []
+    rel = None
+    for ch in mlist[:max_link_headers + 1] if max_link_headers > 0 else mlist[:1]:
+        p = cache.get(ch.candidate)
+        if p is None:
+            if rel is None:
+                path = results.file_info.path
+                rel = path[1:] if path.startswith("/") else path
+            p = cache[ch.candidate] = redirect_header_parts(ch, rel)
+        out.append(p)
+    return out
+
+
+def _priority(k: int) -> bytes:
+    return _PRIORITIES[k] if k < len(_PRIORITIES) else b"%d" % k
 
 
 def render_redirect(request: IRequest, results: Results, max_link_headers: int,
                     parts_cache: dict[Candidate, HeaderParts] | None = None) -> bytes:
     """302 to the first mirror, ``Link`` alternatives for the next ``max_link_headers``, empty body.
 
-    The values (:func:`redirect_values`) go straight into the response's header table
+    The values (:func:`redirect_parts`) go straight into the response's header table
     (:func:`~mirrorbits.twistedcompat.header_table`): they were checked when made.
     """
-    links, location = redirect_values(results, max_link_headers, parts_cache)
+    parts = redirect_parts(results, max_link_headers, parts_cache)
     headers = header_table(request.responseHeaders)
-    if links:
-        headers[b"Link"] = links
+    if len(parts) > 1:
+        headers[b"Link"] = [p[1] + _priority(k) + p[2] for k, p in enumerate(parts[1:], 1)]
     headers[b"Content-Type"] = [_TEXT_HTML]
     headers[b"Cache-Control"] = [_NO_CACHE]
-    headers[b"Location"] = [location]
+    headers[b"Location"] = [parts[0][0]]
     request.setResponseCode(302)
     return b""
 
@@ -160,14 +159,17 @@ _REDIRECT_MIDDLE = (b"Content-Type: " + _TEXT_HTML + b"\r\nCache-Control: " + _N
                     + b"\r\nLocation: ")
 
 
-def redirect_lines(results: Results, max_link_headers: int,
-                   parts_cache: dict[Candidate, HeaderParts] | None = None) -> bytes:
-    """The header lines :func:`render_redirect` sets, in its order, as they go on the wire (each
-    ending with CRLF): the lean lane writes them without a request object."""
-    links, location = redirect_values(results, max_link_headers, parts_cache)
-    if links:
-        return b"".join([b"Link: " + v + b"\r\n" for v in links]) + _REDIRECT_MIDDLE + location + b"\r\n"
-    return _REDIRECT_MIDDLE + location + b"\r\n"
+def redirect_pieces(results: Results, max_link_headers: int,
+                    parts_cache: dict[Candidate, HeaderParts] | None, out: list[bytes]) -> None:
+    """Append to ``out`` the header lines :func:`render_redirect` sets, in its order, as they go
+    on the wire (each ending with CRLF), in pieces for one join: the lean lane writes them
+    without a request object."""
+    parts = redirect_parts(results, max_link_headers, parts_cache)
+    k = 0
+    for p in parts[1:]:
+        k += 1
+        out += (b"Link: ", p[1], _priority(k), p[2], b"\r\n")
+    out += (_REDIRECT_MIDDLE, parts[0][0], b"\r\n")
 
 
 # ---------------------------------------------------------------------------------------------

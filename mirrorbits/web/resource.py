@@ -79,7 +79,7 @@ from mirrorbits.web.render import (
     REDIRECT,
     Results,
     plain_error,
-    redirect_lines,
+    redirect_pieces,
     render_json,
     render_redirect,
 )
@@ -275,8 +275,6 @@ class RedirectorResource(resource.Resource):
     client_locations = 16384
     #: Request targets whose lean-lane URL path is kept (see :func:`_lean_url_path`).
     lean_targets = 16384
-    #: Redirect header blocks the lean lane keeps (see :meth:`_redirect_block`).
-    lean_blocks = 16384
 
     def __init__(self, app: Mirrorbits, *, rng: random.Random | None = None) -> None:
         super().__init__()
@@ -289,7 +287,6 @@ class RedirectorResource(resource.Resource):
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[int, GeoRecord, ClientLocation]] = {}
         self._lean_targets: dict[bytes, str] = {}
-        self._lean_blocks: dict[tuple[object, ...], tuple[FilePlan, bytes]] = {}
         #: Per-country and per-mirror counts (exported by the metrics listener, when there is one).
         self.redirect_counts = RedirectCounts()
         self._countries = self.redirect_counts.countries
@@ -481,10 +478,11 @@ class RedirectorResource(resource.Resource):
         results, plan = chosen
         if rtype == REDIRECT:
             code = 302
-            data = b"".join((
-                version, _FOUND, _CONNECTION_CLOSE if close else b"", DATES.now_line(), st.server_line,
-                self._redirect_block(results, plan, config.MaxLinkHeaders),
-                _NO_CONTENT if method == b"GET" else b"\r\n"))
+            out = [version, _FOUND, _CONNECTION_CLOSE if close else b"", DATES.now_line(), st.server_line]
+            redirect_pieces(results, config.MaxLinkHeaders,
+                            plan.extra if plan is not None and not results.fallback else None, out)
+            out.append(_NO_CONTENT if method == b"GET" else b"\r\n")
+            data = b"".join(out)
         else:
             code = 200
             data = self._lean_answer(channel, method, version, close, st, results, rtype, plan)
@@ -492,27 +490,6 @@ class RedirectorResource(resource.Resource):
         agents = headers.get(_USER_AGENT) if ranged else None
         self._record(rtype, code, method, results, info, ranged, agents[0] if agents else None)
         return data, kind, code, results.fallback
-
-    def _redirect_block(self, results: Results, plan: FilePlan | None, max_link_headers: int) -> bytes:
-        """:func:`redirect_lines` of a redirect, kept per (file plan, mirrors in drawn order).
-
-        Why: a file is redirected to the same few orders of the same few mirrors again and again,
-        and joining the lines costs more than finding them.  An entry holds its plan, so it is
-        valid exactly while that plan object is (a plan is replaced when the view's entry, the
-        mirrors or the config change: its entries are then never found again, and the table is
-        emptied when it reaches :attr:`lean_blocks` entries)."""
-        if plan is None or results.fallback:
-            return redirect_lines(results, max_link_headers, None)
-        key = (id(plan), *[ch.candidate for ch in results.mirror_list[:max_link_headers + 1]])
-        blocks = self._lean_blocks
-        hit = blocks.get(key)
-        if hit is not None and hit[0] is plan:
-            return hit[1]
-        block = redirect_lines(results, max_link_headers, plan.extra)
-        if len(blocks) >= self.lean_blocks:
-            blocks.clear()
-        blocks[key] = (plan, block)
-        return block
 
     def _lean_answer(self, channel: http.HTTPChannel, method: bytes, version: bytes, close: bool,
                      st: _ConfigState, results: Results | None, rtype: str, plan: FilePlan | None) -> bytes:

@@ -59,6 +59,12 @@ _VERSIONS = frozenset((b"HTTP/1.1", b"HTTP/1.0"))
 #: Headers that mean a body or an interim answer: twisted's parser handles those requests.
 _TWISTED_ONLY = frozenset((b"Content-Length", b"Transfer-Encoding", b"Expect"))
 
+#: Header names seen, as sent -> canonical: only token names get in, so a known name needs
+#: neither the check nor twisted's encoder again.
+_NAMES: dict[bytes, bytes] = {}
+#: Entries of :data:`_NAMES` before it is emptied (clients send few distinct names).
+MAX_NAMES = 1024
+
 #: (method, target, version, canonical name -> values in arrival order).
 ParsedHead = tuple[bytes, bytes, bytes, dict[bytes, list[bytes]]]
 
@@ -82,11 +88,19 @@ def parse_head(head: bytes) -> ParsedHead | None:
             or target[:1] != b"/" or target.translate(None, _TARGET_BYTES)):
         return None
     headers: dict[bytes, list[bytes]] = {}
+    names = _NAMES
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name.translate(None, _TOKEN_BYTES):
-            return None  # no colon, obs-fold (a line starting with SP or HT), a bad name
-        canonical = canonical_header_name(name)
+        if not colon:
+            return None
+        canonical = names.get(name)
+        if canonical is None:
+            if not name or name.translate(None, _TOKEN_BYTES):
+                return None  # obs-fold (a line starting with SP or HT), a bad name
+            canonical = canonical_header_name(name)
+            if len(names) >= MAX_NAMES:
+                names.clear()
+            names[name] = canonical
         if canonical in _TWISTED_ONLY:
             return None
         value = value.strip(b" \t")

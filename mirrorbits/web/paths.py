@@ -22,6 +22,7 @@ import re
 import stat
 from dataclasses import dataclass
 from html import escape as _html_escape
+from typing import Generic, TypeVar
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "parse_request_target",
     "sanitize_path",
 ]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Longest path we hand to the kernel; anything longer would fail with ENAMETOOLONG anyway (Go then
 # answers 404), we just say so without a syscall.
@@ -101,14 +105,64 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+class _Recent(Generic[K, V]):
+    """The recent results of a pure function of a request's bytes, bounded.
+
+    Why: a download site's requests repeat their targets (popular files, Range requests, retries),
+    and the parse, decode and cleaning of one costs several times a dict hit.  Only pure results
+    are kept (nothing about the disk or the configuration).  Two generations of at most
+    ``capacity`` entries each: a full young generation becomes the old one (the previous old one
+    is dropped), and an entry found in the old one moves back to the young one.
+    """
+
+    __slots__ = ("capacity", "_young", "_old")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._young: dict[K, V] = {}
+        self._old: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        value = self._young.get(key)
+        if value is None:
+            value = self._old.pop(key, None)
+            if value is not None:
+                self.put(key, value)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        young = self._young
+        if len(young) >= self.capacity:
+            self._old = young
+            young = self._young = {}
+        young[key] = value
+
+
+#: Parsed request-targets by their bytes, for targets of at most :data:`_RECENT_MAX_LEN` bytes
+#: (~250 bytes per entry for a typical path; at most ~40 MB for both generations).
+_TARGETS: _Recent[bytes, RequestTarget] = _Recent(16384)
+_RECENT_MAX_LEN = 512
+
+
 def parse_request_target(target: bytes | str) -> RequestTarget:
     """Split and percent-decode a raw request-target the way Go's server does.
 
     Accepts origin form (``/a/b?q``) and absolute form (``http://host/a/b?q``, whose path may be
     empty). Raises :class:`BadRequest` for control bytes, ``*``, a relative target, or a ``%`` not
     followed by two hex digits. ``+`` stays ``+`` in the path; ``%2F`` decodes to ``/`` (as in Go).
+    A target seen recently gives the same (immutable) result again, from memory.
     """
     raw = target.encode("utf-8", "surrogateescape") if isinstance(target, str) else bytes(target)
+    if len(raw) > _RECENT_MAX_LEN:
+        return _parse_request_target(raw)
+    parsed = _TARGETS.get(raw)
+    if parsed is None:
+        parsed = _parse_request_target(raw)
+        _TARGETS.put(raw, parsed)
+    return parsed
+
+
+def _parse_request_target(raw: bytes) -> RequestTarget:
     if _CTL_BYTE.search(raw):
         raise BadRequest("invalid control character in URL")
     path_part, sep, query = raw.partition(b"?")
@@ -179,13 +233,22 @@ def _escape_path(path: str) -> str:
     return "".join([_ESCAPES[b] for b in path.encode("utf-8", "surrogateescape")])
 
 
+#: Decoded paths known to be canonical (``clean_path(path) == path``), of at most
+#: :data:`_RECENT_MAX_LEN` characters; the value is always True.
+_CANONICAL: _Recent[str, bool] = _Recent(16384)
+
+
 def canonical_location(path: str, raw_query: str = "") -> str | None:
     """The ``Location`` of ServeMux's 301 for a decoded path, or ``None`` if it is canonical.
 
     The cleaned path is re-escaped as Go's ``URL.String`` does; a non-empty query is kept as sent.
     """
+    if _CANONICAL.get(path):
+        return None
     cleaned = clean_path(path)
     if cleaned == path:
+        if len(path) <= _RECENT_MAX_LEN:
+            _CANONICAL.put(path, True)
         return None
     location = _escape_path(cleaned)
     if raw_query:

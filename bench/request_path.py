@@ -10,6 +10,7 @@ in-memory transport, and reports CPU microseconds per request — optionally wit
     python bench/request_path.py --world /tmp/world --metrics-ab   # rounds with/without metrics
     python bench/request_path.py --world /tmp/world --family-ab    # rounds with/without SelectByIPFamily
     python bench/request_path.py --world /tmp/world --lane-ab      # rounds with/without the lean lane
+    python bench/request_path.py --world /tmp/world --watch-ab     # path check: watched paths / lstat walk
 
 The world (Redis dump, repository tree, IP list) is the one bench/redirector.py builds; Redis is a
 private redis-server on a free port.  Download counters are flushed every 500 ms as in the daemon
@@ -52,6 +53,18 @@ def requests(world_dir: str, n: int, seed: int = 1) -> list[bytes]:
         ip = rng.choice(ips)
         out.append(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Forwarded-For: {ip}\r\n\r\n".encode())
     return out
+
+
+def watch_switch():  # type: ignore[no-untyped-def]
+    """on(True/False): path sanitisation keeps symlink-free paths under inotify watches, or
+    checks every path on the disk with an lstat per component (the way before, and the way
+    where inotify is missing)."""
+    from mirrorbits.web import paths
+
+    def on(enabled: bool) -> None:
+        paths._confirmed.usable = enabled
+
+    return on
 
 
 def metrics_switch(site, root):  # type: ignore[no-untyped-def]
@@ -153,10 +166,15 @@ async def run(args: argparse.Namespace, conf: str) -> None:
     measured = reqs[args.warmup:]
     size = max(1, len(measured) // args.rounds)
     per_round = []
-    if args.metrics_ab or args.family_ab or args.lane_ab:
-        label = "SelectByIPFamily" if args.family_ab else "lean lane" if args.lane_ab else "metrics"
-        switch = (family_switch(holder) if args.family_ab else lane_switch(proto) if args.lane_ab
-                  else metrics_switch(site, app.get_web_root()))
+    if args.metrics_ab or args.family_ab or args.lane_ab or args.watch_ab:
+        if args.family_ab:
+            label, switch = "SelectByIPFamily", family_switch(holder)
+        elif args.lane_ab:
+            label, switch = "lean lane", lane_switch(proto)
+        elif args.watch_ab:
+            label, switch = "watched paths", watch_switch()
+        else:
+            label, switch = "metrics", metrics_switch(site, app.get_web_root())
         by_state: dict[bool, list[float]] = {True: [], False: []}
         for i, start in enumerate(range(0, size * args.rounds, size)):
             for state in ((True, False) if i % 2 else (False, True)):
@@ -185,6 +203,9 @@ async def run(args: argparse.Namespace, conf: str) -> None:
     print(f"{size * args.rounds} requests in {args.rounds} rounds: min {per_round[0]:.1f}, "
           f"median {per_round[len(per_round) // 2]:.1f} us CPU per request "
           f"(in-process, no sockets; stats {'off' if args.no_stats else 'on'})", flush=True)
+    from mirrorbits.web import paths
+    print("watched paths:", len(paths._confirmed._paths), "kept,", len(paths._confirmed._dirs), "directories,",
+          paths._confirmed.resets, "resets")
     for p in reversed(parts):
         await p.stopService()
 
@@ -202,6 +223,8 @@ def main() -> None:
                     help="write per-family mirror states, alternate rounds with SelectByIPFamily on and off")
     ap.add_argument("--lane-ab", action="store_true",
                     help="alternate rounds with the lean lane on and off (every request through a twisted Request)")
+    ap.add_argument("--watch-ab", action="store_true",
+                    help="alternate rounds with path sanitisation's watched paths and its lstat walk")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-lines", type=int, default=40)
     args = ap.parse_args()

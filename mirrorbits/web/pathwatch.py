@@ -47,7 +47,10 @@ _IN_ONLYDIR = 0x01000000
 _IN_NAMED = _IN_ATTRIB | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
 #: What is watched on each directory: changes of its entries, and of the directory itself.
 _WATCH_MASK = _IN_NAMED | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR
-_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-padded name)
+_EVENT = struct.Struct("iIII")
+#: Paths checked on the disk alone after an inotify instance could not be had (the per-user limit,
+#: 128 by default, is shared by every process of the user), before asking for one again.
+_RETRY_AFTER = 10000  # wd, mask, cookie, len (then len bytes of NUL-padded name)
 
 
 def _inotify() -> tuple[object, object] | None:
@@ -89,6 +92,7 @@ class SymlinkFreePaths:
         self._names: dict[int, set[bytes]] = {}
         self.resets = 0
         self._off = False
+        self._retry = 0
         if self._libc is not None and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork)
 
@@ -129,8 +133,13 @@ class SymlinkFreePaths:
             # are those of the paths kept from now on.
             self._paths = {}
             self._names = {}
-        if self._fd < 0 and not self._open():
-            return False
+        if self._fd < 0:
+            if self._retry > 0:  # no inotify instance to be had lately: not on every request
+                self._retry -= 1
+                return False
+            if not self._open():
+                self._retry = _RETRY_AFTER
+                return False
         try:
             parts = os.fsencode(path).split(b"/")[1:]
         except UnicodeError:

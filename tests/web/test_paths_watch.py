@@ -272,3 +272,35 @@ def test_bounded_in_paths_and_directories(tree: Path) -> None:
     assert not few._dirs and not few._paths
     confirmed.reset()
     few.reset()
+
+
+def test_without_an_inotify_instance_the_disk_answers(tree: Path) -> None:
+    """Out of descriptors (as when the per-user inotify limit is reached): nothing is kept, every
+    answer comes from the disk, and the instance is asked for again later."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            import resource
+
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+            held = []
+            try:
+                while True:
+                    held.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError:
+                pass
+            ok = [sanitize_path(str(tree), "/dir/f") == "/dir/f", not served_from_memory(tree, "/dir/f")]
+            (tree / "dir" / "sub" / "g").unlink()
+            ok.append(outcome(tree, "/dir/sub/g") == 404)
+            ok.append(paths._confirmed._retry > 0)
+            for fd in held:
+                os.close(fd)
+            paths._confirmed._retry = 0
+            ok.append(sanitize_path(str(tree), "/dir/f") == "/dir/f" and served_from_memory(tree, "/dir/f"))
+            status = 0 if all(ok) else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

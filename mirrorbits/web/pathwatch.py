@@ -19,8 +19,10 @@ So a request is answered from memory only when the kernel says that nothing on t
 file has changed since the disk was last asked.  Events about other names in a watched directory
 (the other files of a busy directory, the rest of ``/tmp``) are read and ignored.
 
-Linux only; where inotify is missing or refused (no instance left, watches exhausted) the caller
-checks the disk on every request, as before.  Only the reactor thread uses it; a forked child
+Only directories on local file systems are watched (:data:`LOCAL_FILE_SYSTEMS`): on NFS, CIFS,
+FUSE and the like a change made elsewhere is no event here, so their paths are checked on every
+request.  Linux only; where inotify is missing or refused (no instance left, watches exhausted)
+the caller checks the disk on every request, as before.  Only the reactor thread uses it; a forked child
 starts without any verdict (the inotify instance would be shared with the parent).
 """
 
@@ -48,6 +50,14 @@ _IN_NAMED = _IN_ATTRIB | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
 #: What is watched on each directory: changes of its entries, and of the directory itself.
 _WATCH_MASK = _IN_NAMED | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR
 _EVENT = struct.Struct("iIII")
+#: File systems whose every change is made by this kernel, so inotify reports all of them.  Not
+#: network or FUSE file systems (NFS, CIFS, Ceph, 9p, virtiofs, sshfs...): a change made by another
+#: machine, or behind the FUSE daemon, is no event here, so their paths are checked on every request.
+LOCAL_FILE_SYSTEMS = frozenset((
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "jfs", "reiserfs", "zfs", "bcachefs",
+    "overlay", "vfat", "exfat", "ramfs",
+))
+
 #: Paths checked on the disk alone after an inotify instance could not be had (the per-user limit,
 #: 128 by default, is shared by every process of the user), before asking for one again.
 _RETRY_AFTER = 10000  # wd, mask, cookie, len (then len bytes of NUL-padded name)
@@ -70,6 +80,50 @@ def _inotify() -> tuple[object, object] | None:
     return init1, add_watch
 
 
+def _unescape(field: bytes) -> bytes:
+    """A mountinfo path field: space, tab, newline and backslash are written as octal escapes."""
+    if b"\\" not in field:
+        return field
+    out = bytearray()
+    k = 0
+    while k < len(field):
+        if field[k:k + 1] == b"\\" and field[k + 1:k + 4].isdigit():
+            out.append(int(field[k + 1:k + 4], 8))
+            k += 4
+        else:
+            out.append(field[k])
+            k += 1
+    return bytes(out)
+
+
+def mount_points(mountinfo: bytes) -> dict[bytes, bytes]:
+    """Mount point -> file system type, from the text of ``/proc/<pid>/mountinfo`` (the last
+    mount on a point is the one seen there)."""
+    mounts: dict[bytes, bytes] = {}
+    for line in mountinfo.splitlines():
+        fields = line.split(b" ")
+        try:
+            dash = fields.index(b"-", 6)
+            mounts[_unescape(fields[4])] = fields[dash + 1]
+        except (ValueError, IndexError):
+            continue
+    return mounts
+
+
+def file_system(mounts: dict[bytes, bytes], directory: bytes) -> bytes:
+    """The type of the file system ``directory`` (absolute, clean) lies on: that of the longest
+    mount point above it."""
+    path = directory
+    while True:
+        fs = mounts.get(path)
+        if fs is not None:
+            return fs
+        if path == b"/":
+            return b""
+        cut = path.rfind(b"/")
+        path = path[:cut] if cut > 0 else b"/"
+
+
 class SymlinkFreePaths:
     """Absolute, clean paths confirmed to exist with no symlink anywhere on their way, each with
     the value its confirmation gave (see the module docstring for why it stays exact).
@@ -78,9 +132,14 @@ class SymlinkFreePaths:
     watched directories (when it is reached, every verdict and watch is dropped).
     """
 
-    def __init__(self, max_paths: int = 32768, max_dirs: int = 8192) -> None:
+    def __init__(self, max_paths: int = 32768, max_dirs: int = 8192,
+                 mountinfo: str = "/proc/self/mountinfo") -> None:
         self.max_paths = max_paths
         self.max_dirs = max_dirs
+        self._mountinfo = mountinfo
+        #: Mount point -> file system type, read when the inotify instance is made (a mount or an
+        #: unmount forgets everything, this table included).
+        self._fs: dict[bytes, bytes] = {}
         self._libc = _inotify()
         self._fd = -1
         self._mounts: int = -1
@@ -154,6 +213,8 @@ class SymlinkFreePaths:
                 if len(dirs) >= self.max_dirs:
                     self.reset()  # the next requests start again with what they need
                     return False
+                if os.fsdecode(file_system(self._fs, directory)) not in LOCAL_FILE_SYSTEMS:
+                    return False  # changes may come from elsewhere, without any event here
                 wd = add_watch(self._fd, directory, _WATCH_MASK)  # type: ignore[operator]
                 if wd < 0:
                     return False
@@ -210,6 +271,11 @@ class SymlinkFreePaths:
         except OSError:
             os.close(fd)
             return False
+        try:
+            with open(self._mountinfo, "rb") as f:
+                self._fs = mount_points(f.read())
+        except OSError:
+            self._fs = {}
         self._fd, self._mounts = fd, mounts
         poll = select.poll()
         poll.register(fd, select.POLLIN)

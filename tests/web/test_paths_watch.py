@@ -17,7 +17,7 @@ import pytest
 
 from mirrorbits.web import paths
 from mirrorbits.web.paths import Forbidden, NotFound, PathError, sanitize_path
-from mirrorbits.web.pathwatch import SymlinkFreePaths
+from mirrorbits.web.pathwatch import SymlinkFreePaths, file_system, mount_points
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -304,3 +304,30 @@ def test_without_an_inotify_instance_the_disk_answers(tree: Path) -> None:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_mount_table_and_file_system_of_a_directory() -> None:
+    table = mount_points(
+        b"22 27 0:21 / / rw,relatime - ext4 /dev/vda rw\n"
+        b"30 22 0:40 / /srv/my\\040mirror rw - nfs4 host:/export rw\n"
+        b"31 30 0:41 / /srv/my\\040mirror/local rw,relatime shared:5 - tmpfs tmpfs rw\n"
+        b"garbage\n")
+    assert table == {b"/": b"ext4", b"/srv/my mirror": b"nfs4", b"/srv/my mirror/local": b"tmpfs"}
+    assert file_system(table, b"/srv") == b"ext4"
+    assert file_system(table, b"/srv/my mirror") == b"nfs4"
+    assert file_system(table, b"/srv/my mirror/pub/x") == b"nfs4"
+    assert file_system(table, b"/srv/my mirror/local/x") == b"tmpfs"
+    assert file_system(table, b"/srv/my mirrors") == b"ext4"
+
+
+def test_paths_on_a_network_file_system_are_never_kept(tree: Path, tmp_path: Path) -> None:
+    """A change made by another machine is no inotify event here: such paths are asked every time."""
+    top = str(tree.parent).encode()
+    fake = tmp_path / "mountinfo"
+    fake.write_bytes(b"1 0 0:1 / / rw - ext4 /dev/vda rw\n2 1 0:2 / " + top + b" rw - nfs4 h:/e rw\n")
+    remote = SymlinkFreePaths(mountinfo=str(fake))
+    try:
+        assert not remote.watch(f"{tree}/dir/f")
+        assert remote.watch(f"{tree.parent.parent}/outside/f")
+    finally:
+        remote.reset()

@@ -341,6 +341,11 @@ def sanitize_path(repository: str, url_path: str) -> str:
     Here a resolved path is also accepted when it lies inside the *resolved* repository; with a
     symlink-free repository the behaviour is exactly Go's.
     """
+    confirmed = _confirmed
+    key = (repository, url_path)
+    kept = confirmed.get(key)
+    if kept is not None:
+        return kept
     repo = _normalise_repository(repository)
     candidate = go_clean(repo + url_path)
     rel = _relative(repo, candidate)
@@ -356,13 +361,11 @@ def sanitize_path(repository: str, url_path: str) -> str:
             raise NotFound(str(exc)) from None
         return rel
 
-    confirmed = _confirmed
-    kept = confirmed.get(candidate, repo)
-    if kept is not None:
-        return kept
     # Watched before the disk is asked (a change after the watch is reported, one before is
-    # seen by the walk); kept only when the repository's own path has no symlink either.
-    keep = confirmed.usable and confirmed.watch(candidate) and _repository_symlink_free(repo)
+    # seen by the walk); kept only when the repository's own path has no symlink either (and
+    # does not depend on the working directory).
+    keep = (confirmed.usable and repository[:1] == "/" and confirmed.watch(candidate)
+            and _repository_symlink_free(repo))
 
     # Walk the components below the repository with lstat. Every one must exist; if none is a
     # symlink, the resolved path is the candidate itself.
@@ -374,7 +377,7 @@ def sanitize_path(repository: str, url_path: str) -> str:
                 break
         else:
             if keep:
-                confirmed.keep(candidate, repo, rel)
+                confirmed.keep(key, candidate, rel)
             return rel
     except (OSError, ValueError) as exc:
         raise NotFound(str(exc)) from None
@@ -396,7 +399,7 @@ def _repository_symlink_free(repo: str) -> bool:
     """Whether no component of the repository's own path is a symlink (kept like the paths below
     it, its directories being watched by then).  The paths below it are kept only then: a
     symlink above them could be re-pointed without any event in the directories they are in."""
-    if repo == "/" or _confirmed.get(repo, "") is not None:
+    if repo == "/" or _confirmed.get(("", repo)) is not None:
         return True
     current = ""
     try:
@@ -406,5 +409,5 @@ def _repository_symlink_free(repo: str) -> bool:
                 return False
     except (OSError, ValueError):
         return False
-    _confirmed.keep(repo, "", "")
+    _confirmed.keep(("", repo), repo, "")
     return True

@@ -125,8 +125,9 @@ def file_system(mounts: dict[bytes, bytes], directory: bytes) -> bytes:
 
 
 class SymlinkFreePaths:
-    """Absolute, clean paths confirmed to exist with no symlink anywhere on their way, each with
-    the value its confirmation gave (see the module docstring for why it stays exact).
+    """Answers about absolute, clean paths confirmed to exist with no symlink anywhere on their
+    way, each under the caller's key (e.g. the request's own terms, so that a kept answer costs no
+    path arithmetic); see the module docstring for why they stay exact.
 
     ``max_paths`` bounds the verdicts kept (all are dropped when it is reached), ``max_dirs`` the
     watched directories (when it is reached, every verdict and watch is dropped).
@@ -144,8 +145,8 @@ class SymlinkFreePaths:
         self._fd = -1
         self._mounts: int = -1
         self._poll: select.poll | None = None
-        #: path -> (what it was confirmed for, the caller's value).
-        self._paths: dict[str, tuple[str, str]] = {}
+        #: The caller's key -> the value kept for it.
+        self._paths: dict[tuple[str, str], str] = {}
         #: directory -> its watch descriptor; watch descriptor -> names in it that matter.
         self._dirs: dict[bytes, int] = {}
         self._names: dict[int, set[bytes]] = {}
@@ -166,11 +167,11 @@ class SymlinkFreePaths:
         the watches stay, so what changes meanwhile is still seen."""
         self._off = not enabled
 
-    def get(self, path: str, owner: str) -> str | None:
-        """The value kept for ``path`` when it was confirmed for ``owner`` and nothing on its way
-        has changed since, else None."""
-        kept = self._paths.get(path)
-        if kept is None or kept[0] != owner or self._off:
+    def get(self, key: tuple[str, str]) -> str | None:
+        """The value kept under ``key`` when nothing on the way to its path has changed since it
+        was confirmed, else None."""
+        kept = self._paths.get(key)
+        if kept is None or self._off:
             return None
         poll = self._poll
         if poll is None:
@@ -178,7 +179,7 @@ class SymlinkFreePaths:
         events = poll.poll(0)
         if events and not self._settle(events):
             return None
-        return kept[1]
+        return kept
 
     def watch(self, path: str) -> bool:
         """Watch every directory on the way to ``path`` (absolute and clean); True when they all
@@ -222,8 +223,9 @@ class SymlinkFreePaths:
             directory = (directory if directory != b"/" else b"") + b"/" + name
         return True
 
-    def keep(self, path: str, owner: str, value: str) -> None:
-        """Keep ``value`` for ``path``, confirmed on the disk after :meth:`watch` said True.
+    def keep(self, key: tuple[str, str], path: str, value: str) -> None:
+        """Keep ``value`` under ``key``: ``path`` was confirmed on the disk after :meth:`watch`
+        said True.
 
         The names on its way become the ones whose events matter in their directories (the
         events are read later, by :meth:`get`, so one queued meanwhile is judged with them)."""
@@ -241,7 +243,7 @@ class SymlinkFreePaths:
                 watched = names[wd] = set()
             watched.add(name)
             directory = (directory if directory != b"/" else b"") + b"/" + name
-        self._paths[path] = (owner, value)
+        self._paths[key] = value
 
     def reset(self) -> None:
         """Forget every verdict and every watch (the inotify instance is closed)."""

@@ -56,7 +56,7 @@ def outcome(repo: Path | str, url_path: str) -> str | int:
 
 
 def served_from_memory(repo: Path, url_path: str) -> bool:
-    return paths._confirmed.get(str(repo) + url_path, str(repo)) is not None
+    return paths._confirmed.get((str(repo), url_path)) is not None
 
 
 def first(repo: Path, url_path: str, mode: str) -> str:
@@ -219,7 +219,7 @@ def test_a_mount_over_a_directory_is_seen(tree: Path) -> None:
         from mirrorbits.web import paths
         repo = {str(tree)!r}
         assert paths.sanitize_path(repo, "/dir/sub/g") == "/dir/sub/g"
-        assert paths._confirmed.get(repo + "/dir/sub/g", repo) is not None
+        assert paths._confirmed.get((repo, "/dir/sub/g")) is not None
         subprocess.run(["mount", "-t", "tmpfs", "none", repo + "/dir"], check=True)
         try:
             paths.sanitize_path(repo, "/dir/sub/g")
@@ -262,10 +262,10 @@ def test_bounded_in_paths_and_directories(tree: Path) -> None:
     for k in range(10):
         path = f"{base}/dir/p{k}"
         assert confirmed.watch(path)
-        confirmed.keep(path, base, f"/dir/p{k}")
+        confirmed.keep((base, f"/dir/p{k}"), path, f"/dir/p{k}")
         assert len(confirmed._paths) <= 3
-    assert confirmed.get(f"{base}/dir/p9", base) == "/dir/p9"
-    assert confirmed.get(f"{base}/dir/p0", base) is None
+    assert confirmed.get((base, "/dir/p9")) == "/dir/p9"
+    assert confirmed.get((base, "/dir/p0")) is None
     few = SymlinkFreePaths(max_paths=100, max_dirs=len(tree.parts) + 1)
     assert few.watch(f"{base}/dir/f")  # every directory down to dir/ fits
     assert not few.watch(f"{base}/dir/sub/g")  # one more does not: everything is forgotten

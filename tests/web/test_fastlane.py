@@ -35,6 +35,9 @@ import world as bench_world  # noqa: E402
 #: the warmed view (``FILES`` does not list them: their first request waits for a Redis read).
 ORPHAN = "/orphan/nobody-has-it.iso"
 LATE = ["/late/one.iso", "/late/two.iso"]
+#: A file only mirrors without IPv6 carry (with SelectByIPFamily: an IPv6 client's family fallback).
+V4ONLY = "/v4only/file.iso"
+IPV6_CLIENT = "2001:218::5"  # JP in the test databases
 _DATE = re.compile(rb"\r\nDate: [^\r]*")
 
 
@@ -42,7 +45,7 @@ def fill_world(r: Any, repo: str, n_files: int = 120) -> list[str]:
     """The benchmark's 60 mirrors, ``n_files`` of its paths (partial mirrors carry a share of
     them, a few copies are stale), in the Go layout; the repository tree on disk."""
     rng = random.Random(5)
-    paths = bench_world.file_paths(n_files) + [ORPHAN]
+    paths = bench_world.file_paths(n_files) + [V4ONLY, ORPHAN]
     mirrors: list[Mirror] = bench_world.build_mirrors()
     pipe = r.pipeline(transaction=False)
     for p in paths + LATE:
@@ -56,12 +59,13 @@ def fill_world(r: Any, repo: str, n_files: int = 120) -> list[str]:
         pipe.hset(schema.mirror_key(m.id), mapping=dict(m.to_redis()))
         pipe.hset(schema.MIRRORS, str(m.id), m.name)
         share = 1.0 if m.id % 3 else rng.uniform(0.2, 0.8)
-        for p in paths[:-1] + LATE:
-            if rng.random() < share:
-                modtime = MODTIME if rng.random() < 0.97 else "2020-01-01 00:00:00 +0000 UTC"
-                pipe.sadd(schema.file_mirrors_key(p), str(m.id))
-                pipe.hset(schema.file_info_key(m.id, p), mapping={"size": str(1000 + len(p)),
-                                                                  "modTime": modtime})
+        for p in paths[:-2] + LATE + [V4ONLY]:
+            if p == V4ONLY and m.id % 3 or rng.random() >= share:
+                continue
+            modtime = MODTIME if rng.random() < 0.97 else "2020-01-01 00:00:00 +0000 UTC"
+            pipe.sadd(schema.file_mirrors_key(p), str(m.id))
+            pipe.hset(schema.file_info_key(m.id, p), mapping={"size": str(1000 + len(p)),
+                                                              "modTime": modtime})
     pipe.execute()
     return paths
 
@@ -82,13 +86,16 @@ def workload(paths: list[str], ips: list[str], seed: int = 11, n: int = 260) -> 
         path = rng.choices(paths, weights)[0]
         if rng.random() < (0.5 if n // 2 <= i < n // 2 + 15 else 0.04):
             path = ORPHAN
+        client = rng.choice(ips)
+        if rng.random() < 0.05:
+            path, client = V4ONLY, IPV6_CLIENT
         method, version, query = "GET", "HTTP/1.1", ""
         headers = ["Host: 127.0.0.1"]
         kind = rng.random()
         if 0.43 <= kind < 0.45:
             headers.append("X-Forwarded-For: " + "1" * 300)  # not a usable IP: 400
         elif rng.random() < 0.9:  # else the peer's address (no location: a uniform draw)
-            headers.append("X-Forwarded-For: " + rng.choice(ips))
+            headers.append("X-Forwarded-For: " + client)
         if kind < 0.10:
             method = "HEAD"
         elif kind < 0.15:
@@ -133,6 +140,16 @@ def workload(paths: list[str], ips: list[str], seed: int = 11, n: int = 260) -> 
     return out
 
 
+def write_family_states(r: Any) -> None:
+    """Per-family states as a monitor with ``SelectByIPFamily`` leaves them: every third mirror
+    has no IPv6 address, every fifth a dead one, the others answer over both families."""
+    for m in bench_world.build_mirrors():
+        v6 = "none" if m.id % 3 == 0 else "0" if m.id % 5 == 0 else "1"
+        r.hset(schema.mirror_key(m.id), mapping={
+            "httpUpIPv4": "1", "httpUpIPv6": v6, "httpsUpIPv4": "1", "httpsUpIPv6": v6,
+            "httpDownReasonIPv6": "Unreachable" if v6 == "0" else ""})
+
+
 def exchange(port: int, batch: list[bytes]) -> bytes:
     """Send ``batch`` in one write and read until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -162,6 +179,12 @@ class LaneAgainstTwisted(RedirectorTestCase):
     timeout = 120
 
     def test_same_bytes_and_counts_with_the_lane_on_and_off(self) -> defer.Deferred[None]:
+        return self.compare(by_family=False)
+
+    def test_same_with_the_choice_by_address_family(self) -> defer.Deferred[None]:
+        return self.compare(by_family=True)
+
+    def compare(self, by_family: bool) -> defer.Deferred[None]:
         async def run() -> None:
             geo = os.path.join(self.tmp, "geoip")
             os.makedirs(geo)
@@ -170,8 +193,10 @@ class LaneAgainstTwisted(RedirectorTestCase):
             logdir = os.path.join(self.tmp, "logs")
             os.makedirs(logdir)
             paths = fill_world(self.r, self.repo)
+            if by_family:
+                write_family_states(self.r)
             h = await self.harness(OutputMode="auto", GeoipDatabasePath=geo, LogDir=logdir,
-                                   MaxLinkHeaders=3)
+                                   MaxLinkHeaders=3, SelectByIPFamily=by_family)
             app = h.app
             stats = app.get_download_stats()
             stats.startService()
@@ -198,6 +223,8 @@ class LaneAgainstTwisted(RedirectorTestCase):
                 view_stats = dict(h.view.stats)
                 fallback_counts = [sample("mirrorbits_fallbacks_total", {"reason": r})
                                    for r in ("redis", "no_mirror")]
+                family_counts = [sample("mirrorbits_family_fallbacks_total", {"family": f})
+                                 for f in ("IPv4", "IPv6")]
                 resource.rng = random.Random(42)
                 self.patch(LeanChannel, "fast_lane", lane)
                 got = []
@@ -224,6 +251,8 @@ class LaneAgainstTwisted(RedirectorTestCase):
                              if k in ("hits", "negative", "misses")},
                     "fallbacks": [sample("mirrorbits_fallbacks_total", {"reason": r}) - before
                                   for r, before in zip(("redis", "no_mirror"), fallback_counts, strict=True)],
+                    "families": [sample("mirrorbits_family_fallbacks_total", {"family": f}) - before
+                                 for f, before in zip(("IPv4", "IPv6"), family_counts, strict=True)],
                     "log": lines,
                 }
                 return got, counts
@@ -249,6 +278,8 @@ class LaneAgainstTwisted(RedirectorTestCase):
             self.assertGreater(len(off_counts["log"]), 100)  # type: ignore[arg-type]
             self.assertTrue(off_counts["redis"])
             self.assertGreater(off_counts["fallbacks"][1], 0)  # type: ignore[index]
+            if by_family:
+                self.assertGreater(sum(off_counts["families"]), 0)  # type: ignore[arg-type]
             # ... and the lane answered most of it (the twisted path's metrics are the same).
             self.assertGreater(self.lane_answers, 100)
 

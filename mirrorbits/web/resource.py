@@ -414,6 +414,21 @@ class RedirectorResource(resource.Resource):
     def fast_answer(self, method: bytes, target: bytes, version: bytes,
                     headers: dict[bytes, list[bytes]], channel: http.HTTPChannel,
                     close: bool) -> FastAnswer | None:
+        """:meth:`_fast_answer`; a bug answers a plain 500, as :meth:`render` does (the same bytes:
+        the ``Server`` header is set on the twisted path before anything can fail)."""
+        try:
+            return self._fast_answer(method, target, version, headers, channel, close)
+        except Exception:
+            log.failure("Request {uri!r} failed", uri=target)
+            st = self._config_state()
+            accept = headers.get(_ACCEPT)
+            kind = "json" if _renderer(st.mode, accept[0] if accept else None) == JSON else "redirect"
+            return (self._lean_answer(channel, method, version, close, st, None, REDIRECT, None, 500),
+                    kind, 500, False)
+
+    def _fast_answer(self, method: bytes, target: bytes, version: bytes,
+                     headers: dict[bytes, list[bytes]], channel: http.HTTPChannel,
+                     close: bool) -> FastAnswer | None:
         """The whole answer to a plain GET or HEAD of a file the view holds, from the parts of the
         request's head, without a twisted ``Request`` (see :class:`~mirrorbits.web.site.FastLane`).
 
@@ -492,10 +507,11 @@ class RedirectorResource(resource.Resource):
         return data, kind, code, results.fallback
 
     def _lean_answer(self, channel: http.HTTPChannel, method: bytes, version: bytes, close: bool,
-                     st: _ConfigState, results: Results | None, rtype: str, plan: FilePlan | None) -> bytes:
-        """The lean lane's less common answers (JSON, 503), made by the twisted path's renderers on
-        a bare ``server.Request`` (never processed nor queued) and written as ``LeanRequest``
-        writes them."""
+                     st: _ConfigState, results: Results | None, rtype: str, plan: FilePlan | None,
+                     error: int = 503) -> bytes:
+        """The lean lane's less common answers (JSON; without ``results``, Go's plain ``error``:
+        503 or 500), made by the twisted path's renderers on a bare ``server.Request`` (never
+        processed nor queued) and written as ``LeanRequest`` writes them."""
         request = server.Request(channel)
         request.method = method
         request.clientproto = version
@@ -505,7 +521,7 @@ class RedirectorResource(resource.Resource):
         table[b"Date"] = DATES.now()
         table[b"Server"] = [st.server]
         if results is None:
-            body = plain_error(request, 503, "Service Unavailable")
+            body = plain_error(request, error, http.RESPONSES[error].decode("ascii"))
         else:
             body = self._render_file(request, rtype, results, plan, False, st.config)
         return response_bytes(version, request.code, request.code_message, table, body,

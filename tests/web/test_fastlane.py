@@ -321,3 +321,33 @@ class LaneAgainstTwisted(RedirectorTestCase):
                 self.assertEqual(got[lane].count(b"\r\nConnection: close\r\n"), 1)
             self.assertEqual(got[False], got[True])
         return d(run())
+
+    def test_a_bug_answers_500_as_the_twisted_path_and_keeps_the_connection(self) -> defer.Deferred[None]:
+        async def run() -> None:
+            paths = fill_world(self.r, self.repo, 5)
+            h = await self.harness(warm=True)
+            await h.wait_for(lambda: h.view.warmed)
+            site = make_site(h.app)
+
+            def broken(*args: object) -> None:
+                raise ZeroDivisionError("a bug")
+
+            self.patch(h.resource, "_choose", broken)
+            got = {}
+            for lane in (False, True):
+                self.patch(LeanChannel, "fast_lane", lane)
+                channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+                assert isinstance(channel, LeanChannel)
+                transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+                channel.makeConnection(transport)
+                for method in ("GET", "HEAD"):
+                    channel.dataReceived(f"{method} {paths[0]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                got[lane] = _DATE.sub(b"", transport.value())
+                self.assertFalse(transport.disconnecting)
+                channel.connectionLost(ConnectionDone())
+                self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+            self.assertEqual(got[False], got[True])
+            self.assertEqual(got[True].count(b"HTTP/1.1 500 Internal Server Error\r\n"), 2)
+            self.assertIn(b"\r\n\r\nInternal Server Error\n", got[True])
+        return d(run())

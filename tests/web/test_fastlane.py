@@ -16,9 +16,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 from twisted.internet import defer, threads
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
 
 from mirrorbits.geo import ASN_DB, CITY_DB
 from mirrorbits.model import Mirror
@@ -27,6 +25,7 @@ from mirrorbits.web.downloadlog import FILENAME
 from mirrorbits.web.site import LeanChannel, LeanSite, make_site, wind_down
 from tests.test_geo import ASN_SRC, CITY_SRC
 from tests.web.test_http_cases import MODTIME, RedirectorTestCase, d
+from tests.web.test_leanhttp import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import world as bench_world  # noqa: E402
@@ -304,11 +303,7 @@ class LaneAgainstTwisted(RedirectorTestCase):
             for lane in (False, True):
                 self.patch(LeanChannel, "fast_lane", lane)
                 h.resource.rng = random.Random(1)
-                channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-                assert isinstance(channel, LeanChannel)
-                transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
-                                            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
-                channel.makeConnection(transport)
+                channel, transport = connect(site)
                 request = f"GET {paths[0]} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
                 channel.dataReceived(request)
                 self.assertFalse(transport.disconnecting)
@@ -336,11 +331,7 @@ class LaneAgainstTwisted(RedirectorTestCase):
             got = {}
             for lane in (False, True):
                 self.patch(LeanChannel, "fast_lane", lane)
-                channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-                assert isinstance(channel, LeanChannel)
-                transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
-                                            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
-                channel.makeConnection(transport)
+                channel, transport = connect(site)
                 for method in ("GET", "HEAD"):
                     channel.dataReceived(f"{method} {paths[0]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 got[lane] = _DATE.sub(b"", transport.value())

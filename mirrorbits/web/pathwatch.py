@@ -22,8 +22,8 @@ file has changed since the disk was last asked.  Events about other names in a w
 Only directories on local file systems are watched (:data:`LOCAL_FILE_SYSTEMS`): on NFS, CIFS,
 FUSE and the like a change made elsewhere is no event here, so their paths are checked on every
 request.  Linux only; where inotify is missing or refused (no instance left, watches exhausted)
-the caller checks the disk on every request, as before.  Only the reactor thread uses it; a forked child
-starts without any verdict (the inotify instance would be shared with the parent).
+the caller checks the disk on every request, as before.  Only the reactor thread uses it; a forked
+child starts without any verdict (the inotify instance would be shared with the parent).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _IN_ONLYDIR = 0x01000000
 _IN_NAMED = _IN_ATTRIB | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
 #: What is watched on each directory: changes of its entries, and of the directory itself.
 _WATCH_MASK = _IN_NAMED | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR
-_EVENT = struct.Struct("iIII")
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-padded name)
 #: File systems whose every change is made by this kernel, so inotify reports all of them.  Not
 #: network or FUSE file systems (NFS, CIFS, Ceph, 9p, virtiofs, sshfs...): a change made by another
 #: machine, or behind the FUSE daemon, is no event here, so their paths are checked on every request.
@@ -309,8 +309,8 @@ class SymlinkFreePaths:
                 offset += size + length
                 if mask & _IN_NAMED and name:
                     watched = names.get(wd)
-                    if watched is not None and name not in watched:
-                        continue  # another entry of a watched directory
+                    if watched is None or name not in watched:
+                        continue  # an entry no kept path goes through
                 # A kept name changed, the directory itself moved or went, a watch was removed,
                 # or the queue overflowed: nothing kept can be trusted any more.
                 self.reset()

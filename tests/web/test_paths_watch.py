@@ -174,6 +174,21 @@ def test_other_entries_of_a_watched_directory_change_nothing(tree: Path) -> None
     assert paths._confirmed.resets == resets
 
 
+def test_directories_no_kept_path_goes_through_change_nothing(tree: Path) -> None:
+    """A missing file's directory is watched (before the disk is asked) but nothing is kept
+    through it: its other entries may change freely."""
+    assert kept(tree, "/dir/f") == "/dir/f"
+    assert outcome(tree, "/releases/missing") == 404
+    resets = paths._confirmed.resets
+    for k in range(20):
+        (tree / "releases" / f"new{k}").write_bytes(b"")
+    (tree / "releases" / "missing").write_bytes(b"")  # no longer missing: asked on the disk again
+    assert sanitize_path(str(tree), "/dir/f") == "/dir/f"
+    assert served_from_memory(tree, "/dir/f")
+    assert paths._confirmed.resets == resets
+    assert sanitize_path(str(tree), "/releases/missing") == "/releases/missing"
+
+
 def test_disk_and_memory_agree_everywhere(tree: Path) -> None:
     (tree / "latest").symlink_to("releases/f")
     (tree / "current").symlink_to(tree / "releases")
@@ -283,7 +298,7 @@ def test_without_an_inotify_instance_the_disk_answers(tree: Path) -> None:
         try:
             import resource
 
-            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
             held = []
             try:
@@ -297,6 +312,7 @@ def test_without_an_inotify_instance_the_disk_answers(tree: Path) -> None:
             ok.append(paths._confirmed._retry > 0)
             for fd in held:
                 os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
             paths._confirmed._retry = 0
             ok.append(sanitize_path(str(tree), "/dir/f") == "/dir/f" and served_from_memory(tree, "/dir/f"))
             status = 0 if all(ok) else 2

@@ -133,6 +133,7 @@ def redirect_parts(results: Results, max_link_headers: int,
 
 
 def _priority(k: int) -> bytes:
+    """The ``pri=`` value of the k-th alternative."""
     return _PRIORITIES[k] if k < len(_PRIORITIES) else b"%d" % k
 
 
@@ -165,9 +166,8 @@ def redirect_pieces(results: Results, max_link_headers: int,
     on the wire (each ending with CRLF), in pieces for one join: the lean lane writes them
     without a request object."""
     parts = redirect_parts(results, max_link_headers, parts_cache)
-    k = 0
-    for p in parts[1:]:
-        k += 1
+    for k in range(1, len(parts)):
+        p = parts[k]
         out += (b"Link: ", p[1], _priority(k), p[2], b"\r\n")
     out += (_REDIRECT_MIDDLE, parts[0][0], b"\r\n")
 

@@ -9,8 +9,9 @@ than the redirect itself (measured: a bare twisted.web 302 spends ~140 us of CPU
 Only public twisted.web API is used, so a new Twisted release cannot break serving silently:
 
 * :class:`LeanChannel` overrides the documented ``HTTPChannel`` hooks ``getHost`` and ``getPeer``
-  (asked once per connection instead of once per request) and ``checkPersistence`` (a stopping daemon answers
-  every later request with ``Connection: close``: :func:`wind_down`), and ``LineReceiver``'s
+  (asked once per connection instead of once per request) and ``checkPersistence`` (twisted's rule,
+  written once in :meth:`LeanChannel.persistence` for both ways of answering, and a stopping
+  daemon answers every later request with ``Connection: close``: :func:`wind_down`), and ``LineReceiver``'s
   ``lineLengthExceeded`` (an oversize request line or header line is answered 414 or 431 instead
   of a silent close; an oversize header block goes through :mod:`mirrorbits.twistedcompat`);
 * :class:`LeanRequest` overrides ``process``, the method twisted.web documents for subclasses: for
@@ -20,6 +21,11 @@ Only public twisted.web API is used, so a new Twisted release cannot break servi
   else (a
   non-leaf root, ``NOT_DONE_YET``, an unusual response: cookies, ETag, ``lastModified``) takes
   twisted's own ``render``/``write``/``finish`` path unchanged.
+
+The lean lane goes one step further: a root resource that is a :class:`FastLane` (the redirector)
+is offered each head the channel split at once, and answers the requests it can with the whole
+response's bytes, without any twisted ``Request`` (:meth:`LeanChannel.answer_at_once`); the same
+:func:`response_bytes` and :meth:`LeanChannel.persistence` as the requests it declines.
 """
 
 from __future__ import annotations
@@ -217,7 +223,7 @@ class DateCache:
         return self.value
 
     def now_line(self) -> bytes:
-        """``Date: <now>\r\n``."""
+        """``Date: <now>`` and CRLF."""
         if int(time.time()) != self.second:
             self.now()
         return self.line

@@ -24,6 +24,7 @@ from mirrorbits.selection.fastpath import (
     document_order,
     draw_redirect,
     plan_file,
+    redirect_order,
     redirect_pool,
 )
 from mirrorbits.selection.records import (
@@ -58,6 +59,7 @@ __all__ = [
     "fallback_choices",
     "plan_file",
     "rank_sort",
+    "redirect_order",
     "redirect_pool",
     "select_mirrors",
     "verdict_index",

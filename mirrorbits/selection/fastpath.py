@@ -36,7 +36,7 @@ from mirrorbits.selection.records import (
 )
 
 __all__ = ["FilePlan", "LocationPlan", "RedirectPool", "document_order", "draw_redirect", "plan_file",
-           "redirect_pool"]
+           "redirect_order", "redirect_pool"]
 
 
 @dataclass(slots=True, eq=False)
@@ -306,4 +306,21 @@ def document_order(plan: FilePlan, loc: LocationPlan, drawn: Sequence[Chosen], l
             items.append((-cs, e[0], cand, e[1], d))
     items.sort()  # (-score, position) are unique: the candidate is never compared
     out.extend(Chosen(cand, url, d, -ncs) for ncs, _, cand, url, d in items[:limit - len(out)])
+    return out
+
+
+def redirect_order(plan: FilePlan, loc: LocationPlan, limit: int,
+                   weight_distribution_range: float = 1.5) -> list[Chosen]:
+    """:func:`select_mirrors`' redirect list for this (file, client) when :func:`redirect_pool`
+    gives no pool (fewer than two mirrors get a weight, so there is no draw): the accepted mirrors
+    by score descending, then the file's order, the one weighted mirror (when there is one, the
+    first) at weight 100; up to ``limit``.  Empty when no mirror is accepted.
+
+    Why: it is the same ranking as the mirror list's (:func:`document_order` without a draw),
+    from the same cached score tables, instead of a whole :func:`select_mirrors`."""
+    out = document_order(plan, loc, [], limit, weight_distribution_range)
+    if out:
+        extremes = _extremes(plan, loc)
+        if extremes is not None and out[0].computed_score > int(extremes[1]):
+            out[0].weight = 100.0
     return out

@@ -182,7 +182,7 @@ class Results:
 
     def error(self, kind: str, detail: str) -> None:
         self.errors[kind] += 1
-        if len(self.examples) < 10:
+        if self.errors[kind] <= 5:  # a few of each kind: a rare kind is not crowded out
             self.examples.append(f"{kind}: {detail}")
 
 

@@ -287,6 +287,7 @@ class RedirectorResource(resource.Resource):
         self._loc_plans: dict[tuple[str, str, int, int], tuple[int, MirrorView, LocationPlan]] = {}
         self.memo_stats = {"hits": 0, "misses": 0}
         self._locations: dict[str, tuple[int, GeoRecord, ClientLocation]] = {}
+        self._forwarded_clients: dict[bytes, tuple[int, str, tuple[GeoRecord, ClientLocation]]] = {}
         self._lean_targets: dict[bytes, str] = {}
         #: Per-country and per-mirror counts (exported by the metrics listener, when there is one).
         self.redirect_counts = RedirectCounts()
@@ -477,17 +478,16 @@ class RedirectorResource(resource.Resource):
         if info is None or info.mod_time_ns is None:
             return None
         forwarded = headers.get(_X_FORWARDED_FOR)
-        ip = clientinfo.client_ip(forwarded[0] if forwarded else None,
-                                  clientinfo.peer_host(channel.getPeer()))
-        if not _usable_ip(ip):
+        client = self._lean_client(forwarded[0] if forwarded else None, channel)
+        if client is None:
             return None
         rtype = _renderer(st.mode, accept)
 
         # The request is this lane's from here on: the twisted path's steps, in its order.
         view.stats["hits"] += 1
         proto = headers.get(_X_FORWARDED_PROTO)
-        chosen = self._choose(path, info, entry, ip, _NO_QUERY, proto[0] if proto else None, rtype,
-                              None, st)
+        chosen = self._choose(path, info, entry, client[1], _NO_QUERY, proto[0] if proto else None, rtype,
+                              None, st, client[2])
         kind = "json" if rtype == JSON else "redirect"
         if chosen is None:
             return self._lean_answer(channel, method, version, close, st, None, rtype, None), kind, 503, False
@@ -506,6 +506,38 @@ class RedirectorResource(resource.Resource):
         agents = headers.get(_USER_AGENT) if ranged else None
         self._record(rtype, code, method, results, info, ranged, agents[0] if agents else None)
         return data, kind, code, results.fallback
+
+    def _lean_client(self, forwarded: bytes | None,
+                     channel: http.HTTPChannel) -> tuple[int, str, tuple[GeoRecord, ClientLocation]] | None:
+        """(GeoIP generation, client IP, its record and location) of a lean-lane request, or None
+        when the IP is not usable (the twisted path answers 400).
+
+        Why kept per ``X-Forwarded-For`` line: behind a proxy every request carries one, and the IP
+        it names is a pure function of the line's bytes; one dict hit then replaces the decode,
+        split, checks and the per-IP location look-up.  Entries are valid for one generation of
+        the GeoIP databases, as :meth:`_client_location`'s, and the table is emptied when it
+        reaches :attr:`client_locations` entries.  Without the header the peer decides, as
+        :func:`~mirrorbits.web.clientinfo.client_ip` says.
+        """
+        generation = self.geoip.generation
+        clients = self._forwarded_clients
+        if forwarded is not None:
+            hit = clients.get(forwarded)
+            if hit is not None and hit[0] == generation:
+                return hit
+            ip = clientinfo.ip_from_forwarded_for(forwarded)
+            if ip:
+                if not _usable_ip(ip):
+                    return None
+                client = (generation, ip, self._client_location(ip))
+                if len(clients) >= self.client_locations:
+                    clients.clear()
+                clients[forwarded] = client
+                return client
+        ip = clientinfo.ip_from_peer(clientinfo.peer_host(channel.getPeer()))
+        if not _usable_ip(ip):
+            return None
+        return generation, ip, self._client_location(ip)
 
     def _lean_answer(self, channel: http.HTTPChannel, method: bytes, version: bytes, close: bool,
                      st: _ConfigState, results: Results | None, rtype: str, plan: FilePlan | None,
@@ -675,13 +707,15 @@ class RedirectorResource(resource.Resource):
 
     def _choose(self, path: str, info: FileInfo, entry: PathEntry | None, ip: str,
                 query: dict[str, list[str]], forwarded_proto: bytes | None, rtype: str,
-                load_error: str | None, st: _ConfigState) -> tuple[Results, FilePlan | None] | None:
+                load_error: str | None, st: _ConfigState,
+                located: tuple[GeoRecord, ClientLocation] | None = None) -> tuple[Results, FilePlan | None] | None:
         """The client's location, secure option and family, the selection, then the fallbacks when
         it has none: the request-independent core of a file answer, shared by the twisted path
         and the lean lane (:meth:`fast_answer`) so both apply the same rules and consume the rng
-        alike.  Counts the client's country.  None: no mirror and no fallback (503)."""
+        alike.  Counts the client's country.  ``located``: :meth:`_client_location` of ``ip``, when
+        the caller has it already.  None: no mirror and no fallback (503)."""
         config = st.config
-        rec, loc = self._client_location(ip)
+        rec, loc = located if located is not None else self._client_location(ip)
         countries = self._countries
         countries[rec.country_code] = countries.get(rec.country_code, 0) + 1
         secure = clientinfo.secure_option(forwarded_proto, query.get("https"),

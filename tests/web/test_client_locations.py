@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from twisted.internet.address import IPv4Address
 
 from mirrorbits.config import Config
 from mirrorbits.geo import ASN_DB, CITY_DB, GeoIP, GeoRecord
@@ -70,3 +71,42 @@ def test_the_table_is_bounded(geo: GeoIP) -> None:
     for i in range(10):
         res._client_location(f"10.0.0.{i}")
         assert len(res._locations) <= 3
+
+
+class _Channel:
+    """What the lean lane asks of a connection to find its client: the peer address."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    def getPeer(self) -> IPv4Address:  # noqa: N802 - twisted's name
+        return IPv4Address("TCP", self.host, 40000)
+
+
+def test_the_lean_lane_keeps_a_client_per_forwarded_line(geo: GeoIP, tmp_path: Path) -> None:
+    res, asked = redirector(geo)
+    peer = _Channel("127.0.0.1")
+    line = b" " + SWEDEN.encode() + b", 10.0.0.1"
+    generation, ip, (rec, loc) = res._lean_client(line, peer)  # type: ignore[arg-type,misc]
+    assert (ip, rec.country_code, loc.asnum) == (SWEDEN, "SE", 29518)
+    assert res._lean_client(line, peer) is res._lean_client(line, peer)  # type: ignore[arg-type]
+    assert asked == [SWEDEN]
+    # An empty element falls back to the peer, like every unusable line, and is not kept.
+    assert res._lean_client(b" , 10.0.0.1", _Channel(SWEDEN))[1] == SWEDEN  # type: ignore[arg-type,index]
+    assert res._lean_client(None, _Channel("10.0.0.2"))[1] == "10.0.0.2"  # type: ignore[arg-type,index]
+    assert res._lean_client(b"\x7f1.2.3.4", peer) is None  # type: ignore[arg-type]
+    assert set(res._forwarded_clients) == {line}
+    # A reload of the GeoIP databases makes every kept client stale.
+    write_mmdb(tmp_path / "new.mmdb", CASE54_CITY, "GeoLite2-City")
+    os.replace(tmp_path / "new.mmdb", tmp_path / CITY_DB)
+    assert geo.reload() is True
+    again = res._lean_client(line, peer)  # type: ignore[arg-type]
+    assert again is not None and again[0] != generation and again[2][0].country_code == "test2"
+
+
+def test_the_lean_lanes_forwarded_lines_are_bounded(geo: GeoIP) -> None:
+    res, _ = redirector(geo)
+    res.client_locations = 3
+    for i in range(10):
+        assert res._lean_client(b"10.0.0.%d" % i, _Channel("127.0.0.1")) is not None  # type: ignore[arg-type]
+        assert len(res._forwarded_clients) <= 3

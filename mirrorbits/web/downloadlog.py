@@ -240,6 +240,8 @@ class DownloadLog(Service):
 
     def log(self, typ: str, status: int, method: str, results: Results | None) -> None:
         """The redirector's call once it has answered: the error text is ``results.error``."""
+        if self._fd is None:  # disabled: not even a call more on the redirect's path
+            return
         self.write(typ, status, method, results, results.error if results is not None else None)
 
     # -- service -------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from __future__ import annotations
 import gzip
 import time
 from bisect import bisect_left
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from itertools import accumulate
 from time import perf_counter
 from typing import TYPE_CHECKING, Protocol, cast
@@ -246,6 +246,8 @@ class FastLane(Protocol):
 
 #: (response bytes, metrics kind, status code, fallback).
 FastAnswer = tuple[bytes, str, int, bool]
+#: :meth:`FastLane.fast_answer`, bound to its resource.
+FastAnswerer = Callable[[bytes, bytes, bytes, dict[bytes, list[bytes]], http.HTTPChannel, bool], FastAnswer | None]
 
 
 def response_bytes(version: bytes, code: int, message: bytes, headers: dict[bytes, list[bytes]],
@@ -352,13 +354,15 @@ class LeanChannel(WholeHeadChannel, RefusalHookChannel):
 
     def answer_at_once(self, parsed: ParsedHead) -> bool:
         site = self.site
-        lane = site.resource
-        if not self.fast_lane or not isinstance(site, LeanSite) or not site.fast_lane:
+        if not self.fast_lane or not isinstance(site, LeanSite):
+            return False
+        lane = site.fast_answer
+        if lane is None:
             return False
         started = perf_counter()
         method, target, version, headers = parsed
         persistent, close = self.persistence(version, headers.get(b"Connection"))
-        answer = cast(FastLane, lane).fast_answer(method, target, version, headers, self, close)
+        answer = lane(method, target, version, headers, self, close)
         if answer is None:
             return False
         self.persistent = persistent
@@ -505,10 +509,14 @@ class LeanSite(server.Site):
     request_metrics = RequestMetrics()
     #: Set when the root resource answers some requests from their head alone (:class:`FastLane`).
     fast_lane = False
+    #: The root's :meth:`FastLane.fast_answer` then (bound once: it is called on every request).
+    fast_answer: FastAnswerer | None = None
 
     def __init__(self, resource: resource.IResource, *args: object, **kwargs: object) -> None:
         super().__init__(resource, *args, **kwargs)
         self.fast_lane = callable(getattr(resource, "fast_answer", None))
+        if self.fast_lane:
+            self.fast_answer = cast(FastLane, resource).fast_answer
 
     def log(self, request: object) -> None:
         if isinstance(request, LeanRequest):

@@ -175,8 +175,10 @@ class DownloadStats(Service):
         mirror_id = None if results.fallback or cand.source is None else cand.id
         info = results.file_info
         if not ranged:
-            # Client IP and User-Agent only matter to the Range de-duplication.
-            self.count(info.path, mirror_id, info.size)
+            # Client IP and User-Agent only matter to the Range de-duplication; what ``count``
+            # does then, without its call (this runs on every redirect).
+            if info.path:
+                self._add(self.clock(), info.path, mirror_id, info.size)
             return
         agent = user_agent.decode("utf-8", "surrogateescape") if user_agent is not None else ""
         self.count(info.path, mirror_id, info.size, results.ip, agent, True)
@@ -211,7 +213,8 @@ class DownloadStats(Service):
         return self._day_cached
 
     def _add(self, now: float, path: str, mirror_id: int | None, size: int) -> None:
-        day = self._day(now)
+        start = self._day_start
+        day = self._day_cached if start <= now < start + 86400 else self._day(now)
         k = (day, path)
         self._files[k] = self._files.get(k, 0) + 1
         if mirror_id is not None:

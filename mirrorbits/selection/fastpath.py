@@ -16,12 +16,12 @@ same pool, same order, same rng calls.
 from __future__ import annotations
 
 import random
-from bisect import bisect_right
+import struct
+from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from mirrorbits.gocompat import f32
 from mirrorbits.ipfamily import Family
 from mirrorbits.selection.algorithm import OutdatedRule, computed_scores, mtime_delta, outdated_rule
 from mirrorbits.selection.distance import client_distances
@@ -219,15 +219,17 @@ class RedirectPool:
     """The weighted mirrors of one (file, client) in :func:`select_mirrors`' draw order (score
     descending, then file order): ``items`` are (-ComputedScore, position in the file's list,
     candidate, AbsoluteURL, distance), ``weights`` their draw weights (score minus ``base``),
-    ``total`` the sum of the weights.
+    ``total`` the sum of the weights, ``ends`` the running sums of the weights.
 
     Why plain tuples: a pool holds every weighted mirror (tens) but a redirect draws at most
-    five, so the :class:`Chosen` records are made for the drawn ones only.
+    five, so the :class:`Chosen` records are made for the drawn ones only.  :func:`draw_redirect`
+    only reads a pool.
     """
 
     items: list[tuple[int, int, Candidate, str, float]]
     weights: list[int]
     total: int
+    ends: list[int] = field(default_factory=list)
 
 
 def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: float = 1.5
@@ -250,7 +252,8 @@ def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: 
         return None
     items.sort()  # (-score, position) are unique: the candidate is never compared
     weights = [-it[0] - base for it in items]
-    return RedirectPool(items, weights, sum(weights))
+    ends = list(accumulate(weights))
+    return RedirectPool(items, weights, ends[-1], ends)
 
 
 def _below(rng: random.Random) -> Callable[[int], int]:
@@ -260,22 +263,42 @@ def _below(rng: random.Random) -> Callable[[int], int]:
     return below if below is not None else rng.randrange
 
 
+#: Go's ``float32(x)`` for the draw's weights (always finite there), without a call of
+#: :func:`~mirrorbits.gocompat.f32`.
+_F32 = struct.Struct("<f")
+
+
 def draw_redirect(pool: RedirectPool, rng: random.Random) -> list[Chosen]:
     """The redirect draw: up to 5 draws without replacement, proportional to weight — the same
-    rng calls as :func:`select_mirrors`, so a seeded rng gives the same list."""
-    items = list(pool.items)
-    weights = list(pool.weights)
+    rng calls as :func:`select_mirrors`, so a seeded rng gives the same list.
+
+    select_mirrors walks the running weights of the mirrors not drawn yet; here the pool's own
+    running sums (``ends``) serve every draw: a number drawn below the remaining weight is
+    moved past the spans of the mirrors already drawn (in pool order), which gives the same
+    mirror, and the pool is left as it was."""
+    items = pool.items
+    weights = pool.weights
+    ends = pool.ends
     total = pool.total
     rest = total
     below = _below(rng)
+    pack = _F32.pack
+    unpack = _F32.unpack
+    taken: list[int] = []  # positions drawn so far, ascending
     out = []
     for _ in range(5 if len(items) > 5 else len(items)):
-        # The first mirror whose running weight exceeds rv (select_mirrors' linear walk).
-        k = bisect_right(list(accumulate(weights)), below(rest))
-        ncs, _, cand, url, d = items.pop(k)
-        w = weights.pop(k)
+        x = below(rest)
+        for t in taken:
+            if x >= ends[t] - weights[t]:  # at or past the drawn mirror's span: skip it
+                x += weights[t]
+            else:
+                break
+        k = bisect_right(ends, x)
+        insort(taken, k)
+        w = weights[k]
         rest -= w
-        out.append(Chosen(cand, url, d, -ncs, f32(w * 100 / total)))
+        ncs, _, cand, url, d = items[k]
+        out.append(Chosen(cand, url, d, -ncs, unpack(pack(w * 100 / total))[0]))
     return out
 
 

@@ -235,16 +235,31 @@ class RedirectPool:
 def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: float = 1.5
                   ) -> RedirectPool | None:
     """The weighted pool a redirect draws from, or None when fewer than two mirrors get a weight
-    (or none is accepted): :func:`select_mirrors` must then give the (unweighted) sorted list."""
-    extremes = _extremes(plan, loc)
-    if extremes is None:
-        return None
-    closest, farthest = extremes
+    (or none is accepted): :func:`select_mirrors` must then give the (unweighted) sorted list.
+
+    (:func:`_extremes` and the location plan's table look-up are written out here: this runs
+    for every redirect.)"""
     eligible = plan.eligible
+    if not eligible:
+        return None
+    by_distance = loc.by_distance
+    for d, cand in by_distance:
+        if cand in eligible:
+            closest = d
+            break
+    else:
+        return None
+    for k in range(len(by_distance) - 1, -1, -1):
+        farthest, cand = by_distance[k]
+        if cand in eligible:
+            break
+    tables = loc._tables.get((closest, farthest, weight_distribution_range))
+    weighted = tables[1] if tables is not None else loc.weighted(closest, farthest,
+                                                                 weight_distribution_range)
     base = int(farthest)
     items = []
     get = eligible.get
-    for cand, d, cs in loc.weighted(closest, farthest, weight_distribution_range):
+    for cand, d, cs in weighted:
         e = get(cand)
         if e is not None:
             items.append((-cs, e[0], cand, e[1], d))

@@ -50,7 +50,7 @@ class FilePlan:
 
     eligible: dict[Candidate, tuple[int, str]]
     error: str | None = None
-    extra: dict[Candidate, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    extra: dict[Candidate, tuple[bytes, bytes, bytes, bytes, bytes]] = field(default_factory=dict)
     #: The client's family when no mirror carrying the file answers over it: the eligible mirrors
     #: are then ANY's (ANY, false, otherwise).
     family_fallback: Family = Family.ANY

@@ -93,19 +93,20 @@ def _header_safe(value: bytes) -> bytes:
 
 _PRIORITIES = [b"%d" % k for k in range(64)]
 
-#: (``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) of one mirror for one file.
-HeaderParts = tuple[bytes, bytes, bytes]
+#: Of one mirror for one file: (``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``,
+#: then the same two ``Link`` parts as wire pieces: ``Link: `` before, CRLF after).
+HeaderParts = tuple[bytes, bytes, bytes, bytes, bytes]
 
 
 def redirect_header_parts(ch: Chosen, rel: str) -> HeaderParts:
-    """(``Location`` value, ``Link`` value up to ``pri=``, ``; geo=cc``) for one chosen mirror,
-    already as twisted would store them (see :func:`render_redirect`)."""
+    """The :data:`HeaderParts` for one chosen mirror, already as twisted would store them (see
+    :func:`render_redirect`)."""
     cc = ch.candidate.country_list
     geo = cc[0].lower() if cc else ""
     url = ch.absolute_url + rel
-    return (_header_safe(escape_location(url)),
-            _header_safe(f"<{url}>; rel=duplicate; pri=".encode("utf-8", "surrogateescape")),
-            _header_safe(f"; geo={geo}".encode("utf-8", "surrogateescape")))
+    link = _header_safe(f"<{url}>; rel=duplicate; pri=".encode("utf-8", "surrogateescape"))
+    geo_part = _header_safe(f"; geo={geo}".encode("utf-8", "surrogateescape"))
+    return (_header_safe(escape_location(url)), link, geo_part, b"Link: " + link, geo_part + b"\r\n")
 
 
 def redirect_parts(results: Results, max_link_headers: int,
@@ -120,16 +121,18 @@ def redirect_parts(results: Results, max_link_headers: int,
     mlist = results.mirror_list
     cache: dict[Candidate, HeaderParts] = {} if parts_cache is None else parts_cache
     out = []
-    rel = None
     for ch in mlist[:max_link_headers + 1] if max_link_headers > 0 else mlist[:1]:
         p = cache.get(ch.candidate)
         if p is None:
-            if rel is None:
-                path = results.file_info.path
-                rel = path[1:] if path.startswith("/") else path
-            p = cache[ch.candidate] = redirect_header_parts(ch, rel)
+            p = cache[ch.candidate] = redirect_header_parts(ch, _relative(results))
         out.append(p)
     return out
+
+
+def _relative(results: Results) -> str:
+    """The file's path as it follows a mirror's base URL."""
+    path = results.file_info.path
+    return path[1:] if path.startswith("/") else path
 
 
 def _priority(k: int) -> bytes:
@@ -164,12 +167,23 @@ def redirect_pieces(results: Results, max_link_headers: int,
                     parts_cache: dict[Candidate, HeaderParts] | None, out: list[bytes]) -> None:
     """Append to ``out`` the header lines :func:`render_redirect` sets, in its order, as they go
     on the wire (each ending with CRLF), in pieces for one join: the lean lane writes them
-    without a request object."""
-    parts = redirect_parts(results, max_link_headers, parts_cache)
-    for k in range(1, len(parts)):
-        p = parts[k]
-        out += (b"Link: ", p[1], _priority(k), p[2], b"\r\n")
-    out += (_REDIRECT_MIDDLE, parts[0][0], b"\r\n")
+    without a request object.  (:func:`redirect_parts`' walk is written out here: this runs for
+    every redirect of the lean lane.)"""
+    mlist = results.mirror_list
+    if not mlist:
+        raise ValueError("a redirect needs a mirror")
+    cache: dict[Candidate, HeaderParts] = {} if parts_cache is None else parts_cache
+    get = cache.get
+    location = b""
+    for k, ch in enumerate(mlist[:max_link_headers + 1] if max_link_headers > 0 else mlist[:1]):
+        p = get(ch.candidate)
+        if p is None:
+            p = cache[ch.candidate] = redirect_header_parts(ch, _relative(results))
+        if k:
+            out += (p[3], _PRIORITIES[k] if k < 64 else b"%d" % k, p[4])
+        else:
+            location = p[0]
+    out += (_REDIRECT_MIDDLE, location, b"\r\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -416,21 +416,6 @@ class RedirectorResource(resource.Resource):
     def fast_answer(self, method: bytes, target: bytes, version: bytes,
                     headers: dict[bytes, list[bytes]], channel: http.HTTPChannel,
                     close: bool) -> FastAnswer | None:
-        """:meth:`_fast_answer`; a bug answers a plain 500, as :meth:`render` does (the same bytes:
-        the ``Server`` header is set on the twisted path before anything can fail)."""
-        try:
-            return self._fast_answer(method, target, version, headers, channel, close)
-        except Exception:
-            log.failure("Request {uri!r} failed", uri=target)
-            st = self._config_state()
-            accept = headers.get(_ACCEPT)
-            kind = "json" if _renderer(st.mode, accept[0] if accept else None) == JSON else "redirect"
-            return (self._lean_answer(channel, method, version, close, st, None, REDIRECT, None, 500),
-                    kind, 500, False)
-
-    def _fast_answer(self, method: bytes, target: bytes, version: bytes,
-                     headers: dict[bytes, list[bytes]], channel: http.HTTPChannel,
-                     close: bool) -> FastAnswer | None:
         """The whole answer to a plain GET or HEAD of a file the view holds, from the parts of the
         request's head, without a twisted ``Request`` (see :class:`~mirrorbits.web.site.FastLane`).
 
@@ -443,69 +428,85 @@ class RedirectorResource(resource.Resource):
         ``Accept-Encoding: gzip`` with ``Gzip`` on).  Anything else returns None before any
         side effect, and twisted.web answers it as always.  The rules after that (location,
         selection, fallbacks, the log line and the counts) are :meth:`_choose` and
-        :meth:`_record`, the twisted path's own; the bytes are those ``LeanRequest`` writes.
+        :meth:`_record`, the twisted path's own; the bytes are those ``LeanRequest`` writes.  A bug
+        answers a plain 500, as :meth:`render` does (:meth:`_lean_failure`).
         """
-        if method != b"GET" and method != b"HEAD" or not _DECLINED_HEADERS.isdisjoint(headers):
-            return None
-        accept_lines = headers.get(_ACCEPT)
-        accept = accept_lines[0] if accept_lines else None
-        if accept is not None and b"metalink" in accept:
-            return None
-        st = self._config_state()
-        config = st.config
-        if config.Gzip:
-            encodings = headers.get(_ACCEPT_ENCODING)
-            if encodings and any(b"gzip" in a for a in encodings):
-                return None
-        targets = self._lean_targets
-        url_path = targets.get(target)
-        if url_path is None:
-            url_path = _lean_url_path(target)
-            if len(targets) >= self.lean_targets:
-                targets.clear()
-            targets[target] = url_path
-        if not url_path:
-            return None
         try:
-            path = paths.sanitize_path(st.repository, url_path)
-        except paths.PathError:
-            return None
-        view = self.view
-        entry = view.lookup(path)
-        if entry is None:
-            return None
-        info = entry.info
-        if info is None or info.mod_time_ns is None:
-            return None
-        forwarded = headers.get(_X_FORWARDED_FOR)
-        client = self._lean_client(forwarded[0] if forwarded else None, channel)
-        if client is None:
-            return None
-        rtype = _renderer(st.mode, accept)
+            if method != b"GET" and method != b"HEAD" or not _DECLINED_HEADERS.isdisjoint(headers):
+                return None
+            accept_lines = headers.get(_ACCEPT)
+            accept = accept_lines[0] if accept_lines else None
+            if accept is not None and b"metalink" in accept:
+                return None
+            st = self._config_state()
+            config = st.config
+            if config.Gzip:
+                encodings = headers.get(_ACCEPT_ENCODING)
+                if encodings and any(b"gzip" in a for a in encodings):
+                    return None
+            targets = self._lean_targets
+            url_path = targets.get(target)
+            if url_path is None:
+                url_path = _lean_url_path(target)
+                if len(targets) >= self.lean_targets:
+                    targets.clear()
+                targets[target] = url_path
+            if not url_path:
+                return None
+            try:
+                path = paths.sanitize_path(st.repository, url_path)
+            except paths.PathError:
+                return None
+            view = self.view
+            entry = view.lookup(path)
+            if entry is None:
+                return None
+            info = entry.info
+            if info is None or info.mod_time_ns is None:
+                return None
+            forwarded = headers.get(_X_FORWARDED_FOR)
+            client = self._lean_client(forwarded[0] if forwarded else None, channel)
+            if client is None:
+                return None
+            rtype = _renderer(st.mode, accept)
 
-        # The request is this lane's from here on: the twisted path's steps, in its order.
-        view.stats["hits"] += 1
-        proto = headers.get(_X_FORWARDED_PROTO)
-        chosen = self._choose(path, info, entry, client[1], _NO_QUERY, proto[0] if proto else None, rtype,
-                              None, st, client[2])
-        kind = "json" if rtype == JSON else "redirect"
-        if chosen is None:
-            return self._lean_answer(channel, method, version, close, st, None, rtype, None), kind, 503, False
-        results, plan = chosen
-        if rtype == REDIRECT:
-            code = 302
-            out = [version, _FOUND, _CONNECTION_CLOSE if close else b"", DATES.now_line(), st.server_line]
-            redirect_pieces(results, config.MaxLinkHeaders,
-                            plan.extra if plan is not None and not results.fallback else None, out)
-            out.append(_NO_CONTENT if method == b"GET" else b"\r\n")
-            data = b"".join(out)
-        else:
-            code = 200
-            data = self._lean_answer(channel, method, version, close, st, results, rtype, plan)
-        ranged = _RANGE in headers
-        agents = headers.get(_USER_AGENT) if ranged else None
-        self._record(rtype, code, method, results, info, ranged, agents[0] if agents else None)
-        return data, kind, code, results.fallback
+            # The request is this lane's from here on: the twisted path's steps, in its order.
+            view.stats["hits"] += 1
+            proto = headers.get(_X_FORWARDED_PROTO)
+            chosen = self._choose(path, info, entry, client[1], _NO_QUERY, proto[0] if proto else None, rtype,
+                                  None, st, client[2])
+            kind = "json" if rtype == JSON else "redirect"
+            if chosen is None:
+                return self._lean_answer(channel, method, version, close, st, None, rtype, None), kind, 503, False
+            results, plan = chosen
+            if rtype == REDIRECT:
+                code = 302
+                out = [version, _FOUND, _CONNECTION_CLOSE if close else b"", DATES.now_line(), st.server_line]
+                redirect_pieces(results, config.MaxLinkHeaders,
+                                plan.extra if plan is not None and not results.fallback else None, out)
+                out.append(_NO_CONTENT if method == b"GET" else b"\r\n")
+                data = b"".join(out)
+            else:
+                code = 200
+                data = self._lean_answer(channel, method, version, close, st, results, rtype, plan)
+            ranged = _RANGE in headers
+            agents = headers.get(_USER_AGENT) if ranged else None
+            self._record(rtype, code, method, results, info, ranged, agents[0] if agents else None)
+            return data, kind, code, results.fallback
+        except Exception:
+            return self._lean_failure(method, target, version, headers, channel, close)
+
+    def _lean_failure(self, method: bytes, target: bytes, version: bytes,
+                      headers: dict[bytes, list[bytes]], channel: http.HTTPChannel,
+                      close: bool) -> FastAnswer:
+        """The lane's answer to its own bug: a plain 500, the bytes :meth:`render` gives (the
+        ``Server`` header is set on the twisted path before anything can fail)."""
+        log.failure("Request {uri!r} failed", uri=target)
+        st = self._config_state()
+        accept = headers.get(_ACCEPT)
+        kind = "json" if _renderer(st.mode, accept[0] if accept else None) == JSON else "redirect"
+        return (self._lean_answer(channel, method, version, close, st, None, REDIRECT, None, 500),
+                kind, 500, False)
 
     def _lean_client(self, forwarded: bytes | None,
                      channel: http.HTTPChannel) -> tuple[int, str, tuple[GeoRecord, ClientLocation]] | None:
@@ -718,8 +719,9 @@ class RedirectorResource(resource.Resource):
         rec, loc = located if located is not None else self._client_location(ip)
         countries = self._countries
         countries[rec.country_code] = countries.get(rec.country_code, 0) + 1
-        secure = clientinfo.secure_option(forwarded_proto, query.get("https"),
-                                          config.AllowHTTPToHTTPSRedirects)
+        # Neither X-Forwarded-Proto nor a query (the common request): no call to learn it.
+        secure = Secure.UNDEFINED if forwarded_proto is None and not query else clientinfo.secure_option(
+            forwarded_proto, query.get("https"), config.AllowHTTPToHTTPSRedirects)
         family = client_family(ip, query) if st.by_family else Family.ANY
         sel = None
         plan = None

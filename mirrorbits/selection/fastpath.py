@@ -194,9 +194,13 @@ class LocationPlan:
         return self._scored(closest, farthest, weight_distribution_range)[0]
 
 
-def _extremes(plan: FilePlan, loc: LocationPlan) -> tuple[float, float] | None:
-    """(closest, farthest) distance of the mirrors accepted for this (file, client), or None when
-    none is."""
+def _accepted_tables(plan: FilePlan, loc: LocationPlan, weight_distribution_range: float
+                     ) -> tuple[float, _Scored, _Scored] | None:
+    """(farthest distance, every mirror, the weighted ones) of the location plan's score tables
+    for the extremes of the mirrors accepted for this (file, client) (see
+    :meth:`LocationPlan.scored`), or None when none is accepted.
+
+    Why one function for the extremes and the look-up: it runs for every redirect."""
     eligible = plan.eligible
     if not eligible:
         return None
@@ -208,10 +212,13 @@ def _extremes(plan: FilePlan, loc: LocationPlan) -> tuple[float, float] | None:
     else:
         return None
     for k in range(len(by_distance) - 1, -1, -1):
-        d, cand = by_distance[k]
+        farthest, cand = by_distance[k]
         if cand in eligible:
-            return closest, d
-    return None  # unreachable: the forward scan found one
+            break
+    tables = loc._tables.get((closest, farthest, weight_distribution_range))
+    if tables is None:
+        tables = loc._scored(closest, farthest, weight_distribution_range)
+    return farthest, tables[0], tables[1]
 
 
 @dataclass(slots=True)
@@ -235,27 +242,12 @@ class RedirectPool:
 def redirect_pool(plan: FilePlan, loc: LocationPlan, weight_distribution_range: float = 1.5
                   ) -> RedirectPool | None:
     """The weighted pool a redirect draws from, or None when fewer than two mirrors get a weight
-    (or none is accepted): :func:`select_mirrors` must then give the (unweighted) sorted list.
-
-    (:func:`_extremes` and the location plan's table look-up are written out here: this runs
-    for every redirect.)"""
+    (or none is accepted): :func:`select_mirrors` must then give the (unweighted) sorted list."""
+    accepted = _accepted_tables(plan, loc, weight_distribution_range)
+    if accepted is None:
+        return None
+    farthest, _, weighted = accepted
     eligible = plan.eligible
-    if not eligible:
-        return None
-    by_distance = loc.by_distance
-    for d, cand in by_distance:
-        if cand in eligible:
-            closest = d
-            break
-    else:
-        return None
-    for k in range(len(by_distance) - 1, -1, -1):
-        farthest, cand = by_distance[k]
-        if cand in eligible:
-            break
-    tables = loc._tables.get((closest, farthest, weight_distribution_range))
-    weighted = tables[1] if tables is not None else loc.weighted(closest, farthest,
-                                                                 weight_distribution_range)
     base = int(farthest)
     items = []
     get = eligible.get
@@ -331,14 +323,13 @@ def document_order(plan: FilePlan, loc: LocationPlan, drawn: Sequence[Chosen], l
     out = list(drawn[:limit])
     if len(out) >= limit:
         return out
-    extremes = _extremes(plan, loc)
-    if extremes is None:
+    accepted = _accepted_tables(plan, loc, weight_distribution_range)
+    if accepted is None:
         return out
-    closest, farthest = extremes
     eligible = plan.eligible
     taken = {ch.candidate for ch in out}
     items = []
-    for cand, d, cs in loc.scored(closest, farthest, weight_distribution_range):
+    for cand, d, cs in accepted[1]:
         e = eligible.get(cand)
         if e is not None and cand not in taken:
             items.append((-cs, e[0], cand, e[1], d))
@@ -358,7 +349,7 @@ def redirect_order(plan: FilePlan, loc: LocationPlan, limit: int,
     from the same cached score tables, instead of a whole :func:`select_mirrors`."""
     out = document_order(plan, loc, [], limit, weight_distribution_range)
     if out:
-        extremes = _extremes(plan, loc)
-        if extremes is not None and out[0].computed_score > int(extremes[1]):
+        accepted = _accepted_tables(plan, loc, weight_distribution_range)
+        if accepted is not None and out[0].computed_score > int(accepted[0]):
             out[0].weight = 100.0
     return out

@@ -80,7 +80,11 @@ _LOC_ESCAPES = tuple(chr(b) if b < 0x80 else f"%{b:02x}" for b in range(256))
 
 def escape_location(url: str) -> bytes:
     """Go ``hexEscapeNonASCII``: bytes >= 0x80 become ``%xx`` (lower-case hex); ASCII is kept."""
-    raw = url.encode("utf-8", "surrogateescape")
+    return _escape_raw(url.encode("utf-8", "surrogateescape"))
+
+
+def _escape_raw(raw: bytes) -> bytes:
+    """:func:`escape_location` of a URL already encoded."""
     if raw.isascii():
         return raw
     return "".join([_LOC_ESCAPES[b] for b in raw]).encode("ascii")
@@ -102,11 +106,25 @@ def redirect_header_parts(ch: Chosen, rel: str) -> HeaderParts:
     """The :data:`HeaderParts` for one chosen mirror, already as twisted would store them (see
     :func:`render_redirect`)."""
     cc = ch.candidate.country_list
-    geo = cc[0].lower() if cc else ""
-    url = ch.absolute_url + rel
-    link = _header_safe(f"<{url}>; rel=duplicate; pri=".encode("utf-8", "surrogateescape"))
-    geo_part = _header_safe(f"; geo={geo}".encode("utf-8", "surrogateescape"))
-    return (_header_safe(escape_location(url)), link, geo_part, b"Link: " + link, geo_part + b"\r\n")
+    geo = _geo_parts(cc[0] if cc else "")
+    raw = (ch.absolute_url + rel).encode("utf-8", "surrogateescape")
+    link = _header_safe(b"<" + raw + b">; rel=duplicate; pri=")
+    return (_header_safe(_escape_raw(raw)), link, geo[0], b"Link: " + link, geo[1])
+
+
+#: ``; geo=cc`` of a mirror's first country code, and the same with CRLF, per code.  Why: a
+#: cold file formats the parts of each mirror it redirects to, and the codes are a handful.
+_GEO_PARTS: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _geo_parts(code: str) -> tuple[bytes, bytes]:
+    parts = _GEO_PARTS.get(code)
+    if parts is None:
+        geo = _header_safe(f"; geo={code.lower()}".encode("utf-8", "surrogateescape"))
+        if len(_GEO_PARTS) >= 4096:
+            _GEO_PARTS.clear()
+        parts = _GEO_PARTS[code] = (geo, geo + b"\r\n")
+    return parts
 
 
 def redirect_parts(results: Results, max_link_headers: int,

@@ -184,21 +184,12 @@ class LocationPlan:
         self._tables[key] = tables
         return tables
 
-    def weighted(self, closest: float, farthest: float, weight_distribution_range: float) -> _Scored:
-        """(candidate, distance, ComputedScore) of every mirror of this plan whose score exceeds
-        ``int(farthest)`` when the accepted set has these extremes (Go's arithmetic)."""
-        return self._scored(closest, farthest, weight_distribution_range)[1]
-
-    def scored(self, closest: float, farthest: float, weight_distribution_range: float) -> _Scored:
-        """(candidate, distance, ComputedScore) of every mirror of this plan, nearest first."""
-        return self._scored(closest, farthest, weight_distribution_range)[0]
-
 
 def _accepted_tables(plan: FilePlan, loc: LocationPlan, weight_distribution_range: float
                      ) -> tuple[float, _Scored, _Scored] | None:
     """(farthest distance, every mirror, the weighted ones) of the location plan's score tables
     for the extremes of the mirrors accepted for this (file, client) (see
-    :meth:`LocationPlan.scored`), or None when none is accepted.
+    :meth:`LocationPlan._scored`), or None when none is accepted.
 
     Why one function for the extremes and the look-up: it runs for every redirect."""
     eligible = plan.eligible
